@@ -1,0 +1,82 @@
+"""The `synthmatch` command: argparse subcommands, each handler imported only when it runs.
+
+Arguments are declared here so `synthmatch --help` and `synthmatch devices` never import torch;
+each subcommand names its handler as "module:function", called with the parsed namespace.
+Handlers return an exit code (or None for 0). User errors raise UsageError -> exit 2 with the message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+
+class UsageError(Exception):
+    """A mistake the user can fix (bad config, file, device name): printed without a traceback, exit 2."""
+
+
+def _params(args: argparse.Namespace) -> int:
+    from bridge import contract
+
+    c = contract.load(args.contract)
+    print(f"contract {c.source}  hash {c.hash}")
+    print(f"{'#':>2}  {'name':<18} {'Massive':<15} {'unit':<9} {'min':>8} {'max':>8}  {'curve':<6} {'CC':>3}  sampling")
+    for i, p in enumerate(c.params):
+        dist = ", ".join(f"{k}={v}" for k, v in p.sample.items())
+        print(f"{i:>2}  {p.name:<18} {p.massive:<15} {p.unit or '-':<9} {p.min:>8g} {p.max:>8g}  "
+              f"{p.curve:<6} {p.cc:>3}  {dist}")
+    return 0
+
+
+def _add_contract(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--contract", default=None, help="contract TOML (default: configs/contract.toml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="synthmatch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("params", _params, "print the 16-parameter table")
+    _add_contract(p)
+
+    p = command("render", "training.render:main", "render a patch with the reference synth to a WAV file")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--random", action="store_true", help="random patch from the contract's sampling")
+    src.add_argument("--params", metavar="JSON", help='{"osc1_pitch": 0.5, ...}: all 16 normalised values')
+    p.add_argument("--seed", type=int, default=0, help="with --random: patch = f(seed)")
+    p.add_argument("--out", required=True, help="output WAV (16 kHz mono float)")
+    _add_contract(p)
+
+    p = command("devices", "bridge.devices:main", "list audio inputs and MIDI ports")
+
+    return parser
+
+
+def _resolve(handler):
+    if callable(handler):
+        return handler
+    module, _, func = handler.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from bridge.contract import ContractError
+
+    try:
+        return _resolve(args.handler)(args) or 0
+    except (UsageError, ContractError) as e:
+        print(f"synthmatch {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
