@@ -105,8 +105,13 @@ class ReferenceSynth:
         return self._cache[device]
 
     def physical(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 16) normalised -> {name: (B,) physical}; inputs are clamped to [0, 1] first."""
-        v = v.clamp(0.0, 1.0)
+        """(B, 16) normalised -> {name: (B,) physical, float64}; inputs are clamped to [0, 1] first.
+
+        float64 on purpose: torch's vectorised and scalar kernels for pow/exp round differently in the
+        last bit, and which one an example gets depends on the batch size. In float64 that bit never
+        reaches the float32 audio, so sample i stays identical whatever the batch.
+        """
+        v = v.double().clamp(0.0, 1.0)
         return {p.name: p.to_physical(v[:, i]) for i, p in enumerate(self.contract.params)}
 
     @torch.no_grad()
@@ -118,14 +123,15 @@ class ReferenceSynth:
     def _render(self, v: torch.Tensor) -> torch.Tensor:
         c = self._consts(v.device)
         a, sr = self.contract.audio, self.contract.audio.sample_rate
-        p = self.physical(v)
+        p64 = self.physical(v)
+        p = {name: x.float() for name, x in p64.items()}
         B = v.shape[0]
 
         # oscillator fundamentals (B, 3), Hz
         f_note = 440.0 * 2.0 ** ((a.note - 69) / 12)
-        pitch = torch.stack([p[f"osc{j}_pitch"] for j in (1, 2, 3)], 1)
-        f0 = f_note * 2.0 ** (pitch / 12)
-        freqs = f0[..., None] * c["k"]  # (B, 3, K)
+        pitch = torch.stack([p64[f"osc{j}_pitch"] for j in (1, 2, 3)], 1)
+        f0 = f_note * 2.0 ** (pitch / 12)  # float64: the phase accumulator needs it exact
+        freqs = f0.float()[..., None] * c["k"]  # (B, 3, K)
 
         # wavetable morph: linear blend of neighbouring shapes' harmonic amplitudes
         pos = torch.stack([p[f"osc{j}_position"] for j in (1, 2, 3)], 1) * (len(c["coef"]) - 1)
