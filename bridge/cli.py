@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("devices", "bridge.devices:main", "list audio inputs and MIDI ports")
 
+    p = command("train", "training.train:main",
+                "train a model on synth patches rendered on the fly (DDP under torchrun)")
+    p.add_argument("--config", required=True, help="training TOML (see configs/train/)")
+    p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, loss.png")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+                   help="cuda when available with auto (default)")
+
     return parser
 
 
