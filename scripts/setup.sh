@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up synthmatch on a fresh Debian/Ubuntu machine: system packages, then a virtualenv in .venv.
+#   bash scripts/setup.sh          runtime + training (torch)
+#   bash scripts/setup.sh --dev    the same plus the test tools (pytest, mypy, TensorRT stubs)
+# Torch: on a machine without an NVIDIA GPU the CPU build (torch==2.13.0) is installed so no multi-GB
+# CUDA build is pulled; with `nvidia-smi` present the default PyPI (CUDA) build and onnxruntime-gpu are.
+# Override with TORCH_SPEC, e.g. TORCH_SPEC="torch==2.13.0" bash scripts/setup.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="train"
+[[ "${1:-}" == "--dev" ]] && extras="train,dev"
+
+# libportaudio2: sounddevice; libsndfile1: soundfile; jackd2 + liblo-tools: real audio/MIDI/OSC peers for
+# the daemon and its tests; fluidsynth + fluid-soundfont-gm: real instruments for out-of-domain evaluation.
+debs=(libportaudio2 libsndfile1 jackd2 liblo-tools fluidsynth fluid-soundfont-gm)
+missing=()
+for d in "${debs[@]}"; do dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done
+if ((${#missing[@]})); then
+  sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+[[ -x .venv/bin/python ]] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+
+if command -v nvidia-smi >/dev/null 2>&1; then
+  torch_spec=${TORCH_SPEC:-"torch>=2.3"}; extras="$extras,gpu"
+else
+  torch_spec=${TORCH_SPEC:-"torch==2.13.0"}
+fi
+.venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" "$torch_spec"
+"${pip[@]}" -e ".[$extras]"
+# TensorRT 10's Python signatures for mypy over bridge/engine_tensorrt.py; --no-deps because its
+# metadata requires the tensorrt wheels themselves, which PyPI does not carry.
+[[ "$extras" == *dev* ]] && "${pip[@]}" --no-deps "tensorrt-stubs==10.13.0.35.1"
+echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
