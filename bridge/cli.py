@@ -63,6 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
                    help="cuda when available with auto (default)")
 
+    p = command("dataset", "training.shards:main", "offline sharded datasets (render, verify)")
+    dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    r = dsub.add_parser("render", help="render a sharded dataset with the reference synth (resumable)",
+                        description="render a sharded dataset with the reference synth; rerun to resume")
+    r.add_argument("--count", type=int, required=True, help="number of examples")
+    r.add_argument("--out", required=True, help="dataset directory (created; a rerun resumes it)")
+    r.add_argument("--workers", type=int, default=1, help="render processes (default 1)")
+    r.add_argument("--seed", type=int, default=0, help="example i = f(seed, i) (default 0)")
+    r.add_argument("--shard-size", type=int, default=1024, help="examples per shard (default 1024)")
+    r.add_argument("--store", choices=("logmel", "audio"), default="logmel",
+                   help="logmel: float16 model input (default, 51 GB per 1M); audio: int16 (128 GB per 1M)")
+    r.add_argument("--presets", metavar="CSV", help="sample from distributions fitted to this presets CSV")
+    r.add_argument("--presets-method", choices=("beta", "kde"), default="beta", help="fit (default beta)")
+    _add_contract(r)
+    v = dsub.add_parser("verify", help="check a sharded dataset's manifest, sizes and checksums")
+    v.add_argument("dir", help="dataset directory")
+    _add_contract(v)
+
     return parser
 
 
