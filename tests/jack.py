@@ -1,0 +1,288 @@
+"""A real JACK server with the dummy driver for tests, plus real JACK MIDI peers (rtmidi, jack_midi_dump).
+
+Fixtures (tests/bridge/conftest.py):
+  jack          session-scoped running server; os.environ points every client at it for the session
+                (JACK_DEFAULT_SERVER=<unique name>, JACK_NO_START_SERVER=1). Skips when jackd is absent.
+  jack_server   function-scoped private server (os.environ switched to it for the test), which the test
+                may kill()/restart(); stopped afterwards. Subprocess clients: env=server.env.
+
+What clients see (measured with Debian jackd2 1.9.21, libportaudio2 19.6, python-rtmidi 1.5.8 wheel):
+- PortAudio (sounddevice) lists the "JACK Audio Connection Kit" host API only if a server answered when
+  PortAudio was initialised, i.e. at `import sounddevice`. A server started later is seen after
+  `portaudio_rescan()` (sd._terminate(); sd._initialize()), which must not run while a stream is open.
+- PortAudio aborts the process (pa_jack.c Terminate: Assertion `err == 0') when Pa_Terminate runs after
+  its JACK server died - including sounddevice's atexit handler. A process whose PortAudio used JACK and
+  whose server was killed must skip it: `atexit.unregister(sd._exit_handler)`; tests that kill jackd
+  while PortAudio uses it belong in a subprocess (the daemon as `synthmatch run ...`), not in pytest's.
+- python-rtmidi's wheel bundles libjack (1.9.22); it talks to the system jackd2 fine. Handling of its
+  clients after a server death: bridge/midiports.py (retire()).
+- jackd2 restarts under the same name after SIGKILL (stale /dev/shm entries are reused).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from bridge import midiports
+
+JACK_TOOLS = ("jackd", "jack_lsp", "jack_connect", "jack_midi_dump")
+
+
+def missing_tools() -> list[str]:
+    return [t for t in JACK_TOOLS if shutil.which(t) is None]
+
+
+def unique_name(prefix: str = "synthmatch-test") -> str:
+    return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class JackError(RuntimeError):
+    pass
+
+
+class JackServer:
+    """jackd --no-realtime -d dummy under a private server name; start/stop/kill/restart, ports, connect."""
+
+    def __init__(self, name: str, rate: int = 48000, period: int = 256, log: Path | None = None):
+        self.name, self.rate, self.period = name, rate, period
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for subprocess clients (jack_lsp, a daemon under test)."""
+        return {**os.environ, "JACK_DEFAULT_SERVER": self.name, "JACK_NO_START_SERVER": "1"}
+
+    def start(self, timeout: float = 10.0) -> None:
+        if self.running():
+            return
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            ["jackd", "--no-realtime", "-n", self.name, "-d", "dummy", "-r", str(self.rate),
+             "-p", str(self.period)], stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        if self.log:
+            out.close()
+        deadline = time.monotonic() + timeout
+        while not midiports.jack_server_alive(self.name):  # socket probe: silent, ~0.1 ms
+            if self.proc.poll() is not None:
+                raise JackError(f"jackd -n {self.name} exited with {self.proc.returncode}"
+                                + (f"; see {self.log}" if self.log else ""))
+            if time.monotonic() > deadline:
+                self.kill()
+                raise JackError(f"jackd -n {self.name} did not come up within {timeout} s")
+            time.sleep(0.01)
+        # the socket accepts before the engine is fully registered: wait for the system ports
+        while "system:capture_1" not in self.ports():
+            if time.monotonic() > deadline:
+                raise JackError(f"jackd -n {self.name} has no system ports after {timeout} s")
+            time.sleep(0.01)
+        self.starts += 1
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and bool(
+            midiports.jack_server_alive(self.name))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Clean shutdown (SIGTERM, SIGKILL after `timeout`)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """Crash the server (SIGKILL): clients get no shutdown notice, its socket file stays behind."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def restart(self, crash: bool = True, down_s: float = 0.0) -> None:
+        """Kill (crash=True) or stop the server, stay down `down_s` seconds, start it again."""
+        self.kill() if crash else self.stop()
+        if down_s:
+            time.sleep(down_s)
+        self.start()
+
+    def _run(self, *args: str, check: bool = True) -> str:
+        r = subprocess.run(list(args), capture_output=True, text=True, env=self.env, timeout=10)
+        if check and r.returncode != 0:
+            raise JackError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+        return r.stdout
+
+    def ports(self, midi: bool | None = None) -> list[str]:
+        """Port names (jack_lsp); midi=True only MIDI ports, False only audio ports."""
+        if midi is None:
+            return self._run("jack_lsp", "-s", self.name, check=False).split("\n")[:-1]
+        out = self._run("jack_lsp", "-s", self.name, "-t", check=False).split("\n")
+        ports, kinds = out[0::2], out[1::2]
+        return [p for p, k in zip(ports, kinds) if ("midi" in k) == midi]
+
+    def connections(self) -> set[tuple[str, str]]:
+        """(source, destination) pairs, each listed once."""
+        pairs, port = set(), None
+        for line in self._run("jack_lsp", "-s", self.name, "-c", check=False).split("\n"):
+            if not line:
+                continue
+            if line.startswith((" ", "\t")):
+                pairs.add(tuple(sorted((port, line.strip()))))
+            else:
+                port = line
+        return pairs
+
+    def connect(self, src: str, dst: str) -> None:
+        self._run("jack_connect", "-s", self.name, src, dst)
+
+    def wait_for_port(self, name: str, timeout: float = 5.0, present: bool = True) -> None:
+        deadline = time.monotonic() + timeout
+        while (name in self.ports()) != present:
+            if time.monotonic() > deadline:
+                raise JackError(f"port {name} {'never appeared' if present else 'did not go away'}; "
+                                f"ports: {self.ports()}")
+            time.sleep(0.02)
+
+    def __enter__(self) -> "JackServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def portaudio_rescan() -> None:
+    """Make sounddevice/PortAudio enumerate again (e.g. see a JACK server started after import).
+
+    Only with no stream open. Safe only while PortAudio's previous JACK server (if any) is alive.
+    """
+    import sounddevice as sd
+
+    sd._terminate()
+    sd._initialize()
+
+
+_DUMP_LINE = re.compile(r"^\s*(\d+):((?: [0-9a-f]{2})+)")
+
+
+class MidiDump:
+    """`jack_midi_dump -a CLIENT` as a subprocess: its input port is "<client>:input".
+
+    Lines look like "  16128: b0 0e 40 control change (channel  0): ..."; `messages` holds the raw bytes of
+    each event, in arrival order.
+    """
+
+    def __init__(self, server: JackServer, client: str = "dump"):
+        self.server, self.client, self.port = server, client, f"{client}:input"
+        self.messages: list[bytes] = []
+        self._lock = threading.Lock()
+        cmd = ["jack_midi_dump", "-a", client]
+        if shutil.which("stdbuf"):
+            cmd = ["stdbuf", "-oL"] + cmd  # line-buffer its stdout so events arrive as they happen
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, env=server.env)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        server.wait_for_port(self.port)
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            m = _DUMP_LINE.match(line)
+            if m:
+                with self._lock:
+                    self.messages.append(bytes.fromhex(m.group(2)))
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> list[bytes]:
+        """The first `n` messages (raises after `timeout` with what arrived)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if len(self.messages) >= n:
+                    return list(self.messages[:n])
+                got = list(self.messages)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.client}: {len(got)} of {n} MIDI messages: {got}")
+            time.sleep(0.01)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.messages.clear()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(2)
+
+    def __enter__(self) -> "MidiDump":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class MidiReceiver:
+    """An rtmidi JACK input in this process, virtual port "<client>:<port>"; collects raw messages."""
+
+    def __init__(self, server: JackServer, client: str = "receiver", port: str = "in"):
+        import rtmidi
+
+        self.server, self.port = server, f"{client}:{port}"
+        self.messages: list[bytes] = []
+        self._lock = threading.Lock()
+        self._rt = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client)
+        self._rt.ignore_types(sysex=False, timing=True, active_sense=True)
+        self._rt.open_virtual_port(port)
+        self._rt.set_callback(self._on_message)
+        self._start_generation = server.starts
+
+    def _on_message(self, event, data=None) -> None:
+        with self._lock:
+            self.messages.append(bytes(event[0]))
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> list[bytes]:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if len(self.messages) >= n:
+                    return list(self.messages[:n])
+                got = list(self.messages)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.port}: {len(got)} of {n} MIDI messages: {got}")
+            time.sleep(0.01)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.messages.clear()
+
+    def close(self) -> None:
+        if self._rt is None:
+            return
+        # a server restarted since we opened means our client is dead: never touch it again
+        dead = self.server.starts != self._start_generation or not self.server.running()
+        midiports.retire(self._rt, server_dead=dead)
+        self._rt = None
+
+    def __enter__(self) -> "MidiReceiver":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
