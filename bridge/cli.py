@@ -55,6 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("devices", "bridge.devices:main", "list audio inputs and MIDI ports")
 
+    p = command("match", "training.match:main",
+                "match one sound file: params.json, match.wav (reference synth) and compare.png")
+    p.add_argument("input", help="audio file (wav, flac, ogg; any rate; stereo is mixed down)")
+    p.add_argument("--out-dir", default="match", help="where the three files go (default ./match)")
+    p.add_argument("--model", help="exported model (default: models/default.onnx)")
+    p.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
+    p.add_argument("--channel", type=int, help="use this channel (0-based) instead of the mix")
+    _add_contract(p)
+
+    p = command("demo", "training.demo:main",
+                "no hardware needed: render a patch, match it, stream it through the bridge")
+    p.add_argument("--out-dir", default="demo", help="where the demo's files go (default ./demo)")
+    p.add_argument("--seed", type=int, default=2024, help="which random patch to render")
+
+    p = command("export", "training.export:main",
+                "export a checkpoint to an ONNX model file (contract embedded, parity-checked)")
+    p.add_argument("--checkpoint", required=True, help="training checkpoint (.pt)")
+    p.add_argument("--out", required=True, help="output model file, e.g. models/default.onnx "
+                   "(model.pt with the weights for the cuda backend is written beside it)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--no-weights", action="store_true", help="do not write the .pt weights file beside it")
+    _add_contract(p)
+
     p = command("train", "training.train:main",
                 "train a model on synth patches rendered on the fly (DDP under torchrun)")
     p.add_argument("--config", required=True, help="training TOML (see configs/train/)")

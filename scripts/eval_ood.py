@@ -1,0 +1,124 @@
+"""Out-of-domain matching: General MIDI instruments (fluidsynth + FluidR3 soundfont) played at C4.
+
+Each instrument holds C4 for the synth's note length, is rendered to 16 kHz, aligned at its onset like
+any input, matched by the model, re-rendered by the reference synth, and scored against two baselines:
+the mean patch (every parameter at its sampling mean) and the best of 100 random patches (an oracle
+choice: the one closest to the target by spectral convergence). Prints JSON (and --markdown a table).
+
+Needs Debian's fluidsynth and fluid-soundfont-gm (scripts/setup.sh installs them).
+Usage: python scripts/eval_ood.py [--model models/default.onnx] [--out-dir out/ood] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import mido
+import numpy as np
+import torch
+
+from bridge import audiofile, contract as contract_mod
+from training.match import DEFAULT_MODEL, aligned_window, predict
+from training.metrics import multiscale_spectral_distance, spectral_convergence
+from training.sampling import sample_params
+from training.synth import ReferenceSynth
+
+SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+INSTRUMENTS = {  # GM program numbers, 0-based
+    "square lead": 80, "saw lead": 81, "synth bass": 38, "warm pad": 89, "new age pad": 88,
+    "synth brass": 62, "brass section": 61, "string ensemble": 48, "drawbar organ": 16,
+    "church organ": 19, "acoustic piano": 0, "electric piano": 4, "flute": 73, "oboe": 68,
+    "vibraphone": 11, "violin": 40,
+}
+
+
+def render_gm(program: int, note: int, hold_s: float, total_s: float, sr: int, workdir: Path) -> np.ndarray:
+    """One note of a GM program through fluidsynth -> (T,) float32 at sr."""
+    midi = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack()
+    midi.tracks.append(track)
+    tempo = 500000  # us per beat: 480 ticks = 0.5 s
+    ticks = lambda s: int(round(s / 0.5 * 480))  # noqa: E731
+    track += [mido.MetaMessage("set_tempo", tempo=tempo), mido.Message("program_change", program=program),
+              mido.Message("note_on", note=note, velocity=100, time=ticks(0.1)),
+              mido.Message("note_off", note=note, velocity=0, time=ticks(hold_s)),
+              mido.MetaMessage("end_of_track", time=ticks(total_s - hold_s))]
+    mid_path, wav_path = workdir / f"gm{program}.mid", workdir / f"gm{program}.wav"
+    midi.save(mid_path)
+    subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.6", "-r", "44100", "-F", str(wav_path), str(SOUNDFONT),
+                    str(mid_path)], check=True, capture_output=True, timeout=60)
+    return audiofile.read_mono(wav_path, sr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--out-dir", default="out/ood", help="target and match WAVs go here")
+    ap.add_argument("--random", type=int, default=100, help="random patches for the best-of-N baseline")
+    ap.add_argument("--markdown", action="store_true", help="also print a markdown table")
+    args = ap.parse_args()
+    if not shutil.which("fluidsynth") or not SOUNDFONT.exists():
+        raise SystemExit("eval_ood: needs fluidsynth and fluid-soundfont-gm (bash scripts/setup.sh installs them)")
+
+    c = contract_mod.default()
+    sr, synth = c.audio.sample_rate, ReferenceSynth(c)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mean_patch = np.array([[_mean(p.sample) for p in c.params]], dtype=np.float32)
+    randoms = sample_params(c, 99, range(args.random))
+    random_audio = synth.render(torch.from_numpy(randoms))
+    mean_audio = synth.render(torch.from_numpy(mean_patch))
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        targets = []
+        for name, program in INSTRUMENTS.items():
+            raw = render_gm(program, c.audio.note, c.synth.note_off_s, c.audio.duration_s + 0.5, sr, Path(tmp))
+            window, _ = aligned_window(raw, c, where=name)
+            targets.append(window)
+            audiofile.write(out / f"{name.replace(' ', '_')}.target.wav", window, sr)
+        targets_t = torch.from_numpy(np.stack(targets))
+        values = predict(args.model, np.stack(targets), c)
+        matched = synth.render(torch.from_numpy(values))
+        for i, name in enumerate(INSTRUMENTS):
+            audiofile.write(out / f"{name.replace(' ', '_')}.match.wav", matched[i].numpy(), sr)
+            target = targets_t[i: i + 1]
+            sc_random = spectral_convergence(target.expand(len(random_audio), -1), random_audio)
+            best = int(torch.argmin(sc_random))
+            score = lambda audio: {  # noqa: E731
+                "sc": round(float(spectral_convergence(target, audio[None] if audio.dim() == 1 else audio)), 3),
+                "msd": round(float(multiscale_spectral_distance(target, audio[None] if audio.dim() == 1 else audio)), 3)}
+            rows.append({"instrument": name, "program": INSTRUMENTS[name], "model": score(matched[i]),
+                         "mean_patch": score(mean_audio[0]), "best_of_random": score(random_audio[best])})
+
+    beats_mean = sum(r["model"]["sc"] < r["mean_patch"]["sc"] for r in rows)
+    beats_random = sum(r["model"]["sc"] < r["best_of_random"]["sc"] for r in rows)
+    med = lambda key, m: float(np.median([r[key][m] for r in rows]))  # noqa: E731
+    summary = {"instruments": len(rows), "model_beats_mean_patch_sc": beats_mean,
+               "model_beats_best_of_random_sc": beats_random,
+               "median": {k: {"sc": med(k, "sc"), "msd": med(k, "msd")} for k in ("model", "mean_patch", "best_of_random")}}
+    print(json.dumps({"benchmark": "ood_gm", "model": args.model, "contract": c.hash,
+                      "random_patches": args.random, "rows": rows, "summary": summary}, indent=1))
+    if args.markdown:
+        print("\n| instrument | model SC | mean patch SC | best of 100 SC | model MSD | mean MSD | best-of-100 MSD |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['instrument']} | {r['model']['sc']} | {r['mean_patch']['sc']} | {r['best_of_random']['sc']} "
+                  f"| {r['model']['msd']} | {r['mean_patch']['msd']} | {r['best_of_random']['msd']} |")
+
+
+def _mean(sample: dict) -> float:
+    if sample["dist"] == "beta":
+        return sample["a"] / (sample["a"] + sample["b"])
+    if sample["dist"] == "fixed":
+        return float(sample["value"])
+    return 0.5
+
+
+if __name__ == "__main__":
+    main()
