@@ -1,0 +1,142 @@
+"""The "cuda" backend: the torch model on an NVIDIA GPU in fp16 (or bf16), replayed from CUDA graphs.
+
+The weights come from the file export writes beside the ONNX file (model.onnx -> model.pt: a weights_only
+state dict + the model config + the export id also embedded in the ONNX metadata, so a stale pair is
+refused). The architecture is rebuilt with training.models.build_model from that config and the contract
+content embedded in the ONNX file's metadata.
+
+Precision: torch.autocast in fp16/bf16; the models keep their log-mel front-end in fp32 under autocast
+(training/models.py), LayerNorm and softmax run in fp32 under autocast anyway. Each batch size gets
+its own CUDA graph, captured on first use (static input/output buffers; replay costs one launch).
+device="cpu" runs the same code in fp32 without graphs (tests, debugging).
+
+torch and training are imported here only, when this backend is opened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bridge.engine import MAX_BATCH, BackendError, BackendUnavailable, Engine
+from bridge.modelfile import ModelError, ModelMeta
+
+PRECISIONS = ("fp16", "bf16", "fp32")
+WEIGHTS_FORMAT = "synthmatch-weights"
+
+
+def load_weights(onnx_path: Path, meta: ModelMeta):
+    """Read model.pt beside model.onnx (weights_only) and check that it belongs to it. Returns the dict."""
+    import torch
+
+    wpath = Path(onnx_path).with_suffix(".pt")
+    if not wpath.is_file():
+        raise BackendUnavailable(f"cuda: no weights file {wpath} beside {onnx_path} (`synthmatch export` writes "
+                                 f"it unless --no-weights; copy it along with the .onnx file)")
+    try:
+        w = torch.load(wpath, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError/... for damaged files
+        raise ModelError(f"{wpath}: unreadable weights file ({type(e).__name__}: {e}); re-export the model "
+                         f"or copy model.pt again") from None
+    if not isinstance(w, dict) or w.get("format") != WEIGHTS_FORMAT:
+        raise ModelError(f"{wpath}: not a synthmatch weights file (no format = {WEIGHTS_FORMAT!r}); re-export")
+    if w.get("export_id") != meta.export_id:
+        raise ModelError(f"{wpath}: weights (export id {w.get('export_id')}) do not belong to {onnx_path} "
+                         f"(export id {meta.export_id}); export both again from the same checkpoint")
+    return w
+
+
+def contract_from_meta(meta: ModelMeta):
+    """A Contract equivalent (for model building) to the one the model was exported with."""
+    from bridge import contract as contract_mod
+
+    c = contract_mod.default()
+    if c.hash == meta.contract_hash:
+        return c
+    content = meta.contract
+    if not content:
+        raise ModelError(f"{meta.path}: no embedded contract content to rebuild the model from; re-export")
+    # hashed content lacks the unhashed fields (massive, cc, sample); fill them with neutral values
+    data = {"audio": content["audio"], "frontend": content["frontend"], "synth": content["synth"],
+            "param": [{**p, "massive": p["name"], "cc": 0, "sample": {"dist": "uniform"}} for p in content["params"]]}
+    c = contract_mod.from_dict(data, source=f"{meta.path} (embedded contract)")
+    if c.hash != meta.contract_hash:
+        raise ModelError(f"{meta.path}: embedded contract content does not match its hash; re-export")
+    return c
+
+
+class TorchEngine(Engine):
+    name = "cuda"
+
+    def __init__(self, path: str | Path, meta: ModelMeta, device: str = "cuda", precision: str = "fp16",
+                 cuda_graphs: bool = True):
+        super().__init__(meta)
+        try:
+            import torch
+        except ImportError:
+            raise BackendUnavailable("cuda: torch is not installed (pip install torch)") from None
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailable(f"cuda: torch {torch.__version__} sees no CUDA GPU "
+                                     f"(torch.cuda.is_available() is False)")
+        w = load_weights(Path(path), meta)
+        from training.models import build_model
+
+        try:
+            model = build_model(w["model_config"], contract_from_meta(meta))
+            model.load_state_dict(w["model_state"])
+        except (ValueError, TypeError, KeyError, RuntimeError) as e:
+            raise BackendError(f"cuda: cannot rebuild the model from {Path(path).with_suffix('.pt')} "
+                               f"({type(e).__name__}: {e}); re-export with this synthmatch version") from None
+        self._torch = torch
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.precision = precision if self.device.type == "cuda" else "fp32"
+        self.use_graphs = cuda_graphs and self.device.type == "cuda"
+        self._graphs: dict[int, tuple] = {}  # batch -> (graph, static input, static output)
+        self._dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[self.precision]
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        self.detail = f"{name} {self.precision}{' cuda-graphs' if self.use_graphs else ''}"
+        if self.device.type == "cuda":
+            self._stream = torch.cuda.Stream(self.device)
+            self._run(np.zeros((1, meta.num_samples), np.float32))  # warm-up + capture batch 1
+
+    def _forward(self, x):
+        torch = self._torch
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._dtype,
+                                                    enabled=self.precision != "fp32"):
+            return self.model(x).float()
+
+    def _graph(self, batch: int):
+        torch = self._torch
+        if batch not in self._graphs:
+            static_in = torch.zeros(batch, self.meta.num_samples, device=self.device)
+            with torch.cuda.stream(self._stream):
+                for _ in range(2):  # warm up on a side stream before capture (cuBLAS handles, autotune)
+                    self._forward(static_in)
+            torch.cuda.current_stream(self.device).wait_stream(self._stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self._stream):
+                static_out = self._forward(static_in)
+            self._graphs[batch] = (graph, static_in, static_out)
+        return self._graphs[batch]
+
+    def _run(self, audio: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        outs = []
+        for start in range(0, audio.shape[0], MAX_BATCH):
+            x = torch.from_numpy(audio[start:start + MAX_BATCH])
+            if self.use_graphs:
+                graph, static_in, static_out = self._graph(x.shape[0])
+                static_in.copy_(x)  # host -> device into the captured buffer
+                graph.replay()
+                outs.append(static_out.cpu().numpy())  # .cpu() synchronises
+            else:
+                outs.append(self._forward(x.to(self.device)).cpu().numpy())
+        return np.concatenate(outs)
+
+    def close(self) -> None:
+        self._graphs.clear()
+        self.model = None

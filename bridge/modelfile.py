@@ -1,0 +1,193 @@
+"""The exported model file: what synthmatch embeds in an ONNX file's metadata, reading it back, and checking
+it against the daemon's contract.
+
+An exported model is a single ONNX file with input "audio" (batch x num_samples float32, dynamic batch),
+output "params" (batch x 16 float32 in [0, 1]) and the log-mel front-end inside the graph. Its
+metadata_props hold JSON values under the keys in META_KEYS: the parameter names in output order, the
+contract hash and the contract's hashed content, the sample rate and window length in samples, the model
+config, a training summary, the synthmatch version and an export id (shared with the optional model.pt
+weights file the "cuda" backend reads). Pure Python + onnx; never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.cli import UsageError
+from bridge.contract import Contract
+
+FORMAT = 1  # bump when the metadata layout changes incompatibly
+INPUT_NAME, OUTPUT_NAME = "audio", "params"
+_PREFIX = "synthmatch."
+META_KEYS = ("format", "param_names", "contract_hash", "contract", "sample_rate", "num_samples",
+             "model_config", "summary", "version", "export_id")
+REQUIRED = ("format", "param_names", "contract_hash", "sample_rate", "num_samples")
+
+
+class ModelError(UsageError):
+    """A model file is missing, unreadable or not a synthmatch export. The message names the file and a fix."""
+
+
+class ContractMismatch(ModelError):
+    """The model was exported for a different contract than the one in use. The message says which side to change."""
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    path: str
+    names: tuple[str, ...]  # parameter names, model output order
+    contract_hash: str
+    sample_rate: int  # Hz
+    num_samples: int  # samples per analysis window (model input length)
+    contract: dict = field(default_factory=dict)  # the contract's hashed content at export time
+    model_config: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)  # training: step, data, metrics, checkpoint...
+    version: str = ""  # synthmatch version that exported the file
+    export_id: str = ""  # pairs the file with its model.pt weights (cuda backend)
+    format: int = FORMAT
+
+    @property
+    def num_params(self) -> int:
+        return len(self.names)
+
+
+def synthmatch_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("synthmatch")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_props(contract: Contract, model_config: dict, summary: dict, export_id: str) -> dict[str, str]:
+    """The metadata_props (key -> JSON text) an export embeds for `contract`."""
+    values: dict[str, Any] = {
+        "format": FORMAT,
+        "param_names": list(contract.names),
+        "contract_hash": contract.hash,
+        "contract": contract.hashed_content(),
+        "sample_rate": contract.audio.sample_rate,
+        "num_samples": contract.audio.num_samples,
+        "model_config": model_config,
+        "summary": summary,
+        "version": synthmatch_version(),
+        "export_id": export_id,
+    }
+    # default=str: summaries may carry paths or numpy scalars; sort_keys keeps files reproducible
+    return {_PREFIX + k: json.dumps(v, sort_keys=True, default=_jsonable) for k, v in values.items()}
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item"):  # numpy / torch scalar
+        return v.item()
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    return str(v)
+
+
+def embed(model_proto, props: dict[str, str]) -> None:
+    """Set `props` in an onnx.ModelProto's metadata_props (replacing any earlier synthmatch keys)."""
+    keep = [(p.key, p.value) for p in model_proto.metadata_props if not p.key.startswith(_PREFIX)]
+    del model_proto.metadata_props[:]
+    for k, v in keep + sorted(props.items()):
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def _fix(path: Path) -> str:
+    return (f"re-export it with `synthmatch export --checkpoint CKPT --out {path}` "
+            f"or download the model file again")
+
+
+def load_proto(path: str | Path):
+    """Parse an ONNX file (weights included). Missing, truncated or corrupt files raise ModelError."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found; pass the path of an exported .onnx file "
+                         f"(make one with `synthmatch export --checkpoint CKPT --out {path}`)")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+        raise ModelError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e}); the file is corrupt or "
+                         f"truncated: {_fix(path)}") from None
+    if not proto.graph.node:
+        raise ModelError(f"{path}: the ONNX graph is empty (file truncated or not a model); {_fix(path)}")
+    return proto
+
+
+def meta_from_proto(proto, path: str | Path) -> ModelMeta:
+    """Read and validate the synthmatch metadata of a parsed ONNX model."""
+    path = Path(path)
+    raw = {p.key[len(_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(_PREFIX)}
+    if not raw:
+        raise ModelError(f"{path}: no synthmatch metadata in this ONNX file (not exported by `synthmatch "
+                         f"export`, or truncated); {_fix(path)}")
+    values: dict[str, Any] = {}
+    for k, text in raw.items():
+        try:
+            values[k] = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ModelError(f"{path}: metadata key {_PREFIX}{k} is not valid JSON ({e}); {_fix(path)}") from None
+    missing = [k for k in REQUIRED if k not in values]
+    if missing:
+        raise ModelError(f"{path}: metadata key {_PREFIX}{missing[0]} is missing; {_fix(path)}")
+    if values["format"] != FORMAT:
+        raise ModelError(f"{path}: model file format {values['format']}, this synthmatch ({synthmatch_version()}) "
+                         f"reads format {FORMAT}; re-export the model with this version")
+    names = values["param_names"]
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise ModelError(f"{path}: metadata {_PREFIX}param_names must be a list of names; {_fix(path)}")
+    ins = [i.name for i in proto.graph.input]
+    outs = [o.name for o in proto.graph.output]
+    if INPUT_NAME not in ins or OUTPUT_NAME not in outs:
+        raise ModelError(f"{path}: graph inputs {ins} / outputs {outs}; a synthmatch model has input "
+                         f"{INPUT_NAME!r} and output {OUTPUT_NAME!r}; {_fix(path)}")
+    return ModelMeta(
+        path=str(path), names=tuple(names), contract_hash=str(values["contract_hash"]),
+        sample_rate=int(values["sample_rate"]), num_samples=int(values["num_samples"]),
+        contract=values.get("contract") or {}, model_config=values.get("model_config") or {},
+        summary=values.get("summary") or {}, version=str(values.get("version", "")),
+        export_id=str(values.get("export_id", "")), format=int(values["format"]))
+
+
+def read_meta(path: str | Path) -> ModelMeta:
+    """The synthmatch metadata of an exported ONNX file. Raises ModelError (naming the file) on any problem."""
+    return meta_from_proto(load_proto(path), path)
+
+
+def check_contract(meta: ModelMeta, contract: Contract) -> None:
+    """Refuse a model made for another contract. Raises ContractMismatch saying which side to change."""
+    where = contract.source
+    fix = (f"re-export the model from a checkpoint trained on this contract, or run with --contract pointing "
+           f"at the contract it was trained with")
+    if tuple(meta.names) != tuple(contract.names):
+        raise ContractMismatch(
+            f"{meta.path}: the model predicts parameters ({', '.join(meta.names)}) but {where} names "
+            f"({', '.join(contract.names)}); {fix}")
+    if meta.sample_rate != contract.audio.sample_rate or meta.num_samples != contract.audio.num_samples:
+        raise ContractMismatch(
+            f"{meta.path}: the model takes {meta.num_samples} samples at {meta.sample_rate} Hz but {where} says "
+            f"{contract.audio.num_samples} at {contract.audio.sample_rate} Hz; {fix}")
+    if meta.contract_hash != contract.hash:
+        changed = _changed_sections(meta.contract, contract.hashed_content())
+        detail = f" (differs in: {', '.join(changed)})" if changed else ""
+        raise ContractMismatch(
+            f"{meta.path}: model was exported for contract {meta.contract_hash}, {where} is {contract.hash}"
+            f"{detail}; {fix}")
+
+
+def _changed_sections(a: dict, b: dict) -> list[str]:
+    """Top-level keys (and parameter names) whose hashed content differs between two contracts."""
+    if not a:
+        return []
+    out = [k for k in ("audio", "frontend", "synth") if a.get(k) != b.get(k)]
+    pa = {p.get("name"): p for p in a.get("params", [])}
+    out += [f"param {p['name']}" for p in b.get("params", []) if pa.get(p["name"]) != p]
+    return out

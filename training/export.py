@@ -1,0 +1,185 @@
+"""`synthmatch export`: a checkpoint -> one ONNX file the daemon runs, with the contract embedded.
+
+The graph takes raw audio "audio" (batch x num_samples float32, dynamic batch) and returns "params"
+(batch x 16 float32 in [0, 1]); the log-mel front-end is inside it (every model owns one). The metadata
+(bridge/modelfile.py) carries the parameter names, the contract hash and hashed content, sample rate,
+window length, model config, a training summary and the synthmatch version. Beside model.onnx goes
+model.pt: the weights as a weights_only state dict + model config, which the "cuda" backend rebuilds the
+torch model from; both carry the same export id (a fingerprint of the weights).
+
+After writing, the file is read back through bridge.engine (ONNX Runtime, CPU) and compared with torch
+on a fixed batch of test signals; a max abs difference of 1e-4 or more fails the export.
+
+Uses the TorchScript-based ONNX exporter (`dynamo=False`): deterministic node names (the TensorRT
+backend keeps "/frontend/..." layers in fp32 by name) and no onnxscript dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bridge import contract as contract_mod
+from bridge.cli import UsageError
+from bridge.contract import Contract
+from bridge.modelfile import INPUT_NAME, OUTPUT_NAME, ModelMeta, build_props, embed, meta_from_proto
+
+PARITY_TOL = 1e-4  # max abs difference torch vs ONNX Runtime, fp32 on the CPU
+WEIGHTS_FORMAT = "synthmatch-weights"
+
+
+class ExportError(UsageError):
+    """Export failed (parity check, unwritable path). The message says what went wrong and where."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    weights_path: Path | None
+    max_abs_diff: float  # torch vs ONNX Runtime on the parity batch
+    meta: ModelMeta
+
+
+def weights_path_for(onnx_path: str | Path) -> Path:
+    """model.onnx -> model.pt (the weights the "cuda" backend loads)."""
+    return Path(onnx_path).with_suffix(".pt")
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 over the state dict (names, dtypes, shapes, bytes), 16 hex chars: the export id."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def parity_audio(contract: Contract, batch: int = 3, seed: int = 0) -> np.ndarray:
+    """(batch, num_samples) float32 test signals: a decaying saw-ish tone, noise, then silence/quiet noise."""
+    n, sr = contract.audio.num_samples, contract.audio.sample_rate
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / sr
+    rows = [
+        0.5 * np.sin(2 * np.pi * 220 * t) * np.exp(-t) + 0.2 * np.sign(np.sin(2 * np.pi * 110 * t)),
+        0.3 * rng.standard_normal(n),
+        1e-4 * rng.standard_normal(n),
+    ]
+    out = np.stack([rows[i % len(rows)] for i in range(batch)]).astype(np.float32)
+    return np.clip(out, -1.0, 1.0)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _onnx_bytes(model: nn.Module, contract: Contract, opset: int) -> bytes:
+    example = torch.from_numpy(parity_audio(contract, batch=2))
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # the TorchScript exporter is deprecated in favour of dynamo (which needs onnxscript); still supported
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(model, (example,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    return buf.getvalue()
+
+
+def export_model(model: nn.Module, contract: Contract, path: str | Path, model_config: dict,
+                 summary: dict | None = None, *, opset: int = 17, weights: bool = True,
+                 check: bool = True, threads: int | None = None) -> ExportResult:
+    """Export `model` (raw audio -> (B, 16)) to `path` with metadata; write model.pt beside it if `weights`.
+
+    model_config: the ModelConfig as a dict (to_dict()), stored in the metadata and in model.pt.
+    summary: training summary (step, data, metrics, ...), JSON-able. check: run the torch vs ONNX Runtime
+    parity check and raise ExportError when max abs diff >= PARITY_TOL. Returns an ExportResult.
+    """
+    import onnx
+
+    from bridge.engine import OnnxRuntimeEngine
+    from bridge.modelfile import read_meta
+
+    path = Path(path)
+    model = model.eval().float().cpu()
+    export_id = weights_fingerprint(model)
+    proto = onnx.load_from_string(_onnx_bytes(model, contract, opset))
+    embed(proto, build_props(contract, model_config, summary or {}, export_id))
+    onnx.checker.check_model(proto)
+    _atomic_write(path, proto.SerializeToString())
+    wpath = None
+    if weights:
+        wpath = weights_path_for(path)
+        buf = io.BytesIO()
+        torch.save({"format": WEIGHTS_FORMAT, "version": 1, "model_config": model_config,
+                    "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "contract_hash": contract.hash, "export_id": export_id}, buf)
+        _atomic_write(wpath, buf.getvalue())
+    meta = read_meta(path)
+    diff = float("nan")
+    if check:
+        audio = parity_audio(contract, batch=3)  # batch 3 != the traced 2: exercises the dynamic axis
+        with torch.no_grad():
+            ref = model(torch.from_numpy(audio)).numpy()
+        engine = OnnxRuntimeEngine(path, meta, threads=threads)
+        try:
+            got = engine.infer(audio)
+        finally:
+            engine.close()
+        diff = float(np.abs(got - ref).max())
+        if not diff < PARITY_TOL:  # also catches NaN
+            raise ExportError(f"{path}: parity check failed: torch vs ONNX Runtime max abs diff {diff:.3g} "
+                              f">= {PARITY_TOL:g}; the exported graph does not compute the model. The file was "
+                              f"written for inspection but must not be used")
+    return ExportResult(path, wpath, diff, meta)
+
+
+def summary_from_checkpoint(ckpt: dict, ckpt_path: str | Path) -> dict:
+    """The training summary an export embeds: steps, data, metrics (test metrics when present)."""
+    train_config = ckpt.get("train_config") or {}
+    data = train_config.get("data") if isinstance(train_config, dict) else None
+    return {
+        "checkpoint": Path(ckpt_path).name,
+        "step": ckpt.get("step"),
+        "data": data,
+        "train_config": train_config,
+        "metrics": ckpt.get("metrics") or {},
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    """`synthmatch export --checkpoint CKPT --out model.onnx [--opset 17] [--contract TOML] [--no-weights]`."""
+    from training.checkpoint import load_model
+
+    contract = contract_mod.load(args.contract)
+    model, ckpt = load_model(args.checkpoint, contract)
+    out = Path(args.out)
+    if out.suffix != ".onnx":
+        raise UsageError(f"--out {out}: the model file name must end in .onnx")
+    result = export_model(model, contract, out, ckpt["model_config"], summary_from_checkpoint(ckpt, args.checkpoint),
+                          opset=args.opset, weights=not args.no_weights)
+    size = out.stat().st_size / 1e6
+    print(f"exported {args.checkpoint} -> {out} ({size:.1f} MB, opset {args.opset}, contract {contract.hash}, "
+          f"step {ckpt.get('step')})")
+    if result.weights_path:
+        print(f"weights for the cuda backend -> {result.weights_path}")
+    print(f"parity torch vs onnxruntime: max abs diff {result.max_abs_diff:.2e} (limit {PARITY_TOL:g}) OK")
+    return 0
