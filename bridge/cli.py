@@ -128,4 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m bridge.cli ...` (e.g. under torchrun): call the module as imported by name, so the
+    # UsageError that handlers import from bridge.cli is the class main() catches (not __main__'s copy).
+    from bridge.cli import main as _main
+
+    sys.exit(_main())
