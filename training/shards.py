@@ -13,20 +13,23 @@ written under a temporary name, fsynced, renamed (os.replace), and only then ent
 (itself replaced atomically). A rerun verifies the finished shards' checksums, deletes leftovers and
 renders what is missing; a killed render resumed this way equals an uninterrupted one byte for byte.
 
-Stores and footprint (scripts/bench_shards.py, measured on this contract: 4 s at 16 kHz, 64 x 398 log-mel):
+Stores and footprint (scripts/bench_shards.py on this contract: 4 s at 16 kHz, 64 x 398 log-mel; read
+speed = random batches of 64 from a warm memory map to float32, and on to the model's input, i.e.
+log-mel, which audio stores still have to compute; 2 CPU threads):
 
-    store              bytes/example   per 1M examples   log-mel error vs float32 audio (normalised units)
-    audio float32          256,000        256 GB           0 (reference)
-    audio float16          128,000        128 GB           mean 3.8e-3, p99 7.6e-2, max 2.8e-1
-    audio int16 ("audio")  128,000        128 GB           mean 2.2e-3, p99 1.5e-2, max 8.6e-2
-    logmel float16          50,944         51 GB           mean 8.6e-5, max 4.9e-4
+    store                  bytes/example  per 1M   log-mel error vs float32 audio   read ex/s  to input ex/s
+    audio float32              256,000     256 GB   0 (reference)                      14,200        194
+    audio float16              128,000     128 GB   p99 7.6e-2, max 3.1e-1              4,200        228
+    audio int16 ("audio")      128,000     128 GB   p99 1.5e-2, max 8.6e-2              5,400        134
+    logmel float16 ("logmel")   50,944      51 GB   p99 2.4e-4, max 4.9e-4              9,300      9,270
+    (errors in normalised log-mel units; the log-mel spans about -0.5 .. 1.4)
 
-int16 beats float16 for audio (float16 keeps ~-66 dB relative precision, which lifts the quiet
-high-frequency bins that a log-mel shows), so store "audio" is int16 (x / 32767 on reading). The
-default is "logmel" (float16): 2.5x smaller than int16 audio, 100x more faithful to what the model
-sees, and the fastest to read (see the benchmark's examples/s). Its examples are the model's input
-after the front-end: feed them to `model.features` (sigmoid on top), not to `model(audio)`. Choose
-"audio" when the front-end may change or audio-domain augmentation is wanted.
+int16 beats float16 for audio (float16 keeps only ~-66 dB relative precision, which lifts the quiet
+high-frequency bins a log-mel shows), so store "audio" is int16 (x / 32767 on reading). The default
+is "logmel" (float16): 2.5x smaller than int16 audio, 100x more faithful to what the model sees,
+and ~50x faster to the model's input on a CPU since the front-end is already applied. Its examples
+are the model's input after the front-end: predict with `torch.sigmoid(model.features(x))`, not
+`model(audio)`. Choose "audio" when the front-end may change or audio-domain augmentation is wanted.
 """
 
 from __future__ import annotations
