@@ -1,0 +1,102 @@
+"""Exported model files: metadata round trip, contract refusal with a fix, clear errors for broken files."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import onnx
+import pytest
+
+from bridge import contract as contract_mod
+from bridge.contract import DEFAULT_CONTRACT, tomllib
+from bridge.engine import load_engine
+from bridge.modelfile import ContractMismatch, ModelError, check_contract, read_meta
+
+C = contract_mod.default()
+
+
+def _contract(edit) -> contract_mod.Contract:
+    """The repository contract with `edit(data)` applied to its parsed TOML."""
+    with open(DEFAULT_CONTRACT, "rb") as f:
+        data = tomllib.load(f)
+    edit(data)
+    return contract_mod.from_dict(data, source="edited.toml")
+
+
+def test_metadata_round_trip(tiny_onnx):
+    meta = read_meta(tiny_onnx)
+    assert meta.path == str(tiny_onnx)
+    assert meta.names == C.names and meta.num_params == 16
+    assert meta.contract_hash == C.hash and meta.contract == C.hashed_content()
+    assert (meta.sample_rate, meta.num_samples) == (16000, 64000)
+    assert meta.model_config["kind"] == "ast" and meta.model_config["dim"] == 128
+    assert meta.summary["step"] == 0 and meta.version and len(meta.export_id) == 16
+    check_contract(meta, C)  # no exception
+    # the values are JSON text under synthmatch.* keys, readable by any ONNX tool
+    props = {p.key: p.value for p in onnx.load(str(tiny_onnx), load_external_data=False).metadata_props}
+    assert props["synthmatch.contract_hash"] == f'"{C.hash}"'
+
+
+def test_mismatched_contract_says_which_side_to_change(tiny_onnx):
+    other = _contract(lambda d: d["param"][9].update(max=12000.0))  # filter1_cutoff range
+    with pytest.raises(ContractMismatch) as e:
+        check_contract(read_meta(tiny_onnx), other)
+    msg = str(e.value)
+    assert C.hash in msg and other.hash in msg and str(tiny_onnx) in msg and "edited.toml" in msg
+    assert "param filter1_cutoff" in msg and "re-export" in msg and "--contract" in msg
+    with pytest.raises(ContractMismatch):  # the engine refuses before it builds anything
+        load_engine(tiny_onnx, "onnxruntime", contract=other)
+
+
+def test_mismatched_rate_and_names(tiny_onnx):
+    meta = read_meta(tiny_onnx)
+    faster = _contract(lambda d: (d["audio"].update(sample_rate=22050), d["frontend"].update(n_fft=1024)))
+    with pytest.raises(ContractMismatch, match="64000 samples at 16000 Hz.*88200 at 22050 Hz"):
+        check_contract(meta, faster)
+    renamed = dataclasses.replace(meta, names=tuple(reversed(meta.names)))
+    with pytest.raises(ContractMismatch, match="predicts parameters \\(reverb_mix"):
+        check_contract(renamed, C)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelError, match="model file not found") as e:
+        read_meta(tmp_path / "nope.onnx")
+    assert str(tmp_path / "nope.onnx") in str(e.value)
+
+
+@pytest.mark.parametrize("keep", [0, 7, 0.5, -40, -3])
+def test_truncated_file(tiny_onnx, tmp_path, keep):
+    data = tiny_onnx.read_bytes()
+    n = int(len(data) * keep) if isinstance(keep, float) else (keep if keep >= 0 else len(data) + keep)
+    bad = tmp_path / "cut.onnx"
+    bad.write_bytes(data[:n])
+    with pytest.raises(ModelError) as e:
+        read_meta(bad)
+    msg = str(e.value)
+    assert str(bad) in msg and ("re-export" in msg or "download" in msg)
+    with pytest.raises(ModelError):
+        load_engine(bad, "onnxruntime")
+
+
+def test_garbage_and_foreign_onnx(tiny_onnx, tmp_path):
+    bad = tmp_path / "noise.onnx"
+    bad.write_bytes(b"\x08\x07" + bytes(range(256)) * 50)
+    with pytest.raises(ModelError, match="noise.onnx"):
+        read_meta(bad)
+    # a valid ONNX model without synthmatch metadata (exported by something else)
+    proto = onnx.load(str(tiny_onnx))
+    del proto.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(proto, str(foreign))
+    with pytest.raises(ModelError, match="no synthmatch metadata"):
+        read_meta(foreign)
+
+
+def test_cli_export_errors_are_usage_errors(tmp_path, tiny_onnx, capsys):
+    from bridge.cli import main
+
+    assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "none.pt" in capsys.readouterr().err
+    shutil.copy(tiny_onnx, tmp_path / "copy.onnx")
+    assert read_meta(tmp_path / "copy.onnx").export_id == read_meta(tiny_onnx).export_id

@@ -1,0 +1,24 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory):
+    """Path of an exported "ast-tiny" model (random weights, seed 0) for the repository contract, with its
+    model.pt beside it. Exported once per test session (a few seconds); treat the files as read-only."""
+    torch = pytest.importorskip("torch")
+    from bridge import contract
+    from training.export import export_model
+    from training.models import build_model, resolve_config
+
+    c = contract.default()
+    cfg = resolve_config("ast-tiny")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(cfg, c)
+    path = tmp_path_factory.mktemp("tiny_onnx") / "ast-tiny.onnx"
+    export_model(model, c, path, cfg.to_dict(), {"step": 0, "note": "random weights (test fixture)"})
+    return path
