@@ -5,7 +5,8 @@ client, open virtual ports, and - crucially - decide what happens to a client wh
 
 JACK server death, measured with jackd2 1.9.21 and the libjack bundled in the python-rtmidi 1.5.8 wheel:
 - sending on a client whose server died does not raise (messages go into a ring buffer nobody reads), and
-  its get_ports() returns a stale list, so death is detected here by `jack_server_alive()` instead;
+  its get_ports() returns a stale list, so death is detected here by `jack_server_alive()` and, for a
+  server restarted between two checks, by `jack_server_id()` changing;
 - once any new client of the same libjack is created after the server restarts, libjack frees the dead
   clients ("Jack server was closed but clients are still allocated, cleanup..."), and calling
   close_port()/delete() on such an rtmidi object afterwards can segfault the process.
@@ -63,6 +64,19 @@ def jack_server_alive(name: str | None = None) -> bool | None:
         return False
     finally:
         s.close()
+
+
+def jack_server_id(name: str | None = None) -> tuple[int, int] | None:
+    """Identity of the running jackd2 instance (its socket's inode and ctime), None without one.
+
+    A restarted server re-creates the socket, so a changed id means every client of the old instance
+    is dead even if a server answers again by the time we look.
+    """
+    try:
+        st = jack_socket_path(name).stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_ctime_ns)
 
 
 def compiled_apis() -> list[str]:

@@ -1,0 +1,188 @@
+"""MIDI CC output: 16 normalised values -> control changes on one channel, 7- or 14-bit.
+
+Only values that changed at the chosen resolution are sent (a per-parameter cache of the last value on
+the wire). 14-bit values go out as MSB on CC n then LSB on CC n + 32, always as a pair, MSB first.
+Nothing is sent on open or close: no "reset all controllers", no all-notes-off.
+
+The port is either an existing input (the synth's/DAW's, chosen by a name substring: missing or
+ambiguous -> MidiPortError listing the candidates at start-up) or a virtual port this process creates.
+A port that goes away later (receiver quits, JACK server dies, a send raises) is never fatal: the sink
+drops updates, reopens by the same substring with exponential backoff, and after reopening sends all
+16 current values again (the receiver may have missed any number of updates). Checks happen in
+send() and in maintain(), which the daemon may call from its loop when there is nothing to send.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import mido
+import rtmidi
+
+from bridge import midiports
+from bridge.midiports import MidiPortError
+from bridge.sinks import MidiSinkConfig, SinkStats, Update, as_update, checked_values, validate_midi
+
+log = logging.getLogger("synthmatch.midi")
+
+
+def quantise(values: Sequence[float], resolution: int) -> list[int]:
+    """[0, 1] -> 0..127 (7-bit) or 0..16383 (14-bit), nearest step."""
+    top = 127 if resolution == 7 else 16383
+    return [int(v * top + 0.5) for v in values]  # half up (round() would round 63.5 to even)
+
+
+def cc_messages(q: Sequence[int], previous: Sequence[int | None], ccs: Sequence[int], channel: int,
+                resolution: int) -> list[tuple[int, list[mido.Message]]]:
+    """(parameter index, messages) for each parameter whose quantised value differs from `previous`.
+
+    channel is 1..16; 14-bit: [MSB on cc, LSB on cc + 32].
+    """
+    out = []
+    for i, (v, prev) in enumerate(zip(q, previous)):
+        if v == prev:
+            continue
+        if resolution == 7:
+            msgs = [mido.Message("control_change", channel=channel - 1, control=ccs[i], value=v)]
+        else:
+            msgs = [mido.Message("control_change", channel=channel - 1, control=ccs[i], value=v >> 7),
+                    mido.Message("control_change", channel=channel - 1, control=ccs[i] + 32, value=v & 0x7F)]
+        out.append((i, msgs))
+    return out
+
+
+class MidiCCSink:
+    """See the module docstring. `port_name`: the port sent into (or the virtual port created)."""
+
+    def __init__(self, cfg: MidiSinkConfig, contract, clock=time.monotonic):
+        self.cfg, self.clock = cfg, clock
+        self.ccs = validate_midi(cfg, contract)
+        self.n = len(self.ccs)
+        self.stats = SinkStats()
+        self.api = midiports.resolve_api(cfg.api)  # fixed for the sink's life: port names are per API
+        self._out: rtmidi.MidiOut | None = None
+        self._sent: list[int | None] = [None] * self.n   # last value on the wire, per parameter
+        self._wanted: list[int] | None = None             # newest quantised update
+        self._jack_id: tuple[int, int] | None = None  # JACK api: the server instance we opened on
+        self._backoff = cfg.retry_min_s
+        self._retry_at = 0.0
+        self._checked = 0.0
+        self.port_name = ""
+        self._open()  # start-up errors (no such port, no server) are the user's to fix: raise
+
+    # -- port management -------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        out = midiports.new_client("out", self.api, self.cfg.client_name)
+        try:
+            if self.cfg.port:
+                names = out.get_ports()
+                idx = midiports.pick_port(names, self.cfg.port, f"output port ({self.api})")
+                out.open_port(idx, "cc_out")
+                self.port_name = names[idx]
+            else:
+                out.open_virtual_port(self.cfg.virtual)
+                self.port_name = f"{self.cfg.client_name}:{self.cfg.virtual}"
+        except (MidiPortError, rtmidi.RtMidiError):
+            midiports.retire(out, server_dead=False)
+            raise
+        self._jack_id = midiports.jack_server_id() if self.api == "jack" else None
+        self._out = out
+        self._checked = self.clock()
+        log.info("MIDI CC out: %s (%s, channel %d, %d-bit)", self.port_name, self.api, self.cfg.channel,
+                 self.cfg.resolution)
+
+    def _lose(self, why: str, server_dead: bool) -> None:
+        log.warning("MIDI port %s lost (%s); reopening with backoff", self.port_name, why)
+        midiports.retire(self._out, server_dead=server_dead)
+        self._out = None
+        self._retry_at = self.clock() + self._backoff
+        self._backoff = min(self._backoff * 2, self.cfg.retry_max_s)
+
+    def _server_gone(self) -> bool:
+        """JACK only: the server we opened on died or was replaced (pipewire-jack: never known)."""
+        if self._jack_id is None:
+            return False
+        return midiports.jack_server_id() != self._jack_id or midiports.jack_server_alive() is not True
+
+    def _healthy(self) -> bool:
+        """Is the open port still usable? (JACK server alive; the target port still listed)."""
+        if self._server_gone():
+            self._lose("JACK server gone", server_dead=True)
+            return False
+        if self.cfg.port:
+            try:
+                present = self.port_name in self._out.get_ports()
+            except rtmidi.RtMidiError as e:
+                self._lose(str(e), server_dead=False)
+                return False
+            if not present:
+                self._lose(f"{self.port_name} disappeared", server_dead=False)
+                return False
+        return True
+
+    def maintain(self) -> None:
+        """Check the port (at most every check_interval_s), reopen when due; after a reopen, resend all."""
+        now = self.clock()
+        if self._out is not None:
+            if now - self._checked < self.cfg.check_interval_s:
+                return
+            self._checked = now
+            self._healthy()
+            return
+        if now < self._retry_at:
+            return
+        try:
+            self._open()
+        except (MidiPortError, rtmidi.RtMidiError) as e:
+            self._retry_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, self.cfg.retry_max_s)
+            log.debug("MIDI reopen failed: %s", e)
+            return
+        self.stats.reopens += 1
+        self._backoff = self.cfg.retry_min_s
+        self._sent = [None] * self.n
+        if self._wanted is not None:
+            self._push(self._wanted)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def _push(self, q: list[int]) -> int:
+        count = 0
+        for i, msgs in cc_messages(q, self._sent, self.ccs, self.cfg.channel, self.cfg.resolution):
+            try:
+                for m in msgs:
+                    self._out.send_message(m.bytes())
+                    count += 1
+            except (rtmidi.RtMidiError, OSError) as e:
+                self.stats.errors += 1
+                self.stats.sent += count
+                self._lose(f"send failed: {e}", server_dead=False)
+                return count
+            self._sent[i] = q[i]
+        self.stats.sent += count
+        return count
+
+    def send(self, update: Sequence[float] | Update) -> int:
+        """Send the changed parameters of one update; 0 when nothing changed or the port is down."""
+        u = as_update(update)
+        q = quantise(checked_values(u.values, self.n), self.cfg.resolution)
+        self.stats.updates += 1
+        self._wanted = q
+        was_down = self._out is None
+        sent_before = self.stats.sent
+        self.maintain()  # may reopen and push self._wanted already
+        if self._out is None:
+            self.stats.dropped += 1
+            return 0
+        if was_down:
+            return self.stats.sent - sent_before
+        return self._push(q)
+
+    def close(self) -> None:
+        """Close the port without sending anything."""
+        if self._out is not None:
+            midiports.retire(self._out, server_dead=self._server_gone())
+            self._out = None
