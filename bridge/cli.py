@@ -104,6 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("dir", help="dataset directory")
     _add_contract(v)
 
+    p = command("eval", "training.evaluate:main",
+                "evaluate a model on a fixed split: param MSE, spectral convergence, multi-scale distance")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="training checkpoint (.pt), run in torch")
+    src.add_argument("--model", help="exported model file (.onnx), run by an inference backend")
+    p.add_argument("--split", choices=("val", "test"), default="test", help="fixed split (default test)")
+    p.add_argument("--size", type=int, default=None, help="examples (default 512 val, 1024 test)")
+    p.add_argument("--out", default=None, help="report directory (default: eval-SPLIT beside the model)")
+    p.add_argument("--examples", type=int, default=4, help="examples plotted in eval.png (default 4)")
+    p.add_argument("--batch-size", type=int, default=64, help="prediction batch (default 64)")
+    p.add_argument("--cache-dir", default="data/cache", help="split cache (default data/cache)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto", help="with --checkpoint")
+    p.add_argument("--backend", default="onnxruntime", help="with --model: auto, tensorrt, cuda, onnxruntime "
+                   "(default onnxruntime)")
+    _add_contract(p)
+
     return parser
 
 
