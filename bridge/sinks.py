@@ -181,17 +181,15 @@ def validate_midi(cfg: MidiSinkConfig, contract, where: str = "output.midi") -> 
         if cc >= 120:
             raise SinkConfigError(f"{k} = {cc}: CC 120..127 are channel mode messages (all notes off, "
                                   "reset all controllers...); pick another CC")
-        used = [cc]
-        if cfg.resolution == 14:
-            if cc >= 32:
-                raise SinkConfigError(f"{k} = {cc}: with resolution 14 the MSB CC must be 0..31 "
-                                      "(its LSB is CC + 32)")
-            used.append(cc + 32)
+        used = [cc] + ([cc + 32] if cfg.resolution == 14 else [])
         for u in used:
             if u in owner:
                 what = "" if u == cc else f" (its 14-bit LSB {u})"
                 raise SinkConfigError(f"{k} = {cc}{what} collides with {owner[u]}")
-            owner[u] = f"{key}[{i}] ({contract.params[i].name})" + ("" if u == cc else f" LSB {u}")
+            owner[u] = f"{key}[{i}] ({contract.params[i].name})" + ("" if u == cc else f" 14-bit LSB {u}")
+        if cfg.resolution == 14 and cc >= 32:
+            raise SinkConfigError(f"{k} = {cc}: with resolution 14 the MSB CC must be 0..31 "
+                                  "(its LSB is CC + 32)")
     return ccs
 
 

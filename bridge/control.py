@@ -1,0 +1,317 @@
+"""Remote control of the daemon: an OSC server and a MIDI footswitch, both feeding one bounded queue.
+
+Neither touches daemon state: they turn incoming messages into `ControlCommand`s in a `CommandQueue`
+that the daemon drains from its own loop. Malformed input (unknown address, wrong argument count or
+types, datagrams that are not OSC) is ignored with a logged warning and counted.
+
+OSC addresses (UDP, bound to 127.0.0.1 by default):
+  /synthmatch/trigger            no args, or one number (non-zero fires; 0 = a button's release, ignored)
+  /synthmatch/freeze  1|0        int, float or OSC true/false: hold the current values / release
+  /synthmatch/mode    s          "trigger" | "continuous" | "manual" (checked against `modes`)
+  /synthmatch/status             reply to the sender's address and port: /synthmatch/status <JSON string>
+The reply comes from `status` (a callable the daemon passes, returning a JSON-able dict, called on the
+server thread, so it must only read); without one, status requests are queued (reply_to set) and the
+daemon answers with `ControlServer.send_status`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Sequence
+
+log = logging.getLogger("synthmatch.control")
+
+PREFIX = "/synthmatch"
+KINDS = ("trigger", "freeze", "mode", "status")
+
+
+@dataclass(frozen=True)
+class ControlCommand:
+    kind: str                             # one of KINDS
+    value: bool | str | None = None       # freeze: bool; mode: the mode name; else None
+    source: str = "osc"                   # "osc" | "midi"
+    reply_to: tuple[str, int] | None = None  # status without a provider: where to send the reply
+    t: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic() s)
+
+
+@dataclass
+class ControlStats:
+    received: int = 0    # datagrams / MIDI messages seen
+    accepted: int = 0    # commands queued (or status answered)
+    malformed: int = 0   # wrong args, not OSC, unknown address
+    dropped: int = 0     # queue full
+    replies: int = 0     # status replies sent
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class CommandQueue:
+    """Bounded FIFO of ControlCommands; when full, new commands are dropped (and counted), never block."""
+
+    def __init__(self, maxsize: int = 64):
+        self._q: queue.Queue[ControlCommand] = queue.Queue(maxsize)
+        self.dropped = 0
+
+    def put(self, cmd: ControlCommand) -> bool:
+        try:
+            self._q.put_nowait(cmd)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            log.warning("control queue full (%d): dropped %s", self._q.maxsize, cmd.kind)
+            return False
+
+    def get(self, timeout: float | None = None) -> ControlCommand | None:
+        """The next command, waiting up to `timeout` s (None: do not wait); None if there is none."""
+        try:
+            return self._q.get(timeout=timeout) if timeout else self._q.get_nowait()
+        except queue.Empty:
+            return None
+
+    def drain(self) -> list[ControlCommand]:
+        out = []
+        while (cmd := self.get()) is not None:
+            out.append(cmd)
+        return out
+
+    def __len__(self) -> int:
+        return self._q.qsize()
+
+
+def _truthy(arg: Any) -> bool | None:
+    """OSC 1/0, 1.0/0.0, T/F -> bool; anything else None (malformed)."""
+    if isinstance(arg, bool):
+        return arg
+    if isinstance(arg, (int, float)):
+        return arg != 0
+    return None
+
+
+class ControlServer:
+    """OSC control server on its own thread. `address` is the bound (host, port) (port 0 -> any free)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9001, commands: CommandQueue | None = None,
+                 status: Callable[[], dict] | None = None, modes: Sequence[str] | None = None):
+        from pythonosc import osc_server
+
+        self.commands = commands if commands is not None else CommandQueue()
+        self.status, self.modes = status, tuple(modes) if modes else None
+        self.stats = ControlStats()
+        outer = self
+
+        class _Server(osc_server.BlockingOSCUDPServer):
+            def verify_request(self, request, client_address) -> bool:
+                outer.stats.received += 1
+                if super().verify_request(request, client_address):
+                    return True
+                outer._malformed(client_address, "not an OSC message or bundle")
+                return False
+
+        try:
+            self._server = _Server((host, port), self)  # `self` plays python-osc's dispatcher
+        except OSError as e:
+            from bridge.cli import UsageError
+
+            raise UsageError(f"control server cannot listen on {host}:{port} ({e}); "
+                             "set control.port to a free port") from None
+        self.address: tuple[str, int] = self._server.server_address[:2]
+        self._thread: threading.Thread | None = None
+
+    # python-osc calls this for every datagram that looks like OSC; returns no automatic replies
+    def call_handlers_for_packet(self, data: bytes, client_address: tuple[str, int]) -> list:
+        from pythonosc import osc_packet
+
+        try:
+            packet = osc_packet.OscPacket(data)
+        except osc_packet.ParseError as e:
+            self._malformed(client_address, f"unparsable OSC ({e})")
+            return []
+        for timed in packet.messages:
+            self._handle(timed.message.address, list(timed.message.params), client_address)
+        return []
+
+    def _malformed(self, sender, why: str) -> None:
+        self.stats.malformed += 1
+        log.warning("control: ignored message from %s:%s: %s", sender[0], sender[1], why)
+
+    def _queue(self, cmd: ControlCommand) -> None:
+        if self.commands.put(cmd):
+            self.stats.accepted += 1
+        else:
+            self.stats.dropped += 1
+
+    def _handle(self, address: str, args: list, sender: tuple[str, int]) -> None:
+        kind = address[len(PREFIX) + 1:] if address.startswith(PREFIX + "/") else None
+        if kind not in KINDS:
+            return self._malformed(sender, f"unknown address {address} (known: "
+                                   f"{', '.join(f'{PREFIX}/{k}' for k in KINDS)})")
+        if kind == "trigger":
+            if len(args) > 1 or (args and _truthy(args[0]) is None):
+                return self._malformed(sender, f"{address} takes no argument or one number, got {args!r}")
+            if args and not _truthy(args[0]):
+                return  # button release
+            return self._queue(ControlCommand("trigger"))
+        if kind == "freeze":
+            on = _truthy(args[0]) if len(args) == 1 else None
+            if on is None:
+                return self._malformed(sender, f"{address} takes one 1/0 argument, got {args!r}")
+            return self._queue(ControlCommand("freeze", on))
+        if kind == "mode":
+            if len(args) != 1 or not isinstance(args[0], str):
+                return self._malformed(sender, f"{address} takes one string, got {args!r}")
+            if self.modes and args[0] not in self.modes:
+                return self._malformed(sender, f"{address} {args[0]!r}: modes are {', '.join(self.modes)}")
+            return self._queue(ControlCommand("mode", args[0]))
+        # status
+        if args:
+            return self._malformed(sender, f"{address} takes no arguments, got {args!r}")
+        if self.status is None:
+            return self._queue(ControlCommand("status", reply_to=tuple(sender[:2])))
+        self.stats.accepted += 1
+        self.send_status(tuple(sender[:2]), self.status())
+
+    def send_status(self, reply_to: tuple[str, int], status: dict) -> None:
+        """Send /synthmatch/status <JSON string> to reply_to from the server's own socket."""
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        msg = OscMessageBuilder(f"{PREFIX}/status")
+        msg.add_arg(json.dumps(status, default=str), OscMessageBuilder.ARG_TYPE_STRING)
+        try:
+            self._server.socket.sendto(msg.build().dgram, reply_to)
+            self.stats.replies += 1
+        except OSError as e:
+            log.warning("control: status reply to %s failed: %s", reply_to, e)
+
+    def start(self) -> "ControlServer":
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="synthmatch-control", daemon=True)
+        self._thread.start()
+        log.info("control: OSC on %s:%d", *self.address)
+        return self
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(2)
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> "ControlServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class MidiTrigger:
+    """A footswitch/pad on a MIDI input fires "trigger" commands (for manual mode).
+
+    note: a note-on with velocity > 0 of this note fires; cc: this controller crossing from < 64 to >= 64
+    fires (a sustain pedal sends 127 on press, 0 on release). channel 1..16, or 0 for any. The port is
+    an existing output (the controller's) chosen by name substring, or, with port "", a virtual input
+    named `virtual` that the user connects. A lost port is reopened by name on `maintain()`.
+    """
+
+    def __init__(self, commands: CommandQueue, port: str = "", note: int | None = None, cc: int | None = 64,
+                 channel: int = 0, api: str = "auto", virtual: str = "trigger_in",
+                 client_name: str = "synthmatch-trigger", retry_s: float = 1.0):
+        from bridge import midiports
+
+        if (note is None) == (cc is None):
+            raise ValueError("MidiTrigger: give exactly one of note or cc")
+        for name, v, lo, hi in (("note", note, 0, 127), ("cc", cc, 0, 127), ("channel", channel, 0, 16)):
+            if v is not None and not lo <= v <= hi:
+                raise ValueError(f"MidiTrigger: {name} = {v}: must be {lo}..{hi}")
+        self.commands, self.port, self.note, self.cc, self.channel = commands, port, note, cc, channel
+        self.virtual, self.client_name, self.retry_s = virtual, client_name, retry_s
+        self.api = midiports.resolve_api(api)
+        self.stats = ControlStats()
+        self.port_name = ""
+        self._pressed = False
+        self._rt = None
+        self._jack_id = None
+        self._retry_at = 0.0
+        self._open()
+
+    def _open(self) -> None:
+        import rtmidi
+
+        from bridge import midiports
+
+        rt = midiports.new_client("in", self.api, self.client_name)
+        try:
+            if self.port:
+                names = rt.get_ports()
+                idx = midiports.pick_port(names, self.port, f"input port ({self.api})")
+                rt.open_port(idx, "trigger_in")
+                self.port_name = names[idx]
+            else:
+                rt.open_virtual_port(self.virtual)
+                self.port_name = f"{self.client_name}:{self.virtual}"
+        except (midiports.MidiPortError, rtmidi.RtMidiError):
+            midiports.retire(rt, server_dead=False)
+            raise
+        rt.set_callback(self._on_midi)
+        self._jack_id = midiports.jack_server_id() if self.api == "jack" else None
+        self._rt = rt
+
+    def _on_midi(self, event, data=None) -> None:  # rtmidi's thread
+        msg = event[0]
+        self.stats.received += 1
+        if len(msg) != 3:
+            return
+        status, d1, d2 = msg
+        kind, ch = status & 0xF0, (status & 0x0F) + 1
+        if self.channel and ch != self.channel:
+            return
+        fire = False
+        if self.note is not None and kind == 0x90 and d1 == self.note and d2 > 0:
+            fire = True
+        elif self.cc is not None and kind == 0xB0 and d1 == self.cc:
+            pressed = d2 >= 64
+            fire, self._pressed = pressed and not self._pressed, pressed
+        if fire:
+            if self.commands.put(ControlCommand("trigger", source="midi")):
+                self.stats.accepted += 1
+            else:
+                self.stats.dropped += 1
+
+    def maintain(self) -> None:
+        """Reopen a lost port (JACK server restarted, controller unplugged); cheap, call it every loop."""
+        import rtmidi
+
+        from bridge import midiports
+
+        now = time.monotonic()
+        if self._rt is not None:
+            dead = self._jack_id is not None and (midiports.jack_server_id() != self._jack_id
+                                                 or midiports.jack_server_alive() is not True)
+            gone = bool(self.port) and not dead and self.port_name not in self._rt.get_ports()
+            if not (dead or gone):
+                return
+            log.warning("MIDI trigger port %s lost; reopening", self.port_name)
+            midiports.retire(self._rt, server_dead=dead)
+            self._rt = None
+            self._retry_at = now + self.retry_s
+        if now < self._retry_at:
+            return
+        try:
+            self._open()
+        except (midiports.MidiPortError, rtmidi.RtMidiError) as e:  # keep trying
+            log.debug("MIDI trigger reopen failed: %s", e)
+            self._retry_at = now + self.retry_s
+
+    def close(self) -> None:
+        from bridge import midiports
+
+        if self._rt is not None:
+            dead = self._jack_id is not None and (midiports.jack_server_id() != self._jack_id
+                                                 or midiports.jack_server_alive() is not True)
+            midiports.retire(self._rt, server_dead=dead)
+            self._rt = None
