@@ -1,0 +1,313 @@
+"""The daemon's configuration: typed dataclasses loaded from TOML (configs/bridge.toml), CLI overrides.
+
+Every table maps onto a dataclass; unknown keys and wrongly typed values are rejected with the dotted
+key and the allowed names (UsageError -> exit 2). `--set a.b=value` overrides any key, the value
+written as in TOML (`--set continuous.hop_s=0.1`, `--set output.osc.host="10.0.0.2"`); bare words are
+taken as strings. The output sections reuse the sinks' own config dataclasses and validators, so a CC
+collision or an unknown parameter name is reported the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from bridge.audio import InputSettings
+from bridge.cli import UsageError
+from bridge.contract import CONFIG_DIR
+from bridge.onset import OnsetSettings
+
+DEFAULT_CONFIG = CONFIG_DIR / "bridge.toml"
+DEFAULT_MODEL = CONFIG_DIR.parent / "models" / "default.onnx"
+MODES = ("trigger", "continuous", "manual")
+BACKEND_CHOICES = ("auto", "onnxruntime", "cuda", "tensorrt")
+
+
+@dataclass
+class TriggerSettings:
+    max_wait_s: float = 6.0          # wall time to wait for 4 s of audio after an onset, then zero-pad
+    cut_at_next_onset: bool = True   # a new onset before the window is full ends it there (zero-padded)
+
+
+@dataclass
+class ContinuousSettings:
+    hop_s: float = 0.25              # a new 4 s window every hop
+    smoothing_s: float = 0.3         # one-pole time constant per parameter; 0 = none
+    deadband: float = 0.005          # a parameter moves only when it changed more than this (normalised)
+    max_rate_hz: float = 20.0        # at most this many updates per second; 0 = unlimited
+    gate_db: float = -55.0           # silence gate: no updates while the newest gate_s is below this (dBFS)
+    gate_s: float = 0.5
+    catch_up: bool = False           # process every hop even when late (files, benchmarks); else skip to newest
+
+
+@dataclass
+class ManualSettings:
+    start: str = "onset"             # "onset": capture the next note after arming; "now": the last 4 s
+    timeout_s: float = 30.0          # an armed capture that sees no onset in this time is dropped
+
+
+@dataclass
+class FootswitchSettings:
+    enabled: bool = False
+    port: str = ""                   # MIDI input port name substring
+    cc: int = 64                     # controller that arms a capture (64 = sustain pedal)
+    channel: int = 0                 # 1..16; 0 = any
+
+
+@dataclass
+class ControlSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9001
+    footswitch: FootswitchSettings = field(default_factory=FootswitchSettings)
+
+
+@dataclass
+class LogSettings:
+    interval_s: float = 10.0         # counters logged every this many seconds; 0 = only at exit
+    status_line: bool = True         # one updating line on stderr when it is a terminal
+    level: str = "info"
+
+
+@dataclass
+class PrintSettings:
+    enabled: bool = False
+    physical: bool = False           # print physical units instead of normalised values
+
+
+def _output_types():
+    from bridge import sinks
+
+    return sinks
+
+
+@dataclass
+class BridgeConfig:
+    model: str = str(DEFAULT_MODEL)
+    backend: str = "auto"
+    threads: int = 0                 # ONNX Runtime intra-op threads; 0 = its default
+    contract: str = ""               # contract TOML; "" = configs/contract.toml
+    mode: str = "continuous"
+    input: InputSettings = field(default_factory=InputSettings)
+    onset: OnsetSettings = field(default_factory=OnsetSettings)
+    trigger: TriggerSettings = field(default_factory=TriggerSettings)
+    continuous: ContinuousSettings = field(default_factory=ContinuousSettings)
+    manual: ManualSettings = field(default_factory=ManualSettings)
+    output: Any = None               # OutputSettings (built from the sinks' dataclasses)
+    control: ControlSettings = field(default_factory=ControlSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    source: str = "<defaults>"       # where this configuration came from (not a TOML key)
+
+
+# ------------------------------------------------------------------------------------------------
+# generic typed loading
+
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Is value acceptable for the annotation tp; returns (ok, converted value)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, v = _type_ok(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is Any:
+        return True, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if tp is str:
+        return isinstance(value, str), value
+    if origin in (dict,) or tp is dict:
+        return isinstance(value, dict), value
+    if origin in (list, tuple) or tp in (list, tuple):
+        ok = isinstance(value, (list, tuple))
+        return ok, (tuple(value) if origin is tuple or tp is tuple else list(value)) if ok else value
+    return True, value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "none")
+
+
+def build(cls, raw: Any, where: str):
+    """A dataclass instance from a TOML table, checking keys and types recursively."""
+    if dataclasses.is_dataclass(raw) and isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where or 'config'}: must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if f.init}
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{where}.{key}" if where else key
+        if key not in known:
+            raise UsageError(f"unknown key {dotted}; allowed keys{' in [' + where + ']' if where else ''}: "
+                             f"{', '.join(sorted(known))}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = build(tp, value, dotted)
+            continue
+        ok, v = _type_ok(value, tp)
+        if not ok:
+            raise UsageError(f"{dotted} = {value!r}: expected {_type_name(tp)}")
+        kwargs[key] = v
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"{where or 'config'}: {e}") from None
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise UsageError(f"--set {key}: {p} is not a table")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: TOML syntax (numbers, booleans, quoted strings, arrays), else the bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+         contract=None) -> BridgeConfig:
+    """Read the TOML (default configs/bridge.toml; a missing default is fine), apply dotted overrides,
+    build and validate. Raises UsageError naming the key."""
+    data: dict = {}
+    source = "<defaults>"
+    if path is not None or DEFAULT_CONFIG.exists():
+        p = Path(path) if path is not None else DEFAULT_CONFIG
+        try:
+            with open(p, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise UsageError(f"{p}: config file not found; pass an existing file to --config") from None
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"{p}: not valid TOML ({e}); fix the syntax there") from None
+        source = str(p)
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    try:
+        cfg = from_dict(data, contract=contract)
+    except UsageError as e:
+        raise UsageError(f"{source}: {e}") from None
+    cfg.source = source
+    return cfg
+
+
+def from_dict(data: dict, contract=None) -> BridgeConfig:
+    sinks = _output_types()
+    data = dict(data)
+    out_raw = data.pop("output", {})
+    cfg = build(BridgeConfig, data, "")
+    if contract is None:
+        from bridge import contract as contract_mod
+
+        contract = contract_mod.load(cfg.contract or None)
+    if not isinstance(out_raw, dict):
+        raise UsageError("output: must be a table")
+    out_raw = dict(out_raw)
+    if isinstance(out_raw.get("midi"), dict) and "cc" in out_raw["midi"]:
+        out_raw["midi"] = _cc_by_name(dict(out_raw["midi"]), contract)
+    cfg.output = build(sinks.OutputSettings, out_raw, "output")
+    validate(cfg, contract)
+    return cfg
+
+
+def _cc_by_name(midi: dict, contract) -> dict:
+    """[output.midi.cc] {name = number}: overrides of the contract's CC column by parameter name,
+    turned into the sink's full `ccs` list."""
+    table = midi.pop("cc")
+    if not isinstance(table, dict):
+        raise UsageError("output.midi.cc: must be a table {parameter_name = cc_number}")
+    if midi.get("ccs"):
+        raise UsageError("output.midi: give either ccs (a full list) or cc (overrides by name), not both")
+    ccs = [p.cc for p in contract.params]
+    for name, cc in table.items():
+        if name not in contract.names:
+            raise UsageError(f"output.midi.cc.{name}: unknown parameter; valid names: {', '.join(contract.names)}")
+        if not isinstance(cc, int) or isinstance(cc, bool):
+            raise UsageError(f"output.midi.cc.{name} = {cc!r}: a CC number is an integer 0..127")
+        ccs[contract.names.index(name)] = cc
+    midi["ccs"] = ccs
+    return midi
+
+
+def validate(cfg: BridgeConfig, contract=None) -> None:
+    """Cross-field checks; the sinks validate their own sections against the contract."""
+    if contract is None:
+        from bridge import contract as contract_mod
+
+        contract = contract_mod.load(cfg.contract or None)
+    if cfg.mode not in MODES:
+        raise UsageError(f"mode = {cfg.mode!r}: choose one of {', '.join(MODES)}")
+    if cfg.backend not in BACKEND_CHOICES:
+        raise UsageError(f"backend = {cfg.backend!r}: choose one of {', '.join(BACKEND_CHOICES)}")
+    if cfg.threads < 0:
+        raise UsageError(f"threads = {cfg.threads}: must be >= 0 (0 = default)")
+    i = cfg.input
+    if i.channel < 0:
+        raise UsageError(f"input.channel = {i.channel}: 0 mixes all channels, N >= 1 picks one")
+    if i.sample_rate < 0 or i.blocksize < 0:
+        raise UsageError("input.sample_rate and input.blocksize must be >= 0 (0 = automatic)")
+    if i.latency not in ("low", "high"):
+        try:
+            float(i.latency)
+        except ValueError:
+            raise UsageError(f"input.latency = {i.latency!r}: \"low\", \"high\" or seconds") from None
+    cfg.onset.validate("onset")
+    if cfg.trigger.max_wait_s <= 0:
+        raise UsageError("trigger.max_wait_s must be > 0")
+    c = cfg.continuous
+    if c.hop_s <= 0:
+        raise UsageError(f"continuous.hop_s = {c.hop_s}: must be > 0")
+    if c.smoothing_s < 0 or c.deadband < 0 or c.max_rate_hz < 0 or c.gate_s <= 0:
+        raise UsageError("continuous: smoothing_s, deadband, max_rate_hz must be >= 0 and gate_s > 0")
+    if cfg.manual.start not in ("onset", "now"):
+        raise UsageError(f"manual.start = {cfg.manual.start!r}: \"onset\" or \"now\"")
+    ctl = cfg.control
+    if not 0 < ctl.port < 65536:
+        raise UsageError(f"control.port = {ctl.port}: must be 1..65535")
+    fs = ctl.footswitch
+    if not 0 <= fs.cc <= 127:
+        raise UsageError(f"control.footswitch.cc = {fs.cc}: a MIDI CC is 0..127")
+    if not 0 <= fs.channel <= 16:
+        raise UsageError(f"control.footswitch.channel = {fs.channel}: 1..16, or 0 for any")
+    if cfg.log.interval_s < 0:
+        raise UsageError("log.interval_s must be >= 0")
+    if cfg.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise UsageError(f"log.level = {cfg.log.level!r}: debug, info, warning or error")
+    _output_types().validate_outputs(cfg.output, contract)
+
+
+def as_dict(cfg: BridgeConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    d.pop("source", None)
+    return d

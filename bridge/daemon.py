@@ -1,0 +1,499 @@
+"""`synthmatch bridge`: listen to an input, infer the 16 parameters, push them to the synth.
+
+One worker thread runs the loop; the audio callback only fills a ring (bridge/audio.py):
+
+    raw ring -> Converter (mono, sanitise, resample to 16 kHz) -> 16 kHz ring + onset detector
+             -> mode logic -> engine.infer (1, 64000) -> smoothing / deadband / rate limit -> sinks
+
+Modes:
+  trigger     every onset opens a 4 s window starting exactly at the onset sample; once those 4 s are
+              in (or the next onset / trigger.max_wait_s / end of input cuts it short: zero-padded),
+              one inference, one snapshot of all 16 values.
+  continuous  a sliding 4 s window every continuous.hop_s; per-parameter one-pole smoothing, deadband,
+              rate limit; the silence gate stops updates while nobody plays.
+  manual      like trigger, but only after a control message arms it (OSC /synthmatch/trigger or the
+              MIDI footswitch); manual.start = "now" analyses the last 4 s at once instead.
+Freeze/unfreeze and mode changes arrive over the control server. Counters are logged every
+log.interval_s and printed as one JSON line on stderr at exit ("synthmatch bridge: counters {...}").
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from bridge.audio import Converter, open_source
+from bridge.onset import OnsetDetector, rms_dbfs
+from bridge.ring import Ring
+
+log = logging.getLogger("synthmatch.bridge")
+
+RING16_SECONDS = 12.0   # 16 kHz history: a 4 s window plus slack for a late trigger
+IDLE_SLEEP_S = 0.001    # worker poll interval when no audio is waiting
+STATUS_EVERY_S = 0.2
+
+
+def percentile(xs, q: float) -> float | None:
+    if not xs:
+        return None
+    return float(np.percentile(np.asarray(xs, dtype=np.float64), q))
+
+
+@dataclass
+class Counters:
+    inferences: int = 0
+    updates: int = 0            # updates handed to the sinks
+    messages: int = 0           # messages the sinks put on the wire
+    onsets: int = 0
+    captures_padded: int = 0    # trigger/manual windows cut short and zero-padded
+    gated: int = 0              # continuous hops skipped by the silence gate
+    held: int = 0               # continuous hops with nothing to send (deadband / rate limit / frozen)
+    skipped_hops: int = 0       # continuous hops dropped because the worker was late
+    bad_outputs: int = 0        # model outputs that were not finite (never sent)
+    control_commands: int = 0
+    latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
+    infer_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
+
+
+class Daemon:
+    """The worker loop. Construct with opened parts; `start()`, then `stop()` or wait for `done`.
+
+    window_tap(start, window, values): optional observer called with every analysed window
+    (start = absolute 16 kHz sample position, window = (num_samples,) float32, values = raw model output).
+    """
+
+    def __init__(self, cfg, contract, engine, sinks: list, source, commands: queue.Queue | None = None,
+                 window_tap: Callable[[int, np.ndarray, np.ndarray], None] | None = None):
+        self.cfg, self.contract, self.engine, self.sinks, self.source = cfg, contract, engine, sinks, source
+        self.sr = contract.audio.sample_rate
+        self.n = contract.audio.num_samples
+        self.commands = commands if commands is not None else queue.Queue(maxsize=64)
+        self.window_tap = window_tap
+        self.mode = cfg.mode
+        self.frozen = False
+        self.c = Counters()
+        self.ring16 = Ring(int(RING16_SECONDS * self.sr), 1)
+        self.converter = Converter(source.sample_rate, self.sr, source.channels, cfg.input.channel)
+        self.onset = OnsetDetector(cfg.onset, self.sr)
+        self.done = threading.Event()     # the loop ended (stop() or end of file input)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run_guarded, name="synthmatch-worker", daemon=True)
+        self._raw_pos = 0
+        self._gen = source.generation
+        self._arrivals: collections.deque = collections.deque(maxlen=4096)  # (end16, monotonic time)
+        self._pending: tuple[int, float] | None = None   # trigger/manual: (onset position, wall time)
+        self._armed_at: float | None = None                # manual: armed since (wall time)
+        cont = cfg.continuous
+        self._hop = max(1, int(round(cont.hop_s * self.sr)))
+        self._next_end = self.n                            # continuous: end of the next window
+        self._catch_up = cont.catch_up or cfg.input.fast
+        self._smooth: np.ndarray | None = None
+        self._last_sent: np.ndarray | None = None
+        self._last_send_t = -math.inf
+        self.last_values: np.ndarray | None = None
+        self.error: BaseException | None = None
+
+    # ---- lifecycle ----
+    def start(self) -> None:
+        self.source.start()
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run_guarded(self) -> None:
+        try:
+            self._run()
+        except BaseException as e:  # the worker must report, not vanish: main prints it and exits 1
+            self.error = e
+            log.exception("worker stopped by an error")
+        finally:
+            self.done.set()
+
+    # ---- the loop ----
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.source.poll()
+            self._commands()
+            t_arrival = self.source.ring.last_write_time  # before the read: never later than the data
+            raw, start = self.source.ring.read_since(self._raw_pos)
+            if raw.shape[0]:
+                self._raw_pos = start + raw.shape[0]
+                self._ingest(raw, t_arrival)
+                self._modes(time.monotonic())
+            else:
+                if self.source.eof and self.source.ring.written == self._raw_pos:
+                    self._finish()
+                    return
+                self._modes(time.monotonic())
+                self._maintain()
+                time.sleep(IDLE_SLEEP_S)
+
+    def _ingest(self, raw: np.ndarray, t_arrival: float) -> None:
+        if self.source.generation != self._gen:  # the device was reopened: new resampler state
+            self._gen = self.source.generation
+            self.converter.reset()
+        x = self.converter(raw)
+        if x.size == 0:
+            return
+        pos = self.ring16.written
+        self.ring16.write(x)
+        self.ring16.read_pos = self.ring16.written  # nobody consumes ring16 sequentially
+        self._arrivals.append((self.ring16.written, t_arrival))
+        for p in self.onset.process(x, pos):
+            self._on_onset(p)
+
+    def _arrival_of(self, end: int) -> float:
+        """Arrival time of the block holding sample end - 1 (the newest sample of a window)."""
+        for e, t in self._arrivals:
+            if e >= end:
+                return t
+        return time.monotonic()
+
+    # ---- modes ----
+    def _on_onset(self, p: int) -> None:
+        self.c.onsets += 1
+        if self.frozen:
+            return
+        if self.mode == "manual":
+            if self._armed_at is None or self.cfg.manual.start != "onset":
+                return
+            self._armed_at = None
+        elif self.mode != "trigger":
+            return
+        if self._pending is not None and self.cfg.trigger.cut_at_next_onset:
+            self._capture(self._pending[0], end=p)
+        self._pending = (p, time.monotonic())
+
+    def _modes(self, now: float) -> None:
+        if self.mode == "continuous":
+            self._continuous()
+            return
+        if self._pending is not None:
+            p, t0 = self._pending
+            if self.ring16.written >= p + self.n:
+                self._capture(p)
+            elif now - t0 > self.cfg.trigger.max_wait_s:
+                self._capture(p, end=self.ring16.written)
+        if self.mode == "manual" and self._armed_at is not None and now - self._armed_at > self.cfg.manual.timeout_s:
+            log.info("manual capture disarmed: no onset within %.0f s", self.cfg.manual.timeout_s)
+            self._armed_at = None
+
+    def _capture(self, p: int, end: int | None = None) -> None:
+        """One snapshot of the window starting at p; `end` < p + n cuts it there (zero-padded)."""
+        self._pending = None
+        end = p + self.n if end is None else min(end, p + self.n)
+        avail = self.ring16.written - p
+        if avail > self.ring16.capacity:
+            log.warning("capture at %d too old for the ring; dropped", p)
+            return
+        m = max(0, min(end, self.ring16.written) - p)
+        window = np.zeros(self.n, dtype=np.float32)
+        if m:
+            window[:m] = self.ring16.window(p, m)[:, 0]
+        if m < self.n:
+            self.c.captures_padded += 1
+        values = self._infer(p, window)
+        if values is not None:
+            self._send(values, self._arrival_of(p + max(m, 1)))
+
+    def _continuous(self) -> None:
+        w = self.ring16.written
+        if w < self._next_end:
+            return
+        if not self._catch_up and w - self._next_end >= self._hop:  # late: jump to the newest hop
+            k = (w - self._next_end) // self._hop
+            self.c.skipped_hops += k
+            self._next_end += k * self._hop
+        end = self._next_end
+        self._next_end += self._hop
+        if self.frozen:
+            self.c.held += 1
+            return
+        gate_n = min(self.n, int(self.cfg.continuous.gate_s * self.sr))
+        recent = self.ring16.window(end - gate_n, gate_n)
+        if recent is None or rms_dbfs(recent) < self.cfg.continuous.gate_db:
+            self.c.gated += 1
+            return
+        window = self.ring16.window(end - self.n, self.n)
+        if window is None:
+            return
+        values = self._infer(end - self.n, window[:, 0])
+        if values is None:
+            return
+        out = self._shape(values)
+        if out is None:
+            self.c.held += 1
+            return
+        self._send(out, self._arrival_of(end))
+
+    def _shape(self, values: np.ndarray) -> np.ndarray | None:
+        """Continuous post-processing: one-pole smoothing, deadband, rate limit. None = send nothing."""
+        c = self.cfg.continuous
+        if self._smooth is None or c.smoothing_s <= 0:
+            self._smooth = values.copy()
+        else:
+            a = 1.0 - math.exp(-(self._hop / self.sr) / c.smoothing_s)
+            self._smooth += a * (values - self._smooth)
+        y = self._smooth
+        if self._last_sent is not None:
+            moved = np.abs(y - self._last_sent) > c.deadband
+            if not moved.any():
+                return None
+            y = np.where(moved, y, self._last_sent)
+        if c.max_rate_hz > 0 and time.monotonic() - self._last_send_t < 1.0 / c.max_rate_hz:
+            return None
+        return y.astype(np.float32)
+
+    def _infer(self, start: int, window: np.ndarray) -> np.ndarray | None:
+        t0 = time.monotonic()
+        out = self.engine.infer(window.reshape(1, self.n))[0]
+        self.c.infer_ms.append((time.monotonic() - t0) * 1000.0)
+        self.c.inferences += 1
+        if self.window_tap is not None:
+            self.window_tap(start, window, out)
+        if not np.all(np.isfinite(out)):
+            self.c.bad_outputs += 1
+            log.warning("model output not finite; nothing sent")
+            return None
+        return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+    def _send(self, values: np.ndarray, t_audio: float) -> None:
+        from bridge.sinks import Update
+
+        u = Update(values=[float(v) for v in values], t_audio=t_audio, t_infer_done=time.monotonic(),
+                   mode=self.mode)
+        for s in self.sinks:
+            try:
+                self.c.messages += s.send(u)
+            except (OSError, ValueError) as e:  # sinks count transport trouble; this is a last guard
+                log.warning("%s failed: %s", type(s).__name__, e)
+        now = time.monotonic()
+        self.c.latency_ms.append((now - t_audio) * 1000.0)
+        self.c.updates += 1
+        self._last_sent = values.copy()
+        self._last_send_t = now
+        self.last_values = values
+
+    def _finish(self) -> None:
+        """End of file input: a capture still waiting is analysed zero-padded."""
+        if self._pending is not None and self.mode in ("trigger", "manual"):
+            self._capture(self._pending[0], end=self.ring16.written)
+
+    def _maintain(self) -> None:
+        for s in self.sinks:
+            m = getattr(s, "maintain", None)
+            if m is not None:
+                m()
+
+    # ---- control ----
+    def _commands(self) -> None:
+        while True:
+            try:
+                cmd = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            self.c.control_commands += 1
+            self.apply(cmd)
+
+    def apply(self, cmd: Any) -> None:
+        """A control command: object with .kind (trigger | freeze | unfreeze | mode) and .arg."""
+        kind = getattr(cmd, "kind", None) or getattr(cmd, "command", None) or str(cmd)
+        arg = getattr(cmd, "arg", None)
+        if kind in ("trigger", "arm"):
+            if self.mode != "manual":
+                log.info("trigger ignored: mode is %s (switch to manual)", self.mode)
+            elif self.cfg.manual.start == "now":
+                self._capture(max(0, self.ring16.written - self.n))
+            else:
+                self._armed_at = time.monotonic()
+                log.info("manual capture armed: play a note")
+        elif kind == "freeze":
+            self.frozen = True if arg is None else bool(arg)
+        elif kind == "unfreeze":
+            self.frozen = False
+        elif kind == "mode":
+            if arg in ("trigger", "continuous", "manual") and arg != self.mode:
+                log.info("mode %s -> %s", self.mode, arg)
+                self.mode = arg
+                self._pending = None
+                self._armed_at = None
+                self._next_end = max(self.n, self.ring16.written)
+        else:
+            log.warning("unknown control command %r", kind)
+
+    # ---- reporting ----
+    def counters(self) -> dict[str, Any]:
+        c = self.c
+        src = self.source
+        d = {k: getattr(c, k) for k in ("inferences", "updates", "messages", "onsets", "captures_padded",
+                                         "gated", "held", "skipped_hops", "bad_outputs", "control_commands")}
+        d.update({
+            "input_overflows": src.status_counts.get("input_overflow", 0),
+            "input_status_other": src.status_counts.get("input_underflow", 0) + src.status_counts.get("other", 0),
+            "ring_overflows": src.ring.overflows, "lost_frames": src.ring.lost_frames,
+            "device_lost": src.device_lost, "reconnects": src.reconnects,
+            "nonfinite_samples": self.converter.nonfinite, "clipped_samples": self.converter.clipped,
+            "latency_ms_p50": _r(percentile(c.latency_ms, 50)), "latency_ms_p99": _r(percentile(c.latency_ms, 99)),
+            "infer_ms_p50": _r(percentile(c.infer_ms, 50)), "infer_ms_p99": _r(percentile(c.infer_ms, 99)),
+            "samples_16k": self.ring16.written,
+        })
+        return d
+
+    def status_line(self) -> str:
+        level = self.onset.level_db
+        lat = self.c.latency_ms[-1] if self.c.latency_ms else float("nan")
+        vals = "" if self.last_values is None else " ".join(f"{v:.2f}" for v in self.last_values)
+        flag = " FROZEN" if self.frozen else (" ARMED" if self._armed_at is not None else "")
+        return f"{level:6.1f} dBFS | {self.mode}{flag} | {vals or '-'} | {lat:5.1f} ms | n={self.c.updates}"
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# the command
+
+
+def config_from_args(args):
+    """Config file + CLI flags -> BridgeConfig (flags win)."""
+    from bridge import config as config_mod
+    from bridge.cli import UsageError
+
+    over: dict[str, Any] = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: write KEY=VALUE, e.g. --set continuous.hop_s=0.1")
+        over[key.strip()] = config_mod.parse_value(value.strip())
+    if args.input is not None:
+        over["input.source"] = args.input
+    if args.fast:
+        over["input.fast"] = True
+    if args.mode is not None:
+        over["mode"] = args.mode
+    if args.model is not None:
+        over["model"] = args.model
+    if args.backend is not None:
+        over["backend"] = args.backend
+    if args.midi_port is not None:
+        over["output.midi.enabled"] = True
+        over["output.midi.port"] = args.midi_port
+    if args.osc is not None:
+        host, _, port = args.osc.rpartition(":")
+        over["output.osc.enabled"] = True
+        if host:
+            over["output.osc.host"] = host
+        try:
+            over["output.osc.port"] = int(port)
+        except ValueError:
+            raise UsageError(f"--osc {args.osc!r}: give [HOST:]PORT, e.g. --osc 127.0.0.1:9000") from None
+    if args.print:
+        over["output.print.enabled"] = True
+    if args.no_control:
+        over["control.enabled"] = False
+    return config_mod.load(args.config, over)
+
+
+def _open_engine(cfg, contract):
+    from bridge.engine import load_engine
+
+    engine = load_engine(cfg.model, backend=cfg.backend, contract=contract, threads=cfg.threads or None)
+    m = engine.meta
+    if m.sample_rate != contract.audio.sample_rate or m.num_samples != contract.audio.num_samples:
+        from bridge.cli import UsageError
+
+        raise UsageError(f"{cfg.model}: model expects {m.num_samples} samples at {m.sample_rate} Hz, the "
+                         f"contract {contract.audio.num_samples} at {contract.audio.sample_rate} Hz")
+    return engine
+
+
+def _open_control(cfg, commands: queue.Queue):
+    """Start the control server (and footswitch) if enabled; returns objects with close()."""
+    if not cfg.control.enabled:
+        return []
+    from bridge import control
+
+    return control.start(cfg.control, commands)
+
+
+def main(args) -> int:
+    from bridge import contract as contract_mod
+
+    cfg = config_from_args(args)
+    logging.basicConfig(level=getattr(logging, cfg.log.level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    contract = contract_mod.load(cfg.contract or None)
+    engine = _open_engine(cfg, contract)
+    if args.check:
+        print(f"config {cfg.source}: ok; model {cfg.model}: ok ({engine.name}, contract {engine.meta.contract_hash})")
+        engine.close()
+        return 0
+
+    from bridge.sinks import build_sinks
+
+    source = open_source(cfg.input)
+    sinks = build_sinks(cfg.output, contract)
+    commands: queue.Queue = queue.Queue(maxsize=64)
+    controls: list = []
+    daemon = None
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        controls = _open_control(cfg, commands)
+        daemon = Daemon(cfg, contract, engine, sinks, source, commands)
+        daemon.start()
+        log.info("bridge running: input %s, mode %s, %d output(s)", source.name, cfg.mode, len(sinks))
+        t_end = time.monotonic() + args.seconds if args.seconds else math.inf
+        status = cfg.log.status_line and sys.stderr.isatty()
+        next_status = next_log = time.monotonic()
+        while not stop.is_set() and not daemon.done.is_set() and time.monotonic() < t_end:
+            stop.wait(0.05)
+            now = time.monotonic()
+            if status and now >= next_status:
+                sys.stderr.write("\r" + daemon.status_line()[:160] + "\033[K")
+                sys.stderr.flush()
+                next_status = now + STATUS_EVERY_S
+            if cfg.log.interval_s and now >= next_log + cfg.log.interval_s:
+                next_log = now
+                if status:
+                    sys.stderr.write("\n")
+                log.info("counters %s", json.dumps(daemon.counters()))
+        if status:
+            sys.stderr.write("\n")
+    finally:
+        if daemon is not None:
+            daemon.stop(timeout=0.8)
+        source.stop()
+        for obj in [*controls, *sinks]:
+            try:
+                obj.close()
+            except OSError as e:
+                log.warning("closing %s: %s", type(obj).__name__, e)
+        engine.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    counters = daemon.counters()
+    print(f"synthmatch bridge: counters {json.dumps(counters)}", file=sys.stderr, flush=True)
+    if daemon.error is not None:
+        print(f"synthmatch bridge: error: worker stopped: {daemon.error!r}", file=sys.stderr)
+        return 1
+    return 0
