@@ -120,6 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default onnxruntime)")
     _add_contract(p)
 
+    p = command("bridge", "bridge.daemon:main",
+                "listen to an audio input, infer the 16 parameters, send them as MIDI CC / OSC")
+    p.add_argument("--config", help="daemon TOML (default: configs/bridge.toml)")
+    p.add_argument("--input", help='device-name substring, or "file:PATH" to play a file through the daemon')
+    p.add_argument("--fast", action="store_true", help="with file input: as fast as possible, not real time")
+    p.add_argument("--mode", choices=("trigger", "continuous", "manual"))
+    p.add_argument("--model", help="exported model file (default: models/default.onnx)")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "cuda", "tensorrt"))
+    p.add_argument("--midi-port", help="send MIDI CC into the output port whose name contains this")
+    p.add_argument("--osc", metavar="[HOST:]PORT", help="send OSC to this address")
+    p.add_argument("--print", action="store_true", help="print one JSON line per update on stdout")
+    p.add_argument("--no-control", action="store_true", help="do not start the OSC control server")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set continuous.hop_s=0.1 (repeatable)")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--check", action="store_true", help="validate config and model, then exit")
+
     return parser
 
 
