@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -253,13 +254,11 @@ class OscSink:
     """One OSC bundle (timetag "immediately") per update over UDP, one message per parameter.
 
     Values always go out with type tag f (numpy scalars are cast to Python float); index fields in args
-    are i. An absent receiver costs nothing (UDP); an ICMP "port unreachable" reported by the kernel
-    on a later send is counted in stats.errors.
+    are i. An absent receiver never raises: the ICMP "port unreachable" the kernel reports on a later
+    send is counted in stats.errors (and that update in stats.dropped), and sending goes on.
     """
 
     def __init__(self, cfg: OscSinkConfig, contract):
-        from pythonosc import udp_client
-
         self.cfg, self.names = cfg, list(contract.names)
         self.settings = osc_settings(cfg)
         n = len(self.names)
@@ -267,7 +266,16 @@ class OscSink:
         if len(self.indices) != n:
             raise SinkConfigError(f"output.osc.indices: {len(self.indices)} entries for {n} parameters")
         self.stats = SinkStats()
-        self._client = udp_client.UDPClient(cfg.host, self.settings["port"])
+        # a connected UDP socket: the kernel then reports an ICMP "port unreachable" (no receiver) as
+        # ConnectionRefusedError on a later send, which is counted instead of passing unnoticed
+        port = self.settings["port"]
+        try:
+            family, kind, proto, _, addr = socket.getaddrinfo(cfg.host, port, type=socket.SOCK_DGRAM)[0]
+        except socket.gaierror as e:
+            raise SinkConfigError(f"output.osc.host = {cfg.host!r}: cannot resolve ({e})") from None
+        self._sock = socket.socket(family, kind, proto)
+        self._sock.setblocking(False)
+        self._sock.connect(addr)
 
     def _fields(self, i: int) -> dict[str, Any]:
         s, idx = self.settings, self.indices[i]
@@ -306,11 +314,18 @@ class OscSink:
         b = self.bundle(u.values)
         self.stats.updates += 1
         try:
-            self._client.send(b)
-        except OSError as e:  # ConnectionRefusedError (ICMP), network unreachable, ...
+            try:
+                self._sock.send(b.dgram)
+            except ConnectionRefusedError:  # reports an earlier datagram's ICMP; this one did not go out
+                self.stats.errors += 1
+                if self.stats.errors == 1 or self.stats.errors % 1000 == 0:
+                    log.warning("no OSC receiver at %s:%s (port unreachable, %d times); still sending",
+                                self.cfg.host, self.settings["port"], self.stats.errors)
+                self._sock.send(b.dgram)
+        except OSError as e:  # refused again, network unreachable, buffer full
             self.stats.errors += 1
             self.stats.dropped += 1
-            if self.stats.errors in (1, 10, 100) or self.stats.errors % 1000 == 0:
+            if self.stats.errors in (1, 2, 10, 100) or self.stats.errors % 1000 == 0:
                 log.warning("OSC to %s:%s failed (%s); %d failures so far", self.cfg.host,
                             self.settings["port"], e, self.stats.errors)
             return 0
@@ -319,7 +334,7 @@ class OscSink:
         return n
 
     def close(self) -> None:
-        self._client.close()
+        self._sock.close()
 
 
 # ------------------------------------------------------------------------------------------------
