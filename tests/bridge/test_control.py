@@ -1,0 +1,165 @@
+"""The OSC control server over real UDP, and the MIDI footswitch through a JACK server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from bridge import midiports
+from bridge.control import CommandQueue, ControlCommand, ControlServer, MidiTrigger
+
+MODES = ("trigger", "continuous", "manual")
+
+
+def osc(address: str, *args: tuple[str, object]) -> bytes:
+    m = OscMessageBuilder(address)
+    for tag, v in args:
+        m.add_arg(v, tag)
+    return m.build().dgram
+
+
+@pytest.fixture
+def client():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(3)
+    yield s
+    s.close()
+
+
+def wait_for(pred, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_commands_from_real_udp(client):
+    with ControlServer(port=0, modes=MODES) as srv:
+        assert srv.address[0] == "127.0.0.1"
+        for dgram in (osc("/synthmatch/trigger"),
+                      osc("/synthmatch/trigger", ("f", 1.0)),       # a TouchOSC button press
+                      osc("/synthmatch/trigger", ("f", 0.0)),       # ... and its release: ignored
+                      osc("/synthmatch/freeze", ("i", 1)),
+                      osc("/synthmatch/freeze", ("F", False)),
+                      osc("/synthmatch/mode", ("s", "manual"))):
+            client.sendto(dgram, srv.address)
+        assert wait_for(lambda: srv.stats.accepted == 5)
+        cmds = srv.commands.drain()
+    assert [(c.kind, c.value, c.source) for c in cmds] == [
+        ("trigger", None, "osc"), ("trigger", None, "osc"), ("freeze", True, "osc"), ("freeze", False, "osc"),
+        ("mode", "manual", "osc")]
+    assert srv.stats.malformed == 0 and srv.stats.received == 6
+
+
+def test_status_reply_goes_back_to_the_sender(client):
+    status = {"mode": "continuous", "frozen": False, "updates": 12, "latency_ms": 31.5}
+    with ControlServer(port=0, status=lambda: status) as srv:
+        client.sendto(osc("/synthmatch/status"), srv.address)
+        data, sender = client.recvfrom(65536)
+    assert sender == srv.address
+    msg = OscMessage(data)
+    assert msg.address == "/synthmatch/status" and json.loads(msg.params[0]) == status
+    assert srv.stats.replies == 1 and len(srv.commands) == 0
+
+
+def test_status_without_provider_is_queued_and_answered_by_the_daemon(client):
+    with ControlServer(port=0) as srv:
+        client.sendto(osc("/synthmatch/status"), srv.address)
+        assert wait_for(lambda: len(srv.commands) == 1)
+        cmd = srv.commands.get()
+        assert cmd.kind == "status" and cmd.reply_to == client.getsockname()
+        srv.send_status(cmd.reply_to, {"mode": "manual"})
+        data, _ = client.recvfrom(65536)
+    assert json.loads(OscMessage(data).params[0]) == {"mode": "manual"}
+
+
+def test_malformed_messages_are_ignored_and_counted(client, caplog):
+    bad = [
+        osc("/synthmatch/freeze"),                                   # missing argument
+        osc("/synthmatch/freeze", ("s", "yes")),                     # wrong type
+        osc("/synthmatch/freeze", ("i", 1), ("i", 0)),               # too many
+        osc("/synthmatch/mode", ("i", 2)),                           # wrong type
+        osc("/synthmatch/mode", ("s", "jazz")),                      # unknown mode
+        osc("/synthmatch/trigger", ("s", "now")),                    # wrong type
+        osc("/synthmatch/status", ("i", 1)),                         # status takes nothing
+        osc("/synthmatch/explode"),                                  # unknown address
+        osc("/other/thing", ("f", 1.0)),                             # not ours
+        b"hello, not OSC",                                           # not OSC at all
+        b"/synthmatch/trigger\0\0\0\0,x\0\0",                        # broken OSC (unknown type tag)
+    ]
+    with ControlServer(port=0, modes=MODES) as srv:
+        for dgram in bad:
+            client.sendto(dgram, srv.address)
+        client.sendto(osc("/synthmatch/trigger"), srv.address)  # still serving after all that
+        assert wait_for(lambda: srv.stats.accepted == 1 and srv.stats.malformed == len(bad))
+        assert [c.kind for c in srv.commands.drain()] == ["trigger"]
+    assert srv.stats.received == len(bad) + 1
+    assert "unknown address /synthmatch/explode" in caplog.text
+    assert "modes are trigger, continuous, manual" in caplog.text
+
+
+def test_queue_is_bounded(client):
+    q = CommandQueue(maxsize=3)
+    with ControlServer(port=0, commands=q) as srv:
+        for _ in range(6):
+            client.sendto(osc("/synthmatch/trigger"), srv.address)
+        assert wait_for(lambda: srv.stats.accepted + srv.stats.dropped == 6)
+    assert len(q) == 3 and q.dropped == 3 and srv.stats.dropped == 3
+    assert all(isinstance(c, ControlCommand) for c in q.drain()) and q.get() is None
+
+
+def test_port_in_use_is_a_usage_error():
+    from bridge.cli import UsageError
+
+    with ControlServer(port=0) as srv:
+        with pytest.raises(UsageError, match=f"cannot listen on 127.0.0.1:{srv.address[1]}"):
+            ControlServer(port=srv.address[1])
+
+
+@pytest.mark.jack
+def test_midi_footswitch_through_jack(jack):
+    q = CommandQueue()
+    pedal = midiports.new_client("out", "jack", "pedal")
+    pedal.open_virtual_port("out")
+    trig = MidiTrigger(q, port="pedal", cc=64, channel=2, api="jack", client_name="sm-trig")
+    try:
+        assert trig.port_name == "pedal:out"
+        for msg in ([0xB1, 64, 127], [0xB1, 64, 127],   # press (held: the repeat does not fire again)
+                    [0xB1, 64, 0],                      # release
+                    [0xB0, 64, 127],                    # other channel: ignored
+                    [0xB1, 1, 127],                     # other CC: ignored
+                    [0x91, 60, 100],                    # a note: ignored in CC mode
+                    [0xB1, 64, 100]):                   # second press
+            pedal.send_message(msg)
+        assert wait_for(lambda: trig.stats.received == 7)
+        cmds = q.drain()
+        assert [(c.kind, c.source) for c in cmds] == [("trigger", "midi")] * 2
+    finally:
+        trig.close()
+        midiports.retire(pedal, server_dead=False)
+
+
+@pytest.mark.jack
+def test_midi_note_trigger_virtual_port(jack):
+    q = CommandQueue()
+    trig = MidiTrigger(q, note=36, cc=None, api="jack", client_name="sm-pad")
+    pad = midiports.new_client("out", "jack", "pad")
+    try:
+        pad.open_port(pad.get_ports().index("sm-pad:trigger_in"), "out")
+        pad.send_message([0x99, 36, 90])   # channel 10 note-on: fires (channel 0 = any)
+        pad.send_message([0x89, 36, 0])    # note-off
+        pad.send_message([0x99, 36, 0])    # note-on velocity 0 = note-off
+        pad.send_message([0x99, 38, 90])   # other note
+        assert wait_for(lambda: trig.stats.received == 4)
+        assert len(q.drain()) == 1
+    finally:
+        trig.close()
+        midiports.retire(pad, server_dead=False)
