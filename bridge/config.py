@@ -61,6 +61,7 @@ class FootswitchSettings:
     port: str = ""                   # MIDI input port name substring
     cc: int = 64                     # controller that arms a capture (64 = sustain pedal)
     channel: int = 0                 # 1..16; 0 = any
+    api: str = "auto"                # auto | jack | alsa
 
 
 @dataclass

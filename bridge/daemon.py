@@ -23,7 +23,6 @@ import collections
 import json
 import logging
 import math
-import queue
 import signal
 import sys
 import threading
@@ -45,6 +44,7 @@ STATUS_EVERY_S = 0.2
 
 
 def percentile(xs, q: float) -> float | None:
+    xs = list(xs)  # a snapshot: the worker may append meanwhile
     if not xs:
         return None
     return float(np.percentile(np.asarray(xs, dtype=np.float64), q))
@@ -73,12 +73,16 @@ class Daemon:
     (start = absolute 16 kHz sample position, window = (num_samples,) float32, values = raw model output).
     """
 
-    def __init__(self, cfg, contract, engine, sinks: list, source, commands: queue.Queue | None = None,
+    def __init__(self, cfg, contract, engine, sinks: list, source, commands=None,
                  window_tap: Callable[[int, np.ndarray, np.ndarray], None] | None = None):
         self.cfg, self.contract, self.engine, self.sinks, self.source = cfg, contract, engine, sinks, source
         self.sr = contract.audio.sample_rate
         self.n = contract.audio.num_samples
-        self.commands = commands if commands is not None else queue.Queue(maxsize=64)
+        if commands is None:
+            from bridge.control import CommandQueue
+
+            commands = CommandQueue()
+        self.commands = commands  # bridge.control.CommandQueue: get() -> ControlCommand | None
         self.window_tap = window_tap
         self.mode = cfg.mode
         self.frozen = False
@@ -102,6 +106,7 @@ class Daemon:
         self._last_sent: np.ndarray | None = None
         self._last_send_t = -math.inf
         self.last_values: np.ndarray | None = None
+        self.status_reply: Callable[[tuple[str, int], dict], None] | None = None
         self.error: BaseException | None = None
 
     # ---- lifecycle ----
@@ -301,19 +306,14 @@ class Daemon:
 
     # ---- control ----
     def _commands(self) -> None:
-        while True:
-            try:
-                cmd = self.commands.get_nowait()
-            except queue.Empty:
-                return
+        while (cmd := self.commands.get()) is not None:
             self.c.control_commands += 1
             self.apply(cmd)
 
     def apply(self, cmd: Any) -> None:
-        """A control command: object with .kind (trigger | freeze | unfreeze | mode) and .arg."""
-        kind = getattr(cmd, "kind", None) or getattr(cmd, "command", None) or str(cmd)
-        arg = getattr(cmd, "arg", None)
-        if kind in ("trigger", "arm"):
+        """A bridge.control.ControlCommand: kind trigger | freeze (value bool) | mode (value name) | status."""
+        kind, arg = cmd.kind, cmd.value
+        if kind == "trigger":
             if self.mode != "manual":
                 log.info("trigger ignored: mode is %s (switch to manual)", self.mode)
             elif self.cfg.manual.start == "now":
@@ -323,8 +323,10 @@ class Daemon:
                 log.info("manual capture armed: play a note")
         elif kind == "freeze":
             self.frozen = True if arg is None else bool(arg)
-        elif kind == "unfreeze":
-            self.frozen = False
+            log.info("values %s", "frozen" if self.frozen else "released")
+        elif kind == "status":
+            if cmd.reply_to is not None and self.status_reply is not None:
+                self.status_reply(cmd.reply_to, self.status())
         elif kind == "mode":
             if arg in ("trigger", "continuous", "manual") and arg != self.mode:
                 log.info("mode %s -> %s", self.mode, arg)
@@ -352,6 +354,14 @@ class Daemon:
             "samples_16k": self.ring16.written,
         })
         return d
+
+    def status(self) -> dict[str, Any]:
+        """Read-only snapshot for /synthmatch/status (called from the control server's thread)."""
+        vals = self.last_values
+        return {"mode": self.mode, "frozen": self.frozen, "armed": self._armed_at is not None,
+                "level_db": round(self.onset.level_db, 1),
+                "values": None if vals is None else dict(zip(self.contract.names, map(float, vals))),
+                "counters": self.counters()}
 
     def status_line(self) -> str:
         level = self.onset.level_db
@@ -422,13 +432,23 @@ def _open_engine(cfg, contract):
     return engine
 
 
-def _open_control(cfg, commands: queue.Queue):
-    """Start the control server (and footswitch) if enabled; returns objects with close()."""
-    if not cfg.control.enabled:
-        return []
+def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
+    """Start the OSC control server and the MIDI footswitch if enabled; objects with close()."""
     from bridge import control
 
-    return control.start(cfg.control, commands)
+    out: list = []
+    if cfg.control.enabled:
+        out.append(control.ControlServer(cfg.control.host, cfg.control.port, commands, status=status,
+                                         modes=("trigger", "continuous", "manual")).start())
+    fs = cfg.control.footswitch
+    if fs.enabled:
+        try:
+            out.append(control.MidiTrigger(commands, port=fs.port, cc=fs.cc, channel=fs.channel, api=fs.api))
+        except Exception:
+            for o in out:
+                o.close()
+            raise
+    return out
 
 
 def main(args) -> int:
@@ -446,11 +466,13 @@ def main(args) -> int:
 
     from bridge.sinks import build_sinks
 
+    from bridge.control import CommandQueue
+
     source = open_source(cfg.input)
     sinks = build_sinks(cfg.output, contract)
-    commands: queue.Queue = queue.Queue(maxsize=64)
+    commands = CommandQueue(64)
     controls: list = []
-    daemon = None
+    daemon: Daemon | None = None
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -458,7 +480,7 @@ def main(args) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        controls = _open_control(cfg, commands)
+        controls = _open_control(cfg, commands, lambda: daemon.status() if daemon is not None else {})
         daemon = Daemon(cfg, contract, engine, sinks, source, commands)
         daemon.start()
         log.info("bridge running: input %s, mode %s, %d output(s)", source.name, cfg.mode, len(sinks))
@@ -467,6 +489,9 @@ def main(args) -> int:
         next_status = next_log = time.monotonic()
         while not stop.is_set() and not daemon.done.is_set() and time.monotonic() < t_end:
             stop.wait(0.05)
+            for obj in controls:
+                if hasattr(obj, "maintain"):
+                    obj.maintain()
             now = time.monotonic()
             if status and now >= next_status:
                 sys.stderr.write("\r" + daemon.status_line()[:160] + "\033[K")

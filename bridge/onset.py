@@ -7,7 +7,8 @@ frame jumps `rise_db` above the quietest of the previous few frames (a new note 
 After an onset the detector disarms until the level falls `hysteresis_db` below the threshold
 (re-arm), and no onset fires within `holdoff_s` of the previous one.
 
-The reported position is the exact sample where the sound starts: from the first sample at threshold
+The level is a follower of the frame RMS that rises at once and falls at most `release_db_s`, so
+the flicker of a decaying tail neither re-arms nor re-triggers. The reported position is the exact sample where the sound starts: from the first sample at threshold
 the detector walks back (at most `lookback_ms`) to the end of the last run of `quiet_run` samples below
 `floor_db`. A note rendered after digital silence is thus found at its first audible sample, which is
 where the training sounds start (sample 0 = note-on); the analysis window starts there.
@@ -39,8 +40,9 @@ class OnsetSettings:
     hysteresis_db: float = 6.0    # re-arm once the level falls this far below the threshold
     holdoff_s: float = 0.3        # no second onset within this time of the previous one
     rise_db: float = 18.0         # a jump this far above the quietest recent frame also triggers; 0 = off
+    release_db_s: float = 60.0    # the level follower falls at most this fast (dB/s): tails do not flicker
     floor_db: float = -70.0       # below this a sample counts as quiet when locating the exact start
-    lookback_ms: float = 20.0     # how far back from the threshold crossing the start may lie
+    lookback_ms: float = 300.0    # how far back from the threshold crossing the start may lie (slow attacks)
     frame: int = 64               # samples per level frame (4 ms at 16 kHz)
 
     def validate(self, where: str = "onset") -> None:
@@ -48,8 +50,9 @@ class OnsetSettings:
 
         if self.frame < 8:
             raise UsageError(f"{where}.frame = {self.frame}: needs at least 8 samples")
-        if self.hysteresis_db < 0 or self.holdoff_s < 0 or self.lookback_ms < 0 or self.rise_db < 0:
-            raise UsageError(f"{where}: hysteresis_db, holdoff_s, lookback_ms and rise_db must be >= 0")
+        if min(self.hysteresis_db, self.holdoff_s, self.lookback_ms, self.rise_db) < 0 or self.release_db_s <= 0:
+            raise UsageError(f"{where}: hysteresis_db, holdoff_s, lookback_ms, rise_db must be >= 0, "
+                             "release_db_s > 0")
         if self.floor_db >= self.threshold_db:
             raise UsageError(f"{where}.floor_db = {self.floor_db} must lie below threshold_db = {self.threshold_db}")
 
@@ -57,7 +60,7 @@ class OnsetSettings:
 class OnsetDetector:
     """Feed contiguous blocks with `process(x, start)`; get exact onset sample positions back."""
 
-    QUIET_RUN = 8  # consecutive quiet samples that mark "before the note"
+    QUIET_RUN = 16  # consecutive quiet samples (1 ms) that mark "before the note"
     RISE_FRAMES = 6  # frames the rise detector compares against
 
     def __init__(self, settings: OnsetSettings, sample_rate: int):
@@ -67,6 +70,7 @@ class OnsetDetector:
         self.rearm_db = settings.threshold_db - settings.hysteresis_db
         self.floor = db_to_amp(settings.floor_db)
         self.holdoff = int(round(settings.holdoff_s * sample_rate))
+        self.release_per_frame = settings.release_db_s * self.frame / sample_rate
         self.lookback = int(round(settings.lookback_ms * sample_rate / 1000))
         self.reset(0)
 
@@ -97,7 +101,8 @@ class OnsetDetector:
                 self._frame_pos += f
                 continue
             fr = buf[i0:i0 + f]
-            level = rms_dbfs(fr)
+            # level follower: rises at once, falls at most release_db_s
+            level = max(rms_dbfs(fr), self.level_db - self.release_per_frame)
             onset = self._decide(level, fr, buf, base, i0)
             if onset is not None:
                 onsets.append(onset)
