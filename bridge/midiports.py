@@ -26,8 +26,9 @@ from pathlib import Path
 
 import rtmidi
 
-API_IDS = {"jack": rtmidi.API_UNIX_JACK, "alsa": rtmidi.API_LINUX_ALSA}
-APIS = ("auto", "jack", "alsa")
+API_IDS = {"jack": rtmidi.API_UNIX_JACK, "alsa": rtmidi.API_LINUX_ALSA,
+           "coremidi": rtmidi.API_MACOSX_CORE, "winmm": rtmidi.API_WINDOWS_MM}
+APIS = ("auto", "jack", "alsa", "coremidi", "winmm")
 CLIENT_NAME = "synthmatch"
 
 
@@ -52,6 +53,8 @@ def jack_server_alive(name: str | None = None) -> bool | None:
     client (nothing flickers in patchbays) and jackd logs nothing. A socket left by a killed server
     refuses the connection -> False.
     """
+    if not hasattr(socket, "AF_UNIX") or not hasattr(os, "getuid"):  # Windows: cannot tell
+        return None
     path = jack_socket_path(name)
     if not path.exists():
         return None
@@ -72,6 +75,8 @@ def jack_server_id(name: str | None = None) -> tuple[int, int] | None:
     A restarted server re-creates the socket, so a changed id means every client of the old instance
     is dead even if a server answers again by the time we look.
     """
+    if not hasattr(os, "getuid"):
+        return None
     try:
         st = jack_socket_path(name).stat()
     except OSError:
@@ -86,16 +91,21 @@ def compiled_apis() -> list[str]:
 
 
 def resolve_api(api: str) -> str:
-    """"auto" -> "jack" when a JACK server answers and rtmidi has JACK, else "alsa"."""
+    """"auto" -> "jack" when a JACK server answers and rtmidi has JACK, else the platform's own API
+    (alsa on Linux, coremidi on macOS, winmm on Windows)."""
     if api not in APIS:
         raise MidiPortError(f"unknown MIDI api {api!r}: use one of {', '.join(APIS)}")
     if api != "auto":
         if api not in compiled_apis():
             raise MidiPortError(f"python-rtmidi was built without {api}; available: {compiled_apis()}")
         return api
-    if "jack" in compiled_apis() and jack_server_alive():
+    have = compiled_apis()
+    if "jack" in have and jack_server_alive():
         return "jack"
-    return "alsa"
+    native = [a for a in ("alsa", "coremidi", "winmm") if a in have]
+    if not native:
+        raise MidiPortError(f"no usable MIDI API: python-rtmidi has {have or 'none'} and no JACK server answers")
+    return native[0]
 
 
 def new_client(kind: str, api: str, client_name: str = CLIENT_NAME) -> rtmidi.MidiOut | rtmidi.MidiIn:

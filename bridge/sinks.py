@@ -87,7 +87,7 @@ class MidiSinkConfig:
     channel: int = 1         # 1..16
     ccs: list[int] = field(default_factory=list)  # one CC per parameter; [] = the contract's cc column
     resolution: int = 7      # 7: one CC per parameter; 14: MSB on cc, then LSB on cc + 32
-    api: str = "auto"        # "auto" (JACK if a server answers, else ALSA) | "jack" | "alsa"
+    api: str = "auto"        # "auto" (JACK if a server answers, else ALSA/CoreMIDI/WinMM) | "jack" | "alsa" | ...
     client_name: str = "synthmatch"
     check_interval_s: float = 0.5   # how often the port's presence / the JACK server is checked
     retry_min_s: float = 0.5        # reopen backoff after a loss: doubles up to retry_max_s
