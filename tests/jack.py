@@ -21,6 +21,7 @@ What clients see (measured with Debian jackd2 1.9.21, libportaudio2 19.6, python
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -48,6 +49,15 @@ class JackError(RuntimeError):
     pass
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies (killed by a timeout, crashed),
+    so no orphaned jackd outlives it (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class JackServer:
     """jackd --no-realtime -d dummy under a private server name; start/stop/kill/restart, ports, connect."""
 
@@ -68,7 +78,8 @@ class JackServer:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             ["jackd", "--no-realtime", "-n", self.name, "-d", "dummy", "-r", str(self.rate),
-             "-p", str(self.period)], stdout=out, stderr=subprocess.STDOUT, env=self.env)
+             "-p", str(self.period)], stdout=out, stderr=subprocess.STDOUT, env=self.env,
+            preexec_fn=_die_with_parent)
         if self.log:
             out.close()
         deadline = time.monotonic() + timeout
