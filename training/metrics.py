@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import torch
 
-SC_STFT = {"n_fft": 1024, "hop_length": 256, "win_length": 1024, "window": "hann (periodic)",
+SC_N_FFT, SC_HOP = 1024, 256  # samples (64 ms / 16 ms at 16 kHz)
+MSS_N_FFTS = (256, 512, 1024, 2048)  # hop n_fft // 4
+MSS_LOG_EPS = 1e-7
+SC_STFT = {"n_fft": SC_N_FFT, "hop_length": SC_HOP, "win_length": SC_N_FFT, "window": "hann (periodic)",
            "center": True, "pad_mode": "reflect", "magnitude": "linear |STFT|", "norm": "Frobenius per example"}
-MSS_STFT = {"n_ffts": [256, 512, 1024, 2048], "hop_length": "n_fft // 4", "win_length": "n_fft",
-            "window": "hann (periodic)", "center": True, "pad_mode": "reflect", "log_eps": 1e-7,
+MSS_STFT = {"n_ffts": list(MSS_N_FFTS), "hop_length": "n_fft // 4", "win_length": "n_fft",
+            "window": "hann (periodic)", "center": True, "pad_mode": "reflect", "log_eps": MSS_LOG_EPS,
             "per_scale": "SC + mean |log(S + eps) - log(S_hat + eps)|", "combine": "mean over scales"}
 SC_EPS = 1e-8  # floor of ||S||_F (a silent target)
 
@@ -47,15 +50,14 @@ def spectral_convergence_spec(S: torch.Tensor, S_hat: torch.Tensor) -> torch.Ten
 
 def spectral_convergence(target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     """Audio (B, T) target and prediction -> (B,) SC with the SC_STFT settings."""
-    n_fft, hop = SC_STFT["n_fft"], SC_STFT["hop_length"]
-    return spectral_convergence_spec(stft_magnitude(target, n_fft, hop), stft_magnitude(pred, n_fft, hop))
+    return spectral_convergence_spec(stft_magnitude(target, SC_N_FFT, SC_HOP), stft_magnitude(pred, SC_N_FFT, SC_HOP))
 
 
 def multiscale_spectral_distance(target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     """Audio (B, T) target and prediction -> (B,) distance with the MSS_STFT settings."""
-    eps, total = MSS_STFT["log_eps"], 0.0
-    for n_fft in MSS_STFT["n_ffts"]:
+    eps, total = MSS_LOG_EPS, torch.zeros(len(target), dtype=target.dtype, device=target.device)
+    for n_fft in MSS_N_FFTS:
         S, S_hat = stft_magnitude(target, n_fft, n_fft // 4), stft_magnitude(pred, n_fft, n_fft // 4)
         log_l1 = (torch.log(S + eps) - torch.log(S_hat + eps)).abs().flatten(1).mean(1)
         total = total + spectral_convergence_spec(S, S_hat) + log_l1
-    return total / len(MSS_STFT["n_ffts"])
+    return total / len(MSS_N_FFTS)

@@ -142,10 +142,13 @@ def sample_params(contract: Contract, seed: int, indices: Iterable[int],
                   presets: PresetSampling | None = None) -> np.ndarray:
     """(len(indices), 16) float32 normalised patches; row j depends only on (seed, indices[j]) and the
     distributions (the contract's, or `presets` when given)."""
-    samples = presets.samples if presets is not None else tuple(p.sample for p in contract.params)
-    if len(samples) != len(contract.params):
-        raise ValueError(f"presets {presets.source} has {len(samples)} distributions, "
+    if presets is None:
+        samples = tuple(p.sample for p in contract.params)
+    elif len(presets.samples) != len(contract.params):
+        raise ValueError(f"presets {presets.source} has {len(presets.samples)} distributions, "
                          f"the contract {len(contract.params)}")
+    else:
+        samples = presets.samples
     rows = []
     for i in indices:
         rng = np.random.default_rng([int(seed), int(i)])

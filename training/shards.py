@@ -90,6 +90,7 @@ def make_plan(contract: Contract, seed: int, count: int, shard_size: int = DEFAU
         raise ShardError(f"unknown store {store!r}; use one of {', '.join(STORES)}")
     if count < 1 or shard_size < 1:
         raise ShardError(f"count and shard size must be >= 1 (got {count}, {shard_size})")
+    shape: tuple[int, ...]
     if store == "logmel":
         shape, dtype = (contract.frontend.n_mels, contract.num_frames), "float16"
     else:
