@@ -24,6 +24,7 @@ from bridge.ring import Ring
 
 log = logging.getLogger("synthmatch.bridge")
 
+JACK_CLIENT_NAME = "synthmatch"  # under JACK the input ports are synthmatch:in_1, ...
 RING_SECONDS = 4.0  # raw ring length; the worker drains it every millisecond or so
 
 
@@ -90,8 +91,11 @@ class DeviceSource:
     def __init__(self, settings: InputSettings):
         import sounddevice as sd
 
+        from bridge import portaudio
+
         self.sd = sd
         self.s = settings
+        portaudio.name_jack_client(sd, JACK_CLIENT_NAME)  # also re-scans: sees a JACK server started late
         idx, name, max_ch, default_sr = find_device(sd, settings.source)
         if settings.channel > max_ch:
             raise _usage(f"input.channel = {settings.channel}: device {name!r} has {max_ch} input channels")
@@ -219,8 +223,8 @@ class DeviceSource:
 class FileSource:
     """Plays an audio file into a Ring block by block: at the file's real pace, or `fast`.
 
-    fast waits until the worker has consumed everything before writing the next block, so nothing is
-    dropped and block-arrival-to-output latency stays meaningful.
+    fast writes whenever the ring has room for the next block, so nothing is dropped (latency figures
+    then include queueing and mean little: measure them at the real pace).
     """
 
     def __init__(self, path: str, settings: InputSettings):
@@ -259,8 +263,8 @@ class FileSource:
         try:
             while not self._stop.is_set():
                 if self.s.fast:
-                    while self.ring.read_pos < self.ring.written and not self._stop.is_set():
-                        time.sleep(0.0002)
+                    while self.ring.space() < self.block and not self._stop.is_set():
+                        time.sleep(0.0005)
                 else:
                     delay = t0 + pos / self.sample_rate - time.monotonic()
                     if delay > 0:

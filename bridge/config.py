@@ -294,8 +294,8 @@ def validate(cfg: BridgeConfig, contract=None) -> None:
     if cfg.manual.start not in ("onset", "now"):
         raise UsageError(f"manual.start = {cfg.manual.start!r}: \"onset\" or \"now\"")
     ctl = cfg.control
-    if not 0 < ctl.port < 65536:
-        raise UsageError(f"control.port = {ctl.port}: must be 1..65535")
+    if not 0 <= ctl.port < 65536:
+        raise UsageError(f"control.port = {ctl.port}: must be 1..65535 (0 = any free port)")
     fs = ctl.footswitch
     if not 0 <= fs.cc <= 127:
         raise UsageError(f"control.footswitch.cc = {fs.cc}: a MIDI CC is 0..127")

@@ -216,9 +216,11 @@ class Daemon:
             self._send(values, self._arrival_of(p + max(m, 1)))
 
     def _continuous(self) -> None:
+        while self.ring16.written >= self._next_end and not self._stop.is_set():
+            self._hop_once()
+
+    def _hop_once(self) -> None:
         w = self.ring16.written
-        if w < self._next_end:
-            return
         if not self._catch_up and w - self._next_end >= self._hop:  # late: jump to the newest hop
             k = (w - self._next_end) // self._hop
             self.c.skipped_hops += k

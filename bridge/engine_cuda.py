@@ -7,7 +7,8 @@ content embedded in the ONNX file's metadata.
 
 Precision: torch.autocast in fp16/bf16; the models keep their log-mel front-end in fp32 under autocast
 (training/models.py), LayerNorm and softmax run in fp32 under autocast anyway. Each batch size gets
-its own CUDA graph, captured on first use (static input/output buffers; replay costs one launch).
+its own CUDA graph, captured on first use (static input/output buffers; replay costs one launch); batch
+sizes are rounded up to a power of two so at most six graphs exist.
 device="cpu" runs the same code in fp32 without graphs (tests, debugging).
 
 torch and training are imported here only, when this backend is opened.
@@ -64,6 +65,13 @@ def contract_from_meta(meta: ModelMeta):
     if c.hash != meta.contract_hash:
         raise ModelError(f"{meta.path}: embedded contract content does not match its hash; re-export")
     return c
+
+
+def graph_batch(b: int) -> int:
+    """Batch size of the CUDA graph that serves a batch of b: the next power of two (1, 2, 4, ... MAX_BATCH),
+    so at most log2(MAX_BATCH) + 1 graphs (each with its own activation memory) are ever captured. Rows
+    are independent in eval mode, so the padding rows do not affect the others."""
+    return min(1 << max(b - 1, 0).bit_length(), MAX_BATCH)
 
 
 class TorchEngine(Engine):
@@ -128,11 +136,12 @@ class TorchEngine(Engine):
         outs = []
         for start in range(0, audio.shape[0], MAX_BATCH):
             x = torch.from_numpy(audio[start:start + MAX_BATCH])
+            b = x.shape[0]
             if self.use_graphs:
-                graph, static_in, static_out = self._graph(x.shape[0])
-                static_in.copy_(x)  # host -> device into the captured buffer
+                graph, static_in, static_out = self._graph(graph_batch(b))
+                static_in[:b].copy_(x)  # host -> device into the captured buffer; rows past b are ignored
                 graph.replay()
-                outs.append(static_out.cpu().numpy())  # .cpu() synchronises
+                outs.append(static_out[:b].cpu().numpy())  # .cpu() synchronises
             else:
                 outs.append(self._forward(x.to(self.device)).cpu().numpy())
         return np.concatenate(outs)

@@ -40,6 +40,37 @@ def _loaded_library_path(sd) -> Path | None:
     return None
 
 
+_client_name: bytes | None = None  # kept alive: PortAudio stores the pointer
+
+
+def _set_client_name(path: Path | None, name: str | None) -> None:
+    """PaJack_SetClientName on the library at path (before its Pa_Initialize); ignored where absent."""
+    global _client_name
+    if path is None or name is None:
+        return
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(str(path)).PaJack_SetClientName
+    except (OSError, AttributeError):
+        return
+    _client_name = name.encode()
+    fn.argtypes = [ctypes.c_char_p]
+    fn(_client_name)
+
+
+def name_jack_client(sd, name: str) -> None:
+    """Name this process's PortAudio JACK client (ports appear as NAME:in_1 ...) and re-scan.
+    Only before any stream is opened."""
+    global _jack_name
+    _jack_name = name
+    _set_client_name(_loaded_library_path(sd), name)
+    rescan(sd)
+
+
+_jack_name: str | None = None
+
+
 def abandon(stream) -> None:
     """A stream that failed under us: keep it alive but never call into it again; mark the instance."""
     global _tainted
@@ -69,6 +100,7 @@ def rescan(sd) -> None:
     shutil.copy(src, copy)
     try:
         lib = sd._ffi.dlopen(str(copy))
+        _set_client_name(copy, _jack_name)  # same path: the same handle as lib
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the mapping stays valid after the file is gone
     _graveyard.append(sd._lib)

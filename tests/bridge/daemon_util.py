@@ -1,0 +1,82 @@
+"""Helpers for the daemon's tests: test audio from the reference synth, an in-process daemon run."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+
+SR = 16000
+
+
+def loud_patches(contract, n: int, seed: int = 3) -> np.ndarray:
+    """n random patches made clearly audible (fast attack, open filters, oscillators up): (n, 16)."""
+    from training.sampling import sample_params
+
+    v = np.array(sample_params(contract, seed, np.arange(n)), dtype=np.float32)
+    names = list(contract.names)
+    for name, value in (("env_attack", 0.02), ("osc1_gain", 0.9), ("osc2_gain", 0.6), ("osc3_gain", 0.4),
+                        ("filter1_cutoff", 0.85), ("filter2_cutoff", 0.05), ("reverb_mix", 0.2)):
+        v[:, names.index(name)] = value
+    return v
+
+
+def render(contract, values: np.ndarray) -> np.ndarray:
+    import torch
+
+    from training.synth import ReferenceSynth
+
+    with torch.no_grad():
+        return ReferenceSynth(contract).render(torch.as_tensor(values)).numpy().astype(np.float32)
+
+
+def notes_file(path, contract, starts, total, seed: int = 3) -> np.ndarray:
+    """Write a 16 kHz float WAV with one rendered note at each start sample; returns the signal."""
+    from bridge import audiofile
+
+    notes = render(contract, loud_patches(contract, len(starts), seed))
+    x = np.zeros(total, np.float32)
+    for s, a in zip(starts, notes):
+        m = min(a.size, total - s)
+        x[s:s + m] += a[:m]
+    audiofile.write(path, x, SR)
+    return x
+
+
+def make_config(contract, **sections):
+    """A BridgeConfig from nested dicts, e.g. make_config(c, mode="trigger", input={"source": ...})."""
+    from bridge import config
+
+    data = {"control": {"enabled": False}, "log": {"status_line": False}}
+    for k, v in sections.items():
+        if isinstance(v, dict) and isinstance(data.get(k), dict):
+            data[k] = {**data[k], **v}
+        else:
+            data[k] = v
+    return config.from_dict(data, contract=contract)
+
+
+def run_daemon(cfg, contract, engine, commands=None, timeout: float = 60.0):
+    """Run the daemon on cfg's (file) input until the input ends; returns (daemon, taps, printed updates).
+
+    taps: (start position, analysed window copy, raw model output) per inference.
+    """
+    from bridge.audio import open_source
+    from bridge.daemon import Daemon
+    from bridge.sinks import PrintSink
+
+    out = io.StringIO()
+    taps: list[tuple[int, np.ndarray, np.ndarray]] = []
+    source = open_source(cfg.input)
+    d = Daemon(cfg, contract, engine, [PrintSink(contract, stream=out)], source, commands=commands,
+               window_tap=lambda s, w, v: taps.append((s, w.copy(), v.copy())))
+    d.start()
+    try:
+        assert d.done.wait(timeout), "daemon did not finish its file input in time"
+    finally:
+        d.stop()
+        source.stop()
+    assert d.error is None, d.error
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    return d, taps, lines

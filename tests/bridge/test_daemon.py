@@ -1,0 +1,215 @@
+"""The daemon end to end with real parts: file input through the ring, onset detection, the exported
+model (tiny_onnx), print/OSC sinks, the control queue; the CLI as a subprocess for signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bridge import audiofile, contract as contract_mod
+from bridge.onset import OnsetSettings, offline_onsets
+from tests.bridge.daemon_util import SR, make_config, notes_file, run_daemon
+
+N = 64000
+
+
+@pytest.fixture(scope="module")
+def c():
+    return contract_mod.default()
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_onnx, c):
+    from bridge.engine import load_engine
+
+    e = load_engine(tiny_onnx, backend="onnxruntime", contract=c, threads=1)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def three_notes(tmp_path_factory, c):
+    path = tmp_path_factory.mktemp("audio") / "three.wav"
+    starts = [8000, 8000 + 5 * SR + 123, 8000 + 10 * SR + 777]
+    x = notes_file(path, c, starts, 16 * SR)
+    return path, starts, x
+
+
+def test_trigger_three_notes_three_snapshots_equal_offline_inference(c, engine, three_notes):
+    path, starts, x = three_notes
+    cfg = make_config(c, mode="trigger", input={"source": f"file:{path}", "fast": True, "blocksize": 512})
+    d, taps, lines = run_daemon(cfg, c, engine)
+    assert len(lines) == 3 and len(taps) == 3
+    expected_onsets = offline_onsets(x, cfg.onset, SR)
+    assert [t[0] for t in taps] == expected_onsets
+    for (start, window, values), line, true_start in zip(taps, lines, starts):
+        assert 0 <= start - true_start <= 16  # the rendered note's first audible sample
+        np.testing.assert_array_equal(window, x[start:start + N])
+        offline = engine.infer(x[start:start + N][None])[0]
+        np.testing.assert_allclose(values, offline, atol=1e-6)
+        sent = np.array([line["values"][n] for n in c.names])
+        np.testing.assert_allclose(sent, np.clip(offline, 0, 1), atol=1e-5)  # print rounds to 5 digits
+        assert line["mode"] == "trigger" and line["latency_ms"] >= 0
+    assert d.c.captures_padded == 0 and d.counters()["ring_overflows"] == 0
+
+
+@pytest.mark.parametrize("block", [1, 63, 64, 65, 4097])
+def test_analysed_window_is_sample_identical_to_the_file_slice(c, engine, tmp_path, block):
+    path = tmp_path / "one.wav"
+    x = notes_file(path, c, [4321], 4321 + N + 2000, seed=block)
+    cfg = make_config(c, mode="trigger", input={"source": f"file:{path}", "fast": True, "blocksize": block})
+    d, taps, lines = run_daemon(cfg, c, engine)
+    (onset,) = offline_onsets(x, OnsetSettings(), SR)
+    assert [t[0] for t in taps] == [onset] and len(lines) == 1
+    np.testing.assert_array_equal(taps[0][1], x[onset:onset + N])
+
+
+def test_continuous_mode_gates_silence_and_smooths(c, engine, three_notes):
+    path, starts, x = three_notes
+    cfg = make_config(c, mode="continuous", input={"source": f"file:{path}", "fast": True},
+                      continuous={"hop_s": 0.25, "smoothing_s": 0.5, "deadband": 0.0, "max_rate_hz": 0})
+    d, taps, lines = run_daemon(cfg, c, engine)
+    hops = (x.size - N) // int(0.25 * SR) + 1
+    assert d.c.inferences + d.c.gated + d.c.held == hops  # every hop accounted for (catch-up with --fast)
+    assert d.c.gated > 0 and len(lines) == d.c.updates > 0
+    # each window ends on a hop boundary and is the file's slice
+    for start, window, _ in taps:
+        assert (start + N) % int(0.25 * SR) == 0
+        np.testing.assert_array_equal(window, x[start:start + N])
+    # one-pole smoothing: the first update is the raw output, later ones move part of the way
+    raw = np.array([t[2] for t in taps])
+    sent = np.array([[ln["values"][n] for n in c.names] for ln in lines])
+    np.testing.assert_allclose(sent[0], raw[0], atol=1e-5)
+    a = 1 - np.exp(-0.25 / 0.5)
+    np.testing.assert_allclose(sent[1], sent[0] + a * (raw[1] - sent[0]), atol=2e-5)
+
+
+def test_garbage_input_sends_no_garbage(c, engine, tmp_path):
+    rng = np.random.default_rng(1)
+    x = np.zeros(9 * SR, np.float32)
+    x[SR:2 * SR] = np.nan
+    x[2 * SR:3 * SR] = rng.choice([np.inf, -np.inf, 0.5], size=SR)
+    x[3 * SR:5 * SR] = np.sign(np.sin(np.arange(2 * SR) * 0.05)) * 8.0  # badly clipped square
+    x[5 * SR:7 * SR] = 0.5 + 0.01 * rng.standard_normal(2 * SR)       # DC offset with a little noise
+    path = tmp_path / "garbage.wav"
+    audiofile.write(path, x, SR)
+    for mode in ("continuous", "trigger"):
+        cfg = make_config(c, mode=mode, input={"source": f"file:{path}", "fast": True},
+                          continuous={"max_rate_hz": 0})
+        d, taps, lines = run_daemon(cfg, c, engine)
+        assert d.converter.nonfinite >= SR and d.converter.clipped > 0
+        for _, window, _ in taps:
+            assert np.all(np.isfinite(window)) and np.abs(window).max() <= 1.0
+        for ln in lines:
+            assert all(0.0 <= v <= 1.0 for v in ln["values"].values())
+        assert d.c.bad_outputs == 0
+
+
+def test_silence_sends_nothing(c, engine, tmp_path):
+    path = tmp_path / "silence.wav"
+    audiofile.write(path, np.zeros(6 * SR, np.float32), SR)
+    for mode in ("continuous", "trigger"):
+        cfg = make_config(c, mode=mode, input={"source": f"file:{path}", "fast": True})
+        d, taps, lines = run_daemon(cfg, c, engine)
+        assert lines == [] and taps == [] and d.c.onsets == 0
+    assert d.c.inferences == 0
+
+
+def test_freeze_and_mode_switch_from_the_control_queue(c, engine, three_notes):
+    from bridge.control import CommandQueue, ControlCommand
+
+    path, _, _ = three_notes
+    q = CommandQueue()
+    q.put(ControlCommand("freeze", True))
+    cfg = make_config(c, mode="continuous", input={"source": f"file:{path}", "fast": True})
+    d, taps, lines = run_daemon(cfg, c, engine, commands=q)
+    assert lines == [] and d.c.held > 0 and d.frozen
+    q.put(ControlCommand("mode", "trigger"))
+    d, taps, lines = run_daemon(cfg, c, engine, commands=q)
+    assert d.mode == "trigger" and len(lines) == 3
+
+
+def test_manual_capture_armed_over_osc(c, engine, tmp_path):
+    """Real-time file input; an OSC /synthmatch/trigger over UDP arms the capture of the next note."""
+    from pythonosc.udp_client import SimpleUDPClient
+
+    from bridge.audio import open_source
+    from bridge.control import CommandQueue, ControlServer
+    from bridge.daemon import Daemon
+
+    path = tmp_path / "two.wav"
+    x = notes_file(path, c, [int(0.1 * SR), int(1.0 * SR)], int(1.5 * SR))
+    x[int(0.5 * SR):int(1.0 * SR)] = 0.0  # the first note stops: the detector re-arms
+    audiofile.write(path, x, SR)
+    cfg = make_config(c, mode="manual", input={"source": f"file:{path}"}, onset={"holdoff_s": 0.1})
+    q = CommandQueue()
+    got = []
+    with ControlServer("127.0.0.1", 0, q) as server:
+        source = open_source(cfg.input)
+
+        class Collect:
+            def send(self, u):
+                got.append(u)
+                return 1
+
+            def close(self):
+                pass
+
+        d = Daemon(cfg, c, engine, [Collect()], source, commands=q)
+        d.start()
+        time.sleep(0.5)  # the first note (0.1 s) passed unarmed
+        SimpleUDPClient(*server.address).send_message("/synthmatch/trigger", [])
+        assert d.done.wait(10)
+        d.stop()
+        source.stop()
+    assert d.c.onsets == 2 and len(got) == 1 and got[0].mode == "manual"
+    assert d.c.captures_padded == 1  # the file ends 0.5 s after the note: zero-padded
+
+
+def _bridge_cmd(*args):
+    return [sys.executable, "-m", "bridge.cli", "bridge", *args]
+
+
+def test_sigterm_shuts_down_within_a_second_and_prints_counters(c, tiny_onnx, three_notes):
+    path, _, _ = three_notes
+    p = subprocess.Popen(_bridge_cmd("--input", f"file:{path}", "--model", str(tiny_onnx), "--mode",
+                                     "continuous", "--print", "--set", "control.port=0"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 30
+        while "bridge running" not in line:
+            line = p.stderr.readline()
+            assert line and time.monotonic() < deadline, "daemon did not start"
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        p.wait(5)
+        elapsed = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    err = p.stderr.read()
+    assert p.returncode == 0, err
+    assert elapsed < 1.0, f"shutdown took {elapsed:.2f} s"
+    counters = json.loads(err.split("synthmatch bridge: counters ", 1)[1].splitlines()[0])
+    assert counters["samples_16k"] > 0 and counters["input_overflows"] == 0
+
+
+def test_corrupt_model_is_a_clear_error(tmp_path, three_notes):
+    path, _, _ = three_notes
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    r = subprocess.run(_bridge_cmd("--input", f"file:{path}", "--model", str(bad), "--check"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "bad.onnx" in r.stderr
+    r = subprocess.run(_bridge_cmd("--model", str(tmp_path / "missing.onnx"), "--check"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "missing.onnx" in r.stderr
