@@ -334,6 +334,31 @@ class ShardDataset:
             p[sel] = self._params[k][row[sel]]
         return torch.from_numpy(x), torch.from_numpy(p)
 
+    def order(self, start: int, stop: int, shuffle_seed: int | None = None) -> np.ndarray:
+        """Dataset rows of global positions start..stop-1 when examples are read epoch after epoch:
+        position g is row g % count of epoch g // count, in a fresh permutation per epoch when
+        shuffle_seed is given (permutation = f(shuffle_seed, epoch))."""
+        g = np.arange(start, stop, dtype=np.int64)
+        if shuffle_seed is None:
+            return g % len(self)
+        epochs = g // len(self)
+        out = np.empty_like(g)
+        for e in np.unique(epochs):
+            perm = np.random.default_rng([int(shuffle_seed), int(e)]).permutation(len(self))
+            sel = epochs == e
+            out[sel] = perm[g[sel] % len(self)]
+        return out
+
+    def batches(self, batch_size: int, rank: int = 0, world_size: int = 1, start_step: int = 0,
+                shuffle_seed: int | None = None):
+        """Infinite batches under training.data.OnTheFly's global-index rule: batch b of this rank holds
+        positions (start_step + b) * batch_size * world_size + rank * batch_size + j (see `order`)."""
+        step = start_step
+        while True:
+            first = step * batch_size * world_size + rank * batch_size
+            yield self.batch(self.order(first, first + batch_size, shuffle_seed))
+            step += 1
+
     def __getitem__(self, i: int) -> tuple:
         x, p = self.batch([i])
         return x[0], p[0]

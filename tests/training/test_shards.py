@@ -55,6 +55,14 @@ def test_shards_hold_the_on_the_fly_examples(c, reference):
     assert torch.equal(x1, x[2]) and torch.equal(p1, p[2])
     with pytest.raises(IndexError):
         ds.batch([COUNT])
+    # epoch-wise reading: the rank split covers the single-rank stream; a shuffled epoch is a permutation
+    it = ds.batches(10, start_step=2)
+    assert torch.equal(next(it)[1], ds.batch([(20 + j) % COUNT for j in range(10)])[1])
+    ranks = [next(ds.batches(5, rank=r, world_size=2, start_step=2))[1] for r in range(2)]
+    assert torch.equal(torch.cat(ranks), next(ds.batches(10, start_step=2))[1])
+    rows = ds.order(0, 2 * COUNT, shuffle_seed=1)
+    assert sorted(rows[:COUNT]) == list(range(COUNT)) and sorted(rows[COUNT:]) == list(range(COUNT))
+    assert list(rows[:COUNT]) != list(range(COUNT)) and list(rows[:COUNT]) != list(rows[COUNT:])
 
 
 def test_audio_store_is_int16_of_the_synth_output(c, tmp_path):
