@@ -180,7 +180,8 @@ class DeviceSource:
         if self._stream is not None:
             # never touch a lost stream again: closing it can block forever (JACK server died)
             self.device_lost += 1
-            log.warning("input %s lost; reconnecting", self.device_name)
+            log.warning("input %s lost (%s); reconnecting", self.device_name,
+                        "stream finished" if self._broken[0] else "stream inactive")
             self._alive[0] = False
             portaudio.abandon(self._stream)
             self._stream = None
@@ -302,7 +303,7 @@ class Converter:
     """
 
     DC_TAU_S = 2.0      # time constant of the running DC estimate
-    DC_TOLERANCE = 1e-3  # offsets below this (-60 dBFS) are left alone
+    DC_TOLERANCE = 0.02  # offsets below this (-34 dBFS) are left alone: clean audio passes unchanged
 
     def __init__(self, in_rate: int, out_rate: int, channels: int, channel: int = 0):
         self.in_rate, self.out_rate = int(in_rate), int(out_rate)

@@ -27,7 +27,7 @@ from bridge.contract import CONFIG_DIR
 from bridge.onset import OnsetSettings
 
 DEFAULT_CONFIG = CONFIG_DIR / "bridge.toml"
-DEFAULT_MODEL = CONFIG_DIR.parent / "models" / "default.onnx"
+DEFAULT_MODEL = "models/default.onnx"  # relative paths: the working directory, else the repository root
 MODES = ("trigger", "continuous", "manual")
 BACKEND_CHOICES = ("auto", "onnxruntime", "cuda", "tensorrt")
 
@@ -93,7 +93,7 @@ def _output_types():
 
 @dataclass
 class BridgeConfig:
-    model: str = str(DEFAULT_MODEL)
+    model: str = DEFAULT_MODEL
     backend: str = "auto"
     threads: int = 0                 # ONNX Runtime intra-op threads; 0 = its default
     contract: str = ""               # contract TOML; "" = configs/contract.toml
@@ -231,7 +231,7 @@ def from_dict(data: dict, contract=None) -> BridgeConfig:
     if contract is None:
         from bridge import contract as contract_mod
 
-        contract = contract_mod.load(cfg.contract or None)
+        contract = contract_mod.load(resolve_path(cfg.contract) if cfg.contract else None)
     if not isinstance(out_raw, dict):
         raise UsageError("output: must be a table")
     out_raw = dict(out_raw)
@@ -266,7 +266,7 @@ def validate(cfg: BridgeConfig, contract=None) -> None:
     if contract is None:
         from bridge import contract as contract_mod
 
-        contract = contract_mod.load(cfg.contract or None)
+        contract = contract_mod.load(resolve_path(cfg.contract) if cfg.contract else None)
     if cfg.mode not in MODES:
         raise UsageError(f"mode = {cfg.mode!r}: choose one of {', '.join(MODES)}")
     if cfg.backend not in BACKEND_CHOICES:
@@ -306,6 +306,15 @@ def validate(cfg: BridgeConfig, contract=None) -> None:
     if cfg.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise UsageError(f"log.level = {cfg.log.level!r}: debug, info, warning or error")
     _output_types().validate_outputs(cfg.output, contract)
+
+
+def resolve_path(path: str) -> Path:
+    """A relative path from the config: as given if it exists from here, else under the repository root."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    root = CONFIG_DIR.parent / p
+    return root if root.exists() else p
 
 
 def as_dict(cfg: BridgeConfig) -> dict:

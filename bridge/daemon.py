@@ -422,9 +422,10 @@ def config_from_args(args):
 
 
 def _open_engine(cfg, contract):
+    from bridge.config import resolve_path
     from bridge.engine import load_engine
 
-    engine = load_engine(cfg.model, backend=cfg.backend, contract=contract, threads=cfg.threads or None)
+    engine = load_engine(resolve_path(cfg.model), backend=cfg.backend, contract=contract, threads=cfg.threads or None)
     m = engine.meta
     if m.sample_rate != contract.audio.sample_rate or m.num_samples != contract.audio.num_samples:
         from bridge.cli import UsageError
@@ -455,11 +456,12 @@ def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
 
 def main(args) -> int:
     from bridge import contract as contract_mod
+    from bridge.config import resolve_path
 
     cfg = config_from_args(args)
     logging.basicConfig(level=getattr(logging, cfg.log.level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    contract = contract_mod.load(cfg.contract or None)
+    contract = contract_mod.load(resolve_path(cfg.contract) if cfg.contract else None)
     engine = _open_engine(cfg, contract)
     if args.check:
         print(f"config {cfg.source}: ok; model {cfg.model}: ok ({engine.name}, contract {engine.meta.contract_hash})")

@@ -213,3 +213,71 @@ def test_corrupt_model_is_a_clear_error(tmp_path, three_notes):
     r = subprocess.run(_bridge_cmd("--model", str(tmp_path / "missing.onnx"), "--check"),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "missing.onnx" in r.stderr
+
+
+class _Lines:
+    """Lines of a subprocess's stdout collected on a thread."""
+
+    def __init__(self, stream):
+        import threading
+
+        self.lines: list[str] = []
+        self._t = threading.Thread(target=lambda: [self.lines.append(ln) for ln in stream], daemon=True)
+        self._t.start()
+
+    def wait(self, n: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(self.lines)
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+def test_captures_through_jack_and_recovers_when_jackd_is_killed(jack_server, c, tiny_onnx, tmp_path):
+    """The daemon records from JACK's "system" device via sounddevice while a second JACK client plays
+    a rendered note into its input ports; jackd is killed and restarted; updates resume."""
+    loop = tmp_path / "loop.wav"
+    notes_file(loop, c, [0], 2 * SR)
+    env = jack_server.env
+
+    def player():
+        p = subprocess.Popen([sys.executable, "-m", "tests.bridge.jack_player", str(loop), "player"],
+                             env=env, stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "playing"
+        jack_server.wait_for_port("synthmatch:in_0", 15)
+        jack_server.connect("player:out_0", "synthmatch:in_0")
+        jack_server.connect("player:out_0", "synthmatch:in_1")
+        return p
+
+    d = subprocess.Popen(_bridge_cmd("--input", "system", "--model", str(tiny_onnx), "--mode", "continuous",
+                                     "--print", "--set", "control.port=0", "--set", "continuous.hop_s=0.25",
+                                     "--set", "continuous.deadband=0", "--set", "continuous.max_rate_hz=0"),
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = None
+    try:
+        p = player()
+        out = _Lines(d.stdout)
+        assert out.wait(2, 20) >= 2, "no updates from JACK input"
+        first = json.loads(out.lines[0])
+        assert first["mode"] == "continuous" and len(first["values"]) == 16
+        jack_server.kill()
+        p.kill()
+        p.wait()
+        time.sleep(0.5)
+        jack_server.start()
+        n0 = len(out.lines)
+        p = player()
+        assert out.wait(n0 + 2, 20) >= n0 + 2, "no updates after jackd came back"
+        d.send_signal(signal.SIGTERM)
+        d.wait(5)
+    finally:
+        for proc in (p, d):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    err = d.stderr.read()
+    assert d.returncode == 0, err[-2000:]
+    counters = json.loads(err.split("synthmatch bridge: counters ", 1)[1].splitlines()[0])
+    assert counters["device_lost"] >= 1 and counters["reconnects"] >= 1
+    assert "lost" in err and "back" in err
