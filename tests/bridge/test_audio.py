@@ -27,7 +27,7 @@ def test_converter_mixes_and_resamples_48k_stereo():
     stereo = np.stack([left, left], axis=1).astype(np.float32)
     conv = Converter(sr, 16000, 2)
     out = np.concatenate([conv(stereo[i:i + 256]) for i in range(0, n, 256)])
-    assert abs(out.size - 16000) < 200  # the streaming resampler holds back a few ms
+    assert 0 <= 16000 - out.size < 400  # the streaming resampler (soxr HQ) holds back ~21 ms
     spec = np.abs(np.fft.rfft(out[2000:14000] * np.hanning(12000)))
     assert abs(np.argmax(spec) * 16000 / 12000 - 1000) < 2
     assert np.sqrt(np.mean(out[2000:14000] ** 2)) == pytest.approx(0.4 / np.sqrt(2), rel=0.01)
@@ -43,7 +43,7 @@ def test_converter_sanitises_nan_inf_clipping_and_dc():
     assert np.all(np.isfinite(out)) and np.abs(out).max() <= 1.0
     assert conv.nonfinite == 3 and conv.clipped == 2
     dc = Converter(16000, 16000, 1)
-    offset = np.full((16000 * 6, 1), 0.5, np.float32)
+    offset = np.full((16000 * 10, 1), 0.5, np.float32)
     outs = [dc(offset[i:i + 1600]) for i in range(0, offset.shape[0], 1600)]
     assert abs(float(outs[-1].mean())) < 0.01  # the offset is gone after a few time constants
 
