@@ -36,6 +36,7 @@ class InputSettings:
     blocksize: int = 256        # frames per callback (0 = let the driver choose)
     latency: str = "low"        # PortAudio latency hint: "low", "high" or seconds as a string
     fast: bool = False          # file input: as fast as the daemon consumes it instead of real time
+    loop: bool = False          # file input: start over at the end (soak tests, demos)
     retry_max_s: float = 5.0    # device lost: reconnect attempts back off up to this interval
 
 
@@ -272,12 +273,13 @@ class FileSource:
                         self._stop.wait(delay)
                 n = self._f.read(self.block, dtype="float32", always_2d=True, out=buf)
                 n = n.shape[0] if hasattr(n, "shape") else int(n)
-                if n == 0:
-                    break
-                self.ring.write(buf[:n])
-                pos += n
+                if n:
+                    self.ring.write(buf[:n])
+                    pos += n
                 if n < self.block:
-                    break
+                    if not self.s.loop or pos == 0:
+                        break
+                    self._f.seek(0)
         finally:
             self.eof = True
             self._f.close()
