@@ -65,10 +65,10 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Inverse of rng_state. CUDA states are restored only if as many devices are visible."""
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # RNG states are CPU byte tensors, whatever map_location did
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     p = state["python"]

@@ -312,7 +312,7 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
     scaler = torch.amp.GradScaler(dev.type, enabled=cfg.amp == "fp16")
     start_step, best_val, last_val = 0, math.inf, math.nan
     if resume:
-        ckpt = load_checkpoint(last, map_location=dev)
+        ckpt = load_checkpoint(last)  # on the CPU; load_state_dict copies to the model's device
         check_contract(ckpt, contract, last)
         _check_resume(ckpt.get("train_config"), cfg, last)
         model.load_state_dict(ckpt["model_state"])
@@ -389,14 +389,22 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
         pbar = tqdm(total=cfg.steps, initial=start_step, unit="step", dynamic_ncols=True)
     model.train()
     loss_sum = torch.zeros((), device=dev)
+    # Data time: wall time waiting for a batch; when the GPU renders (asynchronously), its GPU time
+    # between CUDA events instead, read only at log time so the loop never waits for the GPU.
+    gpu_render = dev.type == "cuda" and cfg.workers == 0 and not cfg.train_size
+    render_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
     t_window, data_s, n_window = time.perf_counter(), 0.0, 0
     for step in range(start_step, cfg.steps):
         t0 = time.perf_counter()
+        if gpu_render:
+            render_events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            render_events[-1][0].record()
         audio, target = next(batches)
         audio, target = audio.to(dev, non_blocking=True), target.to(dev, non_blocking=True)
-        if dev.type == "cuda" and cfg.workers == 0 and not cfg.train_size:
-            torch.cuda.synchronize(dev)  # rendering on the GPU is asynchronous; charge it to data time
-        data_s += time.perf_counter() - t0
+        if gpu_render:
+            render_events[-1][1].record()
+        else:
+            data_s += time.perf_counter() - t0
         with _autocast(cfg, dev):
             pred = ddp(audio)
         loss = nn.functional.mse_loss(pred.float(), target)
@@ -413,6 +421,10 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
         done = step + 1
 
         if cfg.log_every and (done % cfg.log_every == 0 or done == cfg.steps):
+            if render_events:
+                render_events[-1][1].synchronize()
+                data_s = sum(a.elapsed_time(b) for a, b in render_events) / 1000
+                render_events.clear()
             elapsed = time.perf_counter() - t_window
             rec = {"type": "train", "step": done, "loss": float(loss_sum) / n_window,
                    "lr": scheduler.get_last_lr()[0], "samples_per_s": n_window * cfg.batch_size / elapsed,
