@@ -152,3 +152,24 @@ def test_tensorrt_backend_type_checks_against_stubs():
     r = subprocess.run([sys.executable, "scripts/typecheck_tensorrt.py"], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_check_gpu_script_without_gpu_says_so():
+    import json
+    import os
+
+    if not nvidia_driver_absent():
+        pytest.skip("this machine has an NVIDIA driver: check_gpu.py would really run")
+    r = subprocess.run([sys.executable, "scripts/check_gpu.py"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["gpu"] is False and "CUDA" in report["reason"]
+
+
+def test_cuda_graph_batch_buckets():
+    from bridge.engine_cuda import graph_batch
+
+    sizes = {b: graph_batch(b) for b in range(1, 33)}
+    assert all(b <= g <= 32 and g & (g - 1) == 0 for b, g in sizes.items())
+    assert set(sizes.values()) == {1, 2, 4, 8, 16, 32} and sizes[1] == 1 and sizes[17] == 32
