@@ -8,7 +8,9 @@ Batched FFTs round differently with the batch's size and the row's place in it (
 RENDER_GROUP consecutive indices aligned to multiples of RENDER_GROUP, whatever the batch asked for.
 That makes example i bit-identical for any batch size, worker count, rank split or resume step.
 On a GPU (device="cuda") the whole batch renders in one call for speed: parameters are still exact,
-audio agrees with the CPU within float tolerance.
+audio agrees with the CPU within float tolerance (max abs difference 8e-7 measured on an H100) but is
+not bit-identical across batch sizes. Throughput there: ~14k examples/s at batch 64, ~25k at 1024
+(H100), against ~50-100 per CPU core.
 
 Global index of example j of batch b (b counted from 0 at start_step):
     (start_step + b) * batch_size * world_size + rank * batch_size + j
