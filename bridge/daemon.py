@@ -64,6 +64,7 @@ class Counters:
     control_commands: int = 0
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
     infer_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
+    overhead_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
 
 
 class Daemon:
@@ -133,11 +134,11 @@ class Daemon:
         while not self._stop.is_set():
             self.source.poll()
             self._commands()
-            t_arrival = self.source.ring.last_write_time  # before the read: never later than the data
             raw, start = self.source.ring.read_since(self._raw_pos)
             if raw.shape[0]:
                 self._raw_pos = start + raw.shape[0]
-                self._ingest(raw, t_arrival)
+                # arrival of the block holding the newest frame read (stamped by the producer)
+                self._ingest(raw, self.source.ring.arrival_time(self._raw_pos))
                 self._modes(time.monotonic())
             else:
                 if self.source.eof and self.source.ring.written == self._raw_pos:
@@ -289,7 +290,10 @@ class Daemon:
             except (OSError, ValueError) as e:  # sinks count transport trouble; this is a last guard
                 log.warning("%s failed: %s", type(s).__name__, e)
         now = time.monotonic()
-        self.c.latency_ms.append((now - t_audio) * 1000.0)
+        lat = (now - t_audio) * 1000.0
+        self.c.latency_ms.append(lat)
+        if self.c.infer_ms:  # everything but the model: waiting, conversion, windowing, sending
+            self.c.overhead_ms.append(lat - self.c.infer_ms[-1])
         self.c.updates += 1
         self._last_sent = values.copy()
         self._last_send_t = now
@@ -353,6 +357,8 @@ class Daemon:
             "nonfinite_samples": self.converter.nonfinite, "clipped_samples": self.converter.clipped,
             "latency_ms_p50": _r(percentile(c.latency_ms, 50)), "latency_ms_p99": _r(percentile(c.latency_ms, 99)),
             "infer_ms_p50": _r(percentile(c.infer_ms, 50)), "infer_ms_p99": _r(percentile(c.infer_ms, 99)),
+            "overhead_ms_p50": _r(percentile(c.overhead_ms, 50)),
+            "overhead_ms_p99": _r(percentile(c.overhead_ms, 99)),
             "samples_16k": self.ring16.written,
         })
         return d

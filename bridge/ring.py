@@ -21,6 +21,8 @@ import numpy as np
 class Ring:
     """Preallocated (capacity, channels) float32 buffer; one writer thread, one reader thread."""
 
+    STAMPS = 1024  # arrival times remembered (blocks)
+
     def __init__(self, capacity: int, channels: int = 1):
         if capacity <= 0 or channels <= 0:
             raise ValueError(f"capacity and channels must be > 0 (got {capacity}, {channels})")
@@ -30,6 +32,10 @@ class Ring:
         self.written = 0          # absolute count of frames ever written (producer-owned)
         self.read_pos = 0         # where the consumer has read up to (consumer-owned, producer may look)
         self.last_write_time = 0.0  # time.monotonic() of the newest block, s (for latency figures)
+        # arrival stamps of the last STAMPS writes: (end position, monotonic time), preallocated
+        self._stamp_end = np.zeros(self.STAMPS, dtype=np.int64)
+        self._stamp_t = np.zeros(self.STAMPS, dtype=np.float64)
+        self._writes = 0
         self.overflows = 0        # times the reader found data overwritten before it read it
         self.lost_frames = 0
 
@@ -51,8 +57,26 @@ class Ring:
         self._buf[start:start + first] = block[:first]
         if first < n:
             self._buf[:n - first] = block[first:]
-        self.last_write_time = time.monotonic()
+        t = time.monotonic()
+        i = self._writes % self.STAMPS
+        self._stamp_end[i] = base + n
+        self._stamp_t[i] = t
+        self._writes += 1
+        self.last_write_time = t
         self.written = base + n  # publish after the copy
+
+    def arrival_time(self, pos: int) -> float:
+        """time.monotonic() when the block holding frame pos - 1 was written (the newest stamp if that
+        block is too old to be remembered or not yet written)."""
+        k = min(self._writes, self.STAMPS)
+        last = self._writes - 1
+        best = self.last_write_time
+        for j in range(k):  # newest first; stops at the first block ending before pos
+            i = (last - j) % self.STAMPS
+            if self._stamp_end[i] < pos:
+                break
+            best = float(self._stamp_t[i])
+        return best
 
     def space(self) -> int:
         """Frames the producer may write without overwriting what the reader has not consumed."""

@@ -73,3 +73,18 @@ def test_concurrent_producer_consumer_lose_nothing_when_consumer_keeps_up():
     out = np.concatenate(got)
     assert r.overflows == 0
     np.testing.assert_array_equal(out, ramp(0, total))
+
+
+def test_arrival_time_of_the_block_holding_a_position():
+    import time
+
+    r = Ring(1000)
+    times = []
+    for k in range(5):
+        r.write(ramp(100 * k, 100))
+        times.append(r.last_write_time)
+        time.sleep(0.002)
+    assert r.arrival_time(100) == times[0]    # frame 99: the first block
+    assert r.arrival_time(101) == times[1]    # frame 100: the second
+    assert r.arrival_time(500) == times[4]
+    assert times[0] < times[1] < times[4]
