@@ -236,7 +236,7 @@ def plot_metrics(metrics_path: Path, png: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    recs = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    recs = [r for r in map(_record, metrics_path.read_text().splitlines()) if r is not None]
     fig = Figure(figsize=(7, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -250,6 +250,15 @@ def plot_metrics(metrics_path: Path, png: Path) -> None:
     tmp = png.with_suffix(".tmp.png")
     fig.savefig(tmp)
     os.replace(tmp, png)
+
+
+def _record(line: str) -> dict | None:
+    """One metrics.jsonl record, or None for a blank or half-written (killed mid-write) line."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
 def _check_resume(stored: dict | None, cfg: TrainConfig, path: Path) -> None:
@@ -331,10 +340,14 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
                 "contract": str(contract.source), "contract_hash": contract.hash, "world_size": env.world,
                 "device": str(dev)}
         (out / "config.resolved.json").write_text(json.dumps(info, indent=2) + "\n")
-        if resume and metrics_path.exists():  # drop records the killed run wrote after its checkpoint
-            keep = [ln for ln in metrics_path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln)["step"] <= start_step]
-            metrics_path.write_text("".join(ln + "\n" for ln in keep))
+        if resume and metrics_path.exists():  # drop what the killed run wrote after its checkpoint
+            keep = [r for r in map(_record, metrics_path.read_text().splitlines())
+                    if r is not None and r.get("step", math.inf) <= start_step]
+            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        elif not resume:  # a run killed before its first checkpoint may have left records
+            metrics_path.unlink(missing_ok=True)
+        for tmp in out.glob(".*.pt.*.tmp"):  # a save cut short by a kill (the target is intact)
+            tmp.unlink(missing_ok=True)
     ddp = model
     if env.world > 1:
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)

@@ -119,6 +119,9 @@ def test_kill_and_resume_is_exact(tmp_path, capsys):
                        capture_output=True, text=True, timeout=300)
     assert k.returncode == -signal.SIGKILL, k.stderr
     assert load_checkpoint(killed / "last.pt")["step"] == 4
+    with open(killed / "metrics.jsonl", "a") as f:  # as if killed in the middle of writing a record
+        f.write('{"type": "train", "st')
+    (killed / ".last.pt.x1y2.tmp").write_bytes(b"half a checkpoint")  # ... or of saving one
     # without --resume an existing run is refused
     assert cli.main(["train", "--config", str(config), "--out", str(killed), "--device", "cpu"]) == 2
     assert "pass --resume" in capsys.readouterr().err
@@ -130,6 +133,7 @@ def test_kill_and_resume_is_exact(tmp_path, capsys):
     assert load_checkpoint(killed / "last.pt")["step"] == 7
     steps = [(r["type"], r["step"]) for r in _records(killed)]
     assert steps == [(r["type"], r["step"]) for r in _records(full)]  # no duplicated records
+    assert not list(killed.glob("*.tmp")) and not list(killed.glob(".*.tmp"))
     # a resume that would change the result is refused, naming the key
     changed = _config(tmp_path, "changed", model=model, steps=9, lr=5e-4)
     assert cli.main(["train", "--config", str(changed), "--out", str(killed), "--resume", "--device", "cpu"]) == 2
