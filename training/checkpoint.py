@@ -51,7 +51,8 @@ class CheckpointError(UsageError):
 
 def rng_state() -> dict[str, Any]:
     """Every RNG a training step may touch, as tensors / ints (weights_only-loadable)."""
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    np_keys = np.asarray(np_keys)
     py_version, py_state, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),

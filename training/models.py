@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -67,15 +68,16 @@ class ModelConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(known))}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kw)
 
     def to_dict(self) -> dict:
         """Plain dict (tuples as lists) for checkpoints and TOML/JSON."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
-    def replace(self, **overrides) -> ModelConfig:
-        return replace(self, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+    def replace(self, **overrides: Any) -> ModelConfig:
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        return replace(self, **kw)
 
 
 MODEL_CONFIGS: dict[str, ModelConfig] = {

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,7 +102,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> TrainConfig:
         """Typed construction from a TOML table; unknown keys and wrong types raise UsageError."""
-        types = {f.name: f.type for f in fields(cls)}
+        types = {f.name: str(f.type) for f in fields(cls)}
         unknown = sorted(set(d) - set(types))
         if unknown:
             raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(types)}")
@@ -110,7 +111,8 @@ class TrainConfig:
                     "str | dict": (str, dict)}[types[k]]
             if not isinstance(v, want) or (isinstance(v, bool) and bool not in want):
                 raise UsageError(f"{where}: {k} = {v!r} must be of type {types[k]}")
-        cfg = cls(**{k: float(v) if types[k] == "float" else v for k, v in d.items()})
+        kw: dict[str, Any] = {k: float(v) if types[k] == "float" else v for k, v in d.items()}
+        cfg = cls(**kw)
         cfg.validate(where)
         return cfg
 
@@ -398,7 +400,7 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
         validate(0)  # the untrained model's loss: where the curve starts
     pbar = None
     if progress and env.main:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
         pbar = tqdm(total=cfg.steps, initial=start_step, unit="step", dynamic_ncols=True)
     model.train()
     loss_sum = torch.zeros((), device=dev)
