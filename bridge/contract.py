@@ -73,7 +73,7 @@ class Synth:
     reverb_predelay_ms: float
     filter1: str
     filter2: str
-    wavetable: tuple[str, ...]
+    wavetables: tuple[tuple[str, ...], ...]  # one bank of shape names per oscillator
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class Contract:
         return {
             "audio": asdict(self.audio),
             "frontend": asdict(self.frontend),
-            "synth": {**asdict(self.synth), "wavetable": list(self.synth.wavetable)},
+            "synth": asdict(self.synth),
             "params": [{k: getattr(p, k) for k in ("name", "unit", "min", "max", "curve")}
                        for p in self.params],
         }
@@ -195,7 +195,12 @@ def _section(cls, raw: Any, where: str, source: str):
     missing = [f.name for f in fields(cls) if f.name not in raw and f.default is MISSING]
     if missing:
         raise ContractError(f"{source}: missing key {where}.{missing[0]}; add it (see configs/contract.toml)")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    return cls(**{k: _freeze(v) for k, v in raw.items()})
+
+
+def _freeze(v):
+    """TOML lists -> tuples, recursively, so frozen dataclasses stay hashable."""
+    return tuple(_freeze(x) for x in v) if isinstance(v, list) else v
 
 
 def _check(cond: bool, source: str, key: str, fix: str) -> None:
@@ -220,6 +225,8 @@ def from_dict(data: dict, source: str = "<dict>") -> Contract:
            "need 0 <= f_min < f_max <= sample_rate / 2")
     _check(frontend.norm_std > 0, source, "frontend.norm_std", "must be > 0")
     _check(0 < synth.note_off_s < audio.duration_s, source, "synth.note_off_s", "must lie inside the window")
+    _check(len(synth.wavetables) == 3 and all(len(b) >= 2 for b in synth.wavetables), source,
+           "synth.wavetables", "needs 3 banks (one per oscillator) of at least 2 shape names each")
 
     rows = data.get("param")
     if not isinstance(rows, list):

@@ -2,7 +2,7 @@
 
 Signal path (serial, fixed; settings in the contract's [synth] table):
 
-    3 wavetable oscillators (pitch, position, gain)
+    3 wavetable oscillators (pitch, position, gain), each morphing through its own bank of shapes
       -> filter 1: 4-pole resonant ladder lowpass (cutoff, resonance)
       -> filter 2: 2-pole resonant highpass (cutoff, resonance)
       -> amplitude envelope (attack, decay; fixed sustain, note-off and release)
@@ -36,29 +36,40 @@ PHASE_BLOCK = 64  # samples per float64-reduced phase block in _read
 HEADROOM = 1.0 / 3.0  # three full-scale oscillators sum to at most 1 before the filters
 
 
+def _vowel(k: np.ndarray, f1: float, f2: float) -> np.ndarray:
+    """Harmonic weights of a vowel-like tone: two formant bumps (in harmonic numbers) on a soft body."""
+    return np.exp(-0.5 * ((k - f1) / 0.8) ** 2) + 0.6 * np.exp(-0.5 * ((k - f2) / 1.2) ** 2) + 0.15 / k**2
+
+
+def shape_spectrum(name: str, k: np.ndarray) -> np.ndarray:
+    """Real sine-series amplitudes of harmonics k for a named single-cycle shape."""
+    odd = k % 2 == 1
+    if name == "sine":
+        return np.where(k == 1, 1.0, 0.0)
+    if name == "triangle":
+        return np.where(odd, (-1.0) ** ((k - 1) // 2) / k**2, 0.0)
+    if name == "saw":
+        return (-1.0) ** (k + 1) / k
+    if name == "square":
+        return np.where(odd, 1.0 / k, 0.0)
+    if name.startswith("pulse"):  # pulseNN: rectangular pulse train of NN % duty
+        duty = float(name[5:]) / 100
+        return np.sin(np.pi * k * duty) / k
+    vowels = {"u": (1.2, 2.7), "o": (1.7, 3.1), "a": (3.0, 4.6), "e": (1.5, 7.6), "i": (1.1, 8.8)}
+    if name.startswith("vowel_") and name[6:] in vowels:  # formants as harmonic numbers at C4
+        return _vowel(k, *vowels[name[6:]])
+    raise ValueError(f"unknown wavetable shape {name!r}; known: sine, triangle, saw, square, pulseNN "
+                     f"(NN = duty %), vowel_u/o/a/e/i")
+
+
 def wavetable_coefficients(shapes: tuple[str, ...], n: int = N_HARMONICS) -> np.ndarray:
     """Complex harmonic amplitudes c_k (k = 1..n) of each shape, x(theta) = sum_k Re(c_k e^{ik theta}),
     each shape scaled to unit peak. Returns (len(shapes), n) complex128."""
     k = np.arange(1, n + 1)
-    odd = k % 2 == 1
-    sine_phase = -1j  # Re(-i e^{i theta}) = sin(theta)
-    spectra = {
-        "sine": np.where(k == 1, 1.0, 0.0),
-        "triangle": np.where(odd, (-1.0) ** ((k - 1) // 2) / k**2, 0.0),
-        "saw": (-1.0) ** (k + 1) / k,
-        "square": np.where(odd, 1.0 / k, 0.0),
-        # 10% duty pulse: Fourier series of a rectangular pulse train
-        "pulse": np.sin(np.pi * k * 0.1) / k,
-        # vowel-like: harmonics weighted by two resonances near harmonics 3 and 9 (~780 Hz, ~2.4 kHz at C4)
-        "formant": (np.exp(-0.5 * ((k - 3) / 1.2) ** 2) + 0.5 * np.exp(-0.5 * ((k - 9) / 2.0) ** 2)) / np.sqrt(k),
-    }
-    unknown = [s for s in shapes if s not in spectra]
-    if unknown:
-        raise ValueError(f"unknown wavetable shape {unknown[0]!r}; known: {', '.join(spectra)}")
     theta = np.linspace(0, 2 * np.pi, 8192, endpoint=False)
     rows = []
     for name in shapes:
-        c = spectra[name] * sine_phase
+        c = shape_spectrum(name, k) * -1j  # Re(-i e^{i theta}) = sin(theta)
         wave = np.real(np.exp(1j * np.outer(theta, k)) @ c)
         rows.append(c / np.abs(wave).max())
     return np.stack(rows)
@@ -85,7 +96,7 @@ class ReferenceSynth:
         if (s.filter1, s.filter2) != ("lowpass4", "highpass2"):
             raise ValueError(f"{contract.source}: synth.filter1/filter2 must be lowpass4/highpass2 "
                              f"(the only routing this synth implements), got {s.filter1}/{s.filter2}")
-        self._coef = wavetable_coefficients(s.wavetable)
+        self._coefs = [wavetable_coefficients(bank) for bank in s.wavetables]
         self._ir = reverb_ir(contract)
         self._cache: dict[torch.device, dict[str, torch.Tensor]] = {}
         T = contract.audio.num_samples
@@ -97,7 +108,7 @@ class ReferenceSynth:
             T, sr = self.contract.audio.num_samples, self.contract.audio.sample_rate
             ir = torch.from_numpy(self._ir).to(device)
             self._cache[device] = {
-                "coef": torch.from_numpy(self._coef).to(torch.complex64).to(device),  # (S, K)
+                "coefs": [torch.from_numpy(c).to(torch.complex64).to(device) for c in self._coefs],  # 3 x (S, K)
                 "k": torch.arange(1, N_HARMONICS + 1, device=device, dtype=torch.float32),
                 "t_s": torch.arange(T, device=device, dtype=torch.float32) / sr,  # seconds
                 "ir_f": torch.fft.rfft(ir, n=self.n_fft).to(torch.complex64),
@@ -133,11 +144,8 @@ class ReferenceSynth:
         f0 = f_note * 2.0 ** (pitch / 12)  # float64: the phase accumulator needs it exact
         freqs = f0.float()[..., None] * c["k"]  # (B, 3, K)
 
-        # wavetable morph: linear blend of neighbouring shapes' harmonic amplitudes
-        pos = torch.stack([p[f"osc{j}_position"] for j in (1, 2, 3)], 1) * (len(c["coef"]) - 1)
-        i0 = pos.floor().long().clamp(max=len(c["coef"]) - 2)
-        frac = (pos - i0).unsqueeze(-1)
-        coef = c["coef"][i0] * (1 - frac) + c["coef"][i0 + 1] * frac  # (B, 3, K) complex
+        # wavetable morph: linear blend of neighbouring shapes' harmonic amplitudes, one bank per oscillator
+        coef = torch.stack([self._morph(bank, p[f"osc{j + 1}_position"]) for j, bank in enumerate(c["coefs"])], 1)
 
         gain = torch.stack([p[f"osc{j}_gain"] for j in (1, 2, 3)], 1).unsqueeze(-1) * HEADROOM
         response = self._lowpass4(freqs, p["filter1_cutoff"], p["filter1_resonance"]) * \
@@ -156,6 +164,14 @@ class ReferenceSynth:
         y = (1 - mix) * x + mix * wet
         peak = y.abs().amax(-1, keepdim=True)
         return y / peak.clamp(min=1.0)
+
+    @staticmethod
+    def _morph(bank: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """bank (S, K) complex, position (B,) in [0, 1] -> (B, K) blend of the two nearest shapes."""
+        pos = position * (len(bank) - 1)
+        i0 = pos.floor().long().clamp(max=len(bank) - 2)
+        frac = (pos - i0).unsqueeze(-1)
+        return bank[i0] * (1 - frac) + bank[i0 + 1] * frac
 
     @staticmethod
     def _read(table: torch.Tensor, inc: torch.Tensor, T: int) -> torch.Tensor:
