@@ -148,7 +148,7 @@ class Contract:
         return {
             "audio": asdict(self.audio),
             "frontend": asdict(self.frontend),
-            "synth": asdict(self.synth),
+            "synth": {**asdict(self.synth), "wavetables": [list(b) for b in self.synth.wavetables]},
             "params": [{k: getattr(p, k) for k in ("name", "unit", "min", "max", "curve")}
                        for p in self.params],
         }
