@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import shlex
 import subprocess
@@ -16,6 +18,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+
+AUDIBLE_DBFS = -24.0  # peak level a demo patch must reach: well above the daemon's onset threshold
 
 
 def main(args) -> int:
@@ -32,14 +37,18 @@ def main(args) -> int:
     synth = ReferenceSynth(c)
     sr = c.audio.sample_rate
 
-    truth = sample_params(c, args.seed, range(3))
-    audio = synth.render(torch.from_numpy(truth)).numpy()
+    # random patches can be near-silent (a low cutoff under a quiet mix): show three that are audible
+    candidates = sample_params(c, args.seed, range(24))
+    rendered = synth.render(torch.from_numpy(candidates)).numpy()
+    audible = np.flatnonzero(20 * np.log10(np.abs(rendered).max(1) + 1e-12) > AUDIBLE_DBFS)[:3]
+    truth, audio = candidates[audible], rendered[audible]
     audiofile.write(out / "target.wav", audio[0], sr)
-    print(f"1. rendered a random patch (seed {args.seed}) -> {out / 'target.wav'}")
+    print(f"1. rendered a random patch (seed {args.seed}, example {audible[0]}) -> {out / 'target.wav'}")
 
     match_args = argparse.Namespace(input=str(out / "target.wav"), out_dir=str(out / "match"), model=None,
                                     backend="onnxruntime", channel=None, contract=None)
-    match_mod.main(match_args)
+    with contextlib.redirect_stdout(io.StringIO()):  # match's own JSON line; the table below says more
+        match_mod.main(match_args)
     found = json.loads((out / "match" / "params.json").read_text())["values"]
     print(f"\n2. matched it -> {out / 'match'} (params.json, match.wav, compare.png)")
     print(f"   {'parameter':<18} {'target':>7} {'match':>7}   physical target -> match")
