@@ -20,10 +20,10 @@ def read_mono(path: str | Path, sample_rate: int, channel: int | None = None) ->
     import soxr
 
     path = Path(path)
+    if not path.is_file():
+        raise AudioFileError(f"{path}: no such file; check the path")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (frames, channels)
-    except FileNotFoundError:
-        raise AudioFileError(f"{path}: no such file") from None
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError for corrupt files
         raise AudioFileError(f"{path}: cannot read audio ({e}); use a wav, flac or ogg file") from None
     if data.shape[0] == 0:
