@@ -23,14 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bridge.atomic import write_atomic
 from bridge.engine import MAX_BATCH, BackendError, BackendUnavailable, Engine
 from bridge.modelfile import INPUT_NAME, OUTPUT_NAME, ModelMeta
 
@@ -130,18 +129,6 @@ def build_plan(path: Path, meta: ModelMeta, precision: str, max_batch: int) -> b
     return bytes(plan)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class TensorRTEngine(Engine):
     name = "tensorrt"
 
@@ -168,7 +155,7 @@ class TensorRTEngine(Engine):
                 log.warning("tensorrt: cached engine %s does not load; rebuilding", self.cache_file)
         if engine is None:
             plan = build_plan(path, meta, precision, max_batch)
-            _write_atomic(self.cache_file, plan)
+            write_atomic(self.cache_file, plan)
             engine = self._runtime.deserialize_cuda_engine(plan)
             if engine is None:
                 raise BackendError(f"tensorrt: the engine just built for {path} does not deserialize")

@@ -165,8 +165,8 @@ def read_meta(path: str | Path) -> ModelMeta:
 def check_contract(meta: ModelMeta, contract: Contract) -> None:
     """Refuse a model made for another contract. Raises ContractMismatch saying which side to change."""
     where = contract.source
-    fix = (f"re-export the model from a checkpoint trained on this contract, or run with --contract pointing "
-           f"at the contract it was trained with")
+    fix = ("re-export the model from a checkpoint trained on this contract, or run with --contract pointing "
+           "at the contract it was trained with")
     if tuple(meta.names) != tuple(contract.names):
         raise ContractMismatch(
             f"{meta.path}: the model predicts parameters ({', '.join(meta.names)}) but {where} names "

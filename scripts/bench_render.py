@@ -14,7 +14,6 @@ import platform
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from bridge import contract as contract_mod

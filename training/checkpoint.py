@@ -20,10 +20,8 @@ target, so a crash (kill -9, power loss) leaves either the old or the new checkp
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import torch
 from torch import nn
 
 from bridge import contract as contract_mod
+from bridge.atomic import write_atomic
 from bridge.cli import UsageError
 from bridge.contract import Contract
 from training.models import ModelConfig, build_model
@@ -123,28 +122,7 @@ def save_checkpoint(path: str | Path, *, model: nn.Module, model_config: ModelCo
         "rng": rng_state(),
     }
     ckpt = _plain(ckpt, "checkpoint")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the file itself is already synced
-    finally:
-        os.close(dfd)
-    return path
+    return write_atomic(path, lambda f: torch.save(ckpt, f), durable=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

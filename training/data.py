@@ -20,9 +20,7 @@ so ranks split each step's examples and a resumed run continues the same stream.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -31,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bridge.atomic import write_atomic
 from bridge.contract import Contract
 from training.sampling import PresetSampling, sample_params, sampling_fingerprint
 from training.synth import ReferenceSynth
@@ -170,20 +169,6 @@ def _read_cache(path: Path, meta: dict) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
-def _write_atomic_npz(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def render_split(contract: Contract, seed: int, size: int, presets: PresetSampling | None = None,
                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Examples 0..size-1 of (seed) on the CPU -> (audio (size, T) float32, params (size, 16) float32)."""
@@ -219,7 +204,8 @@ def cached_split(contract: Contract, split: str, size: int, seed: int | None = N
     cached = _read_cache(path, meta) if path.exists() else None
     if cached is None:
         audio, params = render_split(contract, seed, size, presets, progress)
-        _write_atomic_npz(path, audio=audio, params=params, meta=np.array(json.dumps(meta, sort_keys=True)))
+        write_atomic(path, lambda f: np.savez(f, audio=audio, params=params,
+                                              meta=np.array(json.dumps(meta, sort_keys=True))))
     else:
         audio, params = cached
     return torch.from_numpy(audio), torch.from_numpy(params)

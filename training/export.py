@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +28,10 @@ import torch
 from torch import nn
 
 from bridge import contract as contract_mod
+from bridge.atomic import write_atomic
 from bridge.cli import UsageError
 from bridge.contract import Contract
-from bridge.modelfile import INPUT_NAME, OUTPUT_NAME, ModelMeta, build_props, embed, meta_from_proto
+from bridge.modelfile import INPUT_NAME, OUTPUT_NAME, ModelMeta, build_props, embed
 
 PARITY_TOL = 1e-4  # max abs difference torch vs ONNX Runtime, fp32 on the CPU
 WEIGHTS_FORMAT = "synthmatch-weights"
@@ -79,18 +78,6 @@ def parity_audio(contract: Contract, batch: int = 3, seed: int = 0) -> np.ndarra
     return np.clip(out, -1.0, 1.0)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _onnx_bytes(model: nn.Module, contract: Contract, opset: int) -> bytes:
     example = torch.from_numpy(parity_audio(contract, batch=2))
     buf = io.BytesIO()
@@ -124,7 +111,7 @@ def export_model(model: nn.Module, contract: Contract, path: str | Path, model_c
     proto = onnx.load_from_string(_onnx_bytes(model, contract, opset))
     embed(proto, build_props(contract, model_config, summary or {}, export_id))
     onnx.checker.check_model(proto)
-    _atomic_write(path, proto.SerializeToString())
+    write_atomic(path, proto.SerializeToString())
     wpath = None
     if weights:
         wpath = weights_path_for(path)
@@ -132,7 +119,7 @@ def export_model(model: nn.Module, contract: Contract, path: str | Path, model_c
         torch.save({"format": WEIGHTS_FORMAT, "version": 1, "model_config": model_config,
                     "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                     "contract_hash": contract.hash, "export_id": export_id}, buf)
-        _atomic_write(wpath, buf.getvalue())
+        write_atomic(wpath, buf.getvalue())
     meta = read_meta(path)
     diff = float("nan")
     if check:
