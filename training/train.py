@@ -78,6 +78,7 @@ class TrainConfig:
     cache_dir: str = "data/cache"  # cached validation audio
     contract: str = ""  # contract TOML ("" = configs/contract.toml)
     plot: bool = True  # write OUT/loss.png at each validation
+    init_from: str = ""  # start from these weights: a checkpoint, or the .pt an export writes beside its .onnx
 
     def validate(self, where: str = "config") -> None:
         def need(cond: bool, key: str, what: str) -> None:
@@ -281,6 +282,24 @@ def _check_resume(stored: dict | None, cfg: TrainConfig, path: Path) -> None:
 # The loop
 
 
+def _init_weights(model: nn.Module, model_cfg: ModelConfig, path: Path, contract: Contract) -> None:
+    """Load a checkpoint's or an export's weights into a fresh model of the same configuration."""
+    try:
+        init = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UsageError(f"init_from = {str(path)!r}: no such file") from None
+    except Exception as e:
+        raise UsageError(f"init_from = {str(path)!r}: not a readable weights file ({type(e).__name__})") from None
+    if not isinstance(init, dict) or "model_state" not in init or "model_config" not in init:
+        raise UsageError(f"init_from = {str(path)!r}: no model weights in it; pass a checkpoint (.pt from "
+                         f"synthmatch train) or the .pt written beside an exported .onnx")
+    check_contract(init, contract, path)
+    if init["model_config"] != model_cfg.to_dict():
+        raise UsageError(f"init_from = {str(path)!r}: its model config differs from this run's model; "
+                         f"set model to the same preset or table")
+    model.load_state_dict(init["model_state"])
+
+
 def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: str = "auto",
         on_step: Callable[[int], None] | None = None, progress: bool = True) -> dict:
     """Train; returns {"step", "best_val", "last_val", "out"}. on_step(step) runs after every step
@@ -322,6 +341,8 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
     scaler = torch.amp.GradScaler(dev.type, enabled=cfg.amp == "fp16")
     start_step, best_val, last_val = 0, math.inf, math.nan
+    if cfg.init_from and not resume:
+        _init_weights(model, model_cfg, Path(cfg.init_from), contract)
     if resume:
         ckpt = load_checkpoint(last)  # on the CPU; load_state_dict copies to the model's device
         check_contract(ckpt, contract, last)

@@ -174,3 +174,22 @@ def test_config_errors_exit_2(tmp_path, capsys):
     assert "widht" in capsys.readouterr().err
     for path in sorted((ROOT / "configs" / "train").glob("*.toml")):
         TrainConfig.load(path)  # every shipped config is valid
+
+
+def test_init_from_an_exported_models_weights(tiny_onnx):
+    """A run can start from the weights an export writes beside its .onnx (fine-tuning a shipped model)."""
+    from bridge import contract as contract_mod
+    from bridge.cli import UsageError
+    from training.models import build_model, resolve_config
+    from training.train import _init_weights
+
+    c = contract_mod.default()
+    weights = tiny_onnx.with_suffix(".pt")
+    model = build_model("ast-tiny", c)
+    _init_weights(model, resolve_config("ast-tiny"), weights, c)
+    stored = torch.load(weights, weights_only=True)["model_state"]
+    assert all(torch.equal(v, stored[k]) for k, v in model.state_dict().items())
+    with pytest.raises(UsageError, match="model config differs"):
+        _init_weights(build_model("cnn", c), resolve_config("cnn"), weights, c)
+    with pytest.raises(UsageError, match="no such file"):
+        _init_weights(model, resolve_config("ast-tiny"), weights.with_name("nope.pt"), c)
