@@ -190,7 +190,37 @@ def portaudio_rescan() -> None:
 _DUMP_LINE = re.compile(r"^\s*(\d+):((?: [0-9a-f]{2})+)")
 
 
-class MidiDump:
+class _Collector:
+    """Raw MIDI messages gathered by a receiver thread; `port` names the receiving JACK port."""
+
+    port: str
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def _add(self, message: bytes) -> None:
+        with self._lock:
+            self.messages.append(message)
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> list[bytes]:
+        """The first `n` messages (raises after `timeout` with what arrived)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if len(self.messages) >= n:
+                    return list(self.messages[:n])
+                got = list(self.messages)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.port}: {len(got)} of {n} MIDI messages: {got}")
+            time.sleep(0.01)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.messages.clear()
+
+
+class MidiDump(_Collector):
     """`jack_midi_dump -a CLIENT` as a subprocess: its input port is "<client>:input".
 
     Lines look like "  16128: b0 0e 40 control change (channel  0): ..."; `messages` holds the raw bytes of
@@ -198,9 +228,8 @@ class MidiDump:
     """
 
     def __init__(self, server: JackServer, client: str = "dump"):
+        super().__init__()
         self.server, self.client, self.port = server, client, f"{client}:input"
-        self.messages: list[bytes] = []
-        self._lock = threading.Lock()
         cmd = ["jack_midi_dump", "-a", client]
         if shutil.which("stdbuf"):
             cmd = ["stdbuf", "-oL"] + cmd  # line-buffer its stdout so events arrive as they happen
@@ -214,24 +243,7 @@ class MidiDump:
         for line in self.proc.stdout:
             m = _DUMP_LINE.match(line)
             if m:
-                with self._lock:
-                    self.messages.append(bytes.fromhex(m.group(2)))
-
-    def wait_for(self, n: int, timeout: float = 5.0) -> list[bytes]:
-        """The first `n` messages (raises after `timeout` with what arrived)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if len(self.messages) >= n:
-                    return list(self.messages[:n])
-                got = list(self.messages)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.client}: {len(got)} of {n} MIDI messages: {got}")
-            time.sleep(0.01)
-
-    def clear(self) -> None:
-        with self._lock:
-            self.messages.clear()
+                self._add(bytes.fromhex(m.group(2)))
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -250,15 +262,14 @@ class MidiDump:
         self.close()
 
 
-class MidiReceiver:
+class MidiReceiver(_Collector):
     """An rtmidi JACK input in this process, virtual port "<client>:<port>"; collects raw messages."""
 
     def __init__(self, server: JackServer, client: str = "receiver", port: str = "in"):
         import rtmidi
 
+        super().__init__()
         self.server, self.port = server, f"{client}:{port}"
-        self.messages: list[bytes] = []
-        self._lock = threading.Lock()
         self._rt = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client)
         self._rt.ignore_types(sysex=False, timing=True, active_sense=True)
         self._rt.open_virtual_port(port)
@@ -266,23 +277,7 @@ class MidiReceiver:
         self._start_generation = server.starts
 
     def _on_message(self, event, data=None) -> None:
-        with self._lock:
-            self.messages.append(bytes(event[0]))
-
-    def wait_for(self, n: int, timeout: float = 5.0) -> list[bytes]:
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if len(self.messages) >= n:
-                    return list(self.messages[:n])
-                got = list(self.messages)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.port}: {len(got)} of {n} MIDI messages: {got}")
-            time.sleep(0.01)
-
-    def clear(self) -> None:
-        with self._lock:
-            self.messages.clear()
+        self._add(bytes(event[0]))
 
     def close(self) -> None:
         if self._rt is None:
