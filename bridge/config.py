@@ -21,6 +21,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from bridge import tomlfile
 from bridge.audio import InputSettings
 from bridge.cli import UsageError
 from bridge.contract import CONFIG_DIR
@@ -205,13 +206,7 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
     source = "<defaults>"
     if path is not None or DEFAULT_CONFIG.exists():
         p = Path(path) if path is not None else DEFAULT_CONFIG
-        try:
-            with open(p, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise UsageError(f"{p}: config file not found; pass an existing file to --config") from None
-        except tomllib.TOMLDecodeError as e:
-            raise UsageError(f"{p}: not valid TOML ({e}); fix the syntax there") from None
+        data = tomlfile.read(p, UsageError, "config file not found; pass an existing file to --config")
         source = str(p)
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)

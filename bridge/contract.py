@@ -17,10 +17,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from bridge import tomlfile
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONTRACT = CONFIG_DIR / "contract.toml"
@@ -262,14 +259,8 @@ def from_dict(data: dict, source: str = "<dict>") -> Contract:
 def load(path: str | Path | None = None) -> Contract:
     """Load and validate a contract TOML (default: configs/contract.toml). Raises ContractError."""
     path = Path(path) if path is not None else DEFAULT_CONTRACT
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ContractError(f"{path}: contract file not found; pass an existing file "
-                            f"(the default is {DEFAULT_CONTRACT})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ContractError(f"{path}: not valid TOML ({e}); fix the syntax at that line") from None
+    data = tomlfile.read(path, ContractError,
+                         f"contract file not found; pass an existing file (the default is {DEFAULT_CONTRACT})")
     return from_dict(data, str(path))
 
 

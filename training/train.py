@@ -35,13 +35,10 @@ from torch import nn
 from bridge.cli import UsageError
 from bridge.contract import Contract
 from bridge import contract as contract_mod
+from bridge import tomlfile
 from training.checkpoint import check_contract, load_checkpoint, save_checkpoint, set_rng_state
 from training.models import ModelConfig, build_model, count_params, resolve_config
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 AMP = ("none", "bf16", "fp16")
 OPTIMIZERS = ("adam", "adamw")
@@ -119,14 +116,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such config file (see configs/train/)") from None
-        except tomllib.TOMLDecodeError as e:
-            raise UsageError(f"{path}: not valid TOML ({e})") from None
+        data = tomlfile.read(path, UsageError, "no such config file (see configs/train/)")
         return cls.from_dict(data, str(path))
 
 

@@ -1,0 +1,23 @@
+"""Reading the project's TOML files with errors that name the file and say what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+def read(path: str | Path, error: type[Exception], not_found: str) -> dict:
+    """Parse a TOML file. A missing file raises error("PATH: " + not_found); bad syntax raises
+    error naming the file and the parser's line."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise error(f"{path}: {not_found}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{path}: not valid TOML ({e}); fix the syntax there") from None
