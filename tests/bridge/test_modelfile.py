@@ -9,7 +9,8 @@ import onnx
 import pytest
 
 from bridge import contract as contract_mod
-from bridge.contract import DEFAULT_CONTRACT, tomllib
+from bridge.contract import DEFAULT_CONTRACT
+from bridge.tomlfile import tomllib
 from bridge.engine import load_engine
 from bridge.modelfile import ContractMismatch, ModelError, check_contract, read_meta
 
