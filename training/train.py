@@ -298,7 +298,9 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: str 
     env, dev = _setup(device)
     out = Path(out)
     try:
-        return _run(cfg, out, env, dev, resume, on_step, progress)
+        result = _run(cfg, out, env, dev, resume, on_step, progress)
+        env.barrier()  # no rank tears the group down while another is still writing or reducing
+        return result
     finally:
         if env.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
