@@ -212,11 +212,15 @@ class ControlServer:
 class MidiTrigger:
     """A footswitch/pad on a MIDI input fires "trigger" commands (for manual mode).
 
+    READ_INTERVAL_S bounds the latency a message adds (see _read for why it is polled).
+
     note: a note-on with velocity > 0 of this note fires; cc: this controller crossing from < 64 to >= 64
     fires (a sustain pedal sends 127 on press, 0 on release). channel 1..16, or 0 for any. The port is
     an existing output (the controller's) chosen by name substring, or, with port "", a virtual input
     named `virtual` that the user connects. A lost port is reopened by name on `maintain()`.
     """
+
+    READ_INTERVAL_S = 0.002  # RtMidi's queue is drained this often, s
 
     def __init__(self, commands: CommandQueue, port: str = "", note: int | None = None, cc: int | None = 64,
                  channel: int = 0, api: str = "auto", virtual: str = "trigger_in",
@@ -237,6 +241,9 @@ class MidiTrigger:
         self._rt = None
         self._jack_id = None
         self._retry_at = 0.0
+        self._lock = threading.Lock()  # the reader thread vs maintain()/close() replacing self._rt
+        self._closed = threading.Event()
+        self._reader: threading.Thread | None = None
         self._open()
 
     def _open(self) -> None:
@@ -257,12 +264,23 @@ class MidiTrigger:
         except (midiports.MidiPortError, rtmidi.RtMidiError):
             midiports.retire(rt, server_dead=False)
             raise
-        rt.set_callback(self._on_midi)
         self._jack_id = midiports.jack_server_id() if self.api == "jack" else None
         self._rt = rt
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read, name="midi-trigger", daemon=True)
+            self._reader.start()
 
-    def _on_midi(self, event, data=None) -> None:  # rtmidi's thread
-        msg = event[0]
+    def _read(self) -> None:
+        """Drain RtMidi's queue every READ_INTERVAL_S. No Python callback on purpose: RtMidi would call
+        it from the JACK process thread, which would then wait for the GIL and miss its deadline
+        (an xrun for the whole graph) whenever the worker holds it."""
+        while not self._closed.wait(self.READ_INTERVAL_S):
+            with self._lock:
+                rt = self._rt
+                while rt is not None and (m := rt.get_message()) is not None:
+                    self._on_midi(m[0])
+
+    def _on_midi(self, msg: list[int]) -> None:
         self.stats.received += 1
         if len(msg) != 3:
             return
@@ -296,13 +314,15 @@ class MidiTrigger:
             if not (dead or gone):
                 return
             log.warning("MIDI trigger port %s lost; reopening", self.port_name)
-            midiports.retire(self._rt, server_dead=dead)
-            self._rt = None
+            with self._lock:
+                midiports.retire(self._rt, server_dead=dead)
+                self._rt = None
             self._retry_at = now + self.retry_s
         if now < self._retry_at:
             return
         try:
-            self._open()
+            with self._lock:
+                self._open()
         except (midiports.MidiPortError, rtmidi.RtMidiError) as e:  # keep trying
             log.debug("MIDI trigger reopen failed: %s", e)
             self._retry_at = now + self.retry_s
@@ -310,6 +330,10 @@ class MidiTrigger:
     def close(self) -> None:
         from bridge import midiports
 
+        self._closed.set()
+        if self._reader is not None:
+            self._reader.join(1)
+            self._reader = None
         if self._rt is not None:
             dead = self._jack_id is not None and (midiports.jack_server_id() != self._jack_id
                                                  or midiports.jack_server_alive() is not True)

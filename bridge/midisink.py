@@ -10,6 +10,10 @@ A port that goes away later (receiver quits, JACK server dies, a send raises) is
 drops updates, reopens by the same substring with exponential backoff, and after reopening sends all
 16 current values again (the receiver may have missed any number of updates). Checks happen in
 send() and in maintain(), which the daemon may call from its loop when there is nothing to send.
+
+A connection the sink makes itself (a named port) takes effect at a JACK cycle boundary: events sent
+in the same cycle go nowhere. So for SETTLE_S after connecting, updates are deferred (kept as the
+newest values, counted in stats.deferred) and pushed by the first maintain() or send() after it.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ def cc_messages(q: Sequence[int], previous: Sequence[int | None], ccs: Sequence[
 class MidiCCSink:
     """See the module docstring. `port_name`: the port sent into (or the virtual port created)."""
 
+    SETTLE_S = 0.1  # after connecting to a named port: a few JACK periods (2048 frames at 44.1 kHz = 46 ms)
+
     def __init__(self, cfg: MidiSinkConfig, contract, clock=time.monotonic):
         self.cfg, self.clock = cfg, clock
         self.ccs = validate_midi(cfg, contract)
@@ -69,6 +75,7 @@ class MidiCCSink:
         self._backoff = cfg.retry_min_s
         self._retry_at = 0.0
         self._checked = 0.0
+        self._settle_until = 0.0
         self.port_name = ""
         self._open()  # start-up errors (no such port, no server) are the user's to fix: raise
 
@@ -91,6 +98,7 @@ class MidiCCSink:
         self._jack_id = midiports.jack_server_id() if self.api == "jack" else None
         self._out = out
         self._checked = self.clock()
+        self._settle_until = self._checked + self.SETTLE_S if self.cfg.port else 0.0
         log.info("MIDI CC out: %s (%s, channel %d, %d-bit)", self.port_name, self.api, self.cfg.channel,
                  self.cfg.resolution)
 
@@ -126,6 +134,10 @@ class MidiCCSink:
     def maintain(self) -> None:
         """Check the port (at most every check_interval_s), reopen when due; after a reopen, resend all."""
         now = self.clock()
+        if self._out is not None and self._settle_until and now >= self._settle_until:
+            self._settle_until = 0.0
+            if self._wanted is not None:
+                self._push(self._wanted)  # what was deferred while the connection settled
         if self._out is not None:
             if now - self._checked < self.cfg.check_interval_s:
                 return
@@ -144,8 +156,8 @@ class MidiCCSink:
         self.stats.reopens += 1
         self._backoff = self.cfg.retry_min_s
         self._sent = [None] * self.n
-        if self._wanted is not None:
-            self._push(self._wanted)
+        if self._wanted is not None and not self._settle_until:
+            self._push(self._wanted)  # else pushed once the new connection has settled
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -171,18 +183,22 @@ class MidiCCSink:
         q = quantise(checked_values(u.values, self.n), self.cfg.resolution)
         self.stats.updates += 1
         self._wanted = q
-        was_down = self._out is None
         sent_before = self.stats.sent
-        self.maintain()  # may reopen and push self._wanted already
+        self.maintain()  # may reopen, or end a settle, and push self._wanted already
         if self._out is None:
             self.stats.dropped += 1
             return 0
-        if was_down:
-            return self.stats.sent - sent_before
-        return self._push(q)
+        if self._settle_until:
+            self.stats.deferred += 1
+            return 0
+        self._push(q)  # only what differs from the wire: nothing if maintain() just pushed it
+        return self.stats.sent - sent_before
 
     def close(self) -> None:
-        """Close the port without sending anything."""
+        """Close the port. Sends nothing new: only an update still deferred by a settling connection."""
+        if self._out is not None and self._settle_until and self._wanted is not None:
+            time.sleep(max(0.0, self._settle_until - self.clock()))
+            self.maintain()
         if self._out is not None:
             midiports.retire(self._out, server_dead=self._server_gone())
             self._out = None

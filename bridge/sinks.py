@@ -56,6 +56,7 @@ class SinkStats:
     errors: int = 0      # failed sends (port gone, ICMP refused, ...)
     reopens: int = 0     # successful reopen after a loss (MIDI)
     dropped: int = 0     # updates that found the output down
+    deferred: int = 0    # updates held while a new MIDI connection settled (sent after it)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

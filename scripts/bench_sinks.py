@@ -52,9 +52,9 @@ def main() -> None:
     rx_sock.close()
     res["print_json_line"] = stats_us(time_sends(PrintSink(c, stream=io.StringIO()), a.n))
 
-    from tests.jack import JackServer, MidiReceiver, unique_name
+    from tests.jack import JackServer, MidiReceiver
 
-    server = JackServer(unique_name("bench"))
+    server = JackServer()
     os.environ.update(JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")
     server.start()
     try:
@@ -84,7 +84,7 @@ def main() -> None:
         res["midi_reopen_after_jack_restart_s"] = round(time.perf_counter() - t, 3)
         sink.close()
     finally:
-        server.stop()
+        server.close()
     res["jack_period_ms"] = round(server.period / server.rate * 1e3, 2)
     text = json.dumps(res, indent=1)
     print(text)

@@ -22,15 +22,17 @@ What clients see (measured with Debian jackd2 1.9.21, libportaudio2 19.6, python
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
+from typing import IO
 
 from bridge import midiports
 
@@ -41,8 +43,28 @@ def missing_tools() -> list[str]:
     return [t for t in JACK_TOOLS if shutil.which(t) is None]
 
 
-def unique_name(prefix: str = "synthmatch-test") -> str:
-    return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+NAME_POOL = 6  # server names a machine's test runs share (see claim_name)
+REGISTRY = Path("/dev/shm/jack-shm-registry")
+
+
+def claim_name(prefix: str = "synthmatch-test") -> tuple[str, IO]:
+    """A server name from a fixed pool, held by an flock until the returned file is closed.
+
+    jackd2 registers every server in /dev/shm/jack-shm-registry, which has 8 slots; a server that dies
+    by SIGKILL (the kill tests, a test run killed by a timeout) keeps its slot until a server of the
+    same name starts again. Unique names would leak a slot each time until no server can start ("Too
+    many servers already active"); names from a small pool are reused, so their stale slots are
+    reclaimed. The lock keeps concurrent test runs on one machine from sharing a name.
+    """
+    for k in range(NAME_POOL):
+        lock = open(Path(tempfile.gettempdir()) / f"{prefix}-{k}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return f"{prefix}-{k}", lock
+    raise JackError(f"all {NAME_POOL} JACK test server names ({prefix}-N) are held by other test runs")
 
 
 class JackError(RuntimeError):
@@ -61,7 +83,14 @@ def _die_with_parent() -> None:
 class JackServer:
     """jackd --no-realtime -d dummy under a private server name; start/stop/kill/restart, ports, connect."""
 
-    def __init__(self, name: str, rate: int = 48000, period: int = 256, log: Path | None = None):
+    TRY_S = 5.0  # one try of a command-line tool (jack_lsp, jack_connect), s
+
+    def __init__(self, name: str | None = None, rate: int = 48000, period: int = 256,
+                 log: Path | None = None):
+        """name=None claims one from the test pool (claim_name), released by close()."""
+        self._name_lock: IO | None = None
+        if name is None:
+            name, self._name_lock = claim_name()
         self.name, self.rate, self.period = name, rate, period
         self.log = log
         self.proc: subprocess.Popen | None = None
@@ -85,8 +114,13 @@ class JackServer:
         deadline = time.monotonic() + timeout
         while not midiports.jack_server_alive(self.name):  # socket probe: silent, ~0.1 ms
             if self.proc.poll() is not None:
-                raise JackError(f"jackd -n {self.name} exited with {self.proc.returncode}"
-                                + (f"; see {self.log}" if self.log else ""))
+                tail = self._log_tail()
+                hint = ""
+                if "Too many servers" in tail:
+                    hint = (f"\njackd's registry ({REGISTRY}) is full of servers that died without "
+                            "unregistering: with no jackd running (pgrep jackd), remove it "
+                            f"(rm {REGISTRY}) and run again")
+                raise JackError(f"jackd -n {self.name} exited with {self.proc.returncode}{hint}{tail}")
             if time.monotonic() > deadline:
                 self.kill()
                 raise JackError(f"jackd -n {self.name} did not come up within {timeout} s")
@@ -94,8 +128,9 @@ class JackServer:
         # the socket accepts before the engine is fully registered: wait for the system ports
         while "system:capture_1" not in self.ports():
             if time.monotonic() > deadline:
-                raise JackError(f"jackd -n {self.name} has no system ports after {timeout} s")
-            time.sleep(0.01)
+                raise JackError(f"jackd -n {self.name} has no system ports after {timeout} s"
+                                + self._log_tail())
+            time.sleep(0.05)
         self.starts += 1
 
     def running(self) -> bool:
@@ -131,11 +166,32 @@ class JackServer:
             time.sleep(down_s)
         self.start()
 
-    def _run(self, *args: str, check: bool = True) -> str:
-        r = subprocess.run(list(args), capture_output=True, text=True, env=self.env, timeout=10)
+    def _run(self, *args: str, check: bool = True, timeout: float = 30.0) -> str:
+        """Run a JACK command-line tool against this server.
+
+        A tool can stall for seconds while the server handles another client's open or close (seen
+        once in CI: jack_lsp blocked past 10 s), so each try is cut at TRY_S and retried until
+        `timeout`; the queries are read-only and jack_connect is idempotent, so retrying is safe.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                r = subprocess.run(list(args), capture_output=True, text=True, env=self.env,
+                                   timeout=self.TRY_S)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    raise JackError(f"{' '.join(args)} did not answer within {timeout} s"
+                                    + self._log_tail()) from None
         if check and r.returncode != 0:
             raise JackError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()[-500:]}")
         return r.stdout
+
+    def _log_tail(self, n: int = 20) -> str:
+        if not self.log or not Path(self.log).exists():
+            return ""
+        lines = Path(self.log).read_text(errors="replace").splitlines()[-n:]
+        return f"; jackd log ({self.log}):\n" + "\n".join(lines)
 
     def ports(self, midi: bool | None = None) -> list[str]:
         """Port names (jack_lsp); midi=True only MIDI ports, False only audio ports."""
@@ -160,20 +216,32 @@ class JackServer:
     def connect(self, src: str, dst: str) -> None:
         self._run("jack_connect", "-s", self.name, src, dst)
 
-    def wait_for_port(self, name: str, timeout: float = 5.0, present: bool = True) -> None:
+    def settle(self, cycles: int = 3) -> None:
+        """Wait a few process cycles: a new client, port or connection takes effect at a cycle boundary,
+        and MIDI sent before that goes nowhere."""
+        time.sleep(cycles * self.period / self.rate)
+
+    def wait_for_port(self, name: str, timeout: float = 15.0, present: bool = True) -> None:
         deadline = time.monotonic() + timeout
         while (name in self.ports()) != present:
             if time.monotonic() > deadline:
                 raise JackError(f"port {name} {'never appeared' if present else 'did not go away'}; "
-                                f"ports: {self.ports()}")
-            time.sleep(0.02)
+                                f"ports: {self.ports()}" + self._log_tail())
+            time.sleep(0.05)  # each poll is a client open/close on the server: keep them sparse
+
+    def close(self) -> None:
+        """Stop the server and give its pool name back."""
+        self.stop()
+        if self._name_lock is not None:
+            self._name_lock.close()
+            self._name_lock = None
 
     def __enter__(self) -> "JackServer":
         self.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        self.close()
 
 
 def portaudio_rescan() -> None:
@@ -273,15 +341,23 @@ class MidiReceiver(_Collector):
         self._rt = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client)
         self._rt.ignore_types(sysex=False, timing=True, active_sense=True)
         self._rt.open_virtual_port(port)
-        self._rt.set_callback(self._on_message)
         self._start_generation = server.starts
+        # polled, not a callback: RtMidi calls callbacks from the JACK process thread, which would then
+        # wait for pytest's GIL, miss its cycle and lose the events of that cycle (seen under CPU load)
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def _on_message(self, event, data=None) -> None:
-        self._add(bytes(event[0]))
+    def _read(self) -> None:
+        while not self._stop.wait(0.002):
+            while (m := self._rt.get_message()) is not None:
+                self._add(bytes(m[0]))
 
     def close(self) -> None:
         if self._rt is None:
             return
+        self._stop.set()
+        self._reader.join(1)
         # a server restarted since we opened means our client is dead: never touch it again
         dead = self.server.starts != self._start_generation or not self.server.running()
         midiports.retire(self._rt, server_dead=dead)

@@ -7,31 +7,33 @@ import sys
 
 import pytest
 
-from tests.jack import JackError, JackServer, missing_tools, unique_name
+from tests.jack import JackError, JackServer, missing_tools
 
 
 @pytest.fixture(scope="session")
 def jack(tmp_path_factory):
     """A running JACK server private to this test session; every JACK client in the session uses it.
 
-    Skips (with the reason) when the Debian jackd2 tools are absent or the server cannot start.
+    Skips (with the reason) when the Debian jackd2 tools are absent; fails when they are installed and
+    the server cannot start.
     """
     missing = missing_tools()
     if missing:
         pytest.skip(f"JACK tools not installed ({', '.join(missing)}): apt-get install jackd2")
-    server = JackServer(unique_name(), log=tmp_path_factory.mktemp("jack") / "jackd.log")
+    server = JackServer(log=tmp_path_factory.mktemp("jack") / "jackd.log")
     saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
     os.environ.update(JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")
     try:
         server.start()
-    except JackError as e:
-        pytest.skip(f"jackd did not start: {e}")
+    except JackError as e:  # installed but not starting is a failure, not a skip: it would hide tests
+        server.close()
+        pytest.fail(f"jackd did not start: {e}", pytrace=False)
     yield server
     if "sounddevice" in sys.modules:
         # PortAudio may hold a client of this server; Pa_Terminate after the server is gone aborts the
         # process (tests/jack.py), so terminate it while the server still answers
         sys.modules["sounddevice"]._terminate()
-    server.stop()
+    server.close()
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
@@ -47,11 +49,12 @@ def jack_server(jack, monkeypatch, tmp_path):
     Killing the session-wide `jack` instead would break later tests, and abort pytest at exit if
     sounddevice/PortAudio had attached to it (see tests/jack.py).
     """
-    server = JackServer(unique_name("synthmatch-test-private"), log=tmp_path / "jackd.log")
+    server = JackServer(log=tmp_path / "jackd.log")
     monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
     try:
         server.start()
-    except JackError as e:
-        pytest.skip(f"jackd did not start: {e}")
+    except JackError as e:  # installed but not starting is a failure, not a skip: it would hide tests
+        server.close()
+        pytest.fail(f"jackd did not start: {e}", pytrace=False)
     yield server
-    server.stop()
+    server.close()

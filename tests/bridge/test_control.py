@@ -132,6 +132,7 @@ def test_midi_footswitch_through_jack(jack):
     trig = MidiTrigger(q, port="pedal", cc=64, channel=2, api="jack", client_name="sm-trig")
     try:
         assert trig.port_name == "pedal:out"
+        jack.settle()  # the trigger's connection to the pedal takes effect at a cycle boundary
         for msg in ([0xB1, 64, 127], [0xB1, 64, 127],   # press (held: the repeat does not fire again)
                     [0xB1, 64, 0],                      # release
                     [0xB0, 64, 127],                    # other channel: ignored
@@ -154,6 +155,7 @@ def test_midi_note_trigger_virtual_port(jack):
     pad = midiports.new_client("out", "jack", "pad")
     try:
         pad.open_port(pad.get_ports().index("sm-pad:trigger_in"), "out")
+        jack.settle()
         pad.send_message([0x99, 36, 90])   # channel 10 note-on: fires (channel 0 = any)
         pad.send_message([0x89, 36, 0])    # note-off
         pad.send_message([0x99, 36, 0])    # note-on velocity 0 = note-off

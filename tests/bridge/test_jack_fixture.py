@@ -21,6 +21,7 @@ def test_server_up_and_midi_flows(jack):
             jack_server.connect("fixture-src:out", rx.port)
             jack_server.connect("fixture-src:out", dump.port)
             assert ("fixture-rx:in", "fixture-src:out") in jack_server.connections()
+            jack_server.settle()
             out.send_message([0xB0, 14, 64])
             out.send_message([0xB5, 46, 127])
             assert rx.wait_for(2) == [bytes([0xB0, 14, 64]), bytes([0xB5, 46, 127])]

@@ -120,6 +120,7 @@ def test_virtual_port_7bit_into_rtmidi_and_jack_midi_dump(jack):
         with MidiReceiver(jack, "rx7") as rx, MidiDump(jack, "dump7") as dump:
             jack.connect("sm-7bit:cc7", rx.port)
             jack.connect("sm-7bit:cc7", dump.port)
+            jack.settle()
             values = np.float32([round(v * 127) / 127 for v in ramp()])  # step centres; numpy is fine
             assert sink.send(Update(values, mode="trigger")) == N
             want = [(5, cc, int(v * 127 + 0.5)) for cc, v in zip(CCS, values.astype(float))]
@@ -150,7 +151,10 @@ def test_named_port_14bit_msb_before_lsb(jack):
             assert sink.port_name == "massive14:midi_in"
             assert ("massive14:midi_in", "sm-14bit:cc_out") in jack.connections()
             values = ramp(0.03)
-            assert sink.send(values) == 2 * N
+            assert sink.send(values) == 0 and sink.stats.deferred == 1  # its connection is settling
+            time.sleep(sink.SETTLE_S)
+            sink.maintain()  # pushes the deferred update
+            assert sink.stats.sent == 2 * N
             got = parse_cc(rx.wait_for(2 * N))
             for i, v in enumerate(values):
                 q = int(v * 16383 + 0.5)
@@ -163,6 +167,15 @@ def test_named_port_14bit_msb_before_lsb(jack):
             assert [c for _, c, _ in parse_cc(rx.wait_for(2 * N + 2))[2 * N:]] == [CCS[0], CCS[0] + 32]
         finally:
             sink.close()
+
+
+@pytest.mark.jack
+def test_update_deferred_by_a_settling_connection_is_sent_on_close(jack):
+    with MidiReceiver(jack, "late", "in") as rx:
+        sink = MidiCCSink(MidiSinkConfig(enabled=True, port="late", api="jack", client_name="sm-late"), C)
+        assert sink.send(ramp(0.4)) == 0 and sink.stats.deferred == 1
+        sink.close()  # waits out the settle and sends it: closing right after a match loses nothing
+        assert parse_cc(rx.wait_for(N)) == [(1, cc, int(v * 127 + 0.5)) for cc, v in zip(CCS, ramp(0.4))]
 
 
 @pytest.mark.jack
@@ -182,6 +195,7 @@ def test_receiver_disappears_and_returns(jack):
     sink = MidiCCSink(MidiSinkConfig(enabled=True, port="flaky", api="jack", client_name="sm-flaky",
                                      check_interval_s=0.01, retry_min_s=0.01, retry_max_s=0.05), C)
     try:
+        time.sleep(sink.SETTLE_S)
         assert sink.send(ramp()) == N
         rx.wait_for(N)
         rx.close()
@@ -198,6 +212,10 @@ def test_receiver_disappears_and_returns(jack):
             time.sleep(0.02)
             sink.maintain()  # reopens and resends the newest values in full
         assert sink.stats.reopens == 1
+        sent = sink.stats.sent
+        while sink.stats.sent == sent and time.monotonic() < deadline + sink.SETTLE_S:
+            time.sleep(0.02)
+            sink.maintain()  # the full resend waits for the new connection to settle
         want = [(1, cc, int(v * 127 + 0.5)) for cc, v in zip(CCS, ramp(0.2))]
         assert parse_cc(rx.wait_for(N)) == want
         n2 = sink.send(ramp(0.3))  # and keeps delivering
@@ -226,6 +244,7 @@ def test_jack_server_killed_and_restarted(jack_server):
         assert sink.stats.reopens == 1
         with MidiReceiver(jack_server, "after") as rx:
             jack_server.connect("sm-crash:cc", rx.port)
+            jack_server.settle()
             assert sink.send(ramp(0.5)) == N
             assert parse_cc(rx.wait_for(N)) == [(1, cc, int(v * 127 + 0.5)) for cc, v in zip(CCS, ramp(0.5))]
         # a restart between two checks is noticed too (the server's identity changed)
