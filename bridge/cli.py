@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="training checkpoint (.pt), run in torch")
     src.add_argument("--model", help="exported model file (.onnx), run by an inference backend")
+    src.add_argument("--baseline", choices=("mean",),
+                     help="no model: predict the mean patch (every parameter at its sampling mean)")
     p.add_argument("--split", choices=("val", "test"), default="test", help="fixed split (default test)")
     p.add_argument("--size", type=int, default=None, help="examples (default 512 val, 1024 test)")
     p.add_argument("--out", default=None, help="report directory (default: eval-SPLIT beside the model)")

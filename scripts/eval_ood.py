@@ -25,6 +25,7 @@ import torch
 from bridge import audiofile, contract as contract_mod
 from training.match import DEFAULT_MODEL, aligned_window, predict
 from training.metrics import multiscale_spectral_distance, spectral_convergence
+from training import sampling
 from training.sampling import sample_params
 from training.synth import ReferenceSynth
 
@@ -69,7 +70,7 @@ def main() -> None:
     sr, synth = c.audio.sample_rate, ReferenceSynth(c)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    mean_patch = np.array([[_mean(p.sample) for p in c.params]], dtype=np.float32)
+    mean_patch = sampling.mean_patch(c)[None]
     randoms = sample_params(c, 99, range(args.random))
     random_audio = synth.render(torch.from_numpy(randoms))
     mean_audio = synth.render(torch.from_numpy(mean_patch))
@@ -110,14 +111,6 @@ def main() -> None:
         for r in rows:
             print(f"| {r['instrument']} | {r['model']['sc']} | {r['mean_patch']['sc']} | {r['best_of_random']['sc']} "
                   f"| {r['model']['msd']} | {r['mean_patch']['msd']} | {r['best_of_random']['msd']} |")
-
-
-def _mean(sample: dict) -> float:
-    if sample["dist"] == "beta":
-        return sample["a"] / (sample["a"] + sample["b"])
-    if sample["dist"] == "fixed":
-        return float(sample["value"])
-    return 0.5
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ parameters (numpy or torch). Predictions are clipped to [0, 1] (what a synth acc
 ReferenceSynth and scored with training.metrics: parameter MSE overall and per parameter, spectral
 convergence, multi-scale spectral distance.
 
-`synthmatch eval (--checkpoint PATH | --model model.onnx) --split test` runs it on a cached split and
-writes eval.json, eval.md and eval.png (input vs re-rendered log-mel for a few examples).
+`synthmatch eval (--checkpoint PATH | --model model.onnx | --baseline mean) --split test` runs it on a
+cached split and writes eval.json, eval.md and eval.png (input vs re-rendered log-mel for a few
+examples). `--baseline mean` scores the mean patch, the floor any model must beat.
 """
 
 from __future__ import annotations
@@ -204,6 +205,13 @@ def main(args) -> int:
         raise UsageError(f"--size must be >= 1, got {size}")
     if args.checkpoint:
         predict_fn, model = _torch_predictor(args.checkpoint, c, args.device), args.checkpoint
+    elif args.baseline:
+        from training.sampling import mean_patch
+
+        patch = mean_patch(c)
+        predict_fn, model = (lambda x: np.broadcast_to(patch, (x.shape[0], patch.size))), "baseline-mean"
+        if not args.out:
+            raise UsageError("--baseline needs --out (there is no model file to write the report beside)")
     else:
         from bridge.engine import load_engine
 

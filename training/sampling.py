@@ -44,6 +44,25 @@ def _draw(rng: np.random.Generator, sample: dict) -> float:
     raise ValueError(f"unknown distribution {dist!r}")
 
 
+def distribution_mean(sample: dict) -> float:
+    """Mean of one sampling distribution, in normalised units (a kde's mean is its points' mean)."""
+    dist = sample["dist"]
+    if dist == "uniform":
+        return 0.5
+    if dist == "beta":
+        return sample["a"] / (sample["a"] + sample["b"])
+    if dist == "fixed":
+        return float(sample["value"])
+    if dist == "kde":
+        return float(np.mean(sample["points"]))
+    raise ValueError(f"unknown distribution {dist!r}")
+
+
+def mean_patch(contract: Contract) -> np.ndarray:
+    """(16,) float32: every parameter at its sampling mean, the MSE-optimal guess that hears nothing."""
+    return np.array([distribution_mean(p.sample) for p in contract.params], dtype=np.float32)
+
+
 @dataclass(frozen=True)
 class PresetSampling:
     """Per-parameter distributions fitted to preset patches; `samples[k]` is a contract-style sample

@@ -98,3 +98,15 @@ def test_eval_cli_errors(c, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     assert cli.main(["eval", "--checkpoint", str(bad), "--size", "2", "--cache-dir", str(tmp_path)]) == 2
     assert cli.main(["eval", "--model", str(tmp_path / "missing.onnx"), "--size", "2"]) == 2
+
+
+def test_eval_cli_mean_baseline(c, cache, split, tmp_path):
+    out = tmp_path / "mean"
+    common = ["--split", "test", "--size", str(SIZE), "--cache-dir", str(cache), "--examples", "2"]
+    assert cli.main(["eval", "--baseline", "mean", "--out", str(out), *common]) == 0
+    r = json.loads((out / "eval.json").read_text())
+    _, params = split
+    # every sampling is uniform in this contract: the mean patch is 0.5 everywhere
+    assert r["param_mse"] == pytest.approx(float(((np.asarray(params) - 0.5) ** 2).mean()), rel=1e-5)
+    assert r["model"] == "baseline-mean" and r["spectral_convergence"] > 0
+    assert cli.main(["eval", "--baseline", "mean", *common]) == 2  # no file to write beside: --out needed
