@@ -95,6 +95,7 @@ def run(predict_fn: PredictFn, contract: Contract, audio, params, batch_size: in
         "spectral_convergence": float(sc.mean()),
         "spectral_convergence_median": float(np.median(sc)),
         "multiscale_spectral_distance": float(mss.mean()),
+        "multiscale_spectral_distance_median": float(np.median(mss)),
         "sc_stft": metrics.SC_STFT,
         "mss_stft": metrics.MSS_STFT,
         "contract_hash": contract.hash,
@@ -119,7 +120,9 @@ def markdown(result: dict, title: str = "Evaluation") -> str:
               f"| parameter MSE | {result['param_mse']:.4f} |",
               f"| spectral convergence (mean) | {result['spectral_convergence']:.3f} |",
               f"| spectral convergence (median) | {result['spectral_convergence_median']:.3f} |",
-              f"| multi-scale spectral distance | {result['multiscale_spectral_distance']:.3f} |", ""]
+              f"| multi-scale spectral distance (mean) | {result['multiscale_spectral_distance']:.3f} |",
+              f"| multi-scale spectral distance (median) | {result['multiscale_spectral_distance_median']:.3f} |",
+              ""]
     lines += ["| parameter | MSE |", "|---|---:|"]
     lines += [f"| {n} | {v:.4f} |" for n, v in result["param_mse_per_param"].items()]
     sc = result["sc_stft"]
