@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="exported model (default: models/default.onnx)")
     p.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
     p.add_argument("--channel", type=int, help="use this channel (0-based) instead of the mix")
+    p.add_argument("--refine-passes", type=int, default=3, metavar="N",
+                   help="improve the prediction by re-rendering candidates, N passes (default 3, about "
+                        "270 renders; 0: the model alone)")
     _add_contract(p)
 
     p = command("demo", "training.demo:main",
@@ -111,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model", help="exported model file (.onnx), run by an inference backend")
     src.add_argument("--baseline", choices=("mean",),
                      help="no model: predict the mean patch (every parameter at its sampling mean)")
+    p.add_argument("--refine-passes", type=int, default=0, metavar="N",
+                   help="score the predictions after N passes of refinement by re-rendering (default 0)")
     p.add_argument("--split", choices=("val", "test"), default="test", help="fixed split (default test)")
     p.add_argument("--size", type=int, default=None, help="examples (default 512 val, 1024 test)")
     p.add_argument("--out", default=None, help="report directory (default: eval-SPLIT beside the model)")

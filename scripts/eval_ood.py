@@ -3,7 +3,9 @@
 Each instrument holds C4 for the synth's note length, is rendered to 16 kHz, aligned at its onset like
 any input, matched by the model, re-rendered by the reference synth, and scored against two baselines:
 the mean patch (every parameter at its sampling mean) and the best of 100 random patches (an oracle
-choice: the one closest to the target by spectral convergence). Prints JSON (and --markdown a table).
+choice: the one closest to the target by spectral convergence). With --refine-passes (default 3) the
+match refined by re-rendering (training.refine, what `synthmatch match` writes) is scored too.
+Prints JSON (and --markdown a table).
 
 Needs Debian's fluidsynth and fluid-soundfont-gm (scripts/setup.sh installs them).
 Usage: python scripts/eval_ood.py [--model models/default.onnx] [--out-dir out/ood] [--markdown]
@@ -25,6 +27,7 @@ import torch
 from bridge import audiofile, contract as contract_mod
 from training.match import DEFAULT_MODEL, aligned_window, predict
 from training.metrics import multiscale_spectral_distance, spectral_convergence
+from training.refine import RefineConfig, refine
 from training import sampling
 from training.sampling import sample_params
 from training.synth import ReferenceSynth
@@ -61,6 +64,8 @@ def main() -> None:
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     ap.add_argument("--out-dir", default="out/ood", help="target and match WAVs go here")
     ap.add_argument("--random", type=int, default=100, help="random patches for the best-of-N baseline")
+    ap.add_argument("--refine-passes", type=int, default=3,
+                    help="also score the match refined by re-rendering, as `synthmatch match` does (0: off)")
     ap.add_argument("--markdown", action="store_true", help="also print a markdown table")
     args = ap.parse_args()
     if not shutil.which("fluidsynth") or not SOUNDFONT.exists():
@@ -86,6 +91,10 @@ def main() -> None:
         targets_t = torch.from_numpy(np.stack(targets))
         values = predict(args.model, np.stack(targets), c)
         matched = synth.render(torch.from_numpy(values))
+        refined_audio = None
+        if args.refine_passes:
+            refined = refine(c, targets_t, values, RefineConfig(passes=args.refine_passes), synth=synth)[0]
+            refined_audio = synth.render(torch.from_numpy(refined))
         for i, name in enumerate(INSTRUMENTS):
             audiofile.write(out / f"{name.replace(' ', '_')}.match.wav", matched[i].numpy(), sr)
             target = targets_t[i: i + 1]
@@ -96,21 +105,28 @@ def main() -> None:
                 "msd": round(float(multiscale_spectral_distance(target, audio[None] if audio.dim() == 1 else audio)), 3)}
             rows.append({"instrument": name, "program": INSTRUMENTS[name], "model": score(matched[i]),
                          "mean_patch": score(mean_audio[0]), "best_of_random": score(random_audio[best])})
+            if refined_audio is not None:
+                rows[-1]["refined"] = score(refined_audio[i])
+                audiofile.write(out / f"{name.replace(' ', '_')}.refined.wav", refined_audio[i].numpy(), sr)
 
-    beats_mean = sum(r["model"]["sc"] < r["mean_patch"]["sc"] for r in rows)
-    beats_random = sum(r["model"]["sc"] < r["best_of_random"]["sc"] for r in rows)
+    systems = ["model", "refined"] if args.refine_passes else ["model"]
     med = lambda key, m: float(np.median([r[key][m] for r in rows]))  # noqa: E731
-    summary = {"instruments": len(rows), "model_beats_mean_patch_sc": beats_mean,
-               "model_beats_best_of_random_sc": beats_random,
-               "median": {k: {"sc": med(k, "sc"), "msd": med(k, "msd")} for k in ("model", "mean_patch", "best_of_random")}}
+    summary = {"instruments": len(rows)}
+    for s in systems:
+        for base in ("mean_patch", "best_of_random"):
+            for m in ("sc", "msd"):
+                summary[f"{s}_beats_{base}_{m}"] = sum(r[s][m] < r[base][m] for r in rows)
+    summary["median"] = {k: {"sc": med(k, "sc"), "msd": med(k, "msd")}
+                         for k in systems + ["mean_patch", "best_of_random"]}
     print(json.dumps({"benchmark": "ood_gm", "model": args.model, "contract": c.hash,
                       "random_patches": args.random, "rows": rows, "summary": summary}, indent=1))
     if args.markdown:
-        print("\n| instrument | model SC | mean patch SC | best of 100 SC | model MSD | mean MSD | best-of-100 MSD |")
-        print("|---|---|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['instrument']} | {r['model']['sc']} | {r['mean_patch']['sc']} | {r['best_of_random']['sc']} "
-                  f"| {r['model']['msd']} | {r['mean_patch']['msd']} | {r['best_of_random']['msd']} |")
+        cols = systems + ["mean_patch", "best_of_random"]
+        names = {"model": "model", "refined": "refined", "mean_patch": "mean patch", "best_of_random": "best of 100"}
+        print("\n| instrument | " + " | ".join(f"{names[k]} {m}" for m in ("SC", "MSD") for k in cols) + " |")
+        print("|---" * (1 + 2 * len(cols)) + "|")
+        for r in rows + [{"instrument": "**median**", **summary["median"]}]:
+            print(f"| {r['instrument']} | " + " | ".join(f"{r[k][m]:.3f}" for m in ("sc", "msd") for k in cols) + " |")
 
 
 if __name__ == "__main__":

@@ -78,13 +78,18 @@ def _spectral(target: torch.Tensor, rendered: torch.Tensor, batch: int = 64) -> 
     return torch.cat(sc).double().numpy(), torch.cat(mss).double().numpy()
 
 
-def run(predict_fn: PredictFn, contract: Contract, audio, params, batch_size: int = 64) -> EvalRun:
+def run(predict_fn: PredictFn, contract: Contract, audio, params, batch_size: int = 64,
+        refine_cfg=None) -> EvalRun:
     """evaluate(), keeping predictions, re-rendered audio and per-example scores."""
     audio = torch.as_tensor(audio).float().cpu()
     params = torch.as_tensor(params).float().cpu()
     if len(audio) != len(params) or len(audio) == 0:
         raise ValueError(f"need the same non-zero number of audio clips and patches; got {len(audio)} and {len(params)}")
     pred = predict(predict_fn, audio, batch_size, len(contract.params))
+    if refine_cfg is not None and refine_cfg.passes:  # training.refine: search by re-rendering
+        from training.refine import refine
+
+        pred = refine(contract, audio, pred, refine_cfg)[0]
     rendered = rerender(contract, pred)
     mse, per = metrics.param_mse(torch.from_numpy(pred), params)
     sc, mss = _spectral(audio, rendered)
@@ -221,8 +226,16 @@ def main(args) -> int:
         engine = load_engine(args.model, backend=args.backend, contract=c)
         predict_fn, model = engine.infer, args.model
     audio, params = cached_split(c, args.split, size, cache_dir=args.cache_dir, progress=True)
-    r = run(predict_fn, c, audio, params, batch_size=args.batch_size)
-    r.metrics = {"model": str(model), "split": args.split, "seed": split_seed(args.split), **r.metrics}
+    refine_cfg = None
+    if args.refine_passes:
+        from training.refine import RefineConfig
+
+        if args.refine_passes < 0:
+            raise UsageError(f"--refine-passes must be >= 0, got {args.refine_passes}")
+        refine_cfg = RefineConfig(passes=args.refine_passes)
+    r = run(predict_fn, c, audio, params, batch_size=args.batch_size, refine_cfg=refine_cfg)
+    r.metrics = {"model": str(model), "split": args.split, "seed": split_seed(args.split),
+                 "refine_passes": args.refine_passes, **r.metrics}
     out = Path(args.out) if args.out else Path(model).with_suffix("").parent / f"eval-{args.split}"
     paths = write_reports(r, c, audio, out, title=f"Evaluation of {Path(model).name} on the {args.split} split",
                           examples=args.examples)

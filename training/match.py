@@ -1,7 +1,8 @@
 """`synthmatch match INPUT`: match one sound file offline and write what was found.
 
 INPUT (wav, flac, ogg...; any rate; stereo mixed down) -> onset -> the 4 s window that starts there, as
-the training sounds do (shorter files zero-padded) -> model -> in --out-dir:
+the training sounds do (shorter files zero-padded) -> model -> refinement by re-rendering
+(training.refine; --refine-passes 0 turns it off) -> in --out-dir:
   params.json   normalised and physical values, Massive names, MIDI CCs, model and contract
   match.wav     the reference synth playing the prediction (16 kHz mono float)
   compare.png   input vs match log-mel spectrograms and the 16 parameters as bars
@@ -106,8 +107,21 @@ def main(args) -> int:
     except audiofile.AudioFileError as e:
         raise UsageError(str(e)) from None
     window, onset = aligned_window(audio, c, where=str(args.input))
-    values = predict(model, window[None], c, backend=args.backend)[0]
-    rendered = ReferenceSynth(c).render(torch.from_numpy(values[None].copy()))[0].numpy()
+    predicted = predict(model, window[None], c, backend=args.backend)[0]
+    synth = ReferenceSynth(c)
+    values, refinement = predicted, None
+    if args.refine_passes < 0:
+        raise UsageError(f"--refine-passes must be >= 0, got {args.refine_passes}")
+    if args.refine_passes:
+        from training.refine import RefineConfig, refine
+
+        cfg = RefineConfig(passes=args.refine_passes)
+        refined, before, after = refine(c, window[None], predicted[None], cfg, synth=synth)
+        values = refined[0]
+        refinement = {"passes": cfg.passes, "renders": cfg.renders_per_sound(c),
+                      "distance_model": round(float(before[0]), 4), "distance_refined": round(float(after[0]), 4),
+                      "model_values": {p.name: round(float(v), 4) for p, v in zip(c.params, predicted)}}
+    rendered = synth.render(torch.from_numpy(values[None].copy()))[0].numpy()
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,6 +130,7 @@ def main(args) -> int:
         "input_level_dbfs": round(rms_dbfs(window), 1), "model": str(model), "contract": c.hash,
         "values": {p.name: round(float(v), 4) for p, v in zip(c.params, values)},
         "params": describe(values, c),
+        "refinement": refinement,  # multi-scale spectral distance to the input, model alone vs refined
     }
     (out / "params.json").write_text(json.dumps(report, indent=1) + "\n")
     audiofile.write(out / "match.wav", rendered, c.audio.sample_rate)

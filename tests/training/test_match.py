@@ -9,10 +9,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from bridge import contract as contract_mod
+from bridge import audiofile, contract as contract_mod
 from bridge.cli import main as cli
 from bridge.modelfile import read_meta
 from training.match import DEFAULT_MODEL, aligned_window, predict
+from training.metrics import multiscale_spectral_distance
 from training.sampling import sample_params
 from training.synth import ReferenceSynth
 
@@ -76,6 +77,12 @@ def test_match_writes_params_wav_and_png(patches, tmp_path, capsys):
     assert first["massive"] == "OSC1 PITCH" and first["cc"] == C.params[0].cc and first["unit"] == "semitones"
     wav, rate = sf.read(tmp_path / "out" / "match.wav")
     assert rate == SR and wav.shape == (C.audio.num_samples,) and np.abs(wav).max() > 0
+    # refined by re-rendering: closer to the input than the network alone, and match.wav is that sound
+    refinement = report["refinement"]
+    assert refinement["distance_refined"] < refinement["distance_model"]
+    window, _ = aligned_window(audiofile.read_mono(path, SR), C)
+    direct = multiscale_spectral_distance(torch.from_numpy(window[None]), torch.from_numpy(wav[None].astype(np.float32)))
+    assert float(direct[0]) == pytest.approx(refinement["distance_refined"], abs=2e-3)
     assert (tmp_path / "out" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
