@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(model.pt with the weights for the cuda backend is written beside it)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--no-weights", action="store_true", help="do not write the .pt weights file beside it")
+    p.add_argument("--test-eval", metavar="EVAL_JSON",
+                   help="embed this `synthmatch eval --checkpoint CHECKPOINT` report as the model's test metrics")
+    p.add_argument("--note", action="append", default=[], metavar="KEY=TEXT",
+                   help="embed a line of provenance in the summary, e.g. hardware=\"2-core CPU, 57 min\" (repeatable)")
     _add_contract(p)
 
     p = command("train", "training.train:main",

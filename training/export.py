@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +153,38 @@ def summary_from_checkpoint(ckpt: dict, ckpt_path: str | Path) -> dict:
     }
 
 
+def _notes(notes: list[str]) -> dict:
+    out = {}
+    for note in notes:
+        key, sep, text = note.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--note {note!r}: write KEY=TEXT, e.g. hardware=\"2-core CPU\"")
+        out[key.strip()] = text
+    return out
+
+
+def _test_metrics(path: str, checkpoint: str, contract) -> dict:
+    """An eval.json of this very checkpoint on the test split, under this contract -> its metrics."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--test-eval {path}: cannot read an eval.json ({e})") from None
+    problems = []
+    if report.get("split") != "test":
+        problems.append(f"split is {report.get('split')!r}, not 'test'")
+    if report.get("contract_hash") != contract.hash:
+        problems.append(f"contract {report.get('contract_hash')} is not {contract.hash}")
+    if Path(str(report.get("model", ""))).resolve() != Path(checkpoint).resolve():
+        problems.append(f"it scores {report.get('model')}, not {checkpoint}")
+    if report.get("refine_passes"):
+        problems.append("it scores refined predictions, not the model alone")
+    if problems:
+        raise UsageError(f"--test-eval {path}: " + "; ".join(problems))
+    keep = ("split", "seed", "count", "param_mse", "spectral_convergence", "spectral_convergence_median",
+            "multiscale_spectral_distance", "multiscale_spectral_distance_median")
+    return {**{k: report[k] for k in keep if k in report}, "per_param_mse": report["param_mse_per_param"]}
+
+
 def main(args: argparse.Namespace) -> int:
     """`synthmatch export --checkpoint CKPT --out model.onnx [--opset 17] [--contract TOML] [--no-weights]`."""
     from training.checkpoint import load_model
@@ -161,7 +194,11 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".onnx":
         raise UsageError(f"--out {out}: the model file name must end in .onnx")
-    result = export_model(model, contract, out, ckpt["model_config"], summary_from_checkpoint(ckpt, args.checkpoint),
+    summary = summary_from_checkpoint(ckpt, args.checkpoint)
+    summary.update(_notes(args.note))
+    if args.test_eval:
+        summary["test_metrics"] = _test_metrics(args.test_eval, args.checkpoint, contract)
+    result = export_model(model, contract, out, ckpt["model_config"], summary,
                           opset=args.opset, weights=not args.no_weights)
     size = out.stat().st_size / 1e6
     print(f"exported {args.checkpoint} -> {out} ({size:.1f} MB, opset {args.opset}, contract {contract.hash}, "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -106,6 +108,29 @@ def test_cli_export_from_checkpoint(tmp_path, capsys):
     assert out.with_suffix(".pt").is_file()
     assert cli(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "m.bin")]) == 2
     assert "must end in .onnx" in capsys.readouterr().err
+
+
+def test_cli_export_embeds_its_test_eval_and_notes(tmp_path, capsys):
+    cfg = resolve_config({"base": "ast-tiny", **SMALL["ast-tiny"]})
+    ckpt = save_checkpoint(tmp_path / "best.pt", model=build_model(cfg, C), model_config=cfg, contract=C, step=7)
+    cache = tmp_path / "cache"
+    common = ["--split", "test", "--size", "2", "--cache-dir", str(cache), "--examples", "1"]
+    assert cli(["eval", "--checkpoint", str(ckpt), "--out", str(tmp_path / "ev"), "--device", "cpu", *common]) == 0
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    out = tmp_path / "m.onnx"
+    assert cli(["export", "--checkpoint", str(ckpt), "--out", str(out), "--no-weights",
+                "--test-eval", str(tmp_path / "ev" / "eval.json"), "--note", "hardware=2-core CPU, 3 s"]) == 0
+    meta = read_meta(out)
+    assert meta.summary["test_metrics"]["param_mse"] == report["param_mse"]
+    assert meta.summary["test_metrics"]["per_param_mse"] == report["param_mse_per_param"]
+    assert meta.summary["hardware"] == "2-core CPU, 3 s"
+    # an eval of something else is refused, naming why
+    other = save_checkpoint(tmp_path / "other.pt", model=build_model(cfg, C), model_config=cfg, contract=C, step=8)
+    capsys.readouterr()
+    assert cli(["export", "--checkpoint", str(other), "--out", str(out), "--no-weights",
+                "--test-eval", str(tmp_path / "ev" / "eval.json")]) == 2
+    assert "not " + str(other) in capsys.readouterr().err
+    assert cli(["export", "--checkpoint", str(ckpt), "--out", str(out), "--note", "no-equals-sign"]) == 2
 
 
 def test_parity_audio_is_fixed():
