@@ -39,7 +39,10 @@ from bridge.ring import Ring
 log = logging.getLogger("synthmatch.bridge")
 
 RING16_SECONDS = 12.0   # 16 kHz history: a 4 s window plus slack for a late trigger
-IDLE_SLEEP_S = 0.001    # worker poll interval when no audio is waiting
+IDLE_SLEEP_S = 0.001    # worker poll interval when no analysis is due soon (or input runs --fast)
+NEAR_SLEEP_S = 0.0002   # ... when the block completing the next window may arrive any moment
+FAR_SLEEP_S = 0.005     # longest sleep while a window is far off (commands wait at most this)
+WAKE_EARLY_S = 0.002    # start polling this long before the earliest possible arrival, plus one block
 STATUS_EVERY_S = 0.2
 
 
@@ -95,6 +98,7 @@ class Daemon:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run_guarded, name="synthmatch-worker", daemon=True)
         self._raw_pos = 0
+        self._block_s = 0.0  # longest input block seen, s: how far a sample's arrival lags its capture
         self._gen = source.generation
         self._arrivals: collections.deque = collections.deque(maxlen=4096)  # (end16, monotonic time)
         self._pending: tuple[int, float] | None = None   # trigger/manual: (onset position, wall time)
@@ -136,6 +140,7 @@ class Daemon:
             self._commands()
             raw, start = self.source.ring.read_since(self._raw_pos)
             if raw.shape[0]:
+                self._block_s = max(self._block_s, raw.shape[0] / self.source.sample_rate)
                 self._raw_pos = start + raw.shape[0]
                 # arrival of the block holding the newest frame read (stamped by the producer)
                 self._ingest(raw, self.source.ring.arrival_time(self._raw_pos))
@@ -146,7 +151,23 @@ class Daemon:
                     return
                 self._modes(time.monotonic())
                 self._maintain()
-                time.sleep(IDLE_SLEEP_S)
+                time.sleep(self._idle_sleep())
+
+    def _idle_sleep(self) -> float:
+        """How long the idle worker may sleep, s. The block that completes the next window (continuous
+        hop, or a trigger's 4 s) cannot arrive before its last sample is captured, which is at least
+        `missing / sr` away, minus what was captured but not delivered yet (at most a block): sleep
+        until shortly before that, then poll finely, so the wake-up adds at most NEAR_SLEEP_S."""
+        if self.cfg.input.fast:
+            return IDLE_SLEEP_S  # file input as fast as possible: no capture clock to plan by
+        if self.mode == "continuous" and not self.frozen:
+            missing = self._next_end - self.ring16.written
+        elif self._pending is not None:
+            missing = self._pending[0] + self.n - self.ring16.written
+        else:
+            return IDLE_SLEEP_S
+        t = missing / self.sr - self._block_s - WAKE_EARLY_S
+        return min(FAR_SLEEP_S, t) if t > NEAR_SLEEP_S else NEAR_SLEEP_S
 
     def _ingest(self, raw: np.ndarray, t_arrival: float) -> None:
         if self.source.generation != self._gen:  # the device was reopened: new resampler state

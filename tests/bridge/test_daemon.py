@@ -281,3 +281,30 @@ def test_captures_through_jack_and_recovers_when_jackd_is_killed(jack_server, c,
     counters = json.loads(err.split("synthmatch bridge: counters ", 1)[1].splitlines()[0])
     assert counters["device_lost"] >= 1 and counters["reconnects"] >= 1
     assert "lost" in err and "back" in err
+
+
+def test_idle_worker_sleeps_until_the_next_window_can_arrive(c, engine, tmp_path):
+    """The wake-up plan: long sleeps while a window is far off, fine polling when it may complete."""
+    from bridge import daemon as daemon_mod
+    from bridge.audio import open_source
+    from bridge.daemon import Daemon
+
+    path = tmp_path / "quiet.wav"
+    audiofile.write(path, np.zeros(SR, np.float32), SR)
+    plans = {}
+    for name, sections in {"continuous": dict(mode="continuous"), "trigger": dict(mode="trigger"),
+                           "fast": dict(mode="continuous", input={"source": f"file:{path}", "fast": True})}.items():
+        cfg = make_config(c, **{"input": {"source": f"file:{path}"}, **sections})
+        d = Daemon(cfg, c, engine, [], open_source(cfg.input))
+        d._block_s = 256 / 48000  # blocks of 5.3 ms have been arriving
+        plans[name] = d
+    d = plans["continuous"]
+    assert d._idle_sleep() == daemon_mod.FAR_SLEEP_S  # 4 s of audio still to come
+    d.ring16.write(np.zeros(d.n - int(0.0095 * SR), np.float32))  # 9.5 ms short of the first window
+    assert d._idle_sleep() == pytest.approx(0.0095 - 256 / 48000 - daemon_mod.WAKE_EARLY_S, abs=1e-4)
+    d.ring16.write(np.zeros(int(0.004 * SR), np.float32))  # 5.5 ms short: inside a block of arrival
+    assert d._idle_sleep() == daemon_mod.NEAR_SLEEP_S
+    assert plans["trigger"]._idle_sleep() == daemon_mod.IDLE_SLEEP_S  # nothing pending: no deadline
+    plans["trigger"]._pending = (0, 0.0)
+    assert plans["trigger"]._idle_sleep() == daemon_mod.FAR_SLEEP_S
+    assert plans["fast"]._idle_sleep() == daemon_mod.IDLE_SLEEP_S  # no capture clock with --fast
