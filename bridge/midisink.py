@@ -14,6 +14,8 @@ send() and in maintain(), which the daemon may call from its loop when there is 
 A connection the sink makes itself (a named port) takes effect at a JACK cycle boundary: events sent
 in the same cycle go nowhere. So for SETTLE_S after connecting, updates are deferred (kept as the
 newest values, counted in stats.deferred) and pushed by the first maintain() or send() after it.
+Likewise, sent events leave at the next cycle: close() waits until SETTLE_S after the last send
+before it closes the port, so a final update is not cut off.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class MidiCCSink:
         self._retry_at = 0.0
         self._checked = 0.0
         self._settle_until = 0.0
+        self._last_push = -1e9  # clock() of the last send_message
         self.port_name = ""
         self._open()  # start-up errors (no such port, no server) are the user's to fix: raise
 
@@ -175,6 +178,8 @@ class MidiCCSink:
                 return count
             self._sent[i] = q[i]
         self.stats.sent += count
+        if count:
+            self._last_push = self.clock()
         return count
 
     def send(self, update: Sequence[float] | Update) -> int:
@@ -195,10 +200,12 @@ class MidiCCSink:
         return self.stats.sent - sent_before
 
     def close(self) -> None:
-        """Close the port. Sends nothing new: only an update still deferred by a settling connection."""
+        """Close the port. Sends nothing new: only an update still deferred by a settling connection.
+        Waits (at most SETTLE_S) for what was sent to leave."""
         if self._out is not None and self._settle_until and self._wanted is not None:
             time.sleep(max(0.0, self._settle_until - self.clock()))
             self.maintain()
         if self._out is not None:
+            time.sleep(min(self.SETTLE_S, max(0.0, self._last_push + self.SETTLE_S - self.clock())))
             midiports.retire(self._out, server_dead=self._server_gone())
             self._out = None
