@@ -29,6 +29,17 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passes(text: str) -> int:
+    """argparse type of --refine-passes: a whole number >= 0 (argparse then exits 2 naming the flag)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of passes >= 0 (0 turns it off)")
+    return n
+
+
 def _add_contract(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contract", default=None, help="contract TOML (default: configs/contract.toml)")
 
@@ -62,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="exported model (default: models/default.onnx)")
     p.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
     p.add_argument("--channel", type=int, help="use this channel (0-based) instead of the mix")
-    p.add_argument("--refine-passes", type=int, default=3, metavar="N",
+    p.add_argument("--refine-passes", type=_passes, default=3, metavar="N",
                    help="improve the prediction by re-rendering candidates, N passes (default 3, about "
-                        "270 renders; 0: the model alone)")
+                        "390 renders, a few seconds; 0: the model alone)")
     _add_contract(p)
 
     p = command("demo", "training.demo:main",
@@ -118,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model", help="exported model file (.onnx), run by an inference backend")
     src.add_argument("--baseline", choices=("mean",),
                      help="no model: predict the mean patch (every parameter at its sampling mean)")
-    p.add_argument("--refine-passes", type=int, default=0, metavar="N",
+    p.add_argument("--refine-passes", type=_passes, default=0, metavar="N",
                    help="score the predictions after N passes of refinement by re-rendering (default 0)")
     p.add_argument("--split", choices=("val", "test"), default="test", help="fixed split (default test)")
     p.add_argument("--size", type=int, default=None, help="examples (default 512 val, 1024 test)")

@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from bridge.engine import MAX_BATCH, BackendError, BackendUnavailable, Engine
-from bridge.modelfile import ModelError, ModelMeta
+from bridge.modelfile import WEIGHTS_FORMAT, ModelError, ModelMeta
 
 PRECISIONS = ("fp16", "bf16", "fp32")
-WEIGHTS_FORMAT = "synthmatch-weights"
 
 
 def load_weights(onnx_path: Path, meta: ModelMeta):

@@ -21,6 +21,7 @@ from bridge.contract import Contract
 
 FORMAT = 1  # bump when the metadata layout changes incompatibly
 INPUT_NAME, OUTPUT_NAME = "audio", "params"
+WEIGHTS_FORMAT = "synthmatch-weights"  # the torch weights file export writes beside model.onnx (model.pt)
 _PREFIX = "synthmatch."
 META_KEYS = ("format", "param_names", "contract_hash", "contract", "sample_rate", "num_samples",
              "model_config", "summary", "version", "export_id")

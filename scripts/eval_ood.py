@@ -28,8 +28,7 @@ from bridge import audiofile, contract as contract_mod
 from training.match import DEFAULT_MODEL, aligned_window, predict
 from training.metrics import multiscale_spectral_distance, spectral_convergence
 from training.refine import RefineConfig, refine
-from training import sampling
-from training.sampling import sample_params
+from training.sampling import mean_patch, sample_params
 from training.synth import ReferenceSynth
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
@@ -75,10 +74,9 @@ def main() -> None:
     sr, synth = c.audio.sample_rate, ReferenceSynth(c)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    mean_patch = sampling.mean_patch(c)[None]
     randoms = sample_params(c, 99, range(args.random))
     random_audio = synth.render(torch.from_numpy(randoms))
-    mean_audio = synth.render(torch.from_numpy(mean_patch))
+    mean_audio = synth.render(torch.from_numpy(mean_patch(c)[None]))
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -230,8 +230,6 @@ def main(args) -> int:
     if args.refine_passes:
         from training.refine import RefineConfig
 
-        if args.refine_passes < 0:
-            raise UsageError(f"--refine-passes must be >= 0, got {args.refine_passes}")
         refine_cfg = RefineConfig(passes=args.refine_passes)
     r = run(predict_fn, c, audio, params, batch_size=args.batch_size, refine_cfg=refine_cfg)
     r.metrics = {"model": str(model), "split": args.split, "seed": split_seed(args.split),

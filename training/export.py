@@ -32,10 +32,9 @@ from bridge import contract as contract_mod
 from bridge.atomic import write_atomic
 from bridge.cli import UsageError
 from bridge.contract import Contract
-from bridge.modelfile import INPUT_NAME, OUTPUT_NAME, ModelMeta, build_props, embed
+from bridge.modelfile import INPUT_NAME, OUTPUT_NAME, WEIGHTS_FORMAT, ModelMeta, build_props, embed
 
 PARITY_TOL = 1e-4  # max abs difference torch vs ONNX Runtime, fp32 on the CPU
-WEIGHTS_FORMAT = "synthmatch-weights"
 
 
 class ExportError(UsageError):

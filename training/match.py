@@ -110,8 +110,6 @@ def main(args) -> int:
     predicted = predict(model, window[None], c, backend=args.backend)[0]
     synth = ReferenceSynth(c)
     values, refinement = predicted, None
-    if args.refine_passes < 0:
-        raise UsageError(f"--refine-passes must be >= 0, got {args.refine_passes}")
     if args.refine_passes:
         from training.refine import RefineConfig, refine
 

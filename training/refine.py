@@ -19,6 +19,7 @@ this is for offline matching, where about 2.7 s per sound on 2 CPU cores is fine
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,19 +80,13 @@ class Targets:
         return total / len(SEARCH_N_FFTS)
 
 
-def _full_distance(synth: ReferenceSynth, audio: torch.Tensor, patches: np.ndarray, batch: int) -> np.ndarray:
-    """(B,) training.metrics.multiscale_spectral_distance of each patch's rendering to its target."""
-    return np.concatenate([
-        multiscale_spectral_distance(audio[s:s + batch], synth.render(torch.from_numpy(patches[s:s + batch]))).numpy()
-        for s in range(0, len(patches), batch)])
-
-
-def _score(synth: ReferenceSynth, targets: Targets, idx: np.ndarray, patches: np.ndarray,
-           batch: int) -> np.ndarray:
+def _score(synth: ReferenceSynth, patches: np.ndarray, batch: int,
+           distance: Callable[[slice, torch.Tensor], torch.Tensor]) -> np.ndarray:
+    """Render patches (N, P) `batch` at a time -> (N,) distance(rows of the batch, its audio)."""
     out = np.empty(len(patches))
     for s in range(0, len(patches), batch):
-        audio = synth.render(torch.from_numpy(patches[s:s + batch]))
-        out[s:s + batch] = targets.distance(torch.from_numpy(idx[s:s + batch]), audio).numpy()
+        rows = slice(s, s + batch)
+        out[rows] = distance(rows, synth.render(torch.from_numpy(patches[rows]))).numpy()
     return out
 
 
@@ -111,8 +106,16 @@ def refine(contract: Contract, audio, init: np.ndarray, cfg: RefineConfig = Refi
     searched = [contract.names.index(name) for name in cfg.only] if cfg.only else range(n_params)
     targets = Targets(audio)
     rows = np.arange(n)
-    init = best.copy()
-    dist = _score(synth, targets, rows, best, cfg.render_batch)
+    start = best.copy()
+
+    def search(patches: np.ndarray, target_idx: np.ndarray) -> np.ndarray:
+        idx = torch.from_numpy(target_idx)
+        return _score(synth, patches, cfg.render_batch, lambda r, a: targets.distance(idx[r], a))
+
+    def full(patches: np.ndarray) -> np.ndarray:  # the metric itself, one candidate per target
+        return _score(synth, patches, cfg.render_batch, lambda r, a: multiscale_spectral_distance(audio[r], a))
+
+    dist = search(best, rows)
     for p in range(cfg.passes):
         for k in searched:
             size = cfg.grid_size(contract.params[k])
@@ -125,13 +128,12 @@ def refine(contract: Contract, audio, init: np.ndarray, cfg: RefineConfig = Refi
             g = grid.shape[1]
             cand = np.repeat(best, g, axis=0)  # (n * g, P): example-major
             cand[:, k] = grid.reshape(-1)
-            scores = _score(synth, targets, np.repeat(rows, g), cand, cfg.render_batch).reshape(n, g)
+            scores = search(cand, np.repeat(rows, g)).reshape(n, g)
             j = scores.argmin(1)
             better = scores[rows, j] < dist * (1.0 - cfg.min_gain)
             best[better, k] = grid[rows, j][better]
             dist[better] = scores[rows, j][better]
-    before = _full_distance(synth, audio, init, cfg.render_batch)
-    after = _full_distance(synth, audio, best, cfg.render_batch)
+    before, after = full(start), full(best)
     worse = after > before
-    best[worse], after[worse] = init[worse], before[worse]
+    best[worse], after[worse] = start[worse], before[worse]
     return best, before, after
