@@ -167,7 +167,8 @@ def _test_metrics(path: str, checkpoint: str, contract) -> dict:
     try:
         report = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise UsageError(f"--test-eval {path}: cannot read an eval.json ({e})") from None
+        raise UsageError(f"--test-eval {path}: cannot read an eval.json ({e}); pass the file "
+                         f"`synthmatch eval --checkpoint {checkpoint} --split test` writes") from None
     problems = []
     if report.get("split") != "test":
         problems.append(f"split is {report.get('split')!r}, not 'test'")
@@ -178,7 +179,8 @@ def _test_metrics(path: str, checkpoint: str, contract) -> dict:
     if report.get("refine_passes"):
         problems.append("it scores refined predictions, not the model alone")
     if problems:
-        raise UsageError(f"--test-eval {path}: " + "; ".join(problems))
+        raise UsageError(f"--test-eval {path}: " + "; ".join(problems) + f". Pass the eval.json that "
+                         f"`synthmatch eval --checkpoint {checkpoint} --split test` writes")
     keep = ("split", "seed", "count", "param_mse", "spectral_convergence", "spectral_convergence_median",
             "multiscale_spectral_distance", "multiscale_spectral_distance_median")
     return {**{k: report[k] for k in keep if k in report}, "per_param_mse": report["param_mse_per_param"]}
