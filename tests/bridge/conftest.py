@@ -7,7 +7,18 @@ import sys
 
 import pytest
 
-from tests.jack import JackError, JackServer, missing_tools
+from tests.jack import JackError, JackServer, JackXrun, missing_tools
+
+JACK_RERUNS = 2
+
+
+def pytest_collection_modifyitems(items):
+    """A jack test that lost MIDI while jackd logged an xrun (JackXrun: the machine stalled a client
+    past a cycle; tests/jack.py) runs again, up to JACK_RERUNS times (pytest-rerunfailures). Any other
+    failure, lost MIDI without an xrun included, fails at once."""
+    for item in items:
+        if item.get_closest_marker("jack"):
+            item.add_marker(pytest.mark.flaky(reruns=JACK_RERUNS, only_rerun=[JackXrun]))
 
 
 @pytest.fixture(scope="session")

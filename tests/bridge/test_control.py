@@ -132,6 +132,7 @@ def test_midi_footswitch_through_jack(jack):
     trig = MidiTrigger(q, port="pedal", cc=64, channel=2, api="jack", client_name="sm-trig")
     try:
         assert trig.port_name == "pedal:out"
+        mark = jack.log_mark()
         jack.settle()  # the trigger's connection to the pedal takes effect at a cycle boundary
         for msg in ([0xB1, 64, 127], [0xB1, 64, 127],   # press (held: the repeat does not fire again)
                     [0xB1, 64, 0],                      # release
@@ -140,7 +141,7 @@ def test_midi_footswitch_through_jack(jack):
                     [0x91, 60, 100],                    # a note: ignored in CC mode
                     [0xB1, 64, 100]):                   # second press
             pedal.send_message(msg)
-        assert wait_for(lambda: trig.stats.received == 7)
+        jack.wait_until(lambda: trig.stats.received == 7, "the 7 pedal messages", mark)
         cmds = q.drain()
         assert [(c.kind, c.source) for c in cmds] == [("trigger", "midi")] * 2
     finally:
@@ -155,12 +156,13 @@ def test_midi_note_trigger_virtual_port(jack):
     pad = midiports.new_client("out", "jack", "pad")
     try:
         pad.open_port(pad.get_ports().index("sm-pad:trigger_in"), "out")
+        mark = jack.log_mark()
         jack.settle()
         pad.send_message([0x99, 36, 90])   # channel 10 note-on: fires (channel 0 = any)
         pad.send_message([0x89, 36, 0])    # note-off
         pad.send_message([0x99, 36, 0])    # note-on velocity 0 = note-off
         pad.send_message([0x99, 38, 90])   # other note
-        assert wait_for(lambda: trig.stats.received == 4)
+        jack.wait_until(lambda: trig.stats.received == 4, "the 4 pad messages", mark)
         assert len(q.drain()) == 1
     finally:
         trig.close()
