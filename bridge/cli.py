@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
     p.add_argument("--channel", type=int, help="use this channel (0-based) instead of the mix")
     p.add_argument("--refine-passes", type=_passes, default=3, metavar="N",
-                   help="improve the prediction by re-rendering candidates, N passes (default 3, about "
-                        "390 renders, a few seconds; 0: the model alone)")
+                   help="improve the prediction by re-rendering candidates, N passes from the prediction "
+                        "and from the mean patch (default 3, about 780 renders, about 5 s; 0: the model "
+                        "alone)")
     _add_contract(p)
 
     p = command("demo", "training.demo:main",
