@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--osc", metavar="[HOST:]PORT", help="send OSC to this address")
     p.add_argument("--print", action="store_true", help="print one JSON line per update on stdout")
     p.add_argument("--no-control", action="store_true", help="do not start the OSC control server")
+    p.add_argument("--refine-passes", type=_passes, metavar="N",
+                   help="trigger/manual: follow each snapshot with one refined by re-rendering, N passes, "
+                        "a few seconds later (needs the train extra; default 0 = off)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config key, e.g. --set continuous.hop_s=0.1 (repeatable)")
     p.add_argument("--seconds", type=float, help="stop after this many seconds")

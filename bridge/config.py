@@ -40,6 +40,13 @@ class TriggerSettings:
 
 
 @dataclass
+class RefineSettings:
+    passes: int = 0                  # > 0: each trigger/manual snapshot is followed by a refined one, a
+    #                                  few seconds later (bridge/refiner.py; needs the train extra)
+    threads: int = 1                 # torch threads of the refinement process
+
+
+@dataclass
 class ContinuousSettings:
     hop_s: float = 0.25              # a new 4 s window every hop
     smoothing_s: float = 0.3         # one-pole time constant per parameter; 0 = none
@@ -102,6 +109,7 @@ class BridgeConfig:
     input: InputSettings = field(default_factory=InputSettings)
     onset: OnsetSettings = field(default_factory=OnsetSettings)
     trigger: TriggerSettings = field(default_factory=TriggerSettings)
+    refine: RefineSettings = field(default_factory=RefineSettings)
     continuous: ContinuousSettings = field(default_factory=ContinuousSettings)
     manual: ManualSettings = field(default_factory=ManualSettings)
     output: Any = None               # OutputSettings (built from the sinks' dataclasses)
@@ -281,6 +289,9 @@ def validate(cfg: BridgeConfig, contract=None) -> None:
     cfg.onset.validate("onset")
     if cfg.trigger.max_wait_s <= 0:
         raise UsageError("trigger.max_wait_s must be > 0")
+    if cfg.refine.passes < 0 or cfg.refine.threads < 1:
+        raise UsageError(f"refine.passes = {cfg.refine.passes}, refine.threads = {cfg.refine.threads}: "
+                         "passes >= 0 (0 = off), threads >= 1")
     c = cfg.continuous
     if c.hop_s <= 0:
         raise UsageError(f"continuous.hop_s = {c.hop_s}: must be > 0")

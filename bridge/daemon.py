@@ -13,6 +13,8 @@ Modes:
               rate limit; the silence gate stops updates while nobody plays.
   manual      like trigger, but only after a control message arms it (OSC /synthmatch/trigger or the
               MIDI footswitch); manual.start = "now" analyses the last 4 s at once instead.
+With refine.passes > 0, each trigger/manual snapshot is followed by a refined one a few seconds later
+(bridge/refiner.py: a second process searches by re-rendering), unless a newer update came first.
 Freeze/unfreeze and mode changes arrive over the control server. Counters are logged every
 log.interval_s and printed as one JSON line on stderr at exit ("synthmatch bridge: counters {...}").
 """
@@ -44,6 +46,7 @@ NEAR_SLEEP_S = 0.0002   # ... when the block completing the next window may arri
 FAR_SLEEP_S = 0.005     # longest sleep while a window is far off (commands wait at most this)
 WAKE_EARLY_S = 0.002    # start polling this long before the earliest possible arrival, plus one block
 STATUS_EVERY_S = 0.2
+REFINE_DRAIN_S = 120.0  # end of file input: wait this long at most for the last refined snapshot
 
 
 def percentile(xs, q: float) -> float | None:
@@ -65,9 +68,12 @@ class Counters:
     skipped_hops: int = 0       # continuous hops dropped because the worker was late
     bad_outputs: int = 0        # model outputs that were not finite (never sent)
     control_commands: int = 0
+    refined: int = 0            # refined snapshots sent (refine.passes > 0)
+    refines_dropped: int = 0    # refined answers not sent: a newer update, freeze or a mode change came first
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
     infer_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
     overhead_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
+    refine_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
 
 
 class Daemon:
@@ -75,10 +81,11 @@ class Daemon:
 
     window_tap(start, window, values): optional observer called with every analysed window
     (start = absolute 16 kHz sample position, window = (num_samples,) float32, values = raw model output).
+    refiner: an opened bridge.refiner.Refiner, or None (no refined follow-ups).
     """
 
     def __init__(self, cfg, contract, engine, sinks: list, source, commands=None,
-                 window_tap: Callable[[int, np.ndarray, np.ndarray], None] | None = None):
+                 window_tap: Callable[[int, np.ndarray, np.ndarray], None] | None = None, refiner=None):
         self.cfg, self.contract, self.engine, self.sinks, self.source = cfg, contract, engine, sinks, source
         self.sr = contract.audio.sample_rate
         self.n = contract.audio.num_samples
@@ -88,6 +95,10 @@ class Daemon:
             commands = CommandQueue()
         self.commands = commands  # bridge.control.CommandQueue: get() -> ControlCommand | None
         self.window_tap = window_tap
+        self.refiner = refiner
+        self._update_id = 0            # counts updates sent: a refined answer is for the newest only
+        self._snapshot_t_audio = 0.0   # t_audio of the newest snapshot (latency of its refined follow-up)
+        self._answered: int | None = None  # the newest update id the refiner answered
         self.mode = cfg.mode
         self.frozen = False
         self.c = Counters()
@@ -138,6 +149,7 @@ class Daemon:
         while not self._stop.is_set():
             self.source.poll()
             self._commands()
+            self._refined()
             raw, start = self.source.ring.read_since(self._raw_pos)
             if raw.shape[0]:
                 self._block_s = max(self._block_s, raw.shape[0] / self.source.sample_rate)
@@ -236,6 +248,8 @@ class Daemon:
         values = self._infer(p, window)
         if values is not None:
             self._send(values, self._arrival_of(p + max(m, 1)))
+            if self.refiner is not None:
+                self.refiner.submit(self._update_id, window, values)
 
     def _continuous(self) -> None:
         while self.ring16.written >= self._next_end and not self._stop.is_set():
@@ -300,30 +314,58 @@ class Daemon:
             return None
         return np.clip(out, 0.0, 1.0).astype(np.float32)
 
-    def _send(self, values: np.ndarray, t_audio: float) -> None:
+    def _emit(self, values: np.ndarray, t_audio: float, mode: str, t_done: float) -> float:
+        """Hand one update to every sink -> the time it was handed over."""
         from bridge.sinks import Update
 
-        u = Update(values=[float(v) for v in values], t_audio=t_audio, t_infer_done=time.monotonic(),
-                   mode=self.mode)
+        u = Update(values=[float(v) for v in values], t_audio=t_audio, t_infer_done=t_done, mode=mode)
         for s in self.sinks:
             try:
                 self.c.messages += s.send(u)
             except (OSError, ValueError) as e:  # sinks count transport trouble; this is a last guard
                 log.warning("%s failed: %s", type(s).__name__, e)
         now = time.monotonic()
-        lat = (now - t_audio) * 1000.0
-        self.c.latency_ms.append(lat)
-        if self.c.infer_ms:  # everything but the model: waiting, conversion, windowing, sending
-            self.c.overhead_ms.append(lat - self.c.infer_ms[-1])
         self.c.updates += 1
         self._last_sent = values.copy()
         self._last_send_t = now
         self.last_values = values
+        return now
+
+    def _send(self, values: np.ndarray, t_audio: float) -> None:
+        now = self._emit(values, t_audio, self.mode, time.monotonic())
+        self._update_id += 1
+        self._snapshot_t_audio = t_audio
+        lat = (now - t_audio) * 1000.0
+        self.c.latency_ms.append(lat)
+        if self.c.infer_ms:  # everything but the model: waiting, conversion, windowing, sending
+            self.c.overhead_ms.append(lat - self.c.infer_ms[-1])
+
+    def _refined(self) -> None:
+        """Send a refined snapshot that came back, if it is still for the newest update."""
+        if self.refiner is None:
+            return
+        for ident, values, before, after, seconds in self.refiner.poll():
+            self._answered = ident
+            if ident != self._update_id or self.frozen or self.mode == "continuous":
+                self.c.refines_dropped += 1
+                continue
+            self.c.refined += 1
+            self.c.refine_ms.append(seconds * 1000.0)
+            log.debug("refined snapshot: spectral distance %.3f -> %.3f in %.1f s", before, after, seconds)
+            self._emit(np.clip(values, 0.0, 1.0).astype(np.float32), self._snapshot_t_audio,
+                       f"{self.mode}+refined", time.monotonic())
 
     def _finish(self) -> None:
-        """End of file input: a capture still waiting is analysed zero-padded."""
+        """End of file input: a capture still waiting is analysed zero-padded; the refined follow-up of
+        the last snapshot is waited for (at most REFINE_DRAIN_S)."""
         if self._pending is not None and self.mode in ("trigger", "manual"):
             self._capture(self._pending[0], end=self.ring16.written)
+        r = self.refiner
+        deadline = time.monotonic() + REFINE_DRAIN_S
+        while (r is not None and r.last_submitted is not None and self._answered != r.last_submitted
+               and r.alive() and not self._stop.is_set() and time.monotonic() < deadline):
+            time.sleep(0.01)
+            self._refined()
 
     def _maintain(self) -> None:
         for s in self.sinks:
@@ -369,7 +411,8 @@ class Daemon:
         c = self.c
         src = self.source
         d = {k: getattr(c, k) for k in ("inferences", "updates", "messages", "onsets", "captures_padded",
-                                         "gated", "held", "skipped_hops", "bad_outputs", "control_commands")}
+                                         "gated", "held", "skipped_hops", "bad_outputs", "control_commands",
+                                         "refined", "refines_dropped")}
         d.update({
             "input_overflows": src.status_counts.get("input_overflow", 0),
             "input_status_other": src.status_counts.get("input_underflow", 0) + src.status_counts.get("other", 0),
@@ -380,6 +423,7 @@ class Daemon:
             "infer_ms_p50": _r(percentile(c.infer_ms, 50)), "infer_ms_p99": _r(percentile(c.infer_ms, 99)),
             "overhead_ms_p50": _r(percentile(c.overhead_ms, 50)),
             "overhead_ms_p99": _r(percentile(c.overhead_ms, 99)),
+            "refine_ms_p50": _r(percentile(c.refine_ms, 50)),
             "samples_16k": self.ring16.written,
         })
         return d
@@ -445,6 +489,8 @@ def config_from_args(args):
         over["output.print.enabled"] = True
     if args.no_control:
         over["control.enabled"] = False
+    if getattr(args, "refine_passes", None) is not None:
+        over["refine.passes"] = args.refine_passes
     return config_mod.load(args.config, over)
 
 
@@ -452,7 +498,10 @@ def _open_engine(cfg, contract):
     from bridge.config import resolve_path
     from bridge.engine import load_engine
 
-    engine = load_engine(resolve_path(cfg.model), backend=cfg.backend, contract=contract, threads=cfg.threads or None)
+    # refining: the search takes a core, so by default inference keeps to the other one (two ONNX Runtime
+    # threads beside a busy core measured 13 ms p50 per snapshot on 2 cores; one thread 6.5 ms)
+    threads = cfg.threads or (1 if cfg.refine.passes else None)
+    engine = load_engine(resolve_path(cfg.model), backend=cfg.backend, contract=contract, threads=threads)
     m = engine.meta
     if m.sample_rate != contract.audio.sample_rate or m.num_samples != contract.audio.num_samples:
         from bridge.cli import UsageError
@@ -499,6 +548,16 @@ def main(args) -> int:
 
     from bridge.control import CommandQueue
 
+    refiner = None
+    if cfg.refine.passes:  # also in continuous mode: the control server may switch to trigger later
+        from bridge.cli import UsageError
+        from bridge.refiner import Refiner, RefinerError
+
+        try:
+            refiner = Refiner(contract, cfg.refine.passes, cfg.refine.threads)
+        except RefinerError as e:
+            engine.close()
+            raise UsageError(f"refine.passes = {cfg.refine.passes}: {e}") from None
     source = open_source(cfg.input)
     sinks = build_sinks(cfg.output, contract)
     commands = CommandQueue(64)
@@ -512,7 +571,7 @@ def main(args) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         controls = _open_control(cfg, commands, lambda: daemon.status() if daemon is not None else {})
-        daemon = Daemon(cfg, contract, engine, sinks, source, commands)
+        daemon = Daemon(cfg, contract, engine, sinks, source, commands, refiner=refiner)
         daemon.start()
         log.info("bridge running: input %s, mode %s, %d output(s)", source.name, cfg.mode, len(sinks))
         t_end = time.monotonic() + args.seconds if args.seconds else math.inf
@@ -545,6 +604,8 @@ def main(args) -> int:
             except OSError as e:
                 log.warning("closing %s: %s", type(obj).__name__, e)
         engine.close()
+        if refiner is not None:
+            refiner.close()
         for s, h in old.items():
             signal.signal(s, h)
     counters = daemon.counters()

@@ -1,0 +1,78 @@
+"""bridge.refiner: the daemon follows a snapshot with a refined one, computed in a second process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bridge import contract as contract_mod
+from bridge.onset import OnsetSettings, offline_onsets
+from bridge.refiner import Refiner, RefinerError
+from tests.bridge.daemon_util import SR, notes_file
+
+N = 64000
+
+
+@pytest.fixture(scope="module")
+def c():
+    return contract_mod.default()
+
+
+def test_each_snapshot_is_followed_by_its_refinement_unless_a_newer_one_came_first(c, tiny_onnx, tmp_path):
+    """Three notes through `synthmatch bridge --fast`: three network snapshots at once, then the refined
+    follow-up of the newest only (the first two were superseded before their search finished), equal to
+    training.refine on the same window, and closer to it than the network's snapshot."""
+    from bridge.engine import load_engine
+    from training.metrics import multiscale_spectral_distance
+    from training.refine import RefineConfig, refine
+    from training.synth import ReferenceSynth
+
+    path = tmp_path / "three.wav"
+    x = notes_file(path, c, [8000, 8000 + 5 * SR + 123, 8000 + 10 * SR + 777], 16 * SR)
+    r = subprocess.run([sys.executable, "-m", "bridge.cli", "bridge", "--input", f"file:{path}", "--fast",
+                        "--mode", "trigger", "--model", str(tiny_onnx), "--print", "--no-control",
+                        "--refine-passes", "1"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(s) for s in r.stdout.splitlines()]
+    assert [u["mode"] for u in lines] == ["trigger"] * 3 + ["trigger+refined"], r.stdout
+    counters = json.loads(r.stderr.split("synthmatch bridge: counters ", 1)[1].splitlines()[0])
+    assert counters["refined"] == 1 and counters["refine_ms_p50"] > 0
+
+    onset = offline_onsets(x, OnsetSettings(), SR)[2]
+    window = x[onset:onset + N][None]
+    engine = load_engine(tiny_onnx, backend="onnxruntime", contract=c, threads=1)
+    net = np.clip(engine.infer(window), 0, 1)
+    engine.close()
+    sent_net, sent_refined = (np.array([u["values"][n] for n in c.names], np.float32) for u in lines[2:])
+    np.testing.assert_allclose(sent_net, net[0], atol=1e-5)  # print rounds to 5 digits
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the refinement process
+    try:
+        offline, before, after = refine(c, window, net, RefineConfig(passes=1))
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(sent_refined, offline[0], atol=1e-5)
+    with torch.no_grad():
+        audio = ReferenceSynth(c).render(torch.from_numpy(np.stack([net[0], sent_refined])))
+    d = multiscale_spectral_distance(torch.from_numpy(window).repeat(2, 1), audio).numpy()
+    assert d[1] < d[0], d
+
+
+def test_without_torch_the_refiner_says_how_to_install_it(c, tmp_path, monkeypatch):
+    fake = tmp_path / "no_torch" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'torch'\")\n")
+    monkeypatch.syspath_prepend(str(fake.parent))  # a spawned child starts with the parent's sys.path
+    with pytest.raises(RefinerError, match=r"No module named 'torch'.*pip install -e '\.\[train\]'"):
+        Refiner(c, passes=1, ready_timeout=60)
+
+
+def test_config_rejects_negative_passes(c, tiny_onnx):
+    r = subprocess.run([sys.executable, "-m", "bridge.cli", "bridge", "--model", str(tiny_onnx), "--check",
+                        "--set", "refine.passes=-1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "refine.passes = -1" in r.stderr, r.stderr
