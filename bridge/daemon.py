@@ -498,8 +498,8 @@ def _open_engine(cfg, contract):
     from bridge.config import resolve_path
     from bridge.engine import load_engine
 
-    # refining: the search takes a core, so by default inference keeps to the other one (two ONNX Runtime
-    # threads beside a busy core measured 13 ms p50 per snapshot on 2 cores; one thread 6.5 ms)
+    # refining: the search takes a core, so by default inference keeps to the other one (on 2 cores,
+    # snapshot latency p50 16.8 ms with two ONNX Runtime threads beside the search, 8.9 ms with one)
     threads = cfg.threads or (1 if cfg.refine.passes else None)
     engine = load_engine(resolve_path(cfg.model), backend=cfg.backend, contract=contract, threads=threads)
     m = engine.meta
