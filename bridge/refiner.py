@@ -106,7 +106,8 @@ class Refiner:
     def alive(self) -> bool:
         return self._proc.is_alive()
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, timeout: float = 0.2) -> None:
+        """Stop the child: a search in flight is not waited for (it holds nothing worth finishing)."""
         if self._proc.is_alive():
             try:
                 self._requests.put(None)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,3 +79,32 @@ def test_config_rejects_negative_passes(c, tiny_onnx):
     r = subprocess.run([sys.executable, "-m", "bridge.cli", "bridge", "--model", str(tiny_onnx), "--check",
                         "--set", "refine.passes=-1"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "refine.passes = -1" in r.stderr, r.stderr
+
+
+def test_sigterm_with_a_search_in_flight_exits_at_once_and_leaves_no_child(c, tiny_onnx, tmp_path):
+    path = tmp_path / "one.wav"
+    notes_file(path, c, [1600], 6 * SR)
+    p = subprocess.Popen([sys.executable, "-m", "bridge.cli", "bridge", "--input", f"file:{path}", "--mode",
+                          "trigger", "--model", str(tiny_onnx), "--print", "--no-control", "--refine-passes", "3"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(p.stdout.readline())["mode"] == "trigger"  # real time: ~4 s; its search starts now
+        time.sleep(0.3)
+        children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "no refinement process"
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        p.wait(10)
+        elapsed = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    err = p.stderr.read()
+    assert p.returncode == 0, err
+    assert elapsed < 1.0, f"shutdown took {elapsed:.2f} s"
+    counters = json.loads(err.split("synthmatch bridge: counters ", 1)[1].splitlines()[0])
+    assert counters["refined"] == 0  # it was still searching
+    deadline = time.monotonic() + 2.0  # an orphan would outlive its parent; a closed child is gone
+    while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children), children
