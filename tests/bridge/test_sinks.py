@@ -301,7 +301,9 @@ def test_osc_into_python_osc_server_one_bundle_per_update():
     got: list[tuple[str, tuple]] = []
     d = dispatcher.Dispatcher()
     d.set_default_handler(lambda addr, *args: got.append((addr, args)))
-    server = osc_server.ThreadingOSCUDPServer(("127.0.0.1", 0), d)
+    # one packet at a time, in arrival order (a threading server dispatches two bundles concurrently,
+    # which interleaved their messages once in CI)
+    server = osc_server.BlockingOSCUDPServer(("127.0.0.1", 0), d)
     packets: list[bytes] = []
     orig = server.finish_request
     server.finish_request = lambda req, addr: (packets.append(req[0]), orig(req, addr))
