@@ -314,11 +314,11 @@ class Daemon:
             return None
         return np.clip(out, 0.0, 1.0).astype(np.float32)
 
-    def _emit(self, values: np.ndarray, t_audio: float, mode: str, t_done: float) -> float:
+    def _emit(self, values: np.ndarray, t_audio: float, mode: str) -> float:
         """Hand one update to every sink -> the time it was handed over."""
         from bridge.sinks import Update
 
-        u = Update(values=[float(v) for v in values], t_audio=t_audio, t_infer_done=t_done, mode=mode)
+        u = Update(values=[float(v) for v in values], t_audio=t_audio, t_infer_done=time.monotonic(), mode=mode)
         for s in self.sinks:
             try:
                 self.c.messages += s.send(u)
@@ -332,7 +332,7 @@ class Daemon:
         return now
 
     def _send(self, values: np.ndarray, t_audio: float) -> None:
-        now = self._emit(values, t_audio, self.mode, time.monotonic())
+        now = self._emit(values, t_audio, self.mode)
         self._update_id += 1
         self._snapshot_t_audio = t_audio
         lat = (now - t_audio) * 1000.0
@@ -352,8 +352,7 @@ class Daemon:
             self.c.refined += 1
             self.c.refine_ms.append(seconds * 1000.0)
             log.debug("refined snapshot: spectral distance %.3f -> %.3f in %.1f s", before, after, seconds)
-            self._emit(np.clip(values, 0.0, 1.0).astype(np.float32), self._snapshot_t_audio,
-                       f"{self.mode}+refined", time.monotonic())
+            self._emit(values, self._snapshot_t_audio, f"{self.mode}+refined")  # refine() keeps [0, 1]
 
     def _finish(self) -> None:
         """End of file input: a capture still waiting is analysed zero-padded; the refined follow-up of
@@ -489,7 +488,7 @@ def config_from_args(args):
         over["output.print.enabled"] = True
     if args.no_control:
         over["control.enabled"] = False
-    if getattr(args, "refine_passes", None) is not None:
+    if args.refine_passes is not None:
         over["refine.passes"] = args.refine_passes
     return config_mod.load(args.config, over)
 

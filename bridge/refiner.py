@@ -80,7 +80,9 @@ class Refiner:
             msg = self._results.get(timeout=timeout)
         except queue.Empty:
             self.close()
-            raise RefinerError(f"the refinement process did not start within {timeout:.0f} s") from None
+            raise RefinerError(f"the refinement process did not start within {timeout:.0f} s; check that "
+                               "`python -c 'import torch'` works in this environment, or set refine.passes = 0"
+                               ) from None
         if msg[0] != "ready":
             self.close()
             raise RefinerError(f"refinement needs the training extra (torch and the reference synth): "

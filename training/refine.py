@@ -20,8 +20,8 @@ batches, and the closer of the two results is kept. A coordinate search moves on
 from the network's scattered oscillator pitches another oscillator's harmonics stay in the way; from
 the mean patch every oscillator starts at unison, which is where most real instruments sit. Measured
 (docs/model-card.md): out of domain the two searches bring the median SC from 0.75 to 0.63 for twice
-the renders. The daemon does not refine: this is for offline matching, about 5 s per sound on 2 CPU
-cores.
+the renders. About 3.3 s per sound on 2 CPU cores: `synthmatch match` runs it, and the daemon runs it in a
+second process for refined follow-up snapshots (bridge/refiner.py), never in its live path.
 """
 
 from __future__ import annotations

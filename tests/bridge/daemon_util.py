@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import sys
+import time
 
 import numpy as np
 
@@ -42,6 +45,28 @@ def notes_file(path, contract, starts, total, seed: int = 3) -> np.ndarray:
         x[s:s + m] += a[:m]
     audiofile.write(path, x, SR)
     return x
+
+
+def bridge_cmd(*args) -> list[str]:
+    """`synthmatch bridge ARGS` as a subprocess command line."""
+    return [sys.executable, "-m", "bridge.cli", "bridge", *args]
+
+
+def exit_counters(stderr: str) -> dict:
+    """The counters `synthmatch bridge` prints on stderr as it exits."""
+    return json.loads(stderr.split("synthmatch bridge: counters ", 1)[1].splitlines()[0])
+
+
+def sigterm_bridge(p) -> tuple[float, str, dict]:
+    """SIGTERM a running `synthmatch bridge` subprocess (stderr piped) -> (seconds until it exited, its
+    stderr, its exit counters); it must exit with status 0."""
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    p.wait(10)
+    elapsed = time.monotonic() - t0
+    err = p.stderr.read()
+    assert p.returncode == 0, err
+    return elapsed, err, exit_counters(err)
 
 
 def make_config(contract, **sections):

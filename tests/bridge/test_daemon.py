@@ -4,7 +4,6 @@ model (tiny_onnx), print/OSC sinks, the control queue; the CLI as a subprocess f
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,8 @@ import pytest
 
 from bridge import audiofile, contract as contract_mod
 from bridge.onset import OnsetSettings, offline_onsets
-from tests.bridge.daemon_util import SR, make_config, notes_file, run_daemon
+from tests.bridge.daemon_util import (SR, bridge_cmd, exit_counters, make_config, notes_file, run_daemon,
+                                      sigterm_bridge)
 
 N = 64000
 
@@ -173,13 +173,9 @@ def test_manual_capture_armed_over_osc(c, engine, tmp_path):
     assert d.c.captures_padded == 1  # the file ends 0.5 s after the note: zero-padded
 
 
-def _bridge_cmd(*args):
-    return [sys.executable, "-m", "bridge.cli", "bridge", *args]
-
-
 def test_sigterm_shuts_down_within_a_second_and_prints_counters(c, tiny_onnx, three_notes):
     path, _, _ = three_notes
-    p = subprocess.Popen(_bridge_cmd("--input", f"file:{path}", "--model", str(tiny_onnx), "--mode",
+    p = subprocess.Popen(bridge_cmd("--input", f"file:{path}", "--model", str(tiny_onnx), "--mode",
                                      "continuous", "--print", "--set", "control.port=0"),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -189,17 +185,11 @@ def test_sigterm_shuts_down_within_a_second_and_prints_counters(c, tiny_onnx, th
             line = p.stderr.readline()
             assert line and time.monotonic() < deadline, "daemon did not start"
         time.sleep(0.3)
-        t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)
-        p.wait(5)
-        elapsed = time.monotonic() - t0
+        elapsed, err, counters = sigterm_bridge(p)
     finally:
         if p.poll() is None:
             p.kill()
-    err = p.stderr.read()
-    assert p.returncode == 0, err
     assert elapsed < 1.0, f"shutdown took {elapsed:.2f} s"
-    counters = json.loads(err.split("synthmatch bridge: counters ", 1)[1].splitlines()[0])
     assert counters["samples_16k"] > 0 and counters["input_overflows"] == 0
 
 
@@ -207,10 +197,10 @@ def test_corrupt_model_is_a_clear_error(tmp_path, three_notes):
     path, _, _ = three_notes
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
-    r = subprocess.run(_bridge_cmd("--input", f"file:{path}", "--model", str(bad), "--check"),
+    r = subprocess.run(bridge_cmd("--input", f"file:{path}", "--model", str(bad), "--check"),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "bad.onnx" in r.stderr
-    r = subprocess.run(_bridge_cmd("--model", str(tmp_path / "missing.onnx"), "--check"),
+    r = subprocess.run(bridge_cmd("--model", str(tmp_path / "missing.onnx"), "--check"),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "missing.onnx" in r.stderr
 
@@ -250,7 +240,7 @@ def test_captures_through_jack_and_recovers_when_jackd_is_killed(jack_server, c,
         jack_server.connect("player:out_0", "synthmatch:in_1")
         return p
 
-    d = subprocess.Popen(_bridge_cmd("--input", "system", "--model", str(tiny_onnx), "--mode", "continuous",
+    d = subprocess.Popen(bridge_cmd("--input", "system", "--model", str(tiny_onnx), "--mode", "continuous",
                                      "--print", "--set", "control.port=0", "--set", "continuous.hop_s=0.25",
                                      "--set", "continuous.deadband=0", "--set", "continuous.max_rate_hz=0"),
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -278,7 +268,7 @@ def test_captures_through_jack_and_recovers_when_jackd_is_killed(jack_server, c,
                 proc.wait()
     err = d.stderr.read()
     assert d.returncode == 0, err[-2000:]
-    counters = json.loads(err.split("synthmatch bridge: counters ", 1)[1].splitlines()[0])
+    counters = exit_counters(err)
     assert counters["device_lost"] >= 1 and counters["reconnects"] >= 1
     assert "lost" in err and "back" in err
 

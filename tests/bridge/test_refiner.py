@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import torch
 from bridge import contract as contract_mod
 from bridge.onset import OnsetSettings, offline_onsets
 from bridge.refiner import Refiner, RefinerError
-from tests.bridge.daemon_util import SR, notes_file
+from tests.bridge.daemon_util import SR, bridge_cmd, exit_counters, notes_file, sigterm_bridge
 
 N = 64000
 
@@ -37,13 +35,13 @@ def test_each_snapshot_is_followed_by_its_refinement_unless_a_newer_one_came_fir
 
     path = tmp_path / "three.wav"
     x = notes_file(path, c, [8000, 8000 + 5 * SR + 123, 8000 + 10 * SR + 777], 16 * SR)
-    r = subprocess.run([sys.executable, "-m", "bridge.cli", "bridge", "--input", f"file:{path}", "--fast",
-                        "--mode", "trigger", "--model", str(tiny_onnx), "--print", "--no-control",
-                        "--refine-passes", "1"], capture_output=True, text=True, timeout=180)
+    r = subprocess.run(bridge_cmd("--input", f"file:{path}", "--fast", "--mode", "trigger", "--model",
+                                  str(tiny_onnx), "--print", "--no-control", "--refine-passes", "1"),
+                       capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
     lines = [json.loads(s) for s in r.stdout.splitlines()]
     assert [u["mode"] for u in lines] == ["trigger"] * 3 + ["trigger+refined"], r.stdout
-    counters = json.loads(r.stderr.split("synthmatch bridge: counters ", 1)[1].splitlines()[0])
+    counters = exit_counters(r.stderr)
     assert counters["refined"] == 1 and counters["refine_ms_p50"] > 0
 
     onset = offline_onsets(x, OnsetSettings(), SR)[2]
@@ -76,33 +74,27 @@ def test_without_torch_the_refiner_says_how_to_install_it(c, tmp_path, monkeypat
 
 
 def test_config_rejects_negative_passes(c, tiny_onnx):
-    r = subprocess.run([sys.executable, "-m", "bridge.cli", "bridge", "--model", str(tiny_onnx), "--check",
-                        "--set", "refine.passes=-1"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(bridge_cmd("--model", str(tiny_onnx), "--check", "--set", "refine.passes=-1"),
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "refine.passes = -1" in r.stderr, r.stderr
 
 
 def test_sigterm_with_a_search_in_flight_exits_at_once_and_leaves_no_child(c, tiny_onnx, tmp_path):
     path = tmp_path / "one.wav"
     notes_file(path, c, [1600], 6 * SR)
-    p = subprocess.Popen([sys.executable, "-m", "bridge.cli", "bridge", "--input", f"file:{path}", "--mode",
-                          "trigger", "--model", str(tiny_onnx), "--print", "--no-control", "--refine-passes", "3"],
+    p = subprocess.Popen(bridge_cmd("--input", f"file:{path}", "--mode", "trigger", "--model", str(tiny_onnx),
+                                    "--print", "--no-control", "--refine-passes", "3"),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert json.loads(p.stdout.readline())["mode"] == "trigger"  # real time: ~4 s; its search starts now
         time.sleep(0.3)
         children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
         assert children, "no refinement process"
-        t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)
-        p.wait(10)
-        elapsed = time.monotonic() - t0
+        elapsed, _, counters = sigterm_bridge(p)
     finally:
         if p.poll() is None:
             p.kill()
-    err = p.stderr.read()
-    assert p.returncode == 0, err
     assert elapsed < 1.0, f"shutdown took {elapsed:.2f} s"
-    counters = json.loads(err.split("synthmatch bridge: counters ", 1)[1].splitlines()[0])
     assert counters["refined"] == 0  # it was still searching
     deadline = time.monotonic() + 2.0  # an orphan would outlive its parent; a closed child is gone
     while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
