@@ -2,7 +2,9 @@
 
 Neither touches daemon state: they turn incoming messages into `ControlCommand`s in a `CommandQueue`
 that the daemon drains from its own loop. Malformed input (unknown address, wrong argument count or
-types, datagrams that are not OSC) is ignored with a logged warning and counted.
+types, datagrams that are not OSC: bad sizes or alignment, bundles nested deeper than MAX_DEPTH,
+addresses or strings that are not UTF-8) is ignored with a rate-limited warning and counted in
+`ControlServer.stats` (the daemon reports them under "control" in /synthmatch/status).
 
 OSC addresses (UDP, bound to 127.0.0.1 by default):
   /synthmatch/trigger            no args, or one number (non-zero fires; 0 = a button's release, ignored)
@@ -16,9 +18,14 @@ daemon answers with `ControlServer.send_status`.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import json
 import logging
+import math
 import queue
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field, fields
@@ -43,8 +50,9 @@ class ControlCommand:
 class ControlStats:
     received: int = 0    # datagrams / MIDI messages seen
     accepted: int = 0    # commands queued (or status answered)
-    malformed: int = 0   # wrong args, not OSC, unknown address
-    dropped: int = 0     # queue full
+    malformed: int = 0   # wrong args, not OSC (bad sizes, alignment, nesting, UTF-8), unknown address
+    dropped: int = 0     # queue full, or status requests beyond STATUS_MAX_HZ
+    errors: int = 0      # handling a datagram raised (a bug; the server goes on)
     replies: int = 0     # status replies sent
 
     def as_dict(self) -> dict[str, int]:
@@ -85,60 +93,216 @@ class CommandQueue:
 
 
 def _truthy(arg: Any) -> bool | None:
-    """OSC 1/0, 1.0/0.0, T/F -> bool; anything else None (malformed)."""
+    """OSC 1/0, 1.0/0.0, T/F -> bool; anything else (NaN and infinities included) None (malformed)."""
     if isinstance(arg, bool):
         return arg
-    if isinstance(arg, (int, float)):
+    if isinstance(arg, (int, float)) and math.isfinite(arg):
         return arg != 0
     return None
 
 
+# ---- OSC decoding, bounded ------------------------------------------------------------------------
+# python-osc's parser is not safe on hostile input (a negative bundle element size loops forever), so
+# every datagram is decoded here: each step consumes at least 4 bytes, sizes are checked against what is
+# left, nesting is bounded, and anything unexpected raises OscError (the datagram is counted as malformed).
+
+MAX_DATAGRAM = 8192     # bytes; a command is < 64, a full status request 20 (UDP payloads beyond are cut)
+MAX_DEPTH = 4           # bundles within bundles / arrays within arrays
+MAX_MESSAGES = 16       # messages per datagram (a bundle of a few commands at most)
+_BUNDLE = b"#bundle\0"
+_FIXED = {"i": (4, ">i"), "f": (4, ">f"), "c": (4, ">I"), "r": (4, ">I"), "m": (4, ">4s"),
+          "h": (8, ">q"), "d": (8, ">d"), "t": (8, ">Q")}   # tag -> (bytes, struct format)
+_CONST = {"T": True, "F": False, "N": None, "I": True}
+
+
+class OscError(ValueError):
+    """A datagram that is not well-formed OSC (the message says where it breaks)."""
+
+
+def _string(data: bytes, i: int, what: str) -> tuple[str, int]:
+    """OSC string at i: UTF-8, NUL-terminated, padded to a multiple of 4 -> (text, next index)."""
+    end = data.find(b"\0", i)
+    if end < 0:
+        raise OscError(f"{what} at byte {i} has no terminating NUL")
+    nxt = (end + 4) & ~3
+    if nxt > len(data):
+        raise OscError(f"{what} at byte {i} runs past the end")
+    try:
+        return data[i:end].decode("utf-8"), nxt
+    except UnicodeDecodeError:
+        raise OscError(f"{what} at byte {i} is not UTF-8") from None
+
+
+def _args(data: bytes, tags: str, i: int) -> list:
+    """The arguments of one message, from the type tags (after the comma) at data[i:]."""
+    out: list = []
+    stack = [out]
+    for tag in tags:
+        if tag in _FIXED:
+            size, fmt = _FIXED[tag]
+            if i + size > len(data):
+                raise OscError(f"argument {tag!r} at byte {i} runs past the end")
+            val = struct.unpack_from(fmt, data, i)[0]
+            i += size
+        elif tag in "sS":
+            val, i = _string(data, i, "string argument")
+        elif tag == "b":
+            if i + 4 > len(data):
+                raise OscError(f"blob size at byte {i} runs past the end")
+            n = struct.unpack_from(">i", data, i)[0]
+            if n < 0 or i + 4 + n > len(data):
+                raise OscError(f"blob at byte {i}: size {n} does not fit the datagram")
+            val, i = data[i + 4:i + 4 + n], i + 4 + ((n + 3) & ~3)
+        elif tag in _CONST:
+            val = _CONST[tag]
+        elif tag == "[":
+            if len(stack) > MAX_DEPTH:
+                raise OscError(f"arrays nested deeper than {MAX_DEPTH}")
+            stack[-1].append([])
+            stack.append(stack[-1][-1])
+            continue
+        elif tag == "]":
+            if len(stack) == 1:
+                raise OscError("']' without '[' in the type tags")
+            stack.pop()
+            continue
+        else:
+            raise OscError(f"unknown type tag {tag!r}")
+        stack[-1].append(val)
+    if len(stack) != 1:
+        raise OscError("'[' without ']' in the type tags")
+    if i != len(data):
+        raise OscError(f"{len(data) - i} bytes after the last argument")
+    return out
+
+
+def _message(data: bytes) -> tuple[str, list]:
+    address, i = _string(data, 0, "address")
+    if not address.startswith("/"):
+        raise OscError(f"address {address[:40]!r} does not start with '/'")
+    if i == len(data):
+        return address, []  # no type tags: no arguments (older senders)
+    tags, i = _string(data, i, "type tags")
+    if not tags.startswith(","):
+        raise OscError(f"type tags {tags[:40]!r} do not start with ','")
+    return address, _args(data, tags[1:], i)
+
+
+def decode(data: bytes, depth: int = 0, out: list | None = None) -> list[tuple[str, list]]:
+    """One datagram -> [(address, args)], bundles flattened in order. Raises OscError."""
+    out = [] if out is None else out
+    if len(data) % 4 or not data:
+        raise OscError(f"{len(data)} bytes: an OSC packet is a non-empty multiple of 4 bytes")
+    if not data.startswith(_BUNDLE):
+        if len(out) >= MAX_MESSAGES:
+            raise OscError(f"more than {MAX_MESSAGES} messages in one datagram")
+        out.append(_message(data))
+        return out
+    if depth >= MAX_DEPTH:
+        raise OscError(f"bundles nested deeper than {MAX_DEPTH}")
+    if len(data) < 16:
+        raise OscError("bundle shorter than its header and time tag")
+    i = 16  # "#bundle\0" + 8-byte time tag (ignored: every command acts at once)
+    while i < len(data):
+        if i + 4 > len(data):
+            raise OscError(f"bundle element size at byte {i} runs past the end")
+        n = struct.unpack_from(">i", data, i)[0]
+        if n <= 0 or n % 4 or i + 4 + n > len(data):
+            raise OscError(f"bundle element at byte {i}: size {n} (needs a positive multiple of 4 "
+                           f"within the {len(data)} bytes)")
+        decode(data[i + 4:i + 4 + n], depth + 1, out)
+        i += 4 + n
+    return out
+
+
 class ControlServer:
-    """OSC control server on its own thread. `address` is the bound (host, port) (port 0 -> any free)."""
+    """OSC control server on its own thread. `address` is the bound (host, port) (port 0 -> any free).
+
+    The thread reads one datagram at a time from a socket with a timeout, so close() never waits on
+    more than one poll interval; every datagram is decoded by `decode` (bounded) and any error in
+    handling it is counted, never raised. Warnings about bad input are rate-limited (LOG_BURST, then
+    one a second with the number suppressed) so a flood cannot fill the log.
+    """
+
+    POLL_S = 0.1          # socket timeout: how often the thread checks for close()
+    LOG_BURST = 20        # malformed-input warnings logged in a row before rate limiting
+    STATUS_MAX_HZ = 50.0  # status replies per second at most; requests beyond are dropped (counted)
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9001, commands: CommandQueue | None = None,
                  status: Callable[[], dict] | None = None, modes: Sequence[str] | None = None):
-        from pythonosc import osc_server
-
         self.commands = commands if commands is not None else CommandQueue()
         self.status, self.modes = status, tuple(modes) if modes else None
         self.stats = ControlStats()
-        outer = self
-
-        class _Server(osc_server.BlockingOSCUDPServer):
-            def verify_request(self, request, client_address) -> bool:
-                outer.stats.received += 1
-                if super().verify_request(request, client_address):
-                    return True
-                outer._malformed(client_address, "not an OSC message or bundle")
-                return False
-
+        self._log_tokens, self._log_t, self._suppressed = float(self.LOG_BURST), time.monotonic(), 0
+        self._status_t = -math.inf
         try:
-            self._server = _Server((host, port), self)  # `self` plays python-osc's dispatcher
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         except OSError as e:
             from bridge.cli import UsageError
 
-            raise UsageError(f"control server cannot listen on {host}:{port} ({e}); "
-                             "set control.port to a free port") from None
-        self.address: tuple[str, int] = self._server.server_address[:2]
+            raise UsageError(f"control server: cannot create a UDP socket ({e}); set control.enabled = false "
+                             "to run without remote control") from None
+        try:
+            self._sock.bind((host, port))
+        except (OSError, OverflowError) as e:
+            self._sock.close()
+            raise _listen_error(host, port, e) from None
+        self._sock.settimeout(self.POLL_S)
+        self.address: tuple[str, int] = self._sock.getsockname()[:2]
+        if not ipaddress.ip_address(self.address[0]).is_loopback:
+            log.warning("control: listening on %s: any machine that reaches this one can trigger, freeze and "
+                        "switch the daemon; set control.host = \"127.0.0.1\" unless that is intended",
+                        self.address[0])
+        self._closed = threading.Event()
         self._thread: threading.Thread | None = None
 
-    # python-osc calls this for every datagram that looks like OSC; returns no automatic replies
-    def call_handlers_for_packet(self, data: bytes, client_address: tuple[str, int]) -> list:
-        from pythonosc import osc_packet
+    def _serve(self) -> None:
+        """The server thread: one datagram at a time until close()."""
+        while not self._closed.is_set():
+            try:
+                data, sender = self._sock.recvfrom(65536)
+            except socket.timeout:
+                continue
+            except OSError:  # socket closed under us (close()), or an ICMP error from a reply
+                if self._closed.is_set():
+                    return
+                continue
+            try:
+                self.handle_datagram(data, sender)
+            except Exception as e:  # noqa: BLE001 - the server must survive any datagram
+                self.stats.errors += 1
+                self._warn(f"control: error handling a datagram from {sender[0]}:{sender[1]}: "
+                           f"{type(e).__name__}: {e}")
 
+    def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> None:
+        """Decode one datagram and act on each message in it (malformed: counted and logged)."""
+        self.stats.received += 1
+        if len(data) > MAX_DATAGRAM:
+            return self._malformed(sender, f"{len(data)} bytes: larger than {MAX_DATAGRAM}")
         try:
-            packet = osc_packet.OscPacket(data)
-        except osc_packet.ParseError as e:
-            self._malformed(client_address, f"unparsable OSC ({e})")
-            return []
-        for timed in packet.messages:
-            self._handle(timed.message.address, list(timed.message.params), client_address)
-        return []
+            messages = decode(data)
+        except OscError as e:
+            return self._malformed(sender, f"not an OSC message or bundle ({e})")
+        for address, args in messages:
+            self._handle(address, args, sender)
+
+    def _warn(self, text: str) -> None:
+        """log.warning, at most LOG_BURST in a row, then one a second (saying how many were suppressed)."""
+        now = time.monotonic()
+        self._log_tokens = min(float(self.LOG_BURST), self._log_tokens + (now - self._log_t))
+        self._log_t = now
+        if self._log_tokens < 1.0:
+            self._suppressed += 1
+            return
+        self._log_tokens -= 1.0
+        if self._suppressed:
+            text += f" ({self._suppressed} similar warnings suppressed)"
+            self._suppressed = 0
+        log.warning("%s", text)
 
     def _malformed(self, sender, why: str) -> None:
         self.stats.malformed += 1
-        log.warning("control: ignored message from %s:%s: %s", sender[0], sender[1], why)
+        self._warn(f"control: ignored message from {sender[0]}:{sender[1]}: {why}")
 
     def _queue(self, cmd: ControlCommand) -> None:
         if self.commands.put(cmd):
@@ -171,6 +335,11 @@ class ControlServer:
         # status
         if args:
             return self._malformed(sender, f"{address} takes no arguments, got {args!r}")
+        now = time.monotonic()
+        if now - self._status_t < 1.0 / self.STATUS_MAX_HZ:  # a flood of requests: answer some, count the rest
+            self.stats.dropped += 1
+            return
+        self._status_t = now
         if self.status is None:
             return self._queue(ControlCommand("status", reply_to=tuple(sender[:2])))
         self.stats.accepted += 1
@@ -183,30 +352,48 @@ class ControlServer:
         msg = OscMessageBuilder(f"{PREFIX}/status")
         msg.add_arg(json.dumps(status, default=str), OscMessageBuilder.ARG_TYPE_STRING)
         try:
-            self._server.socket.sendto(msg.build().dgram, reply_to)
+            self._sock.sendto(msg.build().dgram, reply_to)
             self.stats.replies += 1
         except OSError as e:
-            log.warning("control: status reply to %s failed: %s", reply_to, e)
+            self._warn(f"control: status reply to {reply_to} failed: {e}")
 
     def start(self) -> "ControlServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="synthmatch-control", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="synthmatch-control", daemon=True)
         self._thread.start()
         log.info("control: OSC on %s:%d", *self.address)
         return self
 
     def close(self) -> None:
+        """Stop the thread (it notices within POLL_S; a daemon thread, never waited on longer) and
+        release the port. Idempotent."""
+        self._closed.set()
         if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(2)
+            self._thread.join(2 * self.POLL_S + 0.5)
             self._thread = None
-        self._server.server_close()
+        self._sock.close()
 
     def __enter__(self) -> "ControlServer":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _listen_error(host: str, port: int, e: Exception):
+    """The UsageError for a control address that cannot be bound, with advice that fits the cause."""
+    from bridge.cli import UsageError
+
+    if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
+        fix = "another program (or a second synthmatch bridge) uses it: set control.port to a free port"
+    elif isinstance(e, OSError) and e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(
+            e, socket.gaierror):
+        fix = (f"{host} is not an address of this machine: set control.host to 127.0.0.1 (or to this "
+               "machine's own LAN address to accept remote control)")
+    elif isinstance(e, OSError) and e.errno == errno.EACCES:
+        fix = "ports below 1024 need privileges: set control.port to 1024..65535"
+    else:
+        fix = "check control.host and control.port"
+    return UsageError(f"control server cannot listen on {host}:{port} ({e}); {fix}")
 
 
 class MidiTrigger:

@@ -22,6 +22,7 @@ log.interval_s and printed as one JSON line on stderr at exit ("synthmatch bridg
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bridge.audio import Converter, open_source
+from bridge.engine import output_problem
 from bridge.onset import OnsetDetector, rms_dbfs
 from bridge.ring import Ring
 
@@ -46,6 +48,7 @@ NEAR_SLEEP_S = 0.0002   # ... when the block completing the next window may arri
 FAR_SLEEP_S = 0.005     # longest sleep while a window is far off (commands wait at most this)
 WAKE_EARLY_S = 0.002    # start polling this long before the earliest possible arrival, plus one block
 STATUS_EVERY_S = 0.2
+SILENCE_DBFS = -70.0    # manual.start = "now": a last 4 s whose peak is below this is not analysed (as match)
 REFINE_DRAIN_S = 120.0  # end of file input: wait this long at most for the last refined snapshot
 
 
@@ -66,7 +69,9 @@ class Counters:
     gated: int = 0              # continuous hops skipped by the silence gate
     held: int = 0               # continuous hops with nothing to send (deadband / rate limit / frozen)
     skipped_hops: int = 0       # continuous hops dropped because the worker was late
-    bad_outputs: int = 0        # model outputs that were not finite (never sent)
+    bad_outputs: int = 0        # model outputs not finite or outside [0, 1] (never sent)
+    send_failures: int = 0      # updates a sink raised on (an update no sink took is not counted in updates)
+    silent_captures: int = 0    # manual "now" captures refused: the last 4 s were silent (or all NaN)
     control_commands: int = 0
     refined: int = 0            # refined snapshots sent (refine.passes > 0)
     refines_dropped: int = 0    # refined answers not sent: a newer update, freeze or a mode change came first
@@ -123,6 +128,7 @@ class Daemon:
         self._last_send_t = -math.inf
         self.last_values: np.ndarray | None = None
         self.status_reply: Callable[[tuple[str, int], dict], None] | None = None
+        self.control_stats: list = []  # bridge.control.ControlStats of the running control inputs
         self.error: BaseException | None = None
 
     # ---- lifecycle ----
@@ -251,6 +257,20 @@ class Daemon:
             if self.refiner is not None:
                 self.refiner.submit(self._update_id, window, values)
 
+    def _capture_now(self) -> None:
+        """manual.start = "now": the last 4 s, unless they are silent (as `match` refuses silence; NaN
+        input reaches the ring as zeros, so it is refused too)."""
+        p = max(0, self.ring16.written - self.n)
+        m = self.ring16.written - p
+        recent = self.ring16.window(p, m) if m else None
+        peak = float(np.max(np.abs(recent))) if recent is not None and recent.size else 0.0
+        if peak <= 0 or 20 * math.log10(peak) < SILENCE_DBFS:
+            self.c.silent_captures += 1
+            log.warning("manual capture refused: the last %.1f s are silent (peak below %.0f dBFS); play, "
+                        "then trigger", m / self.sr, SILENCE_DBFS)
+            return
+        self._capture(p)
+
     def _continuous(self) -> None:
         while self.ring16.written >= self._next_end and not self._stop.is_set():
             self._hop_once()
@@ -308,24 +328,30 @@ class Daemon:
         self.c.inferences += 1
         if self.window_tap is not None:
             self.window_tap(start, window, out)
-        if not np.all(np.isfinite(out)):
+        why = output_problem(out)
+        if why is not None:
             self.c.bad_outputs += 1
-            log.warning("model output not finite; nothing sent")
+            if self.c.bad_outputs <= 10 or self.c.bad_outputs % 100 == 0:  # a broken model: do not flood
+                log.warning("model output rejected (%d so far): %s; nothing sent", self.c.bad_outputs, why)
             return None
-        return np.clip(out, 0.0, 1.0).astype(np.float32)
+        return np.clip(out, 0.0, 1.0).astype(np.float32)  # within OUTPUT_TOLERANCE of [0, 1]
 
     def _emit(self, values: np.ndarray, t_audio: float, mode: str) -> float:
         """Hand one update to every sink -> the time it was handed over."""
         from bridge.sinks import Update
 
         u = Update(values=[float(v) for v in values], t_audio=t_audio, t_infer_done=time.monotonic(), mode=mode)
+        taken = 0
         for s in self.sinks:
             try:
                 self.c.messages += s.send(u)
+                taken += 1
             except (OSError, ValueError) as e:  # sinks count transport trouble; this is a last guard
+                self.c.send_failures += 1
                 log.warning("%s failed: %s", type(s).__name__, e)
         now = time.monotonic()
-        self.c.updates += 1
+        if taken or not self.sinks:
+            self.c.updates += 1
         self._last_sent = values.copy()
         self._last_send_t = now
         self.last_values = values
@@ -385,7 +411,7 @@ class Daemon:
             if self.mode != "manual":
                 log.info("trigger ignored: mode is %s (switch to manual)", self.mode)
             elif self.cfg.manual.start == "now":
-                self._capture(max(0, self.ring16.written - self.n))
+                self._capture_now()
             else:
                 self._armed_at = time.monotonic()
                 log.info("manual capture armed: play a note")
@@ -410,8 +436,8 @@ class Daemon:
         c = self.c
         src = self.source
         d = {k: getattr(c, k) for k in ("inferences", "updates", "messages", "onsets", "captures_padded",
-                                         "gated", "held", "skipped_hops", "bad_outputs", "control_commands",
-                                         "refined", "refines_dropped")}
+                                         "gated", "held", "skipped_hops", "bad_outputs", "send_failures",
+                                         "silent_captures", "control_commands", "refined", "refines_dropped")}
         d.update({
             "input_overflows": src.status_counts.get("input_overflow", 0),
             "input_status_other": src.status_counts.get("input_underflow", 0) + src.status_counts.get("other", 0),
@@ -425,6 +451,8 @@ class Daemon:
             "refine_ms_p50": _r(percentile(c.refine_ms, 50)),
             "samples_16k": self.ring16.written,
         })
+        for k in ("received", "malformed", "dropped", "errors"):  # OSC / footswitch input (bridge.control)
+            d[f"control_{k}"] = sum(getattr(st, k) for st in self.control_stats)
         return d
 
     def status(self) -> dict[str, Any]:
@@ -495,12 +523,19 @@ def config_from_args(args):
 
 def _open_engine(cfg, contract):
     from bridge.config import resolve_path
-    from bridge.engine import load_engine
+    from bridge.engine import ContractMismatch, load_engine
 
     # refining: the search takes a core, so by default inference keeps to the other one (on 2 cores,
     # snapshot latency p50 16.8 ms with two ONNX Runtime threads beside the search, 8.9 ms with one)
     threads = cfg.threads or (1 if cfg.refine.passes else None)
-    engine = load_engine(resolve_path(cfg.model), backend=cfg.backend, contract=contract, threads=threads)
+    try:
+        engine = load_engine(resolve_path(cfg.model), backend=cfg.backend, contract=contract, threads=threads)
+    except ContractMismatch as e:  # its advice names match's --contract flag; the bridge sets a config key
+        text = str(e)
+        cut = text.find("; re-export the model")
+        raise ContractMismatch(f"{text[:cut] if cut >= 0 else text}; re-export the model from a checkpoint "
+                               "trained on this contract, or point the bridge at the contract it was trained "
+                               "with: contract = \"PATH\" in the config, or --set contract='\"PATH\"'") from None
     m = engine.meta
     if m.sample_rate != contract.audio.sample_rate or m.num_samples != contract.audio.num_samples:
         from bridge.cli import UsageError
@@ -520,32 +555,95 @@ def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
                                          modes=("trigger", "continuous", "manual")).start())
     fs = cfg.control.footswitch
     if fs.enabled:
+        import rtmidi
+
+        from bridge.cli import UsageError
+        from bridge.midiports import MidiPortError
+
         try:
             out.append(control.MidiTrigger(commands, port=fs.port, cc=fs.cc, channel=fs.channel, api=fs.api))
-        except Exception:
+        except BaseException as e:
             for o in out:
                 o.close()
+            if isinstance(e, (MidiPortError, rtmidi.RtMidiError)):
+                raise UsageError(f"control.footswitch: {e}; start the JACK server (or load the ALSA sequencer: "
+                                 "sudo modprobe snd-seq), pick a port from `synthmatch devices`, or set "
+                                 "control.footswitch.enabled = false") from None
             raise
     return out
 
 
+class Shutdown(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT/SIGHUP while the bridge is still starting, so a slow
+    step (the refinement process importing torch, a TensorRT build) is abandoned at once and everything
+    opened so far is closed by main's ExitStack. A BaseException: no `except Exception` swallows it."""
+
+
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
+
+
 def main(args) -> int:
+    """`synthmatch bridge`. Signals are handled from the first line: while starting, one raises Shutdown
+    (exit 0, nothing left running); once running, one stops the loop (the daemon shuts down cleanly)."""
+    stop = threading.Event()
+    starting = [True]
+
+    def on_signal(signum, frame):
+        stop.set()
+        if starting[0]:
+            starting[0] = False  # raise once; a second signal during the unwinding only sets `stop`
+            raise Shutdown(signum)
+
+    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    try:
+        with contextlib.ExitStack() as stack:
+            return _serve(args, stack, stop, starting)
+    except Shutdown as e:
+        print(f"synthmatch bridge: stopped by {signal.Signals(e.args[0]).name} while starting", file=sys.stderr)
+        return 0
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _closer(stack: contextlib.ExitStack, obj) -> None:
+    """Close obj when the stack unwinds; an OSError while closing is logged, not raised."""
+    def close():
+        try:
+            obj.close()
+        except OSError as e:
+            log.warning("closing %s: %s", type(obj).__name__, e)
+    stack.callback(close)
+
+
+def _open_sinks(cfg, contract) -> list:
+    import rtmidi
+
+    from bridge.cli import UsageError
+    from bridge.midiports import MidiPortError
+    from bridge.sinks import build_sinks
+
+    try:
+        return build_sinks(cfg.output, contract)
+    except (MidiPortError, rtmidi.RtMidiError) as e:
+        raise UsageError(f"output.midi: {e}; start the JACK server (or load the ALSA sequencer: sudo modprobe "
+                         "snd-seq), pick a port from `synthmatch devices`, or set output.midi.api") from None
+
+
+def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: list) -> int:
     from bridge import contract as contract_mod
     from bridge.config import resolve_path
+    from bridge.control import CommandQueue
 
     cfg = config_from_args(args)
     logging.basicConfig(level=getattr(logging, cfg.log.level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     contract = contract_mod.load(resolve_path(cfg.contract) if cfg.contract else None)
     engine = _open_engine(cfg, contract)
+    stack.callback(engine.close)
     if args.check:
         print(f"config {cfg.source}: ok; model {cfg.model}: ok ({engine.name}, contract {engine.meta.contract_hash})")
-        engine.close()
         return 0
-
-    from bridge.sinks import build_sinks
-
-    from bridge.control import CommandQueue
 
     refiner = None
     if cfg.refine.passes:  # also in continuous mode: the control server may switch to trigger later
@@ -555,61 +653,67 @@ def main(args) -> int:
         try:
             refiner = Refiner(contract, cfg.refine.passes, cfg.refine.threads)
         except RefinerError as e:
-            engine.close()
             raise UsageError(f"refine.passes = {cfg.refine.passes}: {e}") from None
+        stack.callback(refiner.close)
     source = open_source(cfg.input)
-    sinks = build_sinks(cfg.output, contract)
+    stack.callback(source.stop)
+    sinks = _open_sinks(cfg, contract)
+    for s in sinks:
+        _closer(stack, s)
     commands = CommandQueue(64)
-    controls: list = []
     daemon: Daemon | None = None
-    stop = threading.Event()
+    controls = _open_control(cfg, commands, lambda: daemon.status() if daemon is not None else {})
+    for obj in controls:
+        _closer(stack, obj)
+    daemon = Daemon(cfg, contract, engine, sinks, source, commands, refiner=refiner)
+    daemon.control_stats = [obj.stats for obj in controls]
+    stack.callback(daemon.stop, timeout=0.8)
+    daemon.start()
+    starting[0] = False  # from here a signal only sets `stop`
+    if stop.is_set():  # a signal that came as the flag changed
+        return _report(daemon)
+    log.info("bridge running: input %s, mode %s, %d output(s)", source.name, cfg.mode, len(sinks))
+    _loop(args, cfg, daemon, controls, stop)
+    stack.close()  # stop everything before the counters are final
+    return _report(daemon)
 
-    def on_signal(signum, frame):
-        stop.set()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        controls = _open_control(cfg, commands, lambda: daemon.status() if daemon is not None else {})
-        daemon = Daemon(cfg, contract, engine, sinks, source, commands, refiner=refiner)
-        daemon.start()
-        log.info("bridge running: input %s, mode %s, %d output(s)", source.name, cfg.mode, len(sinks))
-        t_end = time.monotonic() + args.seconds if args.seconds else math.inf
-        status = cfg.log.status_line and sys.stderr.isatty()
-        next_status = next_log = time.monotonic()
-        while not stop.is_set() and not daemon.done.is_set() and time.monotonic() < t_end:
-            stop.wait(0.05)
-            for obj in controls:
-                if hasattr(obj, "maintain"):
-                    obj.maintain()
-            now = time.monotonic()
-            if status and now >= next_status:
-                sys.stderr.write("\r" + daemon.status_line()[:160] + "\033[K")
-                sys.stderr.flush()
-                next_status = now + STATUS_EVERY_S
-            if cfg.log.interval_s and now >= next_log + cfg.log.interval_s:
-                next_log = now
-                if status:
-                    sys.stderr.write("\n")
-                log.info("counters %s", json.dumps(daemon.counters()))
-        if status:
-            sys.stderr.write("\n")
-    finally:
-        if daemon is not None:
-            daemon.stop(timeout=0.8)
-        source.stop()
-        for obj in [*controls, *sinks]:
-            try:
-                obj.close()
-            except OSError as e:
-                log.warning("closing %s: %s", type(obj).__name__, e)
-        engine.close()
-        if refiner is not None:
-            refiner.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+def _loop(args, cfg, daemon: Daemon, controls: list, stop: threading.Event) -> None:
+    """Main thread while the worker runs: maintain the controls, status line and periodic counters."""
+    t_end = time.monotonic() + args.seconds if args.seconds else math.inf
+    status = cfg.log.status_line and sys.stderr.isatty()
+    next_status = next_log = time.monotonic()
+    while not stop.is_set() and not daemon.done.is_set() and time.monotonic() < t_end:
+        stop.wait(0.05)
+        for obj in controls:
+            if hasattr(obj, "maintain"):
+                obj.maintain()
+        now = time.monotonic()
+        if status and now >= next_status:
+            sys.stderr.write("\r" + daemon.status_line()[:160] + "\033[K")
+            sys.stderr.flush()
+            next_status = now + STATUS_EVERY_S
+        if cfg.log.interval_s and now >= next_log + cfg.log.interval_s:
+            next_log = now
+            if status:
+                sys.stderr.write("\n")
+            log.info("counters %s", json.dumps(daemon.counters()))
+    if status:
+        sys.stderr.write("\n")
+
+
+def _report(daemon: Daemon) -> int:
+    """Print the exit counters; the exit status says whether the run did its job."""
     counters = daemon.counters()
     print(f"synthmatch bridge: counters {json.dumps(counters)}", file=sys.stderr, flush=True)
     if daemon.error is not None:
         print(f"synthmatch bridge: error: worker stopped: {daemon.error!r}", file=sys.stderr)
         return 1
+    failed = daemon.c.bad_outputs + daemon.c.send_failures
+    if daemon.c.inferences and not daemon.c.updates and failed:
+        print(f"synthmatch bridge: error: no update was sent: {daemon.c.bad_outputs} of "
+              f"{daemon.c.inferences} model outputs were rejected (not finite or outside [0, 1]) and "
+              f"{daemon.c.send_failures} sends failed (see the warnings above); check the model with "
+              "`synthmatch bridge --check --model PATH` or re-export it", file=sys.stderr)
+        return 2
     return 0

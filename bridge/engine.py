@@ -30,7 +30,8 @@ from bridge.modelfile import (INPUT_NAME, OUTPUT_NAME, ContractMismatch, ModelEr
                               read_meta)
 
 __all__ = ["BACKENDS", "Engine", "OnnxRuntimeEngine", "BackendError", "BackendUnavailable", "ModelError",
-           "ContractMismatch", "ModelMeta", "load_engine", "default_cache_dir"]
+           "ContractMismatch", "ModelMeta", "ModelOutputError", "load_engine", "default_cache_dir",
+           "output_problem"]
 
 log = logging.getLogger("synthmatch.engine")
 
@@ -44,6 +45,26 @@ class BackendError(ModelError):
 
 class BackendUnavailable(BackendError):
     """A backend's dependency or hardware is absent here (TensorRT not installed, no NVIDIA GPU, ...)."""
+
+
+class ModelOutputError(ModelError):
+    """The model's outputs are unusable: wrong count per window, or (at load) not finite / outside [0, 1]."""
+
+
+OUTPUT_TOLERANCE = 1e-3  # outputs may overshoot [0, 1] this much (fp16 rounding); callers clip them
+
+
+def output_problem(values: np.ndarray) -> str | None:
+    """Why model outputs ((P,) or (B, P) normalised values) cannot be used, or None when they can.
+
+    Cheap enough for every update (16 floats: a few microseconds)."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        return f"{int(values.size - finite.sum())} of {values.size} outputs are not finite (NaN or infinity)"
+    lo, hi = float(values.min()), float(values.max())
+    if lo < -OUTPUT_TOLERANCE or hi > 1.0 + OUTPUT_TOLERANCE:
+        return f"outputs range over {lo:.4g}..{hi:.4g}, outside the normalised [0, 1]"
+    return None
 
 
 class Engine:
@@ -63,8 +84,14 @@ class Engine:
             raise ValueError(f"{self.name} engine: audio must have shape (batch, {n}), got {audio.shape}")
         if audio.shape[0] == 0:
             return np.zeros((0, self.meta.num_params), np.float32)
-        out = self._run(np.ascontiguousarray(audio, dtype=np.float32))
-        return np.asarray(out, dtype=np.float32)
+        out = np.asarray(self._run(np.ascontiguousarray(audio, dtype=np.float32)), dtype=np.float32)
+        if out.shape != (audio.shape[0], self.meta.num_params):
+            raise ModelOutputError(
+                f"{self.meta.path}: the model outputs shape {tuple(out.shape)} for {audio.shape[0]} window(s); "
+                f"the contract has {self.meta.num_params} parameters, so it must be ({audio.shape[0]}, "
+                f"{self.meta.num_params}): this file is not a synthmatch export for this contract; re-export it "
+                "with `synthmatch export`")
+        return out
 
     def _run(self, audio: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -208,7 +235,7 @@ def load_engine(path: str | Path, backend: str = "auto", contract: Contract | No
         return lambda p, m: OPENERS[name](p, m, **options)
 
     if backend == "auto":
-        return choose(path, meta, [(name, opener(name)) for name in BACKENDS])
+        return _probe(choose(path, meta, [(name, opener(name)) for name in BACKENDS]))
     if backend not in OPENERS:
         raise ValueError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
     try:
@@ -221,4 +248,20 @@ def load_engine(path: str | Path, backend: str = "auto", contract: Contract | No
         raise BackendError(f"{backend}: could not build an engine for {path} ({type(e).__name__}: {e}); "
                            f"use --backend onnxruntime (CPU) or fix the error above") from e
     log.info("inference backend: %s [%s]", engine.name, engine.detail)
+    return _probe(engine)
+
+
+def _probe(engine: Engine) -> Engine:
+    """Check the outputs once at load, on a silent window: count (infer raises), finiteness and range.
+    A model that fails is closed and refused with ModelOutputError."""
+    try:
+        out = engine.infer(np.zeros((1, engine.meta.num_samples), np.float32))
+        why = output_problem(out)
+        if why is not None:
+            raise ModelOutputError(f"{engine.meta.path}: on a silent window {why}; a synthmatch model outputs "
+                                   f"{engine.meta.num_params} normalised values in [0, 1]: re-export it with "
+                                   "`synthmatch export`")
+    except BaseException:
+        engine.close()
+        raise
     return engine

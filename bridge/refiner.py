@@ -15,9 +15,13 @@ uses `threads` torch threads (1 by default, leaving a core to the daemon's own i
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing as mp
+import os
 import queue
+import signal
+import sys
 import time
 from typing import Any
 
@@ -26,14 +30,51 @@ import numpy as np
 log = logging.getLogger("synthmatch.refiner")
 
 READY_TIMEOUT_S = 120.0  # importing torch and building the synth: seconds on a cold disk
+PARENT_CHECK_S = 0.5     # the idle child looks this often whether its parent still lives
+PR_SET_PDEATHSIG = 1     # linux/prctl.h
 
 
 class RefinerError(RuntimeError):
     """The refinement process could not start (no torch, bad contract): the message says what to do."""
 
 
-def _serve(requests, results, contract, passes: int, threads: int) -> None:
-    """Child process: answer (ident, window (T,), values (P,)) with (ident, refined (P,), before, after)."""
+def _die_with_parent(parent: int) -> bool:
+    """Child: arrange to end when the parent does; False if it is already gone.
+
+    Linux: the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG), even mid-search;
+    everywhere: the idle loop checks os.getppid() every PARENT_CHECK_S. SIGINT is ignored: a Ctrl-C
+    reaches the whole process group, and the parent closes the child itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl in this libc: the getppid() check remains
+            pass
+    return os.getppid() == parent  # checked after prctl: a parent that died before it is seen here
+
+
+def _next_request(requests, parent: int):
+    """The newest request (older ones dropped), None for close() or a dead parent."""
+    while True:
+        try:
+            req = requests.get(timeout=PARENT_CHECK_S)
+            break
+        except queue.Empty:
+            if os.getppid() != parent:
+                return None
+    while req is not None:  # only the newest request matters: a newer snapshot supersedes older ones
+        try:
+            req = requests.get_nowait()
+        except queue.Empty:
+            break
+    return req
+
+
+def _serve(requests, results, contract, passes: int, threads: int, parent: int) -> None:
+    """Child process: answer (ident, window (T,), values (P,)) with (ident, refined (P,), before, after).
+    `parent`: the daemon's pid; the child ends when that process does."""
+    if not _die_with_parent(parent):
+        return
     try:
         import torch
 
@@ -47,13 +88,8 @@ def _serve(requests, results, contract, passes: int, threads: int) -> None:
         return
     results.put(("ready", cfg.renders_per_sound(contract)))
     while True:
-        req = requests.get()
-        while req is not None:  # only the newest request matters: a newer snapshot supersedes older ones
-            try:
-                req = requests.get_nowait()
-            except queue.Empty:
-                break
-        if req is None:  # close()
+        req = _next_request(requests, parent)
+        if req is None:  # close(), or the parent is gone
             return
         ident, window, values = req
         t0 = time.monotonic()
@@ -68,17 +104,35 @@ class Refiner:
         ctx = mp.get_context("spawn")  # no fork of a process holding audio streams and MIDI clients
         self._requests, self._results = ctx.Queue(), ctx.Queue()
         self._proc = ctx.Process(target=_serve, name="synthmatch-refiner", daemon=True,
-                                 args=(self._requests, self._results, contract, passes, threads))
-        self._proc.start()
-        self.renders = self._wait_ready(ready_timeout)
+                                 args=(self._requests, self._results, contract, passes, threads, os.getpid()))
+        try:  # a signal may interrupt the start or the wait (bridge.daemon.Shutdown): never leave the child
+            self._proc.start()
+            self.renders = self._wait_ready(ready_timeout)
+        except BaseException:
+            self.close()
+            raise
         self.last_submitted: int | None = None  # the child always answers the newest request it was given
         log.info("refinement: %d passes, %d renders per snapshot, %d torch thread(s)", passes, self.renders,
                  threads)
 
     def _wait_ready(self, timeout: float) -> int:
-        try:
-            msg = self._results.get(timeout=timeout)
-        except queue.Empty:
+        deadline = time.monotonic() + timeout
+        msg = None
+        while msg is None and time.monotonic() < deadline:
+            try:
+                msg = self._results.get(timeout=min(PARENT_CHECK_S, max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                if not self._proc.is_alive():
+                    try:  # its last word (an import error) may still be in the pipe
+                        msg = self._results.get(timeout=PARENT_CHECK_S)
+                        break
+                    except queue.Empty:
+                        pass
+                    self.close()
+                    raise RefinerError(f"the refinement process exited (status {self._proc.exitcode}) while "
+                                       "starting; run `python -c 'import torch'` to see why, or set "
+                                       "refine.passes = 0") from None
+        if msg is None:
             self.close()
             raise RefinerError(f"the refinement process did not start within {timeout:.0f} s; check that "
                                "`python -c 'import torch'` works in this environment, or set refine.passes = 0"
@@ -110,13 +164,13 @@ class Refiner:
 
     def close(self, timeout: float = 0.2) -> None:
         """Stop the child: a search in flight is not waited for (it holds nothing worth finishing)."""
-        if self._proc.is_alive():
+        if self._proc.pid is not None and self._proc.is_alive():  # pid None: interrupted before start
             try:
                 self._requests.put(None)
             except (OSError, ValueError):
                 pass
             self._proc.join(timeout)
-        if self._proc.is_alive():
+        if self._proc.pid is not None and self._proc.is_alive():
             self._proc.terminate()
             self._proc.join(1.0)
         for q in (self._requests, self._results):
