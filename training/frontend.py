@@ -7,6 +7,7 @@ is a strided conv1d with a fixed windowed-DFT basis: exportable to ONNX opset 17
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,3 +34,30 @@ class LogMel(nn.Module):
         re, im = spec[:, : self.n_bins], spec[:, self.n_bins:]
         mel = torch.matmul(self.mel, re * re + im * im)  # (B, n_mels, F)
         return (torch.log(mel + self.log_eps) - self.mean) / self.scale
+
+
+class LogCQT(nn.Module):
+    """(B, T) float audio -> (B, n_bins, n_frames) normalised log constant-Q power (bridge.frontend's
+    kernels: one strided conv1d per group of bins, kernels as long as the group's lowest bin needs)."""
+
+    def __init__(self, spec: ref.CQTSpec, sample_rate: int, num_samples: int):
+        super().__init__()
+        k = ref.cqt_kernels(spec, sample_rate, num_samples)
+        self.hop, self.pad, self.n_frames, self.n_bins = k.hop, k.pad, k.n_frames, len(k.freqs)
+        self.log_eps, self.mean, self.scale = spec.log_eps, spec.norm_mean, 2.0 * spec.norm_std
+        self.spans: list[tuple[int, int, int]] = []  # (offset, length, bins) per group
+        for i, g in enumerate(k.groups):
+            basis = torch.from_numpy(np.concatenate([g.cos, g.sin])).float().unsqueeze(1)  # (2 bins, 1, L)
+            self.register_buffer(f"basis{i}", basis, persistent=False)
+            self.spans.append((g.offset, g.cos.shape[1], g.cos.shape[0]))
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(audio.float(), (self.pad, self.pad)).unsqueeze(1)  # (B, 1, T + 2 pad)
+        rows = []
+        for i, (offset, length, bins) in enumerate(self.spans):
+            end = offset + (self.n_frames - 1) * self.hop + length
+            spec = nn.functional.conv1d(x[..., offset:end], getattr(self, f"basis{i}"), stride=self.hop)
+            re, im = spec[:, :bins], spec[:, bins:]  # (B, bins, F)
+            rows.append(re * re + im * im)
+        power = torch.cat(rows, dim=1)  # (B, n_bins, F)
+        return (torch.log(power + self.log_eps) - self.mean) / self.scale

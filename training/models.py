@@ -1,7 +1,17 @@
 """Sound-matching models: raw audio (B, num_samples) -> 16 normalised parameters (B, 16) in [0, 1].
 
-Every model starts with the log-mel front-end (training/frontend.py), so an ONNX export takes raw audio
-and carries the front-end in its graph. Three kinds:
+Every model starts with its front-end (training/frontend.py), so an ONNX export takes raw audio and
+carries the front-end in its graph. The front-end belongs to the model (its config, stored in checkpoints
+and in the ONNX metadata): "mel" is the paper's 64-band log-mel (the contract's [frontend]); "mel+cqt"
+adds a constant-Q view (36 bins per octave, ~1 s windows at the bottom) that resolves oscillator pitch.
+Views are computed once and kept apart: a model's `body` reads a tuple of views, so training can read
+views cached from shards (training.featcache) and skip the front-end.
+
+Two heads (training.heads): "mse" (16 sigmoids, MSE: the paper's) and "pitch-cls" (each oscillator's
+pitch as a class over whole semitones plus a residual, cross-entropy; oscillator pitch and position
+weighted by how audible the oscillator is). Both decode to the same 16 normalised values.
+
+Three kinds:
 
 - "ast": Audio Spectrogram Transformer (Bruford et al., DAFx 2024, after Gong et al. 2021). The log-mel
   (n_mels x frames) is cut into (possibly overlapping) patches by a strided conv, a class token and
@@ -10,14 +20,14 @@ and carries the front-end in its graph. Three kinds:
 - "mlp": the paper's 5-layer MLP baseline on the flattened log-mel.
 - "cnn": the paper's 5-layer CNN baseline (conv-BN-ReLU-pool stages, global average pool, MLP head).
 
-All shapes (patch grid, flattened size) are derived from the contract's n_mels and num_frames.
+All shapes (patch grid, token counts, flattened size) are derived from the contract and the views.
 Attention uses F.scaled_dot_product_attention, which exports to ONNX opset 17 as plain MatMul/Softmax.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -25,9 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from bridge.contract import Contract
-from training.frontend import LogMel
+from bridge.frontend import CQTSpec
+from training.frontend import LogCQT, LogMel
+from training.heads import HEADS, make_head
 
 KINDS = ("ast", "mlp", "cnn")
+FRONTENDS = ("mel", "mel+cqt")
 
 
 @dataclass(frozen=True)
@@ -48,10 +61,29 @@ class ModelConfig:
     dropout: float = 0.0
     # cnn: output channels of the conv stages (one 3x3 conv + BN + ReLU + 2x2 max-pool each)
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    # front-end: "mel" (the paper's) or "mel+cqt"; cqt: CQTSpec fields ({} = its defaults)
+    frontend: str = "mel"
+    cqt: dict = field(default_factory=dict)
+    # ast: constant-Q tokens are (cqt_patch[0] bins x all frames) every cqt_patch[1] bins
+    cqt_patch: tuple[int, int] = (24, 6)
+    head: str = "mse"  # "mse" | "pitch-cls" (training.heads)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"model kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"model frontend {self.frontend!r} is not one of {', '.join(FRONTENDS)}")
+        if self.head not in HEADS:
+            raise ValueError(f"model head {self.head!r} is not one of {', '.join(HEADS)}")
+        if self.frontend == "mel+cqt":  # resolve now, so a stored config never depends on code defaults
+            try:
+                object.__setattr__(self, "cqt", asdict(CQTSpec(**dict(self.cqt))))
+            except TypeError as e:
+                raise ValueError(f"model cqt: {e}") from None
+        elif self.cqt:
+            raise ValueError("model cqt settings need frontend = \"mel+cqt\"")
+        if len(self.cqt_patch) != 2 or min(self.cqt_patch) < 1:
+            raise ValueError(f"model cqt_patch = {list(self.cqt_patch)} must be two positive ints [bins, stride]")
         for name in ("patch", "stride"):
             v = getattr(self, name)
             if len(v) != 2 or min(v) < 1:
@@ -70,6 +102,10 @@ class ModelConfig:
             raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(known))}")
         kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kw)
+
+    @property
+    def cqt_spec(self) -> CQTSpec | None:
+        return CQTSpec(**self.cqt) if self.frontend == "mel+cqt" else None
 
     def to_dict(self) -> dict:
         """Plain dict (tuples as lists) for checkpoints and TOML/JSON."""
@@ -90,6 +126,9 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     # baselines: 5 linear layers / 5 conv stages
     "mlp": ModelConfig("mlp", head_hidden=512, head_layers=5, dropout=0.1),
     "cnn": ModelConfig("cnn", channels=(16, 32, 64, 128, 256), head_hidden=256, head_layers=2, dropout=0.1),
+    # the shipped default: ast-tiny reading the log-mel and the constant-Q view, pitch as classes
+    "ast-tiny-cqt": ModelConfig("ast", (16, 16), (16, 16), dim=128, depth=4, heads=4, head_hidden=128,
+                                frontend="mel+cqt", head="pitch-cls"),
 }
 
 
@@ -112,28 +151,52 @@ def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class Views(nn.Module):
+    """The front-end: (B, T) audio -> a tuple of views, always (mel (B, n_mels, frames),) first, then
+    (cqt (B, n_bins, cqt_frames),) for "mel+cqt". Runs in fp32 even under autocast: the DFT-as-conv
+    loses quiet bins in bf16/fp16. A Python-level branch, so exports contain the plain fp32 path."""
+
+    def __init__(self, config: ModelConfig, contract: Contract):
+        super().__init__()
+        self.mel = LogMel(contract)
+        spec = config.cqt_spec
+        self.cqt_spec_dict = asdict(spec) if spec else None  # what a cache of these views is keyed by
+        self.cqt = LogCQT(spec, contract.audio.sample_rate, contract.audio.num_samples) if spec else None
+        self.shapes: tuple[tuple[int, int], ...] = ((contract.frontend.n_mels, contract.num_frames),)
+        if self.cqt is not None:
+            self.shapes += ((self.cqt.n_bins, self.cqt.n_frames),)
+
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if torch.is_autocast_enabled(audio.device.type):
+            with torch.autocast(audio.device.type, enabled=False):
+                return self(audio.float())
+        return (self.mel(audio),) if self.cqt is None else (self.mel(audio), self.cqt(audio))
+
+
 class SoundMatcher(nn.Module):
-    """Common shell: front-end in fp32 (even under autocast), then `features`, then a sigmoid."""
+    """Common shell: front-end views -> `body` (raw head outputs) -> the head decodes 16 values."""
 
     def __init__(self, config: ModelConfig, contract: Contract):
         super().__init__()
         self.config = config
-        self.frontend = LogMel(contract)
-        self.n_mels, self.n_frames = contract.frontend.n_mels, contract.num_frames
-        self.n_out = len(contract.params)
+        self.frontend = Views(config, contract)
+        self.n_mels, self.n_frames = self.frontend.shapes[0]
+        self.head_out = make_head(config.head, contract)
+        self.n_raw = self.head_out.n_raw
 
-    def features(self, spec: torch.Tensor) -> torch.Tensor:  # (B, n_mels, frames) -> (B, n_out) logits
+    def body(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:  # views -> (B, n_raw)
         raise NotImplementedError
 
+    def predict_views(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Cached views -> (B, 16) normalised values, as forward(audio) gives."""
+        return self.head_out.decode(self.body(views))
+
+    def loss(self, views: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
+        """Training loss of the head on (B, 16) normalised targets, computed in fp32."""
+        return self.head_out.loss(self.body(views).float(), target)
+
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        # The DFT-as-conv front-end loses quiet bins in bf16/fp16; keep it fp32 under autocast. This is a
-        # Python-level branch, so exports (traced without autocast) contain the plain fp32 path only.
-        if torch.is_autocast_enabled(audio.device.type):
-            with torch.autocast(audio.device.type, enabled=False):
-                spec = self.frontend(audio.float())
-        else:
-            spec = self.frontend(audio)
-        return torch.sigmoid(self.features(spec))
+        return self.predict_views(self.frontend(audio))
 
 
 class Attention(nn.Module):
@@ -175,12 +238,20 @@ class AST(SoundMatcher):
         d = config.dim
         self.patch_embed = nn.Conv2d(1, d, kernel_size=config.patch, stride=config.stride)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + rows * cols, d))  # class token + patches
         self.pos_drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(d, config.heads, config.mlp_ratio, config.dropout)
                                     for _ in range(config.depth))
         self.norm = nn.LayerNorm(d, eps=1e-6)
-        self.head = _mlp([d] + [config.head_hidden] * (config.head_layers - 1) + [self.n_out], config.dropout)
+        if self.frontend.cqt is not None:  # tokens: (pb bins x all frames) every sb bins
+            (n_bins, cqt_frames), (pb, sb) = self.frontend.shapes[1], config.cqt_patch
+            if pb > n_bins:
+                raise ValueError(f"cqt_patch {pb} bins is larger than the constant-Q view ({n_bins} bins)")
+            self.cqt_embed = nn.Conv2d(1, d, kernel_size=(pb, cqt_frames), stride=(sb, cqt_frames))
+            self.n_cqt_tokens = (n_bins - pb) // sb + 1
+        else:
+            self.n_cqt_tokens = 0
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + rows * cols + self.n_cqt_tokens, d))
+        self.head = _mlp([d] + [config.head_hidden] * (config.head_layers - 1) + [self.n_raw], config.dropout)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -190,14 +261,17 @@ class AST(SoundMatcher):
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-        w = self.patch_embed.weight  # like a linear layer on the flattened patch
-        nn.init.trunc_normal_(w, std=1.0 / math.sqrt(w[0].numel()))
-        nn.init.zeros_(self.patch_embed.bias)
+        for conv in (self.patch_embed, getattr(self, "cqt_embed", None)):
+            if conv is not None:  # like a linear layer on the flattened patch
+                nn.init.trunc_normal_(conv.weight, std=1.0 / math.sqrt(conv.weight[0].numel()))
+                nn.init.zeros_(conv.bias)
 
-    def features(self, spec: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(spec.unsqueeze(1))  # (B, D, rows, cols)
-        x = x.flatten(2).transpose(1, 2)  # (B, rows * cols, D), row-major over (mel, time)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+    def body(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x = self.patch_embed(views[0].unsqueeze(1))  # (B, D, rows, cols)
+        tokens = [self.cls_token.expand(x.shape[0], -1, -1), x.flatten(2).transpose(1, 2)]  # row-major (mel, time)
+        if self.n_cqt_tokens:
+            tokens.append(self.cqt_embed(views[1].unsqueeze(1)).flatten(2).transpose(1, 2))  # (B, n_cqt, D)
+        x = torch.cat(tokens, dim=1) + self.pos_embed
         x = self.pos_drop(x)
         for block in self.blocks:
             x = block(x)
@@ -205,16 +279,16 @@ class AST(SoundMatcher):
 
 
 class MLP(SoundMatcher):
-    """head_layers linear layers of width head_hidden on the flattened (n_mels * frames) log-mel."""
+    """head_layers linear layers of width head_hidden on the flattened views, concatenated."""
 
     def __init__(self, config: ModelConfig, contract: Contract):
         super().__init__(config, contract)
-        n_in = self.n_mels * self.n_frames
-        self.net = _mlp([n_in] + [config.head_hidden] * (config.head_layers - 1) + [self.n_out],
+        n_in = sum(h * w for h, w in self.frontend.shapes)
+        self.net = _mlp([n_in] + [config.head_hidden] * (config.head_layers - 1) + [self.n_raw],
                         config.dropout)
 
-    def features(self, spec: torch.Tensor) -> torch.Tensor:
-        return self.net(spec.flatten(1))
+    def body(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return self.net(torch.cat([v.flatten(1) for v in views], dim=1))
 
 
 class CNN(SoundMatcher):
@@ -231,12 +305,22 @@ class CNN(SoundMatcher):
             layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
             c_in, h, w = c, h // 2, w // 2
         self.convs = nn.Sequential(*layers)
-        self.head = _mlp([c_in] + [config.head_hidden] * (config.head_layers - 1) + [self.n_out],
+        n_feat = c_in
+        if self.frontend.cqt is not None:  # 1-d conv stages along frequency, the frames as channels
+            (n_bins, cqt_frames), c_prev, layers = self.frontend.shapes[1], self.frontend.shapes[1][1], []
+            for c in config.channels:
+                layers += [nn.Conv1d(c_prev, c, 3, padding=1), nn.BatchNorm1d(c), nn.ReLU(), nn.MaxPool1d(2)]
+                c_prev = c
+            self.cqt_convs = nn.Sequential(*layers)
+            n_feat += c_prev
+        self.head = _mlp([n_feat] + [config.head_hidden] * (config.head_layers - 1) + [self.n_raw],
                          config.dropout)
 
-    def features(self, spec: torch.Tensor) -> torch.Tensor:
-        x = self.convs(spec.unsqueeze(1))  # (B, C, h, w)
-        return self.head(x.mean(dim=(2, 3)))
+    def body(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        feats = [self.convs(views[0].unsqueeze(1)).mean(dim=(2, 3))]  # (B, C)
+        if len(views) > 1:
+            feats.append(self.cqt_convs(views[1].transpose(1, 2)).mean(dim=2))  # (B, frames, bins) -> (B, C)
+        return self.head(torch.cat(feats, dim=1))
 
 
 _CLASSES = {"ast": AST, "mlp": MLP, "cnn": CNN}

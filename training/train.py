@@ -1,9 +1,15 @@
-"""`synthmatch train`: train a sound-matching model on synth patches rendered on the fly.
+"""`synthmatch train`: train a sound-matching model on synth patches rendered on the fly or read from shards.
 
     synthmatch train --config configs/train/ast-tiny.toml --out runs/ast-tiny [--resume] [--device auto]
     torchrun --nproc_per_node 4 -m bridge.cli train --config ... --out ...     (DDP, same command)
 
-Loss: MSE between predicted and true normalised parameters. Adam (lr 5e-5 in the paper), linear warm-up,
+Data: on the fly (training.data.OnTheFly), or `data = "DIR"`: a dataset from `synthmatch dataset render`,
+read epoch after epoch in a fresh permutation per epoch (a pure function of train_seed and the epoch).
+The model's front-end views of a shard dataset are computed once and cached beside it
+(training.featcache), so a CPU step costs only the network.
+
+Loss: the model head's (training.heads): MSE between predicted and true normalised parameters, or
+pitch as classes for head "pitch-cls". Adam (lr 5e-5 in the paper), linear warm-up,
 then constant (paper) or cosine decay; gradient clipping; bf16/fp16 autocast. `batch_size` is the global
 batch: under DDP each of W ranks renders and trains on its own batch_size / W slice of every step
 (training.data.OnTheFly), so a run's data and result do not depend on W (up to float rounding).
@@ -70,6 +76,7 @@ class TrainConfig:
     val_size: int = 512
     val_batch_size: int = 64
     workers: int = 0  # CPU render processes (0: render in the training process, on its device)
+    data: str = ""  # a sharded dataset directory (synthmatch dataset render) instead of on-the-fly data
     presets: str = ""  # CSV of preset patches to fit the sampling to ("" = the contract's distributions)
     presets_fit: str = "beta"  # "beta" | "kde" (training.sampling.fit_presets)
     cache_dir: str = "data/cache"  # cached validation audio
@@ -189,6 +196,34 @@ class FixedSet:
             idx = torch.arange(i0, i0 + self.b) % len(self.audio)
             self.step += 1
             yield self.audio[idx], self.params[idx]
+
+
+class TrainStep(nn.Module):
+    """(views, target) -> the head's loss: what DDP wraps, so gradients sync through one forward."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, views: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(views, target)
+
+
+def _shard_batches(cfg: TrainConfig, model: nn.Module, contract: Contract, per_rank: int, env: Dist,
+                   start_step: int, progress: bool):
+    """Batches of cached front-end views from the dataset at cfg.data (computed once, on rank 0)."""
+    from training.featcache import ViewCache
+    from training.shards import ShardDataset, ShardError
+
+    try:
+        ds = ShardDataset(cfg.data, contract)
+        if env.main:
+            ViewCache(ds, model.frontend, contract, progress)
+        env.barrier()
+        cache = ViewCache(ds, model.frontend, contract, progress=False)
+    except ShardError as e:
+        raise UsageError(f"data = {cfg.data!r}: {e}") from None
+    return cache.batches(per_rank, env.rank, env.world, start_step, shuffle_seed=cfg.train_seed)
 
 
 def _presets(cfg: TrainConfig, contract: Contract):
@@ -328,6 +363,7 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     model = build_model(model_cfg, contract).to(dev)
+    step_module: nn.Module = TrainStep(model)
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
@@ -363,14 +399,16 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
             metrics_path.unlink(missing_ok=True)
         for tmp in out.glob(".*.pt.*.tmp"):  # a save cut short by a kill (the target is intact)
             tmp.unlink(missing_ok=True)
-    ddp = model
     if env.world > 1:
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        step_module = nn.parallel.DistributedDataParallel(step_module,
+                                                          device_ids=[dev.index] if dev.type == "cuda" else None)
 
     # data: training stream (or fixed set) and the cached validation split
     presets = _presets(cfg, contract)
     per_rank = cfg.batch_size // env.world
-    if cfg.train_size:
+    if cfg.data:
+        batches = _shard_batches(cfg, model, contract, per_rank, env, start_step, progress)
+    elif cfg.train_size:
         fa, fp = data.Renderer(contract, cfg.train_seed, "cpu", presets).render(0, cfg.train_size)
         batches = iter(FixedSet(fa, fp, per_rank, env.rank, env.world, start_step))
     else:
@@ -419,7 +457,7 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
     loss_sum = torch.zeros((), device=dev)
     # Data time: wall time waiting for a batch; when the GPU renders (asynchronously), its GPU time
     # between CUDA events instead, read only at log time so the loop never waits for the GPU.
-    gpu_render = dev.type == "cuda" and cfg.workers == 0 and not cfg.train_size
+    gpu_render = dev.type == "cuda" and cfg.workers == 0 and not cfg.train_size and not cfg.data
     render_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
     t_window, data_s, n_window = time.perf_counter(), 0.0, 0
     for step in range(start_step, cfg.steps):
@@ -427,15 +465,20 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
         if gpu_render:
             render_events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
             render_events[-1][0].record()
-        audio, target = next(batches)
-        audio, target = audio.to(dev, non_blocking=True), target.to(dev, non_blocking=True)
+        x, target = next(batches)  # audio (B, T), or cached views (tuple of (B, h, w))
+        if isinstance(x, torch.Tensor):
+            x = x.to(dev, non_blocking=True)
+            with torch.no_grad():
+                x = model.frontend(x)
+        else:
+            x = tuple(v.to(dev, non_blocking=True) for v in x)
+        target = target.to(dev, non_blocking=True)
         if gpu_render:
             render_events[-1][1].record()
         else:
             data_s += time.perf_counter() - t0
         with _autocast(cfg, dev):
-            pred = ddp(audio)
-        loss = nn.functional.mse_loss(pred.float(), target)
+            loss = step_module(x, target)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip:

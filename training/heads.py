@@ -1,0 +1,102 @@
+"""Output heads: a model's raw outputs -> the 16 normalised values, and the training loss on them.
+
+- "mse": 16 sigmoids, mean squared error on the normalised parameters (the paper's).
+- "pitch-cls": each oscillator pitch (a parameter in semitones) as a class over the whole semitones of
+  its range plus a residual in [-1/2, 1/2] semitone; cross-entropy on the class, squared error on the
+  residual. The other parameters keep sigmoid + squared error. An oscillator that cannot be heard has no
+  pitch or table to learn, so its pitch and position terms are weighted by its audibility,
+  min(1, gain / AUDIBLE_GAIN): full weight from gain 1/3 up, none at gain 0.
+
+Both decode to (B, 16) values in [0, 1], contract order; the decoding is plain tensor ops (ArgMax,
+GatherElements), so it exports to ONNX inside the model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bridge.contract import Contract
+
+HEADS = ("mse", "pitch-cls")
+AUDIBLE_GAIN = 1 / 3  # gain (linear amplitude into the filters) from which an oscillator counts fully
+CE_WEIGHT = 0.05  # cross-entropy (nats) against squared error of normalised values (~0.01-0.08)
+RESIDUAL_WEIGHT = 0.05  # squared residual error in semitones
+
+
+class MSEHead(nn.Module):
+    def __init__(self, contract: Contract):
+        super().__init__()
+        self.n_raw = len(contract.params)
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(raw)
+
+    def loss(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(torch.sigmoid(raw), target)
+
+
+class PitchClassHead(nn.Module):
+    """Raw layout (B, n_raw): the non-pitch parameters' logits in contract order, then per oscillator
+    n_classes class logits and one residual logit."""
+
+    def __init__(self, contract: Contract):
+        super().__init__()
+        names = contract.names
+        pitch = [i for i, p in enumerate(contract.params) if p.unit == "semitones"]
+        if not pitch:
+            raise ValueError("head pitch-cls: the contract has no parameter in semitones")
+        lo, hi = contract.params[pitch[0]].min, contract.params[pitch[0]].max
+        if any((contract.params[i].min, contract.params[i].max) != (lo, hi) for i in pitch):
+            raise ValueError("head pitch-cls: every pitch parameter needs the same range")
+        self.lo, self.span, self.n_classes = lo, hi - lo, int(round(hi - lo)) + 1
+        self.pitch = pitch
+        self.other = [i for i in range(len(names)) if i not in pitch]
+        self.n_raw = len(self.other) + len(pitch) * (self.n_classes + 1)
+        # audibility weights: oscillator k's pitch and position follow its gain (names oscK_*)
+        gain = {n.split("_")[0]: i for i, n in enumerate(names) if n.endswith("_gain")}
+        weighted = [(i, gain[n.split("_")[0]]) for i, n in enumerate(names)
+                    if n.split("_")[0] in gain and not n.endswith("_gain")]
+        self.register_buffer("w_idx", torch.tensor([i for i, _ in weighted]), persistent=False)
+        self.register_buffer("w_gain", torch.tensor([g for _, g in weighted]), persistent=False)
+        order = torch.empty(len(names), dtype=torch.long)  # decode: [others, pitches] -> contract order
+        order[torch.tensor(self.other + pitch)] = torch.arange(len(names))
+        self.register_buffer("order", order, persistent=False)
+
+    def _split(self, raw: torch.Tensor):
+        n_other, c = len(self.other), self.n_classes
+        per_osc = raw[:, n_other:].reshape(raw.shape[0], len(self.pitch), c + 1)
+        return raw[:, :n_other], per_osc[..., :c], 0.5 * torch.tanh(per_osc[..., c])  # (B, P, C), (B, P)
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        other, logits, residual = self._split(raw)
+        cls = torch.argmax(logits, dim=-1, keepdim=True)  # (B, P, 1)
+        semis = cls.squeeze(-1).to(raw.dtype) + residual  # semitones above the range's bottom
+        pitch = torch.clamp(semis / self.span, 0.0, 1.0)
+        return torch.cat([torch.sigmoid(other), pitch], dim=1)[:, self.order]
+
+    def weights(self, target: torch.Tensor) -> torch.Tensor:
+        """(B, 16) per-parameter loss weights: audibility for oscillator pitch and position, else 1."""
+        w = torch.ones_like(target)
+        w[:, self.w_idx] = torch.clamp(target[:, self.w_gain] / AUDIBLE_GAIN, max=1.0)
+        return w
+
+    def loss(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        other, logits, residual = self._split(raw)
+        w = self.weights(target)
+        sq = (torch.sigmoid(other) - target[:, self.other]) ** 2 * w[:, self.other]  # (B, 13)
+        semis = target[:, self.pitch] * self.span  # (B, P)
+        cls = torch.clamp(torch.round(semis), 0, self.n_classes - 1)
+        ce = F.cross_entropy(logits.flatten(0, 1), cls.long().flatten(), reduction="none").view_as(semis)
+        res = (residual - (semis - cls)) ** 2
+        pitch_terms = (CE_WEIGHT * ce + RESIDUAL_WEIGHT * res) * w[:, self.pitch]
+        return (sq.sum(1) + pitch_terms.sum(1)).mean() / target.shape[1]
+
+
+def make_head(name: str, contract: Contract) -> MSEHead | PitchClassHead:
+    if name == "mse":
+        return MSEHead(contract)
+    if name == "pitch-cls":
+        return PitchClassHead(contract)
+    raise ValueError(f"unknown head {name!r}; use one of {', '.join(HEADS)}")
