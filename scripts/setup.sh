@@ -14,6 +14,8 @@ extras="train"
 # libportaudio2: sounddevice; libsndfile1: soundfile; jackd2 + liblo-tools: real audio/MIDI/OSC peers for
 # the daemon and its tests; fluidsynth + fluid-soundfont-gm: real instruments for out-of-domain evaluation.
 debs=(libportaudio2 libsndfile1 jackd2 liblo-tools fluidsynth fluid-soundfont-gm)
+# --dev: g++, make and dpf-source (DISTRHO Plugin Framework) build the VST3 test instrument the tests load.
+[[ "$extras" == *dev* ]] && debs+=(g++ make dpf-source)
 missing=()
 for d in "${debs[@]}"; do dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done
 if ((${#missing[@]})); then
@@ -37,4 +39,5 @@ fi
 # TensorRT 10's Python signatures for mypy over bridge/engine_tensorrt.py; --no-deps because its
 # metadata requires the tensorrt wheels themselves, which PyPI does not carry.
 [[ "$extras" == *dev* ]] && "${pip[@]}" --no-deps "tensorrt-stubs==10.13.0.35.1"
+[[ "$extras" == *dev* ]] && bash scripts/build_test_plugin.sh
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
