@@ -139,9 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="prediction batch (default 64)")
     p.add_argument("--cache-dir", default="data/cache", help="split cache (default data/cache)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto", help="with --checkpoint")
-    p.add_argument("--backend", default="onnxruntime", help="with --model: auto, tensorrt, cuda, onnxruntime "
+    p.add_argument("--backend", default="onnxruntime", help="with --model: auto, tensorrt, tensorrt-rtx, cuda, onnxruntime "
                    "(default onnxruntime)")
     _add_contract(p)
+
+    p = command("engine", "bridge.engine_tensorrt:build_main",  # "build" is its only action
+                "TensorRT engines ahead of time (no GPU needed for tensorrt-rtx)")
+    esub = p.add_subparsers(dest="engine_command", required=True, metavar="ACTION")
+    e = esub.add_parser("build", help="build and cache a model's engine (the daemon then starts without building)",
+                        description="build and cache a model's TensorRT engine; the daemon finds it in the cache")
+    e.add_argument("--model", default="models/default.onnx", help="exported model (default: models/default.onnx)")
+    e.add_argument("--flavour", choices=("tensorrt-rtx", "rtx", "tensorrt"), default="tensorrt-rtx",
+                   help="tensorrt-rtx (default; builds without a GPU) or tensorrt (TensorRT 10/11, on its GPU)")
+    e.add_argument("--precision", choices=("fp32", "fp16"), help="default: fp32 for tensorrt-rtx, fp16 for tensorrt")
+    e.add_argument("--cache-dir", help="default: $SYNTHMATCH_CACHE or ~/.cache/synthmatch, then tensorrt/")
+    e.add_argument("--rebuild", action="store_true", help="build even when a valid cached engine exists")
 
     p = command("bridge", "bridge.daemon:main",
                 "listen to an audio input, infer the 16 parameters, send them as MIDI CC / OSC")
@@ -150,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="with file input: as fast as possible, not real time")
     p.add_argument("--mode", choices=("trigger", "continuous", "manual"))
     p.add_argument("--model", help="exported model file (default: models/default.onnx)")
-    p.add_argument("--backend", choices=("auto", "onnxruntime", "cuda", "tensorrt"))
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "cuda", "tensorrt", "tensorrt-rtx"))
     p.add_argument("--midi-port", help="send MIDI CC into the output port whose name contains this")
     p.add_argument("--osc", metavar="[HOST:]PORT", help="send OSC to this address")
     p.add_argument("--print", action="store_true", help="print one JSON line per update on stdout")

@@ -30,7 +30,7 @@ from bridge.onset import OnsetSettings
 DEFAULT_CONFIG = CONFIG_DIR / "bridge.toml"
 DEFAULT_MODEL = "models/default.onnx"  # relative paths: the working directory, else the repository root
 MODES = ("trigger", "continuous", "manual")
-BACKEND_CHOICES = ("auto", "onnxruntime", "cuda", "tensorrt")
+BACKEND_CHOICES = ("auto", "onnxruntime", "cuda", "tensorrt", "tensorrt-rtx")
 
 
 @dataclass

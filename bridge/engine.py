@@ -5,7 +5,9 @@
     engine.close()
 
 Backends (`BACKENDS`, in the order "auto" tries them):
-- "tensorrt"    bridge/engine_tensorrt.py: an fp16 TensorRT engine built from the ONNX file, cached on disk.
+- "tensorrt"    bridge/engine_tensorrt.py: an fp16 TensorRT 10/11 engine built from the ONNX file, cached on disk.
+- "tensorrt-rtx" the same backend on TensorRT-RTX (PyPI, RTX-class GPUs): an fp32 engine, built ahead of time
+                (`synthmatch engine build`) or at start, specialised to the GPU by its JIT.
 - "cuda"        bridge/engine_cuda.py: the torch model on the GPU in fp16 (or bf16) with CUDA-graph replay;
                 reads the weights file export writes beside the ONNX file (model.onnx -> model.pt).
 - "onnxruntime" this module: ONNX Runtime on the CPU, fp32. Always available; the reference.
@@ -35,7 +37,7 @@ __all__ = ["BACKENDS", "Engine", "OnnxRuntimeEngine", "BackendError", "BackendUn
 
 log = logging.getLogger("synthmatch.engine")
 
-BACKENDS = ("tensorrt", "cuda", "onnxruntime")
+BACKENDS = ("tensorrt", "tensorrt-rtx", "cuda", "onnxruntime")
 MAX_BATCH = 32  # GPU backends: largest batch of one launch (TensorRT profile 1..32); bigger inputs are chunked
 
 
@@ -165,12 +167,20 @@ def _open_onnxruntime(path: Path, meta: ModelMeta, threads: int | None = None, *
     return OnnxRuntimeEngine(path, meta, threads=threads)
 
 
-def _open_tensorrt(path: Path, meta: ModelMeta, cache_dir: Path | None = None, **_) -> Engine:
+def _open_tensorrt(path: Path, meta: ModelMeta, cache_dir: Path | None = None, flavour: str = "tensorrt",
+                   **_) -> Engine:
+    """Either TensorRT flavour ("tensorrt", "tensorrt-rtx"): bridge/engine_tensorrt.py."""
     if nvidia_driver_absent():
-        raise BackendUnavailable("tensorrt: no NVIDIA GPU driver on this machine")
+        aot = " (its engines can still be built ahead of time: synthmatch engine build)" if "rtx" in flavour else ""
+        raise BackendUnavailable(f"{flavour}: no NVIDIA GPU driver on this machine{aot}")
     from bridge import engine_tensorrt
 
-    return engine_tensorrt.TensorRTEngine(path, meta, cache_dir=cache_dir or default_cache_dir() / "tensorrt")
+    return engine_tensorrt.TensorRTEngine(path, meta, cache_dir=cache_dir or default_cache_dir() / "tensorrt",
+                                          flavour=flavour)
+
+
+def _open_tensorrt_rtx(path: Path, meta: ModelMeta, **options) -> Engine:
+    return _open_tensorrt(path, meta, **{**options, "flavour": "tensorrt-rtx"})
 
 
 def _open_cuda(path: Path, meta: ModelMeta, **_) -> Engine:
@@ -182,7 +192,8 @@ def _open_cuda(path: Path, meta: ModelMeta, **_) -> Engine:
 
 
 OPENERS: dict[str, Callable[..., Engine]] = {
-    "tensorrt": _open_tensorrt, "cuda": _open_cuda, "onnxruntime": _open_onnxruntime}
+    "tensorrt": _open_tensorrt, "tensorrt-rtx": _open_tensorrt_rtx, "cuda": _open_cuda,
+    "onnxruntime": _open_onnxruntime}
 
 
 def choose(path: Path, meta: ModelMeta, candidates: list[tuple[str, Opener]]) -> Engine:

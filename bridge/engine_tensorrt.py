@@ -1,21 +1,33 @@
-"""The "tensorrt" backend: an fp16 TensorRT 10 engine built from the exported ONNX file, cached on disk.
+"""The TensorRT backends: one code path, two flavours, engines built ahead of time and cached on disk.
 
-Build (once per model file, TensorRT version, GPU and precision; `engine_cache_key`):
-  trt.Builder -> create_network(0) (TensorRT 10 networks are always explicit-batch) -> OnnxParser ->
-  builder config with BuilderFlag.FP16, the log-mel front-end ("/frontend/..." layers), LayerNorm and
-  softmax pinned to fp32 (layer.precision + output types, BuilderFlag.PREFER_PRECISION_CONSTRAINTS: the
-  DFT power spectrum overflows fp16 and normalisation statistics lose too much in it) and one
-  optimization profile for batch 1..MAX_BATCH (opt 1: live inference is batch 1).
-The serialized plan is written atomically to <cache_dir>/<model stem>-<key>.engine and deserialized
-with trt.Runtime; a cached plan that no longer deserializes is rebuilt.
+Flavours (`FLAVOURS`; every API difference between them is a field of `Flavour`, read in one place):
+- "tensorrt"     TensorRT 10/11 (module `tensorrt`, NVIDIA's package index). Weakly typed networks: an fp16
+                 engine from the fp32 graph (BuilderFlag.FP16, with the log-mel front-end ("/frontend/..."
+                 layers), LayerNorm and softmax pinned to fp32: the DFT power spectrum overflows fp16 and
+                 normalisation statistics lose too much in it). The builder needs the GPU the engine is for.
+- "tensorrt-rtx" TensorRT-RTX (module `tensorrt_rtx`, PyPI `tensorrt-rtx-cu12`), for RTX-class GPUs.
+                 Strongly typed: the engine computes in the graph's own types, so the fp32 export gives an
+                 fp32 engine (TF32 matmuls on Ampere and newer). An fp16 engine would need an fp16 graph
+                 (export casting the encoder to fp16, the front-end, LayerNorm and softmax left in fp32).
+                 It builds without a GPU (for TensorRT-RTX's default targets); at run time its JIT
+                 specialises the kernels to the GPU, kept in a runtime cache file, and it captures and
+                 replays CUDA graphs itself.
 
-Execution: preallocated device buffers for the largest batch, bound once with
-context.set_tensor_address; each call sets the input shape, copies in, runs execute_async_v3 on a
-private stream and copies out. Device memory and the stream are torch CUDA tensors/streams (torch is on
-every machine with this backend's GPU stack; it avoids a cuda-python dependency). No CUDA graph: a
-TensorRT launch is already a single enqueue of prebuilt kernels.
+Engines: `ensure_engine` builds one (or finds it cached) for an `EngineSpec`: the model file's sha256
+and export id, the synthmatch version, the flavour and its version, the targets (TensorRT: this GPU's
+name and compute capability; TensorRT-RTX: its default set), precision and the batch profile 1..MAX_BATCH.
+The file <cache_dir>/<model stem>-<flavour>-<key>.engine starts with a one-line JSON header (the spec
+and the plan's sha256); a file whose header or plan does not match is rebuilt, never run.
+`synthmatch engine build` calls ensure_engine; the daemon's `TensorRTEngine` does at start.
 
-tensorrt and torch are imported inside functions only: the pure `engine_cache_key` works without them.
+Execution: preallocated device buffers for the largest batch, bound once with set_tensor_address; each
+call copies in, enqueues (execute_async_v3 on a private stream, or the CUDA graph replaying it) and
+copies out. Device memory and streams are torch CUDA tensors/streams (torch is on every machine with
+this backend's GPU stack; it avoids a cuda-python dependency).
+
+tensorrt, tensorrt_rtx and torch are imported inside functions only. mypy checks the shared code once
+against each flavour's signatures (scripts/typecheck_tensorrt.py flips CHECK_RTX), flavour-only code
+against its own.
 """
 
 from __future__ import annotations
@@ -23,6 +35,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -30,26 +44,83 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bridge.atomic import write_atomic
-from bridge.engine import MAX_BATCH, BackendError, BackendUnavailable, Engine
-from bridge.modelfile import INPUT_NAME, OUTPUT_NAME, ModelMeta
+from bridge.engine import MAX_BATCH, BackendError, BackendUnavailable, Engine, default_cache_dir
+from bridge.modelfile import INPUT_NAME, OUTPUT_NAME, ModelError, ModelMeta, read_meta, synthmatch_version
 
-if TYPE_CHECKING:  # real signatures from tensorrt-stubs for mypy; at run time imported lazily
-    import tensorrt as trt
+CHECK_RTX = False  # mypy only (--always-true/--always-false CHECK_RTX): which flavour `trt` names below
+if TYPE_CHECKING:
+    if CHECK_RTX:
+        import tensorrt_rtx as trt
+    else:
+        import tensorrt as trt
 
 log = logging.getLogger("synthmatch.engine")
 
-PRECISIONS = ("fp16", "fp32")
 FP32_NAME_MARK = "frontend"  # ONNX node names of the front-end: "/frontend/Conv", "/frontend/Log", ...
+HEADER_MAGIC = b"synthmatch-engine 1\n"  # then one JSON line, then the serialized plan
+LAYOUT = 2  # bump when the engine file layout or what goes into a build changes
 
 
-def engine_cache_key(trt_version: str, gpu_name: str, compute_capability: tuple[int, int], precision: str,
-                     model_sha256: str, max_batch: int = MAX_BATCH) -> str:
-    """Key of a built engine: a plan is only valid for the same TensorRT, GPU model, precision and model
-    bytes (and profile). 20 hex chars of sha256 over those inputs."""
-    blob = json.dumps({"trt": trt_version, "gpu": gpu_name, "sm": list(compute_capability),
-                       "precision": precision, "model": model_sha256, "max_batch": max_batch, "layout": 1},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+@dataclass(frozen=True)
+class Flavour:
+    """Where the two TensorRTs differ. Everything else goes through the same code."""
+
+    name: str  # backend name
+    module: str  # Python module
+    install: str  # how to get the module
+    precisions: tuple[str, ...]  # what a build can make from the fp32 export; the first is the default
+    strongly_typed: bool  # engine types = graph types (no FP16 flag, no per-layer precision)
+    builds_without_gpu: bool  # the builder runs on a machine without a GPU (ahead of time, in CI)
+    jit: bool  # kernels specialised at run time: runtime cache, built-in CUDA graphs, engine validity check
+
+
+FLAVOURS = {
+    "tensorrt": Flavour("tensorrt", "tensorrt", "pip install tensorrt (NVIDIA's index; matching the CUDA driver)",
+                        ("fp16", "fp32"), strongly_typed=False, builds_without_gpu=False, jit=False),
+    "tensorrt-rtx": Flavour("tensorrt-rtx", "tensorrt_rtx", "pip install 'synthmatch[gpu]' (tensorrt-rtx-cu12)",
+                            ("fp32",), strongly_typed=True, builds_without_gpu=True, jit=True),
+}
+ALIASES = {"rtx": "tensorrt-rtx", "trt": "tensorrt"}
+
+
+def flavour_named(name: str) -> Flavour:
+    f = FLAVOURS.get(ALIASES.get(name, name))
+    if f is None:
+        raise ModelError(f"unknown TensorRT flavour {name!r}; choose {', '.join(FLAVOURS)} (or rtx)")
+    return f
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    capability: tuple[int, int]  # compute capability (major, minor)
+
+    @property
+    def sm(self) -> str:
+        return f"sm{self.capability[0]}{self.capability[1]}"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything a built engine depends on. Its key names the cache file; the header must match it."""
+
+    flavour: str
+    flavour_version: str
+    synthmatch_version: str
+    model_sha256: str
+    export_id: str
+    precision: str
+    targets: tuple[str, ...]  # TensorRT: (sm, GPU name) of the build GPU; TensorRT-RTX: ("default",)
+    num_samples: int  # input window (samples)
+    max_batch: int  # profile 1..max_batch, optimised for 1
+
+    def key(self) -> str:
+        """20 hex chars of sha256 over the spec."""
+        blob = json.dumps({**asdict(self), "layout": LAYOUT}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "targets": list(self.targets)}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -60,139 +131,427 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _import_trt() -> ModuleType:
+def import_flavour(flavour: Flavour) -> ModuleType:
+    """The flavour's module, or BackendUnavailable saying what to install."""
+    import importlib
+
     try:
-        import tensorrt
-    except ImportError:
-        raise BackendUnavailable("tensorrt: the tensorrt Python package is not installed "
-                                 "(pip install tensorrt, matching the CUDA driver)") from None
-    if not hasattr(tensorrt, "Builder"):  # only type stubs (tensorrt-stubs) on the path: a namespace package
-        raise BackendUnavailable("tensorrt: only type stubs are installed, not the TensorRT runtime")
-    return tensorrt
+        lib = importlib.import_module(flavour.module)
+    except ImportError as e:
+        raise BackendUnavailable(f"{flavour.name}: the {flavour.module} Python package is not installed or "
+                                 f"does not load ({e}); {flavour.install}") from None
+    if not hasattr(lib, "Builder"):  # only type stubs (tensorrt-stubs) on the path: a namespace package
+        raise BackendUnavailable(f"{flavour.name}: only type stubs are installed, not the runtime; {flavour.install}")
+    return lib
 
 
-def _import_torch_cuda() -> Any:
+def _import_torch_cuda(flavour: Flavour) -> Any:
     try:
         import torch
     except ImportError:
-        raise BackendUnavailable("tensorrt: needs torch (CUDA build) for device buffers") from None
+        raise BackendUnavailable(f"{flavour.name}: needs torch (a CUDA build) for device buffers") from None
     if not torch.cuda.is_available():
-        raise BackendUnavailable(f"tensorrt: torch {torch.__version__} sees no CUDA GPU")
+        raise BackendUnavailable(f"{flavour.name}: no CUDA GPU visible to torch {torch.__version__} (no NVIDIA "
+                                 f"driver, or a CPU build of torch); engines can still be built ahead of time")
     return torch
 
 
-def _pin_fp32(network: trt.INetworkDefinition) -> int:
-    """Ask for fp32 in the front-end, LayerNorm and softmax layers; returns how many layers were pinned."""
-    import tensorrt as trt
+def current_gpu(torch: Any) -> Gpu:
+    props = torch.cuda.get_device_properties(torch.device("cuda"))
+    return Gpu(props.name, (props.major, props.minor))
 
+
+def engine_spec(flavour: Flavour, lib: ModuleType, path: Path, meta: ModelMeta, precision: str | None,
+                max_batch: int, gpu: Gpu | None) -> EngineSpec:
+    """The spec of the engine to build for this model here. TensorRT needs `gpu` (it builds for it)."""
+    precision = precision or flavour.precisions[0]
+    if precision not in flavour.precisions:
+        raise ModelError(f"{flavour.name}: precision {precision!r} is not one of {', '.join(flavour.precisions)}"
+                         + (" (strongly typed: an fp16 engine needs an fp16 export)" if flavour.strongly_typed else ""))
+    if flavour.builds_without_gpu:
+        targets: tuple[str, ...] = ("default",)
+    elif gpu is None:
+        raise BackendUnavailable(f"{flavour.name}: builds engines on the GPU they are for, and none is visible "
+                                 f"here; build on that machine, or use the tensorrt-rtx flavour")
+    else:
+        targets = (gpu.sm, gpu.name)
+    return EngineSpec(flavour.name, str(lib.__version__), synthmatch_version(), file_sha256(path),
+                      meta.export_id, precision, targets, meta.num_samples, max_batch)
+
+
+# ------------------------------------------------------------------------------------------------
+# Building
+
+
+def network_io(network: trt.INetworkDefinition) -> dict[str, list[tuple[str, tuple[int, ...], str]]]:
+    """{"inputs": [(name, shape, dtype)], "outputs": [...]} of a parsed network; -1 = dynamic dimension,
+    dtype as numpy names it ("float32")."""
+    def row(t: trt.ITensor) -> tuple[str, tuple[int, ...], str]:
+        shape = t.shape
+        return t.name, tuple(shape[i] for i in range(len(shape))), _dtype_name(t.dtype)
+
+    return {"inputs": [row(network.get_input(i)) for i in range(network.num_inputs)],
+            "outputs": [row(network.get_output(i)) for i in range(network.num_outputs)]}
+
+
+def _dtype_name(dtype: Any) -> str:
+    return {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT32": "int32", "INT64": "int64",
+            "BOOL": "bool", "INT8": "int8", "UINT8": "uint8"}.get(dtype.name, dtype.name.lower())
+
+
+def expected_io(meta: ModelMeta) -> dict[str, list[tuple[str, tuple[int, ...], str]]]:
+    """What the model's embedded contract says the graph takes and returns (dynamic batch)."""
+    return {"inputs": [(INPUT_NAME, (-1, meta.num_samples), "float32")],
+            "outputs": [(OUTPUT_NAME, (-1, meta.num_params), "float32")]}
+
+
+def parse(flavour: Flavour, lib: ModuleType, path: Path, logger: Any) -> tuple[trt.Builder, trt.INetworkDefinition, Any]:
+    """(builder, network, parser) for the ONNX file; the parser must outlive the network's use."""
+    builder: trt.Builder = lib.Builder(logger)
+    network: trt.INetworkDefinition = builder.create_network(0)  # explicit batch; RTX: always strongly typed
+    parser: trt.OnnxParser = lib.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError(f"{flavour.name}: cannot parse {path}: {errors}")
+    return builder, network, parser
+
+
+def build_plan(flavour: Flavour, lib: ModuleType, path: Path, meta: ModelMeta, spec: EngineSpec) -> bytes:
+    """Parse, check the network against the contract, build and serialize. Raises BackendError."""
+    logger = lib.Logger(lib.Logger.WARNING)
+    builder, network, _parser = parse(flavour, lib, path, logger)
+    io, want = network_io(network), expected_io(meta)
+    if io != want:
+        raise BackendError(f"{flavour.name}: {path}: the parsed network has {io}, its metadata says {want}; "
+                           f"re-export the model with `synthmatch export`")
+    config: trt.IBuilderConfig = builder.create_builder_config()
+    if spec.precision == "fp16":  # weakly typed flavours only (engine_spec refuses it for the others)
+        pinned = _fp16_with_fp32_islands(network, config)
+        log.debug("%s: %d layers pinned to fp32", flavour.name, pinned)
+    profile: trt.IOptimizationProfile = builder.create_optimization_profile()
+    n = meta.num_samples
+    profile.set_shape(INPUT_NAME, lib.Dims2(1, n), lib.Dims2(1, n), lib.Dims2(spec.max_batch, n))
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise BackendError(f"{flavour.name}: building an engine for {path} failed (see the TensorRT log above)")
+    return bytes(memoryview(plan))
+
+
+def _fp16_with_fp32_islands(network: Any, config: Any) -> int:
+    """TensorRT (weakly typed) only: FP16, with the front-end, LayerNorm and softmax asked to stay fp32.
+    Returns how many layers were pinned."""
+    import tensorrt as trt10
+
+    net: trt10.INetworkDefinition = network
+    cfg: trt10.IBuilderConfig = config
+    cfg.set_flag(trt10.BuilderFlag.FP16)
+    cfg.set_flag(trt10.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     pinned = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if layer.type == trt.LayerType.CONSTANT:
+    for i in range(net.num_layers):
+        layer = net.get_layer(i)
+        if layer.type == trt10.LayerType.CONSTANT:
             continue
         wanted = (FP32_NAME_MARK in layer.name
-                  or layer.type in (trt.LayerType.NORMALIZATION, trt.LayerType.SOFTMAX))
+                  or layer.type in (trt10.LayerType.NORMALIZATION, trt10.LayerType.SOFTMAX))
         outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
-        if not wanted or any(t.dtype != trt.DataType.FLOAT for t in outputs):
+        if not wanted or any(t.dtype != trt10.DataType.FLOAT for t in outputs):
             continue  # shape/index layers (int32/int64) must keep their types
-        layer.precision = trt.DataType.FLOAT
+        layer.precision = trt10.DataType.FLOAT
         for j in range(layer.num_outputs):
-            layer.set_output_type(j, trt.DataType.FLOAT)
+            layer.set_output_type(j, trt10.DataType.FLOAT)
         pinned += 1
     return pinned
 
 
-def build_plan(path: Path, meta: ModelMeta, precision: str, max_batch: int) -> bytes:
-    """Parse the ONNX file and build a serialized engine. Raises BackendError with the parser's errors."""
-    import tensorrt as trt
+# ------------------------------------------------------------------------------------------------
+# The cache
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BackendError(f"tensorrt: cannot parse {path}: {errors}")
-    config = builder.create_builder_config()
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-        pinned = _pin_fp32(network)
-        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
-        log.debug("tensorrt: %d layers pinned to fp32", pinned)
-    profile = builder.create_optimization_profile()
-    n = meta.num_samples
-    profile.set_shape(INPUT_NAME, trt.Dims2(1, n), trt.Dims2(1, n), trt.Dims2(max_batch, n))
-    config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise BackendError(f"tensorrt: building an engine for {path} failed (see the TensorRT log above)")
-    return bytes(plan)
+
+def cache_file(cache_dir: Path, model: Path, spec: EngineSpec) -> Path:
+    return Path(cache_dir) / f"{model.stem}-{spec.flavour}-{spec.key()}.engine"
+
+
+def write_cached(file: Path, spec: EngineSpec, plan: bytes) -> None:
+    header = {"spec": spec.to_json(), "key": spec.key(), "plan_sha256": hashlib.sha256(plan).hexdigest(),
+              "plan_bytes": len(plan)}
+    line = json.dumps(header, sort_keys=True).encode() + b"\n"
+
+    def write(f: Any) -> None:
+        f.write(HEADER_MAGIC)
+        f.write(line)
+        f.write(plan)
+
+    write_atomic(file, write)
+
+
+def read_cached(file: Path, spec: EngineSpec) -> bytes | None:
+    """The plan in `file` when it is whole and was built for `spec`; None (and a warning saying why, when
+    the file exists) otherwise."""
+    if not file.is_file():
+        return None
+    data = file.read_bytes()
+    why = _cache_problem(data, spec)
+    if why is None:
+        return data[data.index(b"\n", len(HEADER_MAGIC)) + 1:]
+    log.warning("%s: cached engine %s %s; rebuilding it", spec.flavour, file, why)
+    return None
+
+
+def _cache_problem(data: bytes, spec: EngineSpec) -> str | None:
+    if not data.startswith(HEADER_MAGIC):
+        return "is not a synthmatch engine file"
+    end = data.find(b"\n", len(HEADER_MAGIC))
+    try:
+        header = json.loads(data[len(HEADER_MAGIC):end]) if end > 0 else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        return "has a damaged header"
+    if header.get("spec") != spec.to_json():
+        theirs: dict = header["spec"] if isinstance(header.get("spec"), dict) else {}
+        changed = sorted(k for k, v in spec.to_json().items() if theirs.get(k) != v)
+        return f"was built for another {', '.join(changed) or 'spec'}"
+    plan = data[end + 1:]
+    if len(plan) != header.get("plan_bytes") or hashlib.sha256(plan).hexdigest() != header.get("plan_sha256"):
+        return "is truncated or damaged (plan checksum)"
+    return None
+
+
+@dataclass(frozen=True)
+class BuiltEngine:
+    file: Path
+    spec: EngineSpec
+    plan: bytes
+    build_s: float | None  # None: found in the cache
+
+    @property
+    def size(self) -> int:
+        return len(self.plan)
+
+
+def ensure_engine(model: str | Path, flavour: str = "tensorrt-rtx", cache_dir: str | Path | None = None,
+                  precision: str | None = None, max_batch: int = MAX_BATCH, rebuild: bool = False,
+                  gpu: Gpu | None = None, meta: ModelMeta | None = None) -> BuiltEngine:
+    """The engine for `model` in `cache_dir` (default: default_cache_dir()/tensorrt), built when missing,
+    stale or damaged (or with `rebuild`). gpu: the GPU it is for (needed by the "tensorrt" flavour; the
+    TensorRT-RTX engine is portable). Raises ModelError for a bad model file, BackendUnavailable when the
+    flavour is missing here or cannot build without a GPU, BackendError when the build fails."""
+    model = Path(model)
+    meta = meta or read_meta(model)
+    fl = flavour_named(flavour)
+    lib = import_flavour(fl)
+    spec = engine_spec(fl, lib, model, meta, precision, max_batch, gpu)
+    file = cache_file(Path(cache_dir) if cache_dir is not None else default_cache_dir() / "tensorrt", model, spec)
+    plan = None if rebuild else read_cached(file, spec)
+    if plan is not None:
+        return BuiltEngine(file, spec, plan, None)
+    t0 = time.perf_counter()
+    plan = build_plan(fl, lib, model, meta, spec)
+    build_s = time.perf_counter() - t0
+    write_cached(file, spec, plan)
+    log.info("%s: built %s in %.1f s (%.1f MB) -> %s", fl.name, model, build_s, len(plan) / 1e6, file)
+    return BuiltEngine(file, spec, plan, build_s)
+
+
+def build_main(args: Any) -> int:
+    """`synthmatch engine build`: one line, what was built (or found) where."""
+    built = ensure_engine(args.model, flavour=args.flavour, cache_dir=args.cache_dir, precision=args.precision,
+                          rebuild=args.rebuild, gpu=_gpu_if_any())
+    how = f"built in {built.build_s:.1f} s" if built.build_s is not None else "cached"
+    print(f"{built.spec.flavour} {built.spec.flavour_version} {built.spec.precision} engine for {args.model}: "
+          f"{built.file} ({built.size / 1e6:.1f} MB, {how})")
+    return 0
+
+
+def _gpu_if_any() -> Gpu | None:
+    from bridge.engine import nvidia_driver_absent
+
+    if nvidia_driver_absent():
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    return current_gpu(torch) if torch.cuda.is_available() else None
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+
+
+def check_runnable(flavour: Flavour, runtime: Any, plan: bytes, gpu: Gpu | None) -> None:
+    """TensorRT-RTX: ask the runtime whether this GPU and driver can run the plan before deserializing it.
+    Raises BackendUnavailable in one line saying what happened. No-op for the other flavour."""
+    if not flavour.jit:
+        return
+    import tensorrt_rtx as rtx
+
+    rt: rtx.Runtime = runtime
+    validity, diagnostics = rt.get_engine_validity(plan)
+    if validity != rtx.EngineValidity.INVALID:
+        return
+    why = [d.name.lower().replace("_", " ") for d in rtx.EngineInvalidityDiagnostics.__members__.values()
+           if int(diagnostics) & int(d)]
+    on = f"{gpu.name} ({gpu.sm})" if gpu else "this machine"
+    if int(diagnostics) & int(rtx.EngineInvalidityDiagnostics.UNSUPPORTED_CC):
+        raise BackendUnavailable(f"{flavour.name}: {on} is outside TensorRT-RTX's GPUs (RTX-class, Turing and "
+                                 f"newer); use --backend tensorrt (TensorRT 10, NVIDIA's index) or cuda")
+    raise BackendUnavailable(f"{flavour.name}: cannot run engines on {on}: "
+                             f"{', '.join(why) or 'no usable CUDA driver or GPU'}")
 
 
 class TensorRTEngine(Engine):
-    name = "tensorrt"
+    """An engine of either flavour on the first CUDA GPU, built (or found cached) at start."""
 
-    def __init__(self, path: str | Path, meta: ModelMeta, cache_dir: str | Path, precision: str = "fp16",
-                 max_batch: int = MAX_BATCH):
+    def __init__(self, path: str | Path, meta: ModelMeta, cache_dir: str | Path, flavour: str = "tensorrt",
+                 precision: str | None = None, max_batch: int = MAX_BATCH):
         super().__init__(meta)
-        if precision not in PRECISIONS:
-            raise ValueError(f"tensorrt precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-        _import_trt()  # BackendUnavailable when absent
-        import tensorrt as trt
-
-        torch = _import_torch_cuda()
-        path = Path(path)
-        device = torch.device("cuda")
-        props = torch.cuda.get_device_properties(device)
-        key = engine_cache_key(trt.__version__, props.name, (props.major, props.minor), precision,
-                               file_sha256(path), max_batch)
-        self.cache_file = Path(cache_dir) / f"{path.stem}-{key}.engine"
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        engine = None
-        if self.cache_file.is_file():
-            engine = self._runtime.deserialize_cuda_engine(self.cache_file.read_bytes())
-            if engine is None:
-                log.warning("tensorrt: cached engine %s does not load; rebuilding", self.cache_file)
+        self.flavour = flavour_named(flavour)
+        self.name = self.flavour.name
+        lib = import_flavour(self.flavour)  # BackendUnavailable when absent
+        torch = _import_torch_cuda(self.flavour)
+        gpu = current_gpu(torch)
+        built = ensure_engine(path, flavour, cache_dir, precision, max_batch, gpu=gpu, meta=meta)
+        self.cache_file = built.file
+        logger = lib.Logger(lib.Logger.WARNING)
+        self._runtime: trt.Runtime = lib.Runtime(logger)
+        check_runnable(self.flavour, self._runtime, built.plan, gpu)
+        engine: trt.ICudaEngine | None = self._runtime.deserialize_cuda_engine(built.plan)
         if engine is None:
-            plan = build_plan(path, meta, precision, max_batch)
-            write_atomic(self.cache_file, plan)
-            engine = self._runtime.deserialize_cuda_engine(plan)
-            if engine is None:
-                raise BackendError(f"tensorrt: the engine just built for {path} does not deserialize")
+            raise BackendError(f"{self.name}: the engine {built.file} does not deserialize on {gpu.name} "
+                               f"(see the TensorRT log above); delete it to rebuild, or use --backend cuda")
         for name in (INPUT_NAME, OUTPUT_NAME):
-            if engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
-                raise BackendError(f"tensorrt: tensor {name!r} of {path} is not float32")
+            if _dtype_name(engine.get_tensor_dtype(name)) != "float32":
+                raise BackendError(f"{self.name}: tensor {name!r} of {path} is not float32")
         self._engine: trt.ICudaEngine | None = engine
-        self._context: trt.IExecutionContext | None = engine.create_execution_context()
-        self._torch, self.max_batch = torch, max_batch
+        self._rt_cache = RuntimeCache(self.flavour, built.file, gpu)
+        self._context: trt.IExecutionContext | None = self._make_context(engine)
+        self._torch, self.max_batch, self._batch = torch, max_batch, 0
+        device = torch.device("cuda")
         # one buffer each for the largest batch; a batch b uses the first b rows (row-major, contiguous)
         self._in = torch.empty((max_batch, meta.num_samples), dtype=torch.float32, device=device)
         self._out = torch.empty((max_batch, meta.num_params), dtype=torch.float32, device=device)
         self._context.set_tensor_address(INPUT_NAME, self._in.data_ptr())
         self._context.set_tensor_address(OUTPUT_NAME, self._out.data_ptr())
         self._stream = torch.cuda.Stream(device)
-        self.detail = f"{props.name} {precision} trt {trt.__version__} cache {self.cache_file.name}"
-        self._run(np.zeros((1, meta.num_samples), np.float32))  # warm-up: lazy kernel loading
+        # TensorRT: CUDA graphs captured here per batch size; TensorRT-RTX replays its own
+        self._graphs: dict[int, Any] | None = None if self.flavour.jit else {}
+        self.detail = (f"{gpu.name} {built.spec.precision} {self.name} {built.spec.flavour_version} "
+                       f"cache {built.file.name}")
+        self._run(np.zeros((1, meta.num_samples), np.float32))  # warm-up: JIT / lazy kernel loading
+        self._rt_cache.save()
+
+    def _make_context(self, engine: trt.ICudaEngine) -> trt.IExecutionContext:
+        return self._rtx_context(engine) if self.flavour.jit else engine.create_execution_context()
+
+    def _rtx_context(self, engine: Any) -> Any:
+        """TensorRT-RTX: a context with the runtime cache attached and built-in CUDA graphs on."""
+        import tensorrt_rtx as rtx
+
+        eng: rtx.ICudaEngine = engine
+        config = eng.create_runtime_config()
+        self._rt_cache.attach(config)
+        try:
+            config.cuda_graph_strategy = rtx.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+        except (AttributeError, TypeError) as e:  # older TensorRT-RTX: run without graphs
+            log.warning("%s: no built-in CUDA graphs (%s)", self.name, e)
+        return eng.create_execution_context(config)
+
+    def _enqueue(self, b: int) -> None:
+        context = self._context
+        assert context is not None
+        if self._graphs is not None:
+            graph = self._graphs.get(b) or self._capture(b)
+            if graph is not None:
+                graph.replay()
+                return
+        if not context.execute_async_v3(self._stream.cuda_stream):
+            raise BackendError(f"{self.name}: execute_async_v3 failed (see the TensorRT log)")
+
+    def _capture(self, b: int) -> Any:
+        """TensorRT: capture one enqueue at batch b into a CUDA graph (after one plain run: TensorRT does
+        deferred work on the first enqueue of a shape). Any failure turns graphs off for this engine."""
+        torch, context = self._torch, self._context
+        assert context is not None and self._graphs is not None
+        try:
+            if not context.execute_async_v3(self._stream.cuda_stream):
+                raise RuntimeError("execute_async_v3 failed")
+            self._stream.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self._stream):
+                context.execute_async_v3(self._stream.cuda_stream)
+        except Exception as e:  # capture unsupported by this engine/driver: plain enqueues are correct too
+            log.warning("%s: CUDA graph capture failed (%s: %s); running without graphs", self.name,
+                        type(e).__name__, e)
+            self._graphs = None
+            return None
+        self._graphs[b] = graph
+        return graph
 
     def _run(self, audio: np.ndarray) -> np.ndarray:
         torch, context = self._torch, self._context
         if context is None:
-            raise BackendError("tensorrt: engine used after close()")
+            raise BackendError(f"{self.name}: engine used after close()")
         outs = []
         for start in range(0, audio.shape[0], self.max_batch):
             chunk = torch.from_numpy(audio[start:start + self.max_batch])
             b = chunk.shape[0]
-            if not context.set_input_shape(INPUT_NAME, (b, self.meta.num_samples)):
-                raise BackendError(f"tensorrt: batch {b} is outside the engine's profile 1..{self.max_batch}")
+            if b != self._batch:  # set only on change: an unchanged shape keeps the captured graphs valid
+                if not context.set_input_shape(INPUT_NAME, (b, self.meta.num_samples)):
+                    raise BackendError(f"{self.name}: batch {b} is outside the engine's profile 1..{self.max_batch}")
+                self._batch = b
             with torch.cuda.stream(self._stream):
                 self._in[:b].copy_(chunk)
-                if not context.execute_async_v3(self._stream.cuda_stream):
-                    raise BackendError("tensorrt: execute_async_v3 failed (see the TensorRT log)")
+                self._enqueue(b)
                 out = self._out[:b].to("cpu")
             self._stream.synchronize()
             outs.append(out.numpy())
         return np.concatenate(outs)
 
     def close(self) -> None:
+        if self._context is not None:
+            self._rt_cache.save()
+        self._graphs = None
         self._context = None
         self._engine = None
+
+
+class RuntimeCache:
+    """TensorRT-RTX's JIT results for one engine on one GPU, kept in <engine>-<gpu>.rtcache beside the
+    engine so the next start skips the compilation. A file that does not load is ignored (and replaced)."""
+
+    def __init__(self, flavour: Flavour, engine_file: Path, gpu: Gpu):
+        tag = hashlib.sha256(f"{gpu.name}/{gpu.sm}".encode()).hexdigest()[:8]
+        self.file = engine_file.with_name(f"{engine_file.stem}-{gpu.sm}-{tag}.rtcache")
+        self.flavour, self._saved = flavour, b""
+        self._cache: Any = None  # rtx.IRuntimeCache once attached
+
+    def attach(self, config: Any) -> None:
+        import tensorrt_rtx as rtx
+
+        rc: rtx.IRuntimeConfig = config
+        cache: rtx.IRuntimeCache = rc.create_runtime_cache()
+        if self.file.is_file():
+            blob = self.file.read_bytes()
+            if cache.deserialize(blob):
+                self._saved = blob
+            else:
+                log.warning("%s: runtime cache %s does not load; starting a new one", self.flavour.name, self.file)
+                cache.reset()
+        if not rc.set_runtime_cache(cache):
+            log.warning("%s: the runtime cache was refused; JIT results will not be kept", self.flavour.name)
+            return
+        self._cache = cache
+
+    def save(self) -> None:
+        """Write the cache when it changed (after the warm-up, at close). Failing to write costs only time."""
+        if self._cache is None:
+            return
+        try:
+            blob = bytes(memoryview(self._cache.serialize()))
+            if blob and blob != self._saved:
+                write_atomic(self.file, blob)
+                self._saved = blob
+        except Exception as e:  # a full disk or read-only cache dir must not stop inference
+            log.warning("%s: could not save the runtime cache %s (%s)", self.flavour.name, self.file, e)

@@ -1,14 +1,17 @@
-"""Type-check the TensorRT backend against the TensorRT 10 signatures, on a machine without TensorRT.
+"""Type-check the TensorRT backend against both flavours' signatures, on a machine without a GPU.
 
     python scripts/typecheck_tensorrt.py [FILE ...]     (default: bridge/engine_tensorrt.py)
 
-Needs mypy and tensorrt-stubs (install the stubs with `pip install --no-deps tensorrt-stubs`: their
-declared dependency is the full TensorRT runtime). The published stubs (10.8 to 10.13) are generated
-with two kinds of syntax errors (a parameter named `in`, a keyword; one parameter without a default after
-defaulted ones) and a module-level `bool` (trt.bool) that shadows the builtin in every annotation. This
-script copies them to a temporary directory, repairs exactly those, and runs
-mypy (configured in pyproject.toml) with that directory first on MYPYPATH. Exit status: mypy's, or 3
-when mypy or the stubs are missing.
+TensorRT 10: tensorrt-stubs (install with `pip install --no-deps tensorrt-stubs`: their declared
+dependency is the full TensorRT runtime). The published stubs (10.8 to 10.13) are generated with two
+kinds of syntax errors (a parameter named `in`, a keyword; one parameter without a default after
+defaulted ones) and a module-level `bool` (trt.bool) that shadows the builtin in every annotation.
+TensorRT-RTX: no stubs are published, so they are generated here with mypy's stubgen from the installed
+tensorrt_rtx (pip install tensorrt-rtx-cu12; its bindings carry pybind11 signatures), with the same
+`bool` repair. Both go to a temporary directory put first on MYPYPATH, and mypy (configured in
+pyproject.toml) runs twice: with CHECK_RTX false (the shared code's `trt` is TensorRT 10) and true (it
+is TensorRT-RTX); flavour-only code is checked against its own module both times. Exit status: the
+first failing mypy's, or 3 when mypy, the stubs or tensorrt_rtx are missing.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ def find_stubs() -> Path | None:
 
 def repair(text: str) -> str:
     text = re.sub(r"\bin: ", "in_: ", text)  # `def f(self, in: list[...], out: ...)`
-    text = text.replace("channel_axis: int) -> IScaleLayer", "channel_axis: int = ...) -> IScaleLayer")
+    # add_scale_nd's channel_axis (int in tensorrt-stubs, typing.SupportsInt from stubgen) lacks its default
+    text = re.sub(r"channel_axis: ((?:typing\.Supports)?[Ii]nt)\) -> IScaleLayer", r"channel_axis: \1 = ...) -> IScaleLayer",
+                  text)
     if re.search(r"^bool: DataType", text, re.M):
         # the module defines `bool` (trt.bool, a DataType) and so shadows the builtin in every annotation
         lines = ["import builtins"]
@@ -56,7 +61,27 @@ def prepare(dest: Path) -> Path:
         out = dest / f
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(repair((site / f).read_text()))
+    prepare_rtx(dest)
     return dest
+
+
+def prepare_rtx(dest: Path) -> None:
+    """Stubs for tensorrt_rtx: stubgen over the installed tensorrt_rtx_bindings (a pybind11 module), plus
+    a tensorrt_rtx package that re-exports it as the real one does."""
+    if importlib.util.find_spec("tensorrt_rtx_bindings") is None:
+        raise FileNotFoundError("tensorrt_rtx is not installed (pip install tensorrt-rtx-cu12)")
+    r = subprocess.run([sys.executable, "-c", "import sys; from mypy.stubgen import main; main(sys.argv[1:])", "-p", "tensorrt_rtx_bindings", "-o", str(dest)],
+                       capture_output=True, text=True)
+    gen = dest / "tensorrt_rtx_bindings" / "tensorrt_rtx.pyi"
+    if r.returncode != 0 or not gen.is_file():
+        raise FileNotFoundError(f"stubgen could not read tensorrt_rtx_bindings: {r.stdout}{r.stderr}")
+    # pybind11's buffer protocol is invisible to stubgen; the real IHostMemory has it (memoryview(plan))
+    text = repair(gen.read_text()).replace(
+        "class IHostMemory:\n", "class IHostMemory:\n    def __buffer__(self, flags: int, /) -> memoryview: ...\n", 1)
+    gen.write_text(text)
+    pkg = dest / "tensorrt_rtx" / "__init__.pyi"
+    pkg.parent.mkdir(parents=True, exist_ok=True)
+    pkg.write_text("from tensorrt_rtx_bindings.tensorrt_rtx import *\n__version__: str\n")
 
 
 def main(argv: list[str]) -> int:
@@ -71,8 +96,14 @@ def main(argv: list[str]) -> int:
             print(e, file=sys.stderr)
             return 3
         env = {**os.environ, "MYPYPATH": str(stubs)}
-        cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), *files]
-        return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+        for switch, flavour in (("--always-false", "tensorrt"), ("--always-true", "tensorrt-rtx")):
+            print(f"mypy, shared code as {flavour}:", flush=True)
+            cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
+                   f"{switch}=CHECK_RTX", *files]
+            rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+            if rc:
+                return rc
+        return 0
 
 
 if __name__ == "__main__":
