@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up synthmatch on a fresh Debian/Ubuntu machine: system packages, then a virtualenv in .venv.
 #   bash scripts/setup.sh          runtime + training (torch)
-#   bash scripts/setup.sh --dev    the same plus the test tools (pytest, mypy, TensorRT stubs)
+#   bash scripts/setup.sh --dev    the same plus the test tools (pytest, mypy, TensorRT stubs, TensorRT-RTX)
 # Torch: on a machine without an NVIDIA GPU the CPU build (torch==2.13.0) is installed so no multi-GB
 # CUDA build is pulled; with `nvidia-smi` present the default PyPI (CUDA) build and onnxruntime-gpu are.
 # Override with TORCH_SPEC, e.g. TORCH_SPEC="torch==2.13.0" bash scripts/setup.sh.
@@ -39,5 +39,7 @@ fi
 # TensorRT 10's Python signatures for mypy over bridge/engine_tensorrt.py; --no-deps because its
 # metadata requires the tensorrt wheels themselves, which PyPI does not carry.
 [[ "$extras" == *dev* ]] && "${pip[@]}" --no-deps "tensorrt-stubs==10.13.0.35.1"
+# TensorRT-RTX (PyPI): the tests build real engines with it, no GPU needed; the gpu extra installs it too.
+[[ "$extras" == *dev* ]] && "${pip[@]}" "tensorrt-rtx-cu12==1.7.1.116"
 [[ "$extras" == *dev* ]] && bash scripts/build_test_plugin.sh
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
