@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import time
 
 import pytest
@@ -167,3 +168,85 @@ def test_midi_note_trigger_virtual_port(jack):
     finally:
         trig.close()
         midiports.retire(pad, server_dead=False)
+
+
+# ---- hostile datagrams (issue 14): decoded with bounds, counted, never a stall ----------------------
+
+def _bundle(*elements: bytes, size: int | None = None) -> bytes:
+    """#bundle, time tag 'immediately', then each element with its size (or `size` for all of them)."""
+    out = b"#bundle\0" + struct.pack(">Q", 1)
+    for e in elements:
+        out += struct.pack(">i", len(e) if size is None else size) + e
+    return out
+
+
+def _nested(depth: int) -> bytes:
+    d = osc("/synthmatch/trigger")
+    for _ in range(depth):
+        d = _bundle(d)
+    return d
+
+
+HOSTILE = {
+    "negative bundle element size (the 20-byte freeze)": b"#bundle\0" + b"\0" * 8 + struct.pack(">i", -4),
+    "element size past the end": _bundle(osc("/synthmatch/trigger"), size=4096),
+    "element size not a multiple of 4": b"#bundle\0" + b"\0" * 8 + struct.pack(">i", 3) + b"/a\0\0",
+    "zero element size": _bundle(b"", size=0),
+    "unaligned datagram": osc("/synthmatch/trigger") + b"\0",
+    "bundle nested too deep": _nested(40),
+    "non-UTF-8 address": b"/synthmatch/\xff\xfe\0\0\0\0,\0\0\0",
+    "non-UTF-8 string argument": b"/synthmatch/mode\0\0\0\0,s\0\0\xc3\x28\0\0",
+    "negative blob size": b"/synthmatch/trigger\0,b\0\0" + struct.pack(">i", -8),
+    "string without NUL": b"/synthmatch/trigger!!!!",
+    "arrays nested too deep": b"/synthmatch/trigger\0" + b",[[[[[[[[]]]]]]]]\0\0",
+    "truncated float": b"/synthmatch/freeze\0\0,f\0\0\0\0",
+    "NaN freeze": osc("/synthmatch/freeze", ("f", float("nan"))),
+    "oversize datagram": b"/" + b"x" * 20000 + b"\0\0\0",
+    "empty datagram": b"",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_datagram_is_counted_and_the_server_keeps_answering(client, name):
+    with ControlServer(port=0, status=lambda: {"ok": True}, modes=MODES) as srv:
+        client.sendto(HOSTILE[name], srv.address)
+        client.sendto(osc("/synthmatch/status"), srv.address)
+        data, _ = client.recvfrom(65536)  # times out (3 s) if the server is stuck
+        assert json.loads(OscMessage(data).params[0]) == {"ok": True}
+        assert wait_for(lambda: srv.stats.received == 2)
+        assert srv.stats.malformed == 1 and srv.stats.errors == 0, (name, srv.stats)
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 0.5  # close() waits for nothing
+
+
+def test_valid_bundles_nested_a_little_are_accepted(client):
+    with ControlServer(port=0, modes=MODES) as srv:
+        client.sendto(_bundle(osc("/synthmatch/freeze", ("T", True)), _nested(2)), srv.address)
+        assert wait_for(lambda: srv.stats.accepted == 2)
+        assert [(c.kind, c.value) for c in srv.commands.drain()] == [("freeze", True), ("trigger", None)]
+    assert srv.stats.malformed == 0
+
+
+def test_a_flood_is_logged_briefly_and_status_requests_are_rate_limited(client, caplog):
+    with ControlServer(port=0, status=lambda: {"ok": True}) as srv:
+        for i, dgram in enumerate([b"garbage!"] * 300 + [osc("/synthmatch/status")] * 300):
+            client.sendto(dgram, srv.address)
+            if i % 50 == 49:  # paced: the kernel's receive buffer would drop some of a burst of 600
+                assert wait_for(lambda: srv.stats.received == i + 1)
+    assert srv.stats.malformed == 300
+    assert srv.stats.replies + srv.stats.dropped == 300 and srv.stats.dropped > 0
+    warnings = [r for r in caplog.records if "ignored message" in r.getMessage()]
+    assert len(warnings) <= ControlServer.LOG_BURST + 2, len(warnings)
+
+
+def test_an_address_of_another_machine_gets_advice_about_control_host():
+    from bridge.cli import UsageError
+
+    with pytest.raises(UsageError, match=r"8\.8\.8\.8 is not an address of this machine: set control\.host"):
+        ControlServer(host="8.8.8.8", port=0)
+
+
+def test_listening_on_all_interfaces_warns(caplog):
+    with ControlServer(host="0.0.0.0", port=0):
+        pass
+    assert "listening on 0.0.0.0: any machine" in caplog.text
