@@ -456,6 +456,7 @@ class TensorRTEngine(Engine):
             config.cuda_graph_strategy = rtx.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
         except (AttributeError, TypeError) as e:  # older TensorRT-RTX: run without graphs
             log.warning("%s: no built-in CUDA graphs (%s)", self.name, e)
+        self._runtime_config = config  # kept for the context's lifetime
         return eng.create_execution_context(config)
 
     def _enqueue(self, b: int) -> None:

@@ -119,7 +119,7 @@ def machine() -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated presets (random weights)")
-    ap.add_argument("--backends", default="tensorrt,cuda,onnxruntime")
+    ap.add_argument("--backends", default="tensorrt,tensorrt-rtx,cuda,onnxruntime")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--iters", type=int, default=30, help="batch-1 calls per run")
     ap.add_argument("--iters32", type=int, default=2, help="batch-32 calls per run")
