@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("dataset", "training.shards:main", "offline sharded datasets (render, verify)")
     dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
-    r = dsub.add_parser("render", help="render a sharded dataset with the reference synth (resumable)",
-                        description="render a sharded dataset with the reference synth; rerun to resume")
+    r = dsub.add_parser("render", help="render a sharded dataset with a synth (resumable)",
+                        description="render a sharded dataset with the reference synth or a VST3 instrument; "
+                                    "rerun to resume")
     r.add_argument("--count", type=int, required=True, help="number of examples")
     r.add_argument("--out", required=True, help="dataset directory (created; a rerun resumes it)")
     r.add_argument("--workers", type=int, default=1, help="render processes (default 1)")
@@ -118,7 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="logmel: float16 model input (default, 51 GB per 1M); audio: int16 (128 GB per 1M)")
     r.add_argument("--presets", metavar="CSV", help="sample from distributions fitted to this presets CSV")
     r.add_argument("--presets-method", choices=("beta", "kde"), default="beta", help="fit (default beta)")
+    r.add_argument("--synth", default="reference", metavar="SPEC",
+                   help='"reference" (default) or "vst3:PATH" (a VST3 instrument, one instance per worker)')
+    r.add_argument("--profile", help="with vst3: a synth profile, configs/synths/NAME.toml or a TOML file")
+    r.add_argument("--shards", metavar="A:B", help="render only shards A..B-1 (B exclusive), e.g. one "
+                   "machine's part of a dataset in a shared directory")
     _add_contract(r)
+    pr = dsub.add_parser("probe", help="open a synth with its profile: parameters, mapping, one test render",
+                         description="load a VST3 plugin with a profile, check every name against the plugin "
+                                     "and print its parameters and one render's level (JSON)")
+    pr.add_argument("--synth", required=True, metavar="SPEC", help='"vst3:PATH"')
+    pr.add_argument("--profile", required=True, help="configs/synths/NAME.toml or a TOML file")
+    _add_contract(pr)
     v = dsub.add_parser("verify", help="check a sharded dataset's manifest, sizes and checksums")
     v.add_argument("dir", help="dataset directory")
     _add_contract(v)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -57,6 +58,7 @@ DEFAULT_STORE = "logmel"
 DEFAULT_SHARD_SIZE = 1024  # examples: 52 MB of log-mel or 131 MB of audio per shard
 INT16_SCALE = 32767.0
 RENDER_CHUNK = 128  # examples per synth call inside a shard (bounds memory)
+MAX_CRASHES = 3  # a shard whose worker dies this often is reported, not retried again
 
 
 class ShardError(ValueError):
@@ -75,6 +77,7 @@ class Plan:
     store: str
     dtype: str
     example_shape: tuple[int, ...]
+    synth: str = "reference"  # training.synths identity: which synth (and profile) rendered the audio
 
     @property
     def num_shards(self) -> int:
@@ -85,7 +88,7 @@ class Plan:
 
 
 def make_plan(contract: Contract, seed: int, count: int, shard_size: int = DEFAULT_SHARD_SIZE,
-              store: str = DEFAULT_STORE, presets: PresetSampling | None = None) -> Plan:
+              store: str = DEFAULT_STORE, presets: PresetSampling | None = None, synth: str = "reference") -> Plan:
     if store not in STORES:
         raise ShardError(f"unknown store {store!r}; use one of {', '.join(STORES)}")
     if count < 1 or shard_size < 1:
@@ -96,7 +99,7 @@ def make_plan(contract: Contract, seed: int, count: int, shard_size: int = DEFAU
     else:
         shape, dtype = (contract.audio.num_samples,), "int16"
     return Plan(contract.hash, sampling_fingerprint(contract, presets), int(seed), int(count),
-                int(shard_size), store, dtype, shape)
+                int(shard_size), store, dtype, shape, synth)
 
 
 def shard_files(root: Path, k: int) -> dict[str, Path]:
@@ -111,10 +114,24 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_manifest(root: Path, plan: Plan, shards: dict[str, dict]) -> None:
+def _write_manifest(root: Path, plan: Plan, shards: dict[str, dict], merge: bool = False, drop=()) -> None:
+    """Replace the manifest. merge: first add the finished shards another process (another --shards
+    range, maybe on another machine) entered meanwhile, except those in `drop` (found damaged), under
+    an exclusive lock on manifest.lock."""
+    if merge:
+        import fcntl
+
+        with open(root / f"{MANIFEST}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if (root / MANIFEST).exists() and read_manifest(root)[0] == plan:
+                for k, entry in read_manifest(root)[1].items():
+                    if k not in drop:
+                        shards.setdefault(k, entry)
+            _write_manifest(root, plan, shards)
+        return
     data = {"format": FORMAT, **asdict(plan), "num_shards": plan.num_shards,
             "shards": {k: shards[k] for k in sorted(shards)}}
-    tmp = root / f"{MANIFEST}.tmp-{os.getpid()}"
+    tmp = root / f"{MANIFEST}.tmp-{socket.gethostname()}-{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1)
         f.flush()
@@ -135,7 +152,7 @@ def read_manifest(root: Path) -> tuple[Plan, dict[str, dict]]:
         raise ShardError(f"{path}: format {data.get('format')!r}, this code reads format {FORMAT}; "
                          "render the dataset again")
     try:
-        plan = Plan(**{f: data[f] for f in Plan.__dataclass_fields__})
+        plan = Plan(**{f: data[f] for f in Plan.__dataclass_fields__ if f in data or f != "synth"})
     except KeyError as e:
         raise ShardError(f"{path}: manifest lacks key {e}; render the dataset again") from None
     plan = Plan(**{**asdict(plan), "example_shape": tuple(plan.example_shape)})
@@ -148,14 +165,25 @@ def read_manifest(root: Path) -> tuple[Plan, dict[str, dict]]:
 _worker: dict = {}
 
 
-def _init_worker(contract: Contract, presets: PresetSampling | None, seed: int) -> None:
+def _init_worker(contract: Contract, presets: PresetSampling | None, seed: int, synth=None, log=None) -> None:
+    """synth: a training.synths.SynthSpec for a plugin (None: the reference synth, as training.data);
+    log: where the plugin's own stderr chatter goes."""
     import torch
 
     torch.set_num_threads(1)  # one process per core; also keeps each shard's bytes thread-independent
     from training.data import Renderer
     from training.frontend import LogMel
 
-    _worker.update(renderer=Renderer(contract, seed, "cpu", presets), logmel=LogMel(contract))
+    if synth is None:
+        renderer = Renderer(contract, seed, "cpu", presets)
+    else:
+        from training.synths import SynthRenderer
+        from training.synths.vst3 import redirect_plugin_stderr
+
+        if log:
+            redirect_plugin_stderr(log)
+        renderer = SynthRenderer(synth.open(contract), seed, presets)  # one plugin instance per process
+    _worker.update(renderer=renderer, logmel=LogMel(contract))
 
 
 def _encode(audio, plan: Plan) -> np.ndarray:
@@ -210,60 +238,134 @@ def _verify_entry(root: Path, entry: dict) -> str | None:
     return None
 
 
+def _shard_span(shards: tuple[int, int] | None, plan: Plan) -> tuple[int, int]:
+    if shards is None:
+        return 0, plan.num_shards
+    a, b = shards
+    if not 0 <= a < b <= plan.num_shards:
+        raise ShardError(f"--shards {a}:{b}: the dataset has shards 0..{plan.num_shards - 1}; give A:B with "
+                         f"0 <= A < B <= {plan.num_shards} (B exclusive)")
+    return a, b
+
+
+def _leftovers(root: Path, ks) -> list[Path]:
+    """Temporary files of shards ks (a render that was killed or crashed left them)."""
+    return [p for k in ks for f in shard_files(root, k).values() for p in root.glob(f"{f.name}.tmp-*")]
+
+
+def _remove_leftovers(root: Path, ks) -> None:
+    for p in _leftovers(root, ks):
+        p.unlink(missing_ok=True)
+
+
+def _render_pool(plan: Plan, root: Path, todo: list[int], workers: int, initargs: tuple, done: dict,
+                 progress: bool) -> list[int]:
+    """Render shards `todo` in a fresh process pool, entering each in the manifest as it finishes.
+    Returns the shards left unfinished because a worker died (empty when all finished)."""
+    ctx = get_context("spawn")  # fresh interpreters: no inherited torch threads or locks
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))), mp_context=ctx,
+                             initializer=_init_worker, initargs=initargs) as pool:
+        pending = {pool.submit(_render_shard, plan, str(root), k): k for k in todo}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    pending.pop(fut)
+                    k, entry = fut.result()
+                    done[f"{k:05d}"] = entry
+                    _write_manifest(root, plan, done, merge=True)
+                    if progress:
+                        print(f"\rshards {len(done)}/{plan.num_shards}", end="", file=sys.stderr, flush=True)
+        except BrokenProcessPool:
+            return sorted(k for k in todo if f"{k:05d}" not in done)
+    return []
+
+
 def render_dataset(contract: Contract, out: str | Path, count: int, seed: int = 0, workers: int = 1,
                    shard_size: int = DEFAULT_SHARD_SIZE, store: str = DEFAULT_STORE,
-                   presets: PresetSampling | None = None, progress: bool = True) -> dict:
-    """Render (or finish rendering) a sharded dataset in `workers` processes. Returns a summary."""
+                   presets: PresetSampling | None = None, progress: bool = True, synth=None,
+                   shards: tuple[int, int] | None = None) -> dict:
+    """Render (or finish rendering) a sharded dataset in `workers` processes. Returns a summary.
+
+    synth: a training.synths.SynthSpec (None: the reference synth); a plugin's profile then decides the
+    sampling (`presets` must be None). shards: render only shards A..B-1 (--shards A:B), so several
+    processes or machines can share one dataset directory; the manifest is merged under a lock.
+    """
     root = Path(out)
-    plan = make_plan(contract, seed, count, shard_size, store, presets)
+    identity = "reference"
+    if synth is not None and synth.kind != "reference":
+        opened = synth.open(contract)  # fail here, with a clear message, rather than in every worker
+        identity, presets = opened.identity, opened.sampling
+        opened.close()
+    else:
+        synth = None
+    plan = make_plan(contract, seed, count, shard_size, store, presets, identity)
+    span = _shard_span(shards, plan)
     root.mkdir(parents=True, exist_ok=True)
     done: dict[str, dict] = {}
+    damaged: list[str] = []
     if (root / MANIFEST).exists():
-        old, shards = read_manifest(root)
+        old, entries = read_manifest(root)
         if old != plan:
             diff = [f"{k}: {getattr(old, k)!r} there, {getattr(plan, k)!r} asked"
                     for k in Plan.__dataclass_fields__ if getattr(old, k) != getattr(plan, k)]
             raise ShardError(f"{root / MANIFEST}: the directory holds another dataset ({'; '.join(diff)}). "
                              "Rerun with the same settings to resume it, or choose another --out")
-        for name, entry in shards.items():
+        for name, entry in entries.items():
+            if not span[0] <= int(name) < span[1]:
+                done[name] = entry  # another range's shard: its own renderer checks it
+                continue
             problem = _verify_entry(root, entry)
             if problem is None:
                 done[name] = entry
-            elif progress:
+                continue
+            damaged.append(name)
+            if progress:
                 print(f"re-rendering shard {name}: {problem}", file=sys.stderr)
-    elif any(root.iterdir()):
+    elif shards is None and any(root.iterdir()):
         raise ShardError(f"{root}: not empty and has no {MANIFEST}; choose an empty or new --out")
-    for leftover in root.glob("*.tmp-*"):  # half-written files of a killed render: never read
-        leftover.unlink()
-    _write_manifest(root, plan, done)
+    _remove_leftovers(root, range(*span))  # half-written files of a killed render: never read
+    _write_manifest(root, plan, done, merge=shards is not None, drop=damaged)
 
-    todo = [k for k in range(plan.num_shards) if f"{k:05d}" not in done]
+    todo = [k for k in range(*span) if f"{k:05d}" not in done]
+    rendered = len(todo)
     t0 = time.perf_counter()
-    if todo:
-        ctx = get_context("spawn")  # fresh interpreters: no inherited torch threads or locks
-        with ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))), mp_context=ctx,
-                                 initializer=_init_worker, initargs=(contract, presets, plan.seed)) as pool:
-            pending = {pool.submit(_render_shard, plan, str(root), k) for k in todo}
-            try:
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        k, entry = fut.result()
-                        done[f"{k:05d}"] = entry
-                        _write_manifest(root, plan, done)
-                        if progress:
-                            print(f"\rshards {len(done)}/{plan.num_shards}", end="", file=sys.stderr, flush=True)
-            except BrokenProcessPool:
-                raise ShardError(f"{root}: a render worker died ({len(done)} of {plan.num_shards} shards "
-                                 "finished); rerun the same command to resume") from None
+    crashes: dict[int, int] = {}
+    restarts = 0
+    log = str(root / "render-plugin.log") if synth is not None else None
+    while todo:
+        lost = _render_pool(plan, root, todo, workers, (contract, presets, plan.seed, synth, log), done, progress)
+        if not lost:
+            break
+        # a worker died (a crash inside the plugin, or a kill): the shards it had begun left temporary
+        # files; count those against the shards, clean up, restart the pool and render what is missing
+        started = [k for k in lost if _leftovers(root, [k])]
+        for k in started:
+            crashes[k] = crashes.get(k, 0) + 1
+        restarts += 1
+        _remove_leftovers(root, lost)
+        worst = max(crashes.values(), default=0) if started else restarts
+        if worst >= MAX_CRASHES:
+            bad = [f"{k:05d}" for k, n in crashes.items() if n >= MAX_CRASHES]
+            where = f"shard(s) {', '.join(bad)}" if bad else "the workers at start-up"
+            raise ShardError(f"{root}: a render worker died {MAX_CRASHES} times on {where} ({len(done)} of "
+                             f"{plan.num_shards} shards finished); the synth crashes on these patches"
+                             f"{f' (see {log})' if log else ''}. Rerun to retry, or check the synth")
         if progress:
-            print(file=sys.stderr)
+            print(f"\na render worker died; restarting, re-rendering {len(lost)} shard(s)", file=sys.stderr)
+        todo = lost
+    if progress and rendered:
+        print(file=sys.stderr)
     seconds = time.perf_counter() - t0
-    nbytes = sum(e[k]["bytes"] for e in done.values() for k in ("x", "params"))
-    return {"out": str(root), "count": plan.count, "shards": plan.num_shards, "rendered_shards": len(todo),
+    mine = {k: e for k, e in done.items() if span[0] <= int(k) < span[1]}
+    nbytes = sum(e[k]["bytes"] for e in mine.values() for k in ("x", "params"))
+    n_examples = sum(e["count"] for e in mine.values())
+    return {"out": str(root), "count": plan.count, "shards": plan.num_shards, "range": list(span),
+            "rendered_shards": rendered,
+            "finished_shards": len(done), "restarts": restarts,
             "store": plan.store, "dtype": plan.dtype, "bytes": nbytes,
-            "bytes_per_example": round(nbytes / plan.count, 1), "seconds": round(seconds, 2),
-            "contract_hash": plan.contract_hash, "seed": plan.seed}
+            "bytes_per_example": round(nbytes / max(n_examples, 1), 1), "seconds": round(seconds, 2),
+            "contract_hash": plan.contract_hash, "seed": plan.seed, "synth": plan.synth}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -368,11 +470,27 @@ class ShardDataset:
 # CLI
 
 
+def parse_shards(text: str | None) -> tuple[int, int] | None:
+    """ "A:B" -> (A, B); None -> None. Range checks happen against the plan (_shard_span)."""
+    if text is None:
+        return None
+    a, sep, b = text.partition(":")
+    try:
+        return int(a), int(b)
+    except ValueError:
+        raise ShardError(f"--shards {text!r}: give A:B, shard numbers from A up to B exclusive, e.g. 0:8") from None
+
+
 def main(args) -> int:
     from bridge import contract as contract_mod
     from bridge.cli import UsageError
 
     c = contract_mod.load(args.contract)
+    if args.dataset_command == "probe":
+        from training.synths.check import probe
+
+        print(json.dumps(probe(c, args.synth, args.profile), indent=1))
+        return 0
     if args.dataset_command == "verify":
         try:
             ds = ShardDataset(args.dir, c, verify=True)
@@ -381,6 +499,11 @@ def main(args) -> int:
         print(json.dumps({"dir": str(args.dir), "ok": True, "count": len(ds), "store": ds.store,
                           **{k: v for k, v in asdict(ds.plan).items() if k not in ("count", "store")}}))
         return 0
+    from training.synths import parse_spec
+
+    spec = parse_spec(args.synth, args.profile)
+    if args.presets and spec.kind != "reference":
+        raise UsageError("--presets is for the reference synth; a plugin samples as its profile's [sampling] says")
     presets = None
     if args.presets:
         from training.sampling import fit_presets
@@ -388,7 +511,8 @@ def main(args) -> int:
         presets = fit_presets(c, args.presets, args.presets_method)
     try:
         summary = render_dataset(c, args.out, args.count, seed=args.seed, workers=args.workers,
-                                 shard_size=args.shard_size, store=args.store, presets=presets)
+                                 shard_size=args.shard_size, store=args.store, presets=presets,
+                                 synth=spec, shards=parse_shards(args.shards))
     except ShardError as e:
         raise UsageError(str(e)) from None
     print(json.dumps(summary))

@@ -1,0 +1,93 @@
+"""The synth seam: one interface over every synth that renders datasets, matches and refinements.
+
+    synth = open_synth("reference", contract)                        # training.synth.ReferenceSynth
+    synth = open_synth("vst3:/path/SMTest.vst3", contract, "smtest")  # a VST3 instrument via pedalboard
+    audio = synth.render(params)      # (N, 16) normalised float32 -> (N, num_samples) float32 mono at
+                                      # the contract's rate; row i depends only on params[i]
+    synth.identity                    # "reference" or "vst3:NAME VERSION (MAKER) profile=P@FINGERPRINT":
+                                      # stored with datasets (and models) so another synth's are refused
+    synth.sampling                    # PresetSampling to draw datasets from, or None (the contract's)
+
+Specs are "reference" or "vst3:PATH"; a VST3 needs a profile (configs/synths/, training.synths.profile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bridge.contract import Contract, ContractError
+from training.sampling import PresetSampling, sample_params
+
+REFERENCE = "reference"
+
+
+class SynthError(ContractError):
+    """A synth cannot be opened or used (missing plugin, wrong kind, silent); the message says what to do."""
+
+
+class Synth:
+    """Base class: subclasses set identity/contract/sampling and implement render."""
+
+    identity: str
+    contract: Contract
+    sampling: PresetSampling | None = None
+
+    def render(self, params: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """What a worker process needs to open the same synth again (picklable, small)."""
+
+    kind: str  # "reference" | "vst3"
+    path: str = ""
+    profile: str = ""  # profile file path (vst3)
+
+    def open(self, contract: Contract) -> Synth:
+        if self.kind == REFERENCE:
+            from training.synths.reference import Reference
+
+            return Reference(contract)
+        from training.synths.vst3 import Vst3Synth
+
+        return Vst3Synth(self.path, contract, self.profile)
+
+
+def parse_spec(spec: str, profile: str | Path | None = None) -> SynthSpec:
+    """ "reference" | "vst3:PATH" (+ a profile for vst3) -> SynthSpec; bad specs raise SynthError."""
+    if spec == REFERENCE:
+        if profile:
+            raise SynthError("--profile is for plugins (--synth vst3:PATH); the reference synth has none")
+        return SynthSpec(REFERENCE)
+    kind, sep, path = spec.partition(":")
+    if kind != "vst3" or not sep or not path:
+        raise SynthError(f"unknown synth {spec!r}; use \"reference\" or \"vst3:PATH\" (PATH: a .vst3 bundle)")
+    if not profile:
+        raise SynthError(f"{spec}: a plugin needs --profile (a configs/synths/ name or a TOML file), "
+                         "e.g. --profile smtest")
+    return SynthSpec("vst3", str(Path(path).expanduser()), str(profile))
+
+
+def open_synth(spec: str, contract: Contract, profile: str | Path | None = None) -> Synth:
+    return parse_spec(spec, profile).open(contract)
+
+
+class SynthRenderer:
+    """training.data.Renderer's interface over any synth: render(start, stop) -> (audio, params)
+    torch tensors for examples start..stop-1 of the (seed, sampling) stream."""
+
+    def __init__(self, synth: Synth, seed: int, presets: PresetSampling | None):
+        self.synth, self.seed, self.presets = synth, int(seed), presets
+
+    def render(self, start: int, stop: int):
+        import torch
+
+        p = sample_params(self.synth.contract, self.seed, range(start, stop), self.presets)
+        return torch.from_numpy(np.ascontiguousarray(self.synth.render(p), dtype=np.float32)), torch.from_numpy(p)

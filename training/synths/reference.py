@@ -1,0 +1,25 @@
+"""The reference synth behind the seam: training.synth.ReferenceSynth, CPU, numpy in and out."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bridge.contract import Contract
+from training.synth import ReferenceSynth
+from training.synths import REFERENCE, Synth
+
+RENDER_GROUP = 8  # as training.data: fixed groups keep example i bit-identical whatever N
+
+
+class Reference(Synth):
+    identity = REFERENCE
+
+    def __init__(self, contract: Contract, device: str = "cpu"):
+        self.contract = contract
+        self.device = torch.device(device)
+        self._synth = ReferenceSynth(contract, chunk=RENDER_GROUP)
+
+    def render(self, params: np.ndarray) -> np.ndarray:
+        p = torch.as_tensor(np.asarray(params, dtype=np.float32)).reshape(-1, len(self.contract.params))
+        return self._synth.render(p.to(self.device)).cpu().numpy()
