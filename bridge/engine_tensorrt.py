@@ -245,6 +245,9 @@ def _fp16_with_fp32_islands(network: Any, config: Any) -> int:
 
     net: trt10.INetworkDefinition = network
     cfg: trt10.IBuilderConfig = config
+    if not hasattr(trt10.BuilderFlag, "FP16"):  # a TensorRT without weakly typed networks
+        raise BackendError(f"tensorrt {trt10.__version__} has no BuilderFlag.FP16 (weakly typed fp16); "
+                           f"use the tensorrt-rtx or cuda backend")
     cfg.set_flag(trt10.BuilderFlag.FP16)
     cfg.set_flag(trt10.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     pinned = 0
