@@ -417,16 +417,7 @@ class TensorRTEngine(Engine):
         gpu = current_gpu(torch)
         built = ensure_engine(path, flavour, cache_dir, precision, max_batch, gpu=gpu, meta=meta)
         self.cache_file = built.file
-        logger = lib.Logger(lib.Logger.WARNING)
-        self._runtime: trt.Runtime = lib.Runtime(logger)
-        check_runnable(self.flavour, self._runtime, built.plan, gpu)
-        engine: trt.ICudaEngine | None = self._runtime.deserialize_cuda_engine(built.plan)
-        if engine is None:
-            raise BackendError(f"{self.name}: the engine {built.file} does not deserialize on {gpu.name} "
-                               f"(see the TensorRT log above); delete it to rebuild, or use --backend cuda")
-        for name in (INPUT_NAME, OUTPUT_NAME):
-            if _dtype_name(engine.get_tensor_dtype(name)) != "float32":
-                raise BackendError(f"{self.name}: tensor {name!r} of {path} is not float32")
+        engine = self._deserialize(lib, built, gpu)
         self._engine: trt.ICudaEngine | None = engine
         self._rt_cache = RuntimeCache(self.flavour, built.file, gpu)
         self._context: trt.IExecutionContext | None = self._make_context(engine)
@@ -444,6 +435,18 @@ class TensorRTEngine(Engine):
                        f"cache {built.file.name}")
         self._run(np.zeros((1, meta.num_samples), np.float32))  # warm-up: JIT / lazy kernel loading
         self._rt_cache.save()
+
+    def _deserialize(self, lib: ModuleType, built: BuiltEngine, gpu: Gpu) -> trt.ICudaEngine:
+        self._runtime: trt.Runtime = lib.Runtime(lib.Logger(lib.Logger.WARNING))
+        check_runnable(self.flavour, self._runtime, built.plan, gpu)
+        engine: trt.ICudaEngine | None = self._runtime.deserialize_cuda_engine(built.plan)
+        if engine is None:
+            raise BackendError(f"{self.name}: the engine {built.file} does not deserialize on {gpu.name} "
+                               f"(see the TensorRT log above); delete it to rebuild, or use --backend cuda")
+        for name in (INPUT_NAME, OUTPUT_NAME):
+            if _dtype_name(engine.get_tensor_dtype(name)) != "float32":
+                raise BackendError(f"{self.name}: tensor {name!r} of {built.file} is not float32")
+        return engine
 
     def _make_context(self, engine: trt.ICudaEngine) -> trt.IExecutionContext:
         return self._rtx_context(engine) if self.flavour.jit else engine.create_execution_context()
