@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 
@@ -38,6 +39,17 @@ def _passes(text: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of passes >= 0 (0 turns it off)")
     return n
+
+
+def _seconds(text: str) -> float:
+    """argparse type of --seconds: a finite number > 0."""
+    try:
+        x = float(text)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds > 0 (leave it out to run until stopped)")
+    return x
 
 
 def _add_contract(p: argparse.ArgumentParser) -> None:
@@ -184,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "a few seconds later (needs the train extra; default 0 = off)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config key, e.g. --set continuous.hop_s=0.1 (repeatable)")
-    p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--seconds", type=_seconds, help="stop after this many seconds (> 0)")
     p.add_argument("--check", action="store_true", help="validate config and model, then exit")
 
     return parser
