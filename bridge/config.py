@@ -10,6 +10,7 @@ collision or an unknown parameter name is reported the same way everywhere.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -177,6 +178,8 @@ def build(cls, raw: Any, where: str):
         ok, v = _type_ok(value, tp)
         if not ok:
             raise UsageError(f"{dotted} = {value!r}: expected {_type_name(tp)}")
+        if isinstance(v, float) and not math.isfinite(v):  # TOML and --set accept nan and inf
+            raise UsageError(f"{dotted} = {value!r}: must be a finite number")
         kwargs[key] = v
     try:
         return cls(**kwargs)
@@ -283,22 +286,26 @@ def validate(cfg: BridgeConfig, contract=None) -> None:
         raise UsageError("input.sample_rate and input.blocksize must be >= 0 (0 = automatic)")
     if i.latency not in ("low", "high"):
         try:
-            float(i.latency)
+            seconds = float(i.latency)
         except ValueError:
-            raise UsageError(f"input.latency = {i.latency!r}: \"low\", \"high\" or seconds") from None
+            seconds = math.nan
+        if not (math.isfinite(seconds) and 0 < seconds <= 10):
+            raise UsageError(f"input.latency = {i.latency!r}: \"low\", \"high\" or seconds (0 < s <= 10)")
     cfg.onset.validate("onset")
-    if cfg.trigger.max_wait_s <= 0:
-        raise UsageError("trigger.max_wait_s must be > 0")
+    _in_range("trigger.max_wait_s", cfg.trigger.max_wait_s, 0, 3600, low_open=True)
     if cfg.refine.passes < 0 or cfg.refine.threads < 1:
         raise UsageError(f"refine.passes = {cfg.refine.passes}, refine.threads = {cfg.refine.threads}: "
                          "passes >= 0 (0 = off), threads >= 1")
     c = cfg.continuous
-    if c.hop_s <= 0:
-        raise UsageError(f"continuous.hop_s = {c.hop_s}: must be > 0")
-    if c.smoothing_s < 0 or c.deadband < 0 or c.max_rate_hz < 0 or c.gate_s <= 0:
-        raise UsageError("continuous: smoothing_s, deadband, max_rate_hz must be >= 0 and gate_s > 0")
+    _in_range("continuous.hop_s", c.hop_s, 0, 60, low_open=True)
+    _in_range("continuous.smoothing_s", c.smoothing_s, 0, 60)
+    _in_range("continuous.deadband", c.deadband, 0, 1, high_open=True, unit=" (normalised)")
+    _in_range("continuous.max_rate_hz", c.max_rate_hz, 0, 1000, note="0 = unlimited")
+    _in_range("continuous.gate_db", c.gate_db, -200, 0, unit=" dBFS")
+    _in_range("continuous.gate_s", c.gate_s, 0, 60, low_open=True)
     if cfg.manual.start not in ("onset", "now"):
         raise UsageError(f"manual.start = {cfg.manual.start!r}: \"onset\" or \"now\"")
+    _in_range("manual.timeout_s", cfg.manual.timeout_s, 0, 86400, low_open=True)
     ctl = cfg.control
     if not 0 <= ctl.port < 65536:
         raise UsageError(f"control.port = {ctl.port}: must be 1..65535 (0 = any free port)")
@@ -307,11 +314,19 @@ def validate(cfg: BridgeConfig, contract=None) -> None:
         raise UsageError(f"control.footswitch.cc = {fs.cc}: a MIDI CC is 0..127")
     if not 0 <= fs.channel <= 16:
         raise UsageError(f"control.footswitch.channel = {fs.channel}: 1..16, or 0 for any")
-    if cfg.log.interval_s < 0:
-        raise UsageError("log.interval_s must be >= 0")
+    _in_range("log.interval_s", cfg.log.interval_s, 0, 86400, note="0 = only at exit")
     if cfg.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise UsageError(f"log.level = {cfg.log.level!r}: debug, info, warning or error")
     _output_types().validate_outputs(cfg.output, contract)
+
+
+def _in_range(key: str, v: float, lo: float, hi: float, low_open: bool = False, high_open: bool = False,
+              unit: str = "", note: str = "") -> None:
+    """Raise UsageError naming key unless lo <= v <= hi (< where open)."""
+    ok = (v > lo if low_open else v >= lo) and (v < hi if high_open else v <= hi)
+    if not ok:
+        span = f"{'(' if low_open else '['}{lo:g}, {hi:g}{')' if high_open else ']'}"
+        raise UsageError(f"{key} = {v:g}: must lie in {span}{unit}{'; ' + note if note else ''}")
 
 
 def resolve_path(path: str) -> Path:

@@ -53,6 +53,8 @@ class OnsetSettings:
         if min(self.hysteresis_db, self.holdoff_s, self.lookback_ms, self.rise_db) < 0 or self.release_db_s <= 0:
             raise UsageError(f"{where}: hysteresis_db, holdoff_s, lookback_ms, rise_db must be >= 0, "
                              "release_db_s > 0")
+        if not -200 < self.threshold_db <= 0:
+            raise UsageError(f"{where}.threshold_db = {self.threshold_db}: a level in dBFS, -200 < dB <= 0")
         if self.floor_db >= self.threshold_db:
             raise UsageError(f"{where}.floor_db = {self.floor_db} must lie below threshold_db = {self.threshold_db}")
 

@@ -19,5 +19,11 @@ def read(path: str | Path, error: type[Exception], not_found: str) -> dict:
             return tomllib.load(f)
     except FileNotFoundError:
         raise error(f"{path}: {not_found}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory; give the path of a TOML file") from None
+    except PermissionError:
+        raise error(f"{path}: permission denied; make the file readable (chmod a+r) or copy it") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not a text file ({e}); give a TOML file") from None
     except tomllib.TOMLDecodeError as e:
         raise error(f"{path}: not valid TOML ({e}); fix the syntax there") from None

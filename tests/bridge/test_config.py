@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import re
 import subprocess
 import sys
 
@@ -45,9 +48,22 @@ def test_overrides_are_typed(c):
     ({"output.midi.enabled": True, "output.midi.resolution": 14, "output.midi.cc": {"osc1_gain": 46}}, "LSB 46"),
     ({"output.osc.enabled": True, "output.osc.preset": "cubase"}, "output.osc.preset"),
     ({"onset.floor_db": -30.0}, "onset.floor_db"),
+    # issue 14: nan and inf are TOML floats; each would crash the start or silently disable a feature
+    ({"continuous.hop_s": math.nan}, "continuous.hop_s = nan: must be a finite number"),
+    ({"onset.threshold_db": math.nan}, "onset.threshold_db = nan: must be a finite number"),
+    ({"continuous.gate_db": math.nan}, "continuous.gate_db = nan"),
+    ({"continuous.max_rate_hz": math.nan}, "continuous.max_rate_hz = nan"),
+    ({"trigger.max_wait_s": math.inf}, "trigger.max_wait_s = inf"),
+    ({"output.midi.retry_max_s": -math.inf}, "output.midi.retry_max_s = -inf"),
+    ({"continuous.deadband": 2.0}, r"continuous.deadband = 2: must lie in [0, 1)"),
+    ({"continuous.deadband": 1.0}, "continuous.deadband = 1:"),
+    ({"continuous.gate_db": 6.0}, "continuous.gate_db = 6:"),
+    ({"onset.threshold_db": 3.0}, "onset.threshold_db = 3"),
+    ({"manual.timeout_s": 0.0}, "manual.timeout_s = 0:"),
+    ({"input.latency": "nan"}, "input.latency = 'nan'"),
 ])
 def test_mistakes_name_the_key(c, over, key):
-    with pytest.raises(UsageError, match=key.replace(".", r"\.")):
+    with pytest.raises(UsageError, match=re.escape(key) if ":" in key else key.replace(".", r"\.")):
         config.load(overrides=over, contract=c)
 
 
@@ -73,3 +89,16 @@ def test_check_validates_config_and_model(tiny_onnx, tmp_path):
     r = subprocess.run([sys.executable, "-m", "bridge.cli", "bridge", "--model", str(tiny_onnx), "--set",
                         f'contract="{other}"', "--check"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "contract" in r.stderr.lower()
+
+
+def test_a_config_that_is_a_directory_or_unreadable_is_one_line_exit_2(tmp_path):
+    locked = tmp_path / "locked.toml"
+    locked.write_text('mode = "trigger"\n')
+    locked.chmod(0)
+    for path, why in ((tmp_path, "is a directory"), (locked, "permission denied")):
+        if why == "permission denied" and os.access(locked, os.R_OK):
+            continue  # root reads anything
+        r = subprocess.run([sys.executable, "-m", "bridge.cli", "bridge", "--config", str(path), "--check"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith(f"synthmatch bridge: error: {path}: {why}")
