@@ -101,6 +101,7 @@ def run(predict_fn: PredictFn, contract: Contract, audio, params, batch_size: in
         "spectral_convergence_median": float(np.median(sc)),
         "multiscale_spectral_distance": float(mss.mean()),
         "multiscale_spectral_distance_median": float(np.median(mss)),
+        "pitch_within_1_semitone": metrics.pitch_accuracy(pred, params.numpy(), contract),
         "sc_stft": metrics.SC_STFT,
         "mss_stft": metrics.MSS_STFT,
         "contract_hash": contract.hash,
@@ -127,6 +128,8 @@ def markdown(result: dict, title: str = "Evaluation") -> str:
               f"| spectral convergence (median) | {result['spectral_convergence_median']:.3f} |",
               f"| multi-scale spectral distance (mean) | {result['multiscale_spectral_distance']:.3f} |",
               f"| multi-scale spectral distance (median) | {result['multiscale_spectral_distance_median']:.3f} |",
+              *([f"| oscillator pitch within 1 semitone (gain >= 1/3) | "
+                 f"{result['pitch_within_1_semitone']['within']:.1%} |"] if "pitch_within_1_semitone" in result else []),
               ""]
     lines += ["| parameter | MSE |", "|---|---:|"]
     lines += [f"| {n} | {v:.4f} |" for n, v in result["param_mse_per_param"].items()]

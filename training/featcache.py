@@ -43,10 +43,13 @@ def cache_key(views: torch.nn.Module, ds: ShardDataset, contract) -> str:
 class ViewCache:
     """Views of every example of an "audio" (or "logmel") ShardDataset, memory-mapped.
 
-    batch(indices) -> (tuple of views (N, h, w) float32 tensors, params (N, 16) float32)."""
+    batch(indices) -> (tuple of views (N, h, w) float32 tensors, params (N, 16) float32).
+    count > 0 uses only examples 0..count-1 (and computes only the shards that hold them)."""
 
-    def __init__(self, ds: ShardDataset, views: torch.nn.Module, contract, progress: bool = True):
+    def __init__(self, ds: ShardDataset, views: torch.nn.Module, contract, progress: bool = True,
+                 count: int = 0):
         self.ds = ds
+        self.count = min(count, len(ds)) if count > 0 else len(ds)
         self.n_views = len(views.shapes)
         if ds.store == "logmel":
             if self.n_views != 1:
@@ -56,7 +59,8 @@ class ViewCache:
             return
         self.dir = ds.root / f"views-{cache_key(views, ds, contract)}"
         self.dir.mkdir(exist_ok=True)
-        self._x = [self._shard(k, views, progress) for k in range(ds.plan.num_shards)]
+        n_shards = -(-self.count // ds.plan.shard_size)
+        self._x = [self._shard(k, views, progress) for k in range(n_shards)]
         if progress:
             print(file=sys.stderr)
 
@@ -81,15 +85,17 @@ class ViewCache:
                     os.fsync(fh.fileno())
                 os.replace(tmp, f)
             if progress:
-                print(f"\rfront-end views: shard {k + 1}/{self.ds.plan.num_shards}", end="", file=sys.stderr,
+                print(f"\rfront-end views: shard {k + 1}/{-(-self.count // self.ds.plan.shard_size)}", end="", file=sys.stderr,
                       flush=True)
         return [np.load(f, mmap_mode="r") for f in files]
 
     def __len__(self) -> int:
-        return len(self.ds)
+        return self.count
 
     def batch(self, indices) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.count):
+            raise IndexError(f"index out of range 0..{self.count - 1}")
         K = self.ds.plan.shard_size
         shard, row = idx // K, idx % K
         out = [np.empty((len(idx), *x.shape[1:]), np.float32) for x in self._x[0]]
@@ -108,5 +114,5 @@ class ViewCache:
         step = start_step
         while True:
             first = step * batch_size * world_size + rank * batch_size
-            yield self.batch(self.ds.order(first, first + batch_size, shuffle_seed))
+            yield self.batch(self.ds.order(first, first + batch_size, shuffle_seed, self.count))
             step += 1

@@ -61,3 +61,29 @@ def multiscale_spectral_distance(target: torch.Tensor, pred: torch.Tensor) -> to
         log_l1 = (torch.log(S + eps) - torch.log(S_hat + eps)).abs().flatten(1).mean(1)
         total = total + spectral_convergence_spec(S, S_hat) + log_l1
     return total / len(MSS_N_FFTS)
+
+
+PITCH_MIN_GAIN = 1 / 3  # oscillators quieter than this are not scored for pitch (often inaudible)
+PITCH_TOL = 1.0  # semitones
+
+
+def pitch_accuracy(pred, target, contract, min_gain: float = PITCH_MIN_GAIN, tol: float = PITCH_TOL) -> dict:
+    """Share of audible oscillators (true gain >= min_gain) whose predicted pitch is within `tol`
+    semitones of the true one. pred, target: (N, 16) normalised (numpy or torch).
+    -> {"within": share, "count": oscillators scored, per oscillator "oscK_pitch": share}."""
+    import numpy as np
+
+    pred, target = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    names = list(contract.names)
+    out: dict = {}
+    hits = total = 0
+    for i, p in enumerate(contract.params):
+        if p.unit != "semitones":
+            continue
+        gain = names.index(p.name.replace("_pitch", "_gain"))
+        audible = target[:, gain] >= min_gain
+        err = np.abs(p.to_physical(pred[audible, i]) - p.to_physical(target[audible, i]))
+        out[p.name] = float((err <= tol).mean()) if audible.any() else float("nan")
+        hits, total = hits + int((err <= tol).sum()), total + int(audible.sum())
+    out.update(within=hits / total if total else float("nan"), count=total, tol_semitones=tol, min_gain=min_gain)
+    return out

@@ -436,19 +436,21 @@ class ShardDataset:
             p[sel] = self._params[k][row[sel]]
         return torch.from_numpy(x), torch.from_numpy(p)
 
-    def order(self, start: int, stop: int, shuffle_seed: int | None = None) -> np.ndarray:
+    def order(self, start: int, stop: int, shuffle_seed: int | None = None, count: int | None = None) -> np.ndarray:
         """Dataset rows of global positions start..stop-1 when examples are read epoch after epoch:
         position g is row g % count of epoch g // count, in a fresh permutation per epoch when
-        shuffle_seed is given (permutation = f(shuffle_seed, epoch))."""
+        shuffle_seed is given (permutation = f(shuffle_seed, epoch)). count: read only rows 0..count-1
+        (default all)."""
+        n = len(self) if count is None else int(count)
         g = np.arange(start, stop, dtype=np.int64)
         if shuffle_seed is None:
-            return g % len(self)
-        epochs = g // len(self)
+            return g % n
+        epochs = g // n
         out = np.empty_like(g)
         for e in np.unique(epochs):
-            perm = np.random.default_rng([int(shuffle_seed), int(e)]).permutation(len(self))
+            perm = np.random.default_rng([int(shuffle_seed), int(e)]).permutation(n)
             sel = epochs == e
-            out[sel] = perm[g[sel] % len(self)]
+            out[sel] = perm[g[sel] % n]
         return out
 
     def batches(self, batch_size: int, rank: int = 0, world_size: int = 1, start_step: int = 0,

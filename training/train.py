@@ -77,6 +77,7 @@ class TrainConfig:
     val_batch_size: int = 64
     workers: int = 0  # CPU render processes (0: render in the training process, on its device)
     data: str = ""  # a sharded dataset directory (synthmatch dataset render) instead of on-the-fly data
+    data_size: int = 0  # > 0: read only the dataset's first data_size examples
     presets: str = ""  # CSV of preset patches to fit the sampling to ("" = the contract's distributions)
     presets_fit: str = "beta"  # "beta" | "kde" (training.sampling.fit_presets)
     cache_dir: str = "data/cache"  # cached validation audio
@@ -91,7 +92,7 @@ class TrainConfig:
 
         for key in ("batch_size", "steps", "val_size", "val_batch_size"):
             need(getattr(self, key) >= 1, key, "must be >= 1")
-        for key in ("warmup_steps", "val_every", "ckpt_every", "log_every", "train_size", "workers"):
+        for key in ("warmup_steps", "val_every", "ckpt_every", "log_every", "train_size", "workers", "data_size"):
             need(getattr(self, key) >= 0, key, "must be >= 0")
         need(self.lr > 0, "lr", "must be > 0")
         need(self.weight_decay >= 0 and self.grad_clip >= 0, "grad_clip", "grad_clip, weight_decay must be >= 0")
@@ -218,9 +219,9 @@ def _shard_batches(cfg: TrainConfig, model: nn.Module, contract: Contract, per_r
     try:
         ds = ShardDataset(cfg.data, contract)
         if env.main:
-            ViewCache(ds, model.frontend, contract, progress)
+            ViewCache(ds, model.frontend, contract, progress, cfg.data_size)
         env.barrier()
-        cache = ViewCache(ds, model.frontend, contract, progress=False)
+        cache = ViewCache(ds, model.frontend, contract, progress=False, count=cfg.data_size)
     except ShardError as e:
         raise UsageError(f"data = {cfg.data!r}: {e}") from None
     return cache.batches(per_rank, env.rank, env.world, start_step, shuffle_seed=cfg.train_seed)

@@ -193,3 +193,63 @@ def test_init_from_an_exported_models_weights(tiny_onnx):
         _init_weights(build_model("cnn", c), resolve_config("cnn"), weights, c)
     with pytest.raises(UsageError, match="no such file"):
         _init_weights(model, resolve_config("ast-tiny"), weights.with_name("nope.pt"), c)
+
+
+CQT_TINY = {**TINY, "frontend": "mel+cqt", "head": "pitch-cls"}
+
+
+@pytest.fixture(scope="module")
+def audio_shards(tmp_path_factory):
+    """A 20-example audio dataset in shards of 8 (the last one short), as `dataset render` writes it."""
+    from training.shards import render_dataset
+
+    root = tmp_path_factory.mktemp("shards") / "ds"
+    render_dataset(default(), root, 20, seed=3, shard_size=8, store="audio", progress=False)
+    return root
+
+
+@pytest.mark.slow
+def test_training_from_shards_resumes_exactly_and_reads_epochs(tmp_path, audio_shards):
+    # 7 steps of 6 = 42 examples: more than two epochs of the 20, each in its own permutation
+    config = _config(tmp_path, "shards", model=CQT_TINY, steps=7, batch_size=6, data=str(audio_shards))
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    r = _train_cli(config, full)
+    assert r.returncode == 0, r.stderr
+    views = list(audio_shards.glob("views-*/shard-*.npy"))
+    assert len(views) == 3 * 2  # 3 shards x 2 views (mel, constant-Q), computed once
+    k = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(config), str(killed), "5"], cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert k.returncode == -signal.SIGKILL, k.stderr
+    r = _train_cli(config, killed, "--resume")
+    assert r.returncode == 0, r.stderr
+    a, b = _weights(full / "last.pt"), _weights(killed / "last.pt")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert [os.path.getmtime(v) for v in views] == [os.path.getmtime(v) for v in audio_shards.glob("views-*/shard-*.npy")]
+
+
+def test_shard_batches_are_the_cached_views_of_the_right_rows(audio_shards):
+    from training.featcache import ViewCache
+    from training.shards import ShardDataset
+
+    c = default()
+    model = build_model(CQT_TINY, c)
+    ds = ShardDataset(audio_shards, c)
+    cache = ViewCache(ds, model.frontend, c, progress=False)
+    rows = [17, 2, 9, 2]
+    (mel, cqt), params = cache.batch(rows)
+    audio, expected = ds.batch(rows)
+    with torch.no_grad():
+        ref_mel, ref_cqt = model.frontend(audio)
+    assert torch.equal(params, expected)
+    assert (mel - ref_mel).abs().max() < 2e-3 and (cqt - ref_cqt).abs().max() < 2e-3  # float16 storage
+    first, second = (next(iter(cache.batches(20, shuffle_seed=s)))[1] for s in (0, 0))
+    assert torch.equal(first, second)  # a pure function of (seed, step)
+    epoch = next(iter(cache.batches(20, shuffle_seed=1)))[1]
+    assert sorted(map(tuple, epoch.tolist())) == sorted(map(tuple, ds.batch(range(20))[1].tolist()))
+
+
+def test_bad_data_directory_is_a_usage_error(tmp_path, capsys):
+    config = _config(tmp_path, "nodata", data=str(tmp_path / "missing"))
+    assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
+    assert "data = " in capsys.readouterr().err
