@@ -232,6 +232,12 @@ class FileSource:
     def __init__(self, path: str, settings: InputSettings):
         import soundfile as sf
 
+        from bridge.audiofile import AudioFileError, check_readable
+
+        try:
+            check_readable(path)
+        except AudioFileError as e:
+            raise _usage(f"input: {e}") from None
         try:
             self._f = sf.SoundFile(path)
         except (OSError, RuntimeError) as e:  # soundfile's LibsndfileError derives from RuntimeError

@@ -11,23 +11,46 @@ class AudioFileError(ValueError):
     """An audio file cannot be used; the message names the file and what to do."""
 
 
-def read_mono(path: str | Path, sample_rate: int, channel: int | None = None) -> np.ndarray:
+def check_readable(path: str | Path) -> Path:
+    """Raise AudioFileError saying what is wrong when `path` is missing, a folder or unreadable."""
+    path = Path(path)
+    if path.is_dir():
+        raise AudioFileError(f"{path}: is a directory; give an audio file (wav, flac or ogg) inside it")
+    if not path.exists():
+        raise AudioFileError(f"{path}: no such file; check the path")
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise AudioFileError(f"{path}: permission denied; make the file readable (chmod a+r) or copy it") from None
+    except OSError as e:
+        raise AudioFileError(f"{path}: cannot open it ({e.strerror}); check the path") from None
+    return path
+
+
+def read_mono(path: str | Path, sample_rate: int, channel: int | None = None,
+              report: dict | None = None) -> np.ndarray:
     """Any soundfile-readable file (wav, flac, ogg, ...) -> float32 mono at sample_rate.
 
-    channel None mixes all channels down; an int picks one (0-based).
+    channel None mixes all channels down; an int picks one (0-based). NaN and infinite samples become
+    0; `report` (a dict), if given, receives what the file held: "frames" and "sample_rate" (as
+    stored), "nonfinite" (samples replaced), "clipped" (finite samples at |x| >= 0.999).
     """
     import soundfile as sf
     import soxr
 
-    path = Path(path)
-    if not path.is_file():
-        raise AudioFileError(f"{path}: no such file; check the path")
+    path = check_readable(path)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (frames, channels)
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError for corrupt files
         raise AudioFileError(f"{path}: cannot read audio ({e}); use a wav, flac or ogg file") from None
     if data.shape[0] == 0:
         raise AudioFileError(f"{path}: the file holds no audio frames")
+    if report is not None:
+        finite = np.isfinite(data)
+        report.update(frames=int(data.shape[0]), sample_rate=int(sr), nonfinite=int(data.size - finite.sum()),
+                      clipped=int(np.count_nonzero(np.abs(np.where(finite, data, 0)) >= 0.999)))
+    data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)  # before mixing: one NaN must not spread
     if channel is None:
         mono = data.mean(axis=1)
     elif 0 <= channel < data.shape[1]:

@@ -52,6 +52,17 @@ def _seconds(text: str) -> float:
     return x
 
 
+def _seed(text: str) -> int:
+    """argparse type of --seed: a whole number >= 0 (patches are f(seed); numpy refuses negative seeds)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 0")
+    return n
+
+
 def _add_contract(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contract", default=None, help="contract TOML (default: configs/contract.toml)")
 
@@ -71,8 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("render", "training.render:main", "render a patch with the reference synth to a WAV file")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--random", action="store_true", help="random patch from the contract's sampling")
-    src.add_argument("--params", metavar="JSON", help='{"osc1_pitch": 0.5, ...}: all 16 normalised values')
-    p.add_argument("--seed", type=int, default=0, help="with --random: patch = f(seed)")
+    src.add_argument("--params", metavar="JSON",
+                     help="a JSON file with all 16 normalised values {\"osc1_pitch\": 0.5, ...} (match's "
+                          "params.json works too), or that object inline in quotes")
+    p.add_argument("--seed", type=_seed, default=0, help="with --random: patch = f(seed), seed >= 0")
     p.add_argument("--out", required=True, help="output WAV (16 kHz mono float)")
     _add_contract(p)
 
@@ -94,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", "training.demo:main",
                 "no hardware needed: render a patch, match it, stream it through the bridge")
     p.add_argument("--out-dir", default="demo", help="where the demo's files go (default ./demo)")
-    p.add_argument("--seed", type=int, default=2024, help="which random patch to render")
+    p.add_argument("--seed", type=_seed, default=2024, help="which random patch to render (>= 0)")
 
     p = command("export", "training.export:main",
                 "export a checkpoint to an ONNX model file (contract embedded, parity-checked)")

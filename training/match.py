@@ -11,6 +11,7 @@ the training sounds do (shorter files zero-padded) -> model -> refinement by re-
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,9 @@ from bridge.onset import OnsetSettings, offline_onsets, rms_dbfs
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
 SILENCE_DBFS = -70.0  # a whole file below this peak level is treated as silent
+SHORT_S = 0.25        # inputs shorter than this get a warning: the model listens to 4 s from the onset
+DC_OFFSET = 0.05      # |mean| above this (full scale 1.0) gets a warning
+CLIPPED_FRACTION = 0.001  # more than this share of samples at full scale gets a warning
 
 
 def aligned_window(audio: np.ndarray, contract: Contract, settings: OnsetSettings | None = None,
@@ -50,14 +54,41 @@ def aligned_window(audio: np.ndarray, contract: Contract, settings: OnsetSetting
 
 
 def predict(model: str | Path, audio: np.ndarray, contract: Contract, backend: str = "onnxruntime") -> np.ndarray:
-    """(B, num_samples) -> (B, 16) normalised values from an exported model."""
-    from bridge.engine import load_engine
+    """(B, num_samples) -> (B, 16) normalised values from an exported model, in [0, 1].
+
+    Outputs that are not finite or lie outside [0, 1] (beyond the engine's rounding tolerance) raise
+    UsageError: a model that gives them is broken, and its numbers must not reach params.json."""
+    from bridge.engine import load_engine, output_problem
 
     engine = load_engine(model, backend=backend, contract=contract)
     try:
-        return engine.infer(np.ascontiguousarray(audio, dtype=np.float32))
+        out = engine.infer(np.ascontiguousarray(audio, dtype=np.float32))
     finally:
         engine.close()
+    why = output_problem(out)
+    if why is not None:
+        raise UsageError(f"{model}: for this input {why}; the model file is broken: re-export it with "
+                         "`synthmatch export` or pass another --model")
+    return np.clip(out, 0.0, 1.0)
+
+
+def input_warnings(audio: np.ndarray, report: dict, sample_rate: int) -> list[str]:
+    """What about an input (mono at sample_rate, NaN already zeroed; report from audiofile.read_mono)
+    may spoil the match: NaN samples, DC offset, clipping, a very short file."""
+    out = []
+    if report.get("nonfinite"):
+        out.append(f"{report['nonfinite']} samples are NaN or infinite (replaced by silence)")
+    if report.get("clipped", 0) > CLIPPED_FRACTION * max(1, report.get("frames", audio.size)):
+        out.append(f"{report['clipped']} samples at full scale: the recording is clipped, so the match hears "
+                   "distortion; record it quieter")
+    if audio.size and abs(float(np.mean(audio))) > DC_OFFSET:
+        out.append(f"DC offset {float(np.mean(audio)):+.3f} (full scale 1); high-pass the file (e.g. sox ... "
+                   "highpass 10) for a better match")
+    duration = audio.size / sample_rate
+    if duration < SHORT_S:
+        out.append(f"only {duration * 1000:.0f} ms of audio; the model listens to 4 s from the note's start, "
+                   "so give the whole note")
+    return out
 
 
 def describe(values, contract: Contract) -> list[dict]:
@@ -97,15 +128,21 @@ def main(args) -> int:
     from bridge import audiofile, contract as contract_mod
     from training.synth import ReferenceSynth
 
+    from bridge.outpaths import writable_dir
+
     c = contract_mod.load(args.contract)
     model = Path(args.model) if args.model else DEFAULT_MODEL
     if not model.exists():
         raise UsageError(f"{model}: no model file; train and export one (synthmatch train / export) "
                          f"or pass --model PATH")
     try:
-        audio = audiofile.read_mono(args.input, c.audio.sample_rate, channel=args.channel)
+        found: dict = {}
+        audio = audiofile.read_mono(args.input, c.audio.sample_rate, channel=args.channel, report=found)
     except audiofile.AudioFileError as e:
         raise UsageError(str(e)) from None
+    out = writable_dir(args.out_dir, "--out-dir")  # before any work: a bad place fails in a second
+    for w in input_warnings(audio, found, c.audio.sample_rate):
+        print(f"synthmatch match: warning: {args.input}: {w}", file=sys.stderr)
     window, onset = aligned_window(audio, c, where=str(args.input))
     predicted = predict(model, window[None], c, backend=args.backend)[0]
     synth = ReferenceSynth(c)
@@ -121,8 +158,6 @@ def main(args) -> int:
                       "model_values": {p.name: round(float(v), 4) for p, v in zip(c.params, predicted)}}
     rendered = synth.render(torch.from_numpy(values[None].copy()))[0].numpy()
 
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     report = {
         "input": str(args.input), "onset_s": round(onset / c.audio.sample_rate, 4),
         "input_level_dbfs": round(rms_dbfs(window), 1), "model": str(model), "contract": c.hash,
@@ -130,7 +165,7 @@ def main(args) -> int:
         "params": describe(values, c),
         "refinement": refinement,  # multi-scale spectral distance to the input, model alone vs refined
     }
-    (out / "params.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "params.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")  # never NaN
     audiofile.write(out / "match.wav", rendered, c.audio.sample_rate)
     plot_compare(out / "compare.png", window, rendered, values, c, f"{Path(args.input).name}: matched parameters")
     print(json.dumps({"out_dir": str(out), "onset_s": report["onset_s"], "values": report["values"]}))

@@ -8,7 +8,45 @@ from pathlib import Path
 from bridge.cli import UsageError
 
 
+def read_params(text: str, contract) -> list[float]:
+    """--params: a JSON file or inline JSON -> the 16 normalised values in contract order.
+
+    Accepted: {name: value} with all 16 names, or `synthmatch match`'s params.json (its "values"). A value
+    is a number in [0, 1]; JSON true/false are refused (not numbers here)."""
+    inline = text.lstrip().startswith("{")
+    where = "--params" if inline else text
+    if inline:
+        raw = text
+    else:
+        path = Path(text)
+        if path.is_dir():
+            raise UsageError(f"{path}: is a directory; give a JSON file such as match/params.json")
+        try:
+            raw = path.read_text()
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such file; give a JSON file or inline JSON "
+                             "'{\"osc1_pitch\": 0.5, ...}'") from None
+        except (PermissionError, UnicodeDecodeError) as e:
+            raise UsageError(f"{path}: cannot read it as text ({e}); give a readable JSON file") from None
+    try:
+        d = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{where}: not valid JSON ({e})") from None
+    if isinstance(d, dict) and isinstance(d.get("values"), dict):  # match's params.json
+        d = d["values"]
+    if not isinstance(d, dict):
+        raise UsageError(f"{where}: expected an object {{name: value}} with {len(contract.names)} parameters "
+                         "(or match's params.json)")
+    for name, v in d.items():
+        if isinstance(v, bool):
+            raise UsageError(f"{where}: {name} = {json.dumps(v)}: give a number in [0, 1], not true/false")
+    return contract.values_from_dict(d, where=where)
+
+
 def main(args) -> int:
+    from bridge.outpaths import writable_file
+
+    out = writable_file(args.out, "--out")  # before rendering: a bad place fails at once
     import torch
 
     from bridge import audiofile, contract as contract_mod
@@ -19,17 +57,11 @@ def main(args) -> int:
     if args.random:
         values = sample_params(c, args.seed, [0])[0].tolist()
     else:
-        path = Path(args.params)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such file") from None
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(d, dict):
-            raise UsageError(f"{path}: expected an object {{name: value}} with {len(c.names)} parameters")
-        values = c.values_from_dict(d, where=str(path))
+        values = read_params(args.params, c)
     audio = ReferenceSynth(c).render(torch.tensor([values]))[0].numpy()
-    audiofile.write(args.out, audio, c.audio.sample_rate)
-    print(json.dumps({"out": str(args.out), "values": dict(zip(c.names, map(float, values)))}))
+    try:
+        audiofile.write(out, audio, c.audio.sample_rate)
+    except (OSError, RuntimeError) as e:  # soundfile raises LibsndfileError (a RuntimeError) on write errors
+        raise UsageError(f"--out {out}: cannot write the WAV file ({e}); choose another path") from None
+    print(json.dumps({"out": str(out), "values": dict(zip(c.names, map(float, values)))}))
     return 0
