@@ -24,6 +24,9 @@ AUDIBLE_DBFS = -24.0  # peak level a demo patch must reach: well above the daemo
 
 
 def main(args) -> int:
+    from bridge.outpaths import writable_dir
+
+    out = writable_dir(args.out_dir, "--out-dir")  # before rendering anything
     import torch
 
     from bridge import audiofile, contract as contract_mod
@@ -32,8 +35,6 @@ def main(args) -> int:
     from training.synth import ReferenceSynth
 
     c = contract_mod.default()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     synth = ReferenceSynth(c)
     sr = c.audio.sample_rate
 

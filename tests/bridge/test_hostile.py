@@ -301,3 +301,70 @@ def test_midi_output_without_jack_or_alsa_is_a_one_line_error(tiny_onnx, tmp_pat
 def test_seconds_must_be_positive(seconds):
     r = subprocess.run(bridge_cmd("--seconds", seconds, "--check"), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--seconds" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# ---- in-process: manual "now" on silence, sinks that fail ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def engine(tiny_onnx, c):
+    from bridge.engine import load_engine
+
+    e = load_engine(tiny_onnx, backend="onnxruntime", contract=c, threads=1)
+    yield e
+    e.close()
+
+
+def _manual_now(c, engine, path, sinks) -> "object":
+    """Play path in real time in manual mode, start = now; trigger once 1.5 s in; -> the daemon."""
+    from bridge.audio import open_source
+    from bridge.control import CommandQueue, ControlCommand
+    from bridge.daemon import Daemon
+    from tests.bridge.daemon_util import make_config
+
+    cfg = make_config(c, mode="manual", manual={"start": "now"}, input={"source": f"file:{path}"})
+    q = CommandQueue()
+    source = open_source(cfg.input)
+    d = Daemon(cfg, c, engine, sinks, source, commands=q)
+    d.start()
+    try:
+        time.sleep(1.5)
+        q.put(ControlCommand("trigger"))
+        assert d.done.wait(10)
+    finally:
+        d.stop()
+        source.stop()
+    assert d.error is None, d.error
+    return d
+
+
+@pytest.mark.parametrize("fill", ["silence", "nan", "note"])
+def test_manual_now_refuses_silent_or_nan_input_like_match(c, engine, tmp_path, fill):
+    import io
+
+    from bridge import audiofile
+    from bridge.sinks import PrintSink
+
+    x = {"silence": np.zeros(2 * SR), "nan": np.full(2 * SR, np.nan)}.get(fill)
+    path = tmp_path / f"{fill}.wav"
+    if x is None:
+        notes_file(path, c, [800], 2 * SR)
+    else:
+        audiofile.write(path, x.astype(np.float32), SR)
+    out = io.StringIO()
+    d = _manual_now(c, engine, path, [PrintSink(c, stream=out)])
+    if fill == "note":  # the same path with sound in it sends its snapshot
+        assert d.c.updates == 1 and d.c.silent_captures == 0 and len(out.getvalue().splitlines()) == 1
+    else:
+        assert d.c.updates == 0 and d.c.inferences == 0 and d.c.silent_captures == 1 and out.getvalue() == ""
+
+
+def test_contract_mismatch_advice_names_what_the_bridge_accepts(tiny_onnx, tmp_path):
+    text = contract_mod.DEFAULT_CONTRACT.read_text().replace("note_off_s = 3.0", "note_off_s = 2.5")
+    other = tmp_path / "contract.toml"  # a valid contract with another hash
+    other.write_text(text)
+    r = subprocess.run(bridge_cmd("--model", str(tiny_onnx), "--set", f'contract="{other}"', "--check"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    line = [ln for ln in r.stderr.splitlines() if "error:" in ln][-1]
+    assert "exported for contract" in line and "differs in: synth" in line, line
+    assert "--contract" not in line and "--set contract=" in line, line

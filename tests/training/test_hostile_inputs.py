@@ -145,3 +145,10 @@ def test_render_reads_match_params_json_and_inline_json_but_not_true(tmp_path, c
     truthy = dict(values, osc1_gain=True)
     assert cli(["render", "--params", json.dumps(truthy), "--out", str(tmp_path / "c.wav")]) == 2
     assert "osc1_gain = true: give a number in [0, 1]" in one_error(capsys.readouterr().err, "render")
+
+
+def test_demo_out_dir_that_is_a_file_is_refused_at_once(tmp_path, capsys):
+    taken = tmp_path / "demo"
+    taken.write_text("a file")
+    assert cli(["demo", "--out-dir", str(taken)]) == 2
+    assert f"--out-dir {taken}: is a file" in one_error(capsys.readouterr().err, "demo")
