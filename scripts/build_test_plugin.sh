@@ -3,7 +3,7 @@
 #   SMTest.vst3        the test instrument (what tests and scripts/bench_vst3.py render)
 #   SMTestFx.vst3      an effect (audio in, no MIDI): the wrong kind of plugin
 #   SMTestSilent.vst3  an instrument that renders silence
-#   SMTestCrash.vst3   the instrument, but it kills its process once when $SMTEST_CRASH_ONCE names a file
+#   SMTestCrash.vst3   the instrument, but it kills its process at its 2nd note while $SMTEST_CRASH_ONCE names a file
 # Needs g++, make and Debian's dpf-source (DISTRHO Plugin Framework; scripts/setup.sh --dev installs it).
 #
 # DPF is built from a private copy with two changes to its VST3 wrapper (1.6+ds-2), applied below:

@@ -182,7 +182,7 @@ def _init_worker(contract: Contract, presets: PresetSampling | None, seed: int, 
 
         if log:
             redirect_plugin_stderr(log)
-        renderer = SynthRenderer(synth.open(contract), seed, presets)  # one plugin instance per process
+        renderer = SynthRenderer(synth.open(contract, check=False), seed, presets)  # one instance per process
     _worker.update(renderer=renderer, logmel=LogMel(contract))
 
 

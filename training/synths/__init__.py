@@ -50,14 +50,15 @@ class SynthSpec:
     path: str = ""
     profile: str = ""  # profile file path (vst3)
 
-    def open(self, contract: Contract) -> Synth:
+    def open(self, contract: Contract, check: bool = True) -> Synth:
+        """check: refuse a plugin that renders silence (workers skip it: their parent checked)."""
         if self.kind == REFERENCE:
             from training.synths.reference import Reference
 
             return Reference(contract)
         from training.synths.vst3 import Vst3Synth
 
-        return Vst3Synth(self.path, contract, self.profile)
+        return Vst3Synth(self.path, contract, self.profile, check_silence=check)
 
 
 def parse_spec(spec: str, profile: str | Path | None = None) -> SynthSpec:

@@ -80,6 +80,7 @@ class Render:
     sample_rate: int = 48000  # the plugin's native rate, Hz; resampled to the contract's rate
     block_size: int = 512  # samples per plugin process call
     channels: int = 2  # plugin output channels, mixed down to mono
+    init_timeout_s: float = 10.0  # pedalboard waits up to this long on load for a plugin to make sound
 
 
 @dataclass(frozen=True)

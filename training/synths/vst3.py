@@ -37,7 +37,7 @@ def _plugin_class():
     return _Plugin
 
 
-def load_plugin(path: str | Path):
+def load_plugin(path: str | Path, init_timeout_s: float = 10.0):
     """Load a VST3 bundle; every failure is a SynthError that says what was wrong."""
     p = Path(path)
     if not p.exists():
@@ -46,7 +46,7 @@ def load_plugin(path: str | Path):
     if p.suffix.lower() != ".vst3":
         raise SynthError(f"{p}: not a .vst3 bundle; give the path of the plugin's .vst3 (see docs/massive-guide.md)")
     try:
-        return _plugin_class()(str(p))
+        return _plugin_class()(str(p), initialization_timeout=float(init_timeout_s))
     except Exception as e:  # pedalboard raises ImportError, RuntimeError or ValueError
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SynthError(f"{p}: pedalboard cannot load it as a VST3 plugin ({first}); check that the file is "
@@ -58,7 +58,7 @@ class Vst3Synth(Synth):
                  check_silence: bool = True):
         self.contract, self.path = contract, str(path)
         self.profile = profile if isinstance(profile, profile_mod.Profile) else profile_mod.load(profile, contract)
-        self.plugin = load_plugin(path)
+        self.plugin = load_plugin(path, self.profile.render.init_timeout_s)
         if not self.plugin.is_instrument:
             raise SynthError(f"{path}: {self.plugin.name!r} is an effect (it takes no MIDI notes), not an "
                              "instrument; give a synth plugin")

@@ -1,7 +1,7 @@
 // DPF build-time description of the synthmatch test plugins. One source, four variants chosen with
 // -DSMTEST_VARIANT=N (see Makefile): 0 the instrument, 1 an effect (audio in, no MIDI: the wrong
 // kind of plugin), 2 an instrument that renders silence, 3 the instrument that kills its process
-// once when the file named by $SMTEST_CRASH_ONCE exists (a plugin crash, for worker restarts).
+// at its second note while the file named by $SMTEST_CRASH_ONCE exists (for worker restarts).
 #ifndef DISTRHO_PLUGIN_INFO_H_INCLUDED
 #define DISTRHO_PLUGIN_INFO_H_INCLUDED
 
