@@ -19,7 +19,8 @@ trained on them learns to output that constant, and sending it to the plugin cha
 [sampling] says how patches are drawn: "contract" (each parameter's contract distribution) or
 "presets" (distributions fitted to a presets CSV, as the paper fitted Massive's factory presets; see
 training.sampling.fit_presets). [render] holds the MIDI note's velocity and the plugin's native rate,
-block size and channel count. Unknown keys anywhere are errors.
+block size and channel count, and how the plugin is reset between renders (training.synths.vst3).
+Unknown keys anywhere are errors.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from training.sampling import FIT_METHODS, PresetSampling, fit_presets
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "configs" / "synths"
 MAPS = ("raw", "physical")
+RESETS = ("auto", "reinstantiate")
 SAMPLING_KINDS = ("contract", "presets")
 
 
@@ -81,6 +83,8 @@ class Render:
     block_size: int = 512  # samples per plugin process call
     channels: int = 2  # plugin output channels, mixed down to mono
     init_timeout_s: float = 10.0  # pedalboard waits up to this long on load for a plugin to make sound
+    reset: str = "auto"  # between renders: "auto" (the plugin's own reset where it is verified to clear
+    #                      the sound, else a fresh instance) | "reinstantiate" (always a fresh instance)
 
 
 @dataclass(frozen=True)
@@ -97,9 +101,11 @@ class Profile:
 
     @property
     def fingerprint(self) -> str:
-        """16 hex chars over everything that changes the audio or the sampling (not the description)."""
+        """16 hex chars over everything that changes the audio or the sampling: not the description nor
+        the host's waiting and resetting (the same audio either way), so the identity survives them."""
         d = asdict(self)
         d.pop("source"), d.pop("description")
+        d["render"].pop("init_timeout_s"), d["render"].pop("reset")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def presets_sampling(self, contract: Contract) -> PresetSampling:
@@ -203,6 +209,8 @@ def from_dict(raw: dict, contract: Contract, source: str = "<dict>") -> Profile:
             and render.channels >= 1):
         raise ProfileError(f"{source}: [render] needs velocity 1..127, sample_rate >= 8000, block_size >= 16, "
                            f"channels >= 1 (got {asdict(render)})")
+    if render.reset not in RESETS:
+        raise ProfileError(f"{source}: render.reset = {render.reset!r}; use one of {', '.join(RESETS)}")
     return Profile(raw["name"], raw["plugin"], maps, fixed, unmapped, sampling, render,
                    str(raw.get("description", "")), source)
 

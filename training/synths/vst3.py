@@ -8,6 +8,14 @@ One render of a patch (N patches render one after another, one plugin instance p
     -> mono mix-down (mean of the channels) -> soxr resampling, native rate -> the contract's rate
     -> exactly num_samples float32
 
+Resetting: pedalboard cannot tell whether an instrument clears its sound on reset, so by default it
+re-creates the instance on every reset (state saved and restored, 10 ms of message-loop pumping and a
+warm-up note): ~11 ms of the test instrument's ~14 ms render, and far more for a large synth. With
+[render] reset = "auto" (the default) this host checks once, on load, that the plugin's own reset
+clears it (patch A renders bit-identically on the fresh instance and after a held, loud patch B) and
+then keeps the instance, resetting it in place; a plugin that fails the check keeps being
+re-created. Either way a render is a pure function of its patch.
+
 Pedalboard's own parameter wrappers probe every parameter's text at 1,001 values on load (seconds per
 hundred parameters); this host reads the plugin's native parameter list instead and sets raw values.
 """
@@ -74,6 +82,7 @@ class Vst3Synth(Synth):
 
         self._midi = [mido.Message("note_on", note=a.note, velocity=self.profile.render.velocity, time=0.0),
                       mido.Message("note_off", note=a.note, velocity=0, time=float(s.note_off_s))]
+        self.reset_mode: str | None = None  # "clear" | "reinstantiate", chosen at the first render
         if check_silence:
             self._check_not_silent()
 
@@ -99,16 +108,34 @@ class Vst3Synth(Synth):
         """(16,) normalised -> [(plugin parameter position, raw host value)], fixed and mapped parameters."""
         return self._fixed + [(k, m.to_raw(patch[i], self.contract)) for i, k, m in self._maps]
 
-    def process(self, patch: np.ndarray) -> np.ndarray:
+    def process(self, patch: np.ndarray, midi=None) -> np.ndarray:
         """One patch through the plugin: (channels, native samples) float32, the plugin's own output."""
         # the parameter objects are looked up afresh: pedalboard may re-create the plugin instance
-        # (it does for plugins that keep sound across a reset), which frees the old ones
+        # (reset "reinstantiate"), which frees the old ones
         params = self.plugin._parameters
         for k, raw in self.raw_values(patch):
             params[k].raw_value = raw
         r = self.profile.render
-        return self.plugin.process(self._midi, duration=self.contract.audio.duration_s, sample_rate=r.sample_rate,
-                                   num_channels=r.channels, buffer_size=r.block_size, reset=True)
+        return self.plugin.process(self._midi if midi is None else midi, duration=self.contract.audio.duration_s,
+                                   sample_rate=r.sample_rate, num_channels=r.channels, buffer_size=r.block_size,
+                                   reset=True)
+
+    def _choose_reset(self) -> str:
+        """"clear" (reset in place) if the profile allows it and the plugin's reset is verified to clear
+        its sound, else "reinstantiate" (pedalboard's default for instruments: a fresh instance)."""
+        import pedalboard
+
+        kinds = pedalboard.ExternalPluginReloadType
+        if self.profile.render.reset == "reinstantiate":
+            return "reinstantiate"
+        mean = np.array([distribution_mean(s) for s in self.sampling.samples], np.float32)
+        fresh = self.process(mean)  # the instance is re-created first: the reference
+        self.plugin._reload_type = kinds.ClearsAudioOnReset
+        self.process(np.ones_like(mean), midi=self._midi[:1])  # B: every mapped value at 1, still held at the end
+        if np.array_equal(self.process(mean), fresh):
+            return "clear"
+        self.plugin._reload_type = kinds.Unknown
+        return "reinstantiate"
 
     def to_contract(self, audio: np.ndarray) -> np.ndarray:
         """(channels, native samples) -> (num_samples,) float32 mono at the contract's rate."""
@@ -121,6 +148,8 @@ class Vst3Synth(Synth):
 
     def render(self, params: np.ndarray) -> np.ndarray:
         params = np.asarray(params, dtype=np.float32).reshape(-1, len(self.contract.params))
+        if self.reset_mode is None:  # not in __init__: a worker that dies here counts against its shard
+            self.reset_mode = self._choose_reset()
         out = np.empty((len(params), self.contract.audio.num_samples), np.float32)
         for j, patch in enumerate(params):
             out[j] = self.to_contract(self.process(patch))
