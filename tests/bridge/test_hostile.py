@@ -147,6 +147,10 @@ def test_fuzzed_control_port_keeps_the_daemon_answering_and_stoppable(c, tiny_on
     try:
         port = int(b.wait_for(r"control: OSC on 127\.0\.0\.1:(\d+)").group(1))
         b.wait_for("bridge running")
+        deadline = time.monotonic() + 15
+        while _status(port)["values"] is None:  # the first 4 s window: attack a daemon that is sending
+            assert time.monotonic() < deadline, "no update within 15 s"
+            time.sleep(0.1)
         rng = random.Random(14)
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("127.0.0.1", 0))
@@ -163,9 +167,9 @@ def test_fuzzed_control_port_keeps_the_daemon_answering_and_stoppable(c, tiny_on
         assert time.monotonic() - t0 < 15
         st = _status(port)
         assert st["mode"] in MODES and isinstance(st["frozen"], bool)
-        if st["values"] is not None:
-            assert len(st["values"]) == 16
-            assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in st["values"].values()), st["values"]
+        assert len(st["values"]) == 16
+        assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in st["values"].values()), st["values"]
+        assert all(v is None or math.isfinite(v) for v in st["counters"].values() if not isinstance(v, str))
         counters = st["counters"]
         assert counters["control_malformed"] > 500 and counters["control_errors"] == 0, counters
         assert counters["control_received"] > 0.9 * sent
