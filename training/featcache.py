@@ -4,11 +4,12 @@ Training on the CPU spends most of a step in the front-end (two DFT-as-conv view
 does not learn, so `synthmatch train --data DIR` computes every example's views once per front-end and
 keeps them beside the dataset, float16, one file per shard and view:
 
-    DIR/views-<key>/shard-00000.v0.npy     (n, n_mels, frames) log-mel
-    DIR/views-<key>/shard-00000.v1.npy     (n, n_bins, cqt_frames) constant-Q (front-end "mel+cqt")
+    DIR/views-mel-<key>/shard-00000.npy     (n, n_mels, frames) log-mel
+    DIR/views-cqt-<key>/shard-00000.npy     (n, n_bins, cqt_frames) constant-Q (front-end "mel+cqt")
 
-<key> is a hash of the front-end's settings (the contract's [frontend] and the model's cqt spec) and of
-the dataset's manifest, so another front-end or another dataset never reads these files. Each shard's
+<key> is a hash of the view's settings (the contract's [frontend], or the model's cqt spec) and of the
+dataset's manifest, so another front-end or another dataset never reads these files, and models that
+share a view (every model has the mel view) share its cache. Each shard's
 files are written under temporary names and renamed when whole: a killed computation resumes where it
 stopped and never reads a half-written file. float16 keeps normalised views (about -1 .. 1.5) to ~1e-3.
 
@@ -32,12 +33,14 @@ from training.shards import MANIFEST, ShardDataset, ShardError
 CHUNK = 64  # examples per front-end call (bounds memory: ~25 MB of audio)
 
 
-def cache_key(views: torch.nn.Module, ds: ShardDataset, contract) -> str:
-    """Hash of the front-end settings and the dataset's manifest (plan and shard checksums)."""
-    cfg = {"mel": contract.hashed_content()["frontend"],
-           "cqt": getattr(views, "cqt_spec_dict", None),
-           "manifest": hashlib.sha256((ds.root / MANIFEST).read_bytes()).hexdigest()}
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+def view_dirs(views: torch.nn.Module, ds: ShardDataset) -> list[Path]:
+    """One cache directory per view: its name and a hash of its settings and the dataset's manifest."""
+    manifest = hashlib.sha256((ds.root / MANIFEST).read_bytes()).hexdigest()
+    out = []
+    for name, settings in views.settings:
+        blob = json.dumps({"view": name, "settings": settings, "manifest": manifest}, sort_keys=True)
+        out.append(ds.root / f"views-{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}")
+    return out
 
 
 class ViewCache:
@@ -46,7 +49,7 @@ class ViewCache:
     batch(indices) -> (tuple of views (N, h, w) float32 tensors, params (N, 16) float32).
     count > 0 uses only examples 0..count-1 (and computes only the shards that hold them)."""
 
-    def __init__(self, ds: ShardDataset, views: torch.nn.Module, contract, progress: bool = True,
+    def __init__(self, ds: ShardDataset, views: torch.nn.Module, progress: bool = True,
                  count: int = 0):
         self.ds = ds
         self.count = min(count, len(ds)) if count > 0 else len(ds)
@@ -57,15 +60,16 @@ class ViewCache:
                                  "needs the constant-Q view: render the dataset with --store audio")
             self._x = [[x] for x in ds._x]
             return
-        self.dir = ds.root / f"views-{cache_key(views, ds, contract)}"
-        self.dir.mkdir(exist_ok=True)
+        self.dirs = view_dirs(views, ds)
+        for d in self.dirs:
+            d.mkdir(exist_ok=True)
         n_shards = -(-self.count // ds.plan.shard_size)
         self._x = [self._shard(k, views, progress) for k in range(n_shards)]
         if progress:
             print(file=sys.stderr)
 
     def _files(self, k: int) -> list[Path]:
-        return [self.dir / f"shard-{k:05d}.v{v}.npy" for v in range(self.n_views)]
+        return [d / f"shard-{k:05d}.npy" for d in self.dirs]
 
     def _shard(self, k: int, views: torch.nn.Module, progress: bool) -> list[np.ndarray]:
         files = self._files(k)

@@ -44,6 +44,7 @@ class LogCQT(nn.Module):
         super().__init__()
         k = ref.cqt_kernels(spec, sample_rate, num_samples)
         self.hop, self.pad, self.n_frames, self.n_bins = k.hop, k.pad, k.n_frames, len(k.freqs)
+        self.freqs = k.freqs  # (n_bins,) Hz
         self.log_eps, self.mean, self.scale = spec.log_eps, spec.norm_mean, 2.0 * spec.norm_std
         self.spans: list[tuple[int, int, int]] = []  # (offset, length, bins) per group
         for i, g in enumerate(k.groups):

@@ -100,3 +100,37 @@ def make_head(name: str, contract: Contract) -> MSEHead | PitchClassHead:
     if name == "pitch-cls":
         return PitchClassHead(contract)
     raise ValueError(f"unknown head {name!r}; use one of {', '.join(HEADS)}")
+
+
+class HarmonicSalience(nn.Module):
+    """Pitch-class evidence read straight off the constant-Q view, added to the pitch-cls head's class
+    logits: for class c (a whole-semitone offset from the played note) and oscillator k,
+        logit[k, c] = sum_h,d W[k, h, d] * q[bin(f_c * h) + d]
+    over harmonics h = 1..n_harmonics and bin offsets d in -1..1, with q the time-averaged constant-Q
+    view. A harmonic sum with learned, per-oscillator weights (each oscillator's table has its own
+    harmonic pattern); W starts at zero, so the model starts as without it."""
+
+    def __init__(self, head: PitchClassHead, freqs, played_hz: float, n_harmonics: int = 8):
+        super().__init__()
+        import numpy as np
+
+        freqs = np.asarray(freqs, dtype=np.float64)
+        bins_per_octave = 1.0 / np.log2(freqs[1] / freqs[0])
+        c = np.arange(head.n_classes) + head.lo  # semitone offsets
+        f = played_hz * 2.0 ** (c / 12)
+        h = np.arange(1, n_harmonics + 1)
+        centre = np.round(bins_per_octave * np.log2(f[:, None] * h[None] / freqs[0]))  # (C, H)
+        idx = centre[..., None] + np.array([-1, 0, 1])  # (C, H, 3)
+        self.register_buffer("mask", torch.from_numpy((idx >= 0) & (idx < len(freqs))).float(), persistent=False)
+        self.register_buffer("idx", torch.from_numpy(np.clip(idx, 0, len(freqs) - 1)).long(), persistent=False)
+        self.weight = nn.Parameter(torch.zeros(len(head.pitch), n_harmonics, 3))
+        self.n_other, self.n_classes, self.n_pitch = len(head.other), head.n_classes, len(head.pitch)
+
+    def forward(self, cqt: torch.Tensor) -> torch.Tensor:
+        """(B, n_bins, frames) -> (B, n_raw) additive logits in PitchClassHead's raw layout."""
+        q = cqt.mean(-1)  # (B, n_bins)
+        feats = q[:, self.idx] * self.mask  # (B, C, H, 3)
+        logits = torch.einsum("bchd,khd->bkc", feats, self.weight)  # (B, P, C)
+        pad = logits.new_zeros(logits.shape[0], self.n_pitch, 1)  # residual logits untouched
+        per_osc = torch.cat([logits, pad], dim=-1).flatten(1)  # (B, P * (C + 1))
+        return torch.cat([logits.new_zeros(logits.shape[0], self.n_other), per_osc], dim=1)

@@ -37,7 +37,7 @@ from torch import nn
 from bridge.contract import Contract
 from bridge.frontend import CQTSpec
 from training.frontend import LogCQT, LogMel
-from training.heads import HEADS, make_head
+from training.heads import HEADS, HarmonicSalience, make_head
 
 KINDS = ("ast", "mlp", "cnn")
 FRONTENDS = ("mel", "mel+cqt")
@@ -67,6 +67,7 @@ class ModelConfig:
     # ast: constant-Q tokens are (cqt_patch[0] bins x all frames) every cqt_patch[1] bins
     cqt_patch: tuple[int, int] = (24, 6)
     head: str = "mse"  # "mse" | "pitch-cls" (training.heads)
+    salience: bool = False  # pitch-cls on mel+cqt: add harmonic-sum evidence to the class logits
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -82,6 +83,8 @@ class ModelConfig:
                 raise ValueError(f"model cqt: {e}") from None
         elif self.cqt:
             raise ValueError("model cqt settings need frontend = \"mel+cqt\"")
+        if self.salience and (self.head != "pitch-cls" or self.frontend != "mel+cqt"):
+            raise ValueError("model salience needs head = \"pitch-cls\" and frontend = \"mel+cqt\"")
         if len(self.cqt_patch) != 2 or min(self.cqt_patch) < 1:
             raise ValueError(f"model cqt_patch = {list(self.cqt_patch)} must be two positive ints [bins, stride]")
         for name in ("patch", "stride"):
@@ -161,11 +164,13 @@ class Views(nn.Module):
         super().__init__()
         self.mel = LogMel(contract)
         spec = config.cqt_spec
-        self.cqt_spec_dict = asdict(spec) if spec else None  # what a cache of these views is keyed by
         self.cqt = LogCQT(spec, contract.audio.sample_rate, contract.audio.num_samples) if spec else None
         self.shapes: tuple[tuple[int, int], ...] = ((contract.frontend.n_mels, contract.num_frames),)
+        # (name, settings) per view: what defines it, so a cache of one view is shared by every model
+        self.settings: tuple[tuple[str, dict], ...] = (("mel", contract.hashed_content()["frontend"]),)
         if self.cqt is not None:
             self.shapes += ((self.cqt.n_bins, self.cqt.n_frames),)
+            self.settings += (("cqt", asdict(spec)),)
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if torch.is_autocast_enabled(audio.device.type):
@@ -184,17 +189,25 @@ class SoundMatcher(nn.Module):
         self.n_mels, self.n_frames = self.frontend.shapes[0]
         self.head_out = make_head(config.head, contract)
         self.n_raw = self.head_out.n_raw
+        self.salience = None
+        if config.salience and self.frontend.cqt is not None:
+            played = 440.0 * 2.0 ** ((contract.audio.note - 69) / 12)
+            self.salience = HarmonicSalience(self.head_out, self.frontend.cqt.freqs, played)
 
     def body(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:  # views -> (B, n_raw)
         raise NotImplementedError
 
+    def raw(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        out = self.body(views)
+        return out if self.salience is None else out + self.salience(views[1]).to(out.dtype)
+
     def predict_views(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Cached views -> (B, 16) normalised values, as forward(audio) gives."""
-        return self.head_out.decode(self.body(views))
+        return self.head_out.decode(self.raw(views))
 
     def loss(self, views: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
         """Training loss of the head on (B, 16) normalised targets, computed in fp32."""
-        return self.head_out.loss(self.body(views).float(), target)
+        return self.head_out.loss(self.raw(views).float(), target)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.predict_views(self.frontend(audio))

@@ -219,9 +219,9 @@ def _shard_batches(cfg: TrainConfig, model: nn.Module, contract: Contract, per_r
     try:
         ds = ShardDataset(cfg.data, contract)
         if env.main:
-            ViewCache(ds, model.frontend, contract, progress, cfg.data_size)
+            ViewCache(ds, model.frontend, progress, cfg.data_size)
         env.barrier()
-        cache = ViewCache(ds, model.frontend, contract, progress=False, count=cfg.data_size)
+        cache = ViewCache(ds, model.frontend, progress=False, count=cfg.data_size)
     except ShardError as e:
         raise UsageError(f"data = {cfg.data!r}: {e}") from None
     return cache.batches(per_rank, env.rank, env.world, start_step, shuffle_seed=cfg.train_seed)

@@ -62,6 +62,7 @@ def test_a_silent_oscillator_has_no_pitch_to_learn():
     {"base": "mlp", "head_hidden": 32, "frontend": "mel+cqt", "head": "pitch-cls"},
     {"base": "cnn", "channels": [4, 8], "head_hidden": 16, "frontend": "mel+cqt", "head": "pitch-cls"},
     {"base": "ast-tiny", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32, "frontend": "mel+cqt"},
+    {"base": "ast-tiny-cqt", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32, "salience": True},
 ])
 def test_every_kind_trains_a_few_steps_on_the_new_front_end(cfg):
     torch.manual_seed(0)
@@ -89,3 +90,28 @@ def test_unknown_head_and_frontend_are_refused():
         build_model({"base": "ast-tiny", "frontend": "cqt-only"}, C)
     with pytest.raises(ValueError, match="cqt"):
         build_model({"base": "ast-tiny", "frontend": "mel+cqt", "cqt": {"bins": 3}}, C)
+
+
+def test_harmonic_salience_points_at_the_played_semitone():
+    """One saw oscillator 5 semitones above the note: a plain harmonic sum peaks on class +5."""
+    from training.synth import ReferenceSynth
+
+    model = build_model({"base": "ast-tiny-cqt", "salience": True}, C)
+    names = list(C.names)
+    patch = torch.full((1, 16), 0.5)
+    patch[0, names.index("osc1_pitch")] = (5 + 24) / 48
+    patch[0, names.index("osc1_position")] = 2 / 3  # saw: every harmonic
+    patch[0, [names.index("osc2_gain"), names.index("osc3_gain")]] = 0.0
+    patch[0, names.index("filter1_cutoff")] = 1.0  # open
+    patch[0, names.index("filter2_cutoff")] = 0.0
+    audio = ReferenceSynth(C).render(patch)
+    sal = model.salience
+    with torch.no_grad():
+        sal.weight.zero_()
+        sal.weight[:, :, 1] = 1.0  # the centre bin of every harmonic
+        views = model.frontend(audio)
+        raw = sal(views[1])
+    head = model.head_out
+    _, logits, _ = head._split(raw)
+    assert int(logits[0, 0].argmax()) - 24 == 5
+    assert torch.all(raw[:, : len(head.other)] == 0)  # only class logits are touched

@@ -217,6 +217,7 @@ def test_training_from_shards_resumes_exactly_and_reads_epochs(tmp_path, audio_s
     assert r.returncode == 0, r.stderr
     views = list(audio_shards.glob("views-*/shard-*.npy"))
     assert len(views) == 3 * 2  # 3 shards x 2 views (mel, constant-Q), computed once
+    assert sorted({v.parent.name.split("-")[1] for v in views}) == ["cqt", "mel"]
     k = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(config), str(killed), "5"], cwd=ROOT, env=_env(),
                        capture_output=True, text=True, timeout=300)
     assert k.returncode == -signal.SIGKILL, k.stderr
@@ -235,7 +236,7 @@ def test_shard_batches_are_the_cached_views_of_the_right_rows(audio_shards):
     c = default()
     model = build_model(CQT_TINY, c)
     ds = ShardDataset(audio_shards, c)
-    cache = ViewCache(ds, model.frontend, c, progress=False)
+    cache = ViewCache(ds, model.frontend, progress=False)
     rows = [17, 2, 9, 2]
     (mel, cqt), params = cache.batch(rows)
     audio, expected = ds.batch(rows)
