@@ -372,3 +372,18 @@ def test_contract_mismatch_advice_names_what_the_bridge_accepts(tiny_onnx, tmp_p
     line = [ln for ln in r.stderr.splitlines() if "error:" in ln][-1]
     assert "exported for contract" in line and "differs in: synth" in line, line
     assert "--contract" not in line and "--set contract=" in line, line
+
+
+def test_an_update_every_sink_refused_is_a_failure_not_an_update(c, engine, tmp_path):
+    """A sink made for 15 parameters raises on every 16-value update (the path a 15-output model took
+    before the load check): the daemon counts a send failure, never an update."""
+    import dataclasses
+    import io
+
+    from bridge.sinks import PrintSink
+
+    path = tmp_path / "note.wav"
+    notes_file(path, c, [800], 2 * SR)
+    out = io.StringIO()
+    d = _manual_now(c, engine, path, [PrintSink(dataclasses.replace(c, params=c.params[:15]), stream=out)])
+    assert d.c.inferences == 1 and d.c.send_failures == 1 and d.c.updates == 0 and out.getvalue() == ""
