@@ -109,6 +109,7 @@ def _truthy(arg: Any) -> bool | None:
 MAX_DATAGRAM = 8192     # bytes; a command is < 64, a full status request 20 (UDP payloads beyond are cut)
 MAX_DEPTH = 4           # bundles within bundles / arrays within arrays
 MAX_MESSAGES = 16       # messages per datagram (a bundle of a few commands at most)
+LOG_CHARS = 300         # a warning about a datagram shows at most this much of it
 _BUNDLE = b"#bundle\0"
 _FIXED = {"i": (4, ">i"), "f": (4, ">f"), "c": (4, ">I"), "r": (4, ">I"), "m": (4, ">4s"),
           "h": (8, ">q"), "d": (8, ">d"), "t": (8, ">Q")}   # tag -> (bytes, struct format)
@@ -264,7 +265,7 @@ class ControlServer:
             except socket.timeout:
                 continue
             except OSError:  # socket closed under us (close()), or an ICMP error from a reply
-                if self._closed.is_set():
+                if self._closed.wait(0.01):
                     return
                 continue
             try:
@@ -287,7 +288,9 @@ class ControlServer:
             self._handle(address, args, sender)
 
     def _warn(self, text: str) -> None:
-        """log.warning, at most LOG_BURST in a row, then one a second (saying how many were suppressed)."""
+        """log.warning, at most LOG_BURST in a row, then one a second (saying how many were suppressed).
+        Text from the network is shown escaped and cut (no forged log lines, no 8 kB addresses)."""
+        text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text[:LOG_CHARS])
         now = time.monotonic()
         self._log_tokens = min(float(self.LOG_BURST), self._log_tokens + (now - self._log_t))
         self._log_t = now

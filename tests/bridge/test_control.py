@@ -250,3 +250,11 @@ def test_listening_on_all_interfaces_warns(caplog):
     with ControlServer(host="0.0.0.0", port=0):
         pass
     assert "listening on 0.0.0.0: any machine" in caplog.text
+
+
+def test_warnings_show_network_text_escaped_and_cut(client, caplog):
+    with ControlServer(port=0, modes=MODES) as srv:
+        client.sendto(osc("/synthmatch/x\n12:00:00 INFO forged line" + "y" * 2000), srv.address)
+        assert wait_for(lambda: srv.stats.malformed == 1)
+    (text,) = [r.getMessage() for r in caplog.records if "unknown address" in r.getMessage()]
+    assert "\n" not in text and "\\n12:00:00 INFO forged" in text and len(text) < 400
