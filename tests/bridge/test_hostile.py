@@ -387,3 +387,10 @@ def test_an_update_every_sink_refused_is_a_failure_not_an_update(c, engine, tmp_
     out = io.StringIO()
     d = _manual_now(c, engine, path, [PrintSink(dataclasses.replace(c, params=c.params[:15]), stream=out)])
     assert d.c.inferences == 1 and d.c.send_failures == 1 and d.c.updates == 0 and out.getvalue() == ""
+
+
+def test_file_input_that_is_a_directory_says_so(tiny_onnx, tmp_path):
+    r = subprocess.run(bridge_cmd("--input", f"file:{tmp_path}", "--model", str(tiny_onnx), "--no-control"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"input: {tmp_path}: is a directory; give an audio file" in r.stderr
