@@ -6,7 +6,8 @@
 #   3. evaluate each on the same test split and export it.
 #
 #   bash scripts/train_default.sh                                   # the comparison (ablation budget)
-#   MODELS=ast-cqt-cls STEPS=4000 RUNS=runs/default bash scripts/train_default.sh   # the shipped model
+#   MODELS=ast-cqt-sal STEPS=12000 THREADS=2 PARALLEL=1 RUNS=runs/default VAL_SIZE=1024 VAL_EVERY=1000 \
+#     WARMUP=300 bash scripts/train_default.sh                                       # the shipped model
 #
 # Runs are resumable: rerun the same command after a kill and each run continues from its last.pt.
 # THREADS torch threads per run; PARALLEL runs at a time (THREADS x PARALLEL <= cores).
@@ -14,7 +15,7 @@ set -u
 cd "$(dirname "$0")/.."
 runs=${RUNS:-runs/compare}; out=${OUT:-out}; data=${DATA:-data/c4-audio}; count=${COUNT:-131072}
 steps=${STEPS:-500}; batch=${BATCH:-64}; lr=${LR:-5e-4}; warmup=${WARMUP:-100}
-models=${MODELS:-"ast-cqt-cls ast-cqt-mse ast-mel-mse mlp-cqt-cls cnn-cqt-cls"}
+models=${MODELS:-"ast-cqt-sal ast-cqt-cls ast-cqt-mse ast-mel-mse mlp-cqt-cls cnn-cqt-cls"}
 threads=${THREADS:-1}; parallel=${PARALLEL:-2}; device=${DEVICE:-cpu}
 val_size=${VAL_SIZE:-512}; test_size=${TEST_SIZE:-1024}; val_every=${VAL_EVERY:-250}
 py=${PYTHON:-.venv/bin/python}
@@ -23,8 +24,9 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=$threads
 
 spec() {  # a run name -> its model table
   case $1 in
-    ast-cqt-cls) echo '"ast-tiny-cqt"' ;;                                   # the shipped design
-    ast-cqt-mse) echo '{ base = "ast-tiny-cqt", head = "mse" }' ;;            # head ablation
+    ast-cqt-sal) echo '"ast-tiny-cqt"' ;;                                            # the shipped design
+    ast-cqt-cls) echo '{ base = "ast-tiny-cqt", salience = false }' ;;               # no harmonic sums
+    ast-cqt-mse) echo '{ base = "ast-tiny-cqt", head = "mse", salience = false }' ;;  # the paper's loss
     ast-mel-mse) echo '"ast-tiny"' ;;                                       # the paper's front-end and loss
     mlp-cqt-cls) echo '{ base = "mlp", frontend = "mel+cqt", head = "pitch-cls" }' ;;
     cnn-cqt-cls) echo '{ base = "cnn", frontend = "mel+cqt", head = "pitch-cls" }' ;;

@@ -129,10 +129,11 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     # baselines: 5 linear layers / 5 conv stages
     "mlp": ModelConfig("mlp", head_hidden=512, head_layers=5, dropout=0.1),
     "cnn": ModelConfig("cnn", channels=(16, 32, 64, 128, 256), head_hidden=256, head_layers=2, dropout=0.1),
-    # the shipped default: ast-tiny reading the log-mel and the constant-Q view, pitch as classes
-    # 16 x 32 mel patches (4 x 12 = 48 tokens) + 41 constant-Q tokens: about ast-tiny's 96 tokens and cost
+    # the shipped default: ast-tiny reading the log-mel and the constant-Q view, pitch as classes with
+    # harmonic-sum evidence; 16 x 32 mel patches (4 x 12 = 48 tokens) + 41 constant-Q tokens: about
+    # ast-tiny's 96 tokens and cost
     "ast-tiny-cqt": ModelConfig("ast", (16, 32), (16, 32), dim=128, depth=4, heads=4, head_hidden=128,
-                                frontend="mel+cqt", head="pitch-cls"),
+                                frontend="mel+cqt", head="pitch-cls", salience=True),
 }
 
 
