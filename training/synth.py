@@ -27,7 +27,8 @@ import torch
 
 from bridge.contract import Contract
 
-N_HARMONICS = 128  # enough for C4 at -24 semitones (65 Hz) up to 8 kHz: 122 harmonics
+N_HARMONICS = 128  # enough for C4 at -24 semitones (65 Hz) up to 8 kHz: 122 harmonics (lower notes
+#                   with low offsets stop below 8 kHz: at MIDI 36 - 24 semitones, 16 Hz x 128 = 2 kHz)
 TABLE_SIZE = 1 << 15  # single-cycle table, read at the nearest sample (see _read)
 LADDER_MAX_FEEDBACK = 3.5  # filter 1 resonance 1.0 -> +19 dB peak, below self-oscillation (4.0)
 HIGHPASS_Q = (0.5, 8.0)  # filter 2 resonance 0 .. 1 -> Q, exponential
@@ -126,20 +127,31 @@ class ReferenceSynth:
         return {p.name: p.to_physical(v[:, i]) for i, p in enumerate(self.contract.params)}
 
     @torch.no_grad()
-    def render(self, v: torch.Tensor) -> torch.Tensor:
+    def render(self, v: torch.Tensor, note: float | torch.Tensor | None = None) -> torch.Tensor:
+        """note: the MIDI note played (fractional allowed): one number, or (B,) per example; None =
+        the contract's audio.note, computed exactly as before the argument existed (same bits)."""
         v = torch.nan_to_num(v.float(), nan=0.5)
-        return torch.cat([self._render(c) for c in v.split(self.chunk)]) if len(v) else \
-            v.new_zeros(0, self.contract.audio.num_samples)
+        if not len(v):
+            return v.new_zeros(0, self.contract.audio.num_samples)
+        if note is None or not isinstance(note, torch.Tensor):
+            return torch.cat([self._render(c, note) for c in v.split(self.chunk)])
+        notes = note.double().reshape(-1).expand(len(v)) if note.numel() == 1 else note.double().reshape(-1)
+        if len(notes) != len(v):
+            raise ValueError(f"render: {len(notes)} notes for {len(v)} patches; give one note or one per patch")
+        return torch.cat([self._render(c, n) for c, n in zip(v.split(self.chunk), notes.split(self.chunk))])
 
-    def _render(self, v: torch.Tensor) -> torch.Tensor:
+    def _render(self, v: torch.Tensor, note: float | torch.Tensor | None = None) -> torch.Tensor:
         c = self._consts(v.device)
         a, sr = self.contract.audio, self.contract.audio.sample_rate
         p64 = self.physical(v)
         p = {name: x.float() for name, x in p64.items()}
         B = v.shape[0]
 
-        # oscillator fundamentals (B, 3), Hz
-        f_note = 440.0 * 2.0 ** ((a.note - 69) / 12)
+        # oscillator fundamentals (B, 3), Hz; the played note is a Python float or (B,) float64
+        if isinstance(note, torch.Tensor):
+            f_note = (440.0 * 2.0 ** ((note.to(v.device) - 69) / 12))[:, None]  # (B, 1)
+        else:
+            f_note = 440.0 * 2.0 ** (((a.note if note is None else float(note)) - 69) / 12)
         pitch = torch.stack([p64[f"osc{j}_pitch"] for j in (1, 2, 3)], 1)
         f0 = f_note * 2.0 ** (pitch / 12)  # float64: the phase accumulator needs it exact
         freqs = f0.float()[..., None] * c["k"]  # (B, 3, K)
