@@ -92,16 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("devices", "bridge.devices:main", "list audio inputs and MIDI ports")
 
     p = command("match", "training.match:main",
-                "match one sound file: params.json, match.wav (reference synth) and compare.png")
+                "match one sound file: params.json, match.wav (reference synth or --synth) and compare.png")
     p.add_argument("input", help="audio file (wav, flac, ogg; any rate; stereo is mixed down)")
     p.add_argument("--out-dir", default="match", help="where the three files go (default ./match)")
     p.add_argument("--model", help="exported model (default: models/default.onnx)")
     p.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
     p.add_argument("--channel", type=int, help="use this channel (0-based) instead of the mix")
-    p.add_argument("--refine-passes", type=_passes, default=3, metavar="N",
+    p.add_argument("--refine-passes", type=_passes, metavar="N",
                    help="improve the prediction by re-rendering candidates, N passes from the prediction "
-                        "and from the mean patch (default 3, about 780 renders, about 5 s; 0: the model "
-                        "alone)")
+                        "and from the mean patch (default 3, about 780 renders, about 5 s; through a plugin "
+                        "1: its mapped parameters only, one render at a time, 206 renders ~1 s for the test "
+                        "instrument; 0: the model alone)")
+    p.add_argument("--synth", default="reference", metavar="SPEC",
+                   help='render match.wav and refine with "reference" (default) or "vst3:PATH" (needs --profile); '
+                        "the model must have been trained on that synth")
+    p.add_argument("--profile", help="with vst3: a synth profile, configs/synths/NAME.toml or a TOML file")
     _add_contract(p)
 
     p = command("demo", "training.demo:main",

@@ -5,8 +5,9 @@ An exported model is a single ONNX file with input "audio" (batch x num_samples 
 output "params" (batch x 16 float32 in [0, 1]) and the log-mel front-end inside the graph. Its
 metadata_props hold JSON values under the keys in META_KEYS: the parameter names in output order, the
 contract hash and the contract's hashed content, the sample rate and window length in samples, the model
-config, a training summary, the synthmatch version and an export id (shared with the optional model.pt
-weights file the "cuda" backend reads). Pure Python + onnx; never imports torch.
+config, a training summary, the synthmatch version, an export id (shared with the optional model.pt
+weights file the "cuda" backend reads) and the identity of the synth the model was trained on
+(training.synths; optional, "reference" when absent). Pure Python + onnx; never imports torch.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ INPUT_NAME, OUTPUT_NAME = "audio", "params"
 WEIGHTS_FORMAT = "synthmatch-weights"  # the torch weights file export writes beside model.onnx (model.pt)
 _PREFIX = "synthmatch."
 META_KEYS = ("format", "param_names", "contract_hash", "contract", "sample_rate", "num_samples",
-             "model_config", "summary", "version", "export_id")
+             "model_config", "summary", "version", "export_id", "synth")
 REQUIRED = ("format", "param_names", "contract_hash", "sample_rate", "num_samples")
 
 
@@ -48,6 +49,7 @@ class ModelMeta:
     summary: dict = field(default_factory=dict)  # training: step, data, metrics, checkpoint...
     version: str = ""  # synthmatch version that exported the file
     export_id: str = ""  # pairs the file with its model.pt weights (cuda backend)
+    synth: str = "reference"  # identity of the synth the training data came from (training.synths)
     format: int = FORMAT
 
     @property
@@ -64,7 +66,8 @@ def synthmatch_version() -> str:
         return "0+unknown"
 
 
-def build_props(contract: Contract, model_config: dict, summary: dict, export_id: str) -> dict[str, str]:
+def build_props(contract: Contract, model_config: dict, summary: dict, export_id: str,
+                synth: str = "reference") -> dict[str, str]:
     """The metadata_props (key -> JSON text) an export embeds for `contract`."""
     values: dict[str, Any] = {
         "format": FORMAT,
@@ -77,6 +80,7 @@ def build_props(contract: Contract, model_config: dict, summary: dict, export_id
         "summary": summary,
         "version": synthmatch_version(),
         "export_id": export_id,
+        "synth": synth,
     }
     # default=str: summaries may carry paths or numpy scalars; sort_keys keeps files reproducible
     return {_PREFIX + k: json.dumps(v, sort_keys=True, default=_jsonable) for k, v in values.items()}
@@ -145,6 +149,8 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
     names = values["param_names"]
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise ModelError(f"{path}: metadata {_PREFIX}param_names must be a list of names; {_fix(path)}")
+    if not isinstance(values.get("synth", ""), str):
+        raise ModelError(f"{path}: metadata {_PREFIX}synth must be a synth identity string; {_fix(path)}")
     ins = [i.name for i in proto.graph.input]
     outs = [o.name for o in proto.graph.output]
     if INPUT_NAME not in ins or OUTPUT_NAME not in outs:
@@ -155,7 +161,8 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
         sample_rate=int(values["sample_rate"]), num_samples=int(values["num_samples"]),
         contract=values.get("contract") or {}, model_config=values.get("model_config") or {},
         summary=values.get("summary") or {}, version=str(values.get("version", "")),
-        export_id=str(values.get("export_id", "")), format=int(values["format"]))
+        export_id=str(values.get("export_id", "")), format=int(values["format"]),
+        synth=values.get("synth") or "reference")
 
 
 def read_meta(path: str | Path) -> ModelMeta:

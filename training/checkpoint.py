@@ -11,6 +11,8 @@ weights_only=True on any machine:
     step                   optimizer steps done
     optimizer, scheduler   their state_dicts (or None)
     train_config           the resolved training config (dict) or None
+    synth                  identity of the synth the training data came from (training.synths):
+                           "reference", or a plugin's; absent in older checkpoints (= "reference")
     metrics, extra         free-form dicts of plain values
     rng                    torch / cuda / numpy / python RNG states as tensors, for exact resume
 
@@ -103,9 +105,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def save_checkpoint(path: str | Path, *, model: nn.Module, model_config: ModelConfig, contract: Contract,
                     step: int, optimizer=None, scheduler=None, train_config: dict | None = None,
-                    metrics: dict | None = None, extra: dict | None = None) -> Path:
-    """Write a checkpoint atomically (tmp file in the same directory, fsync, os.replace). Returns path."""
+                    metrics: dict | None = None, extra: dict | None = None, synth: str | None = None) -> Path:
+    """Write a checkpoint atomically (tmp file in the same directory, fsync, os.replace). Returns path.
+    synth: the data's synth identity; None: that of train_config's `data` (a shard dataset's manifest),
+    "reference" for on-the-fly data."""
+    from training.synths import dataset_identity
+
     path = Path(path)
+    if synth is None:
+        synth = dataset_identity((train_config or {}).get("data"))
     ckpt = {
         "format": FORMAT,
         "version": VERSION,
@@ -117,6 +125,7 @@ def save_checkpoint(path: str | Path, *, model: nn.Module, model_config: ModelCo
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "train_config": train_config,
+        "synth": synth,
         "metrics": metrics or {},
         "extra": extra or {},
         "rng": rng_state(),
@@ -141,6 +150,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')} is not supported "
                               f"(this code reads version {VERSION})")
     return ckpt
+
+
+def checkpoint_synth(ckpt: dict) -> str:
+    """The synth identity a checkpoint's model was trained on ("reference" for older checkpoints)."""
+    return str(ckpt.get("synth") or "reference")
 
 
 def _diff(a: Any, b: Any, where: str = "") -> list[str]:

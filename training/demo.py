@@ -47,7 +47,8 @@ def main(args) -> int:
     print(f"1. rendered a random patch (seed {args.seed}, example {audible[0]}) -> {out / 'target.wav'}")
 
     match_args = argparse.Namespace(input=str(out / "target.wav"), out_dir=str(out / "match"), model=None,
-                                    backend="onnxruntime", channel=None, contract=None, refine_passes=3)
+                                    backend="onnxruntime", channel=None, contract=None, refine_passes=3,
+                                    synth="reference", profile=None)
     with contextlib.redirect_stdout(io.StringIO()):  # match's own JSON line; the table below says more
         match_mod.main(match_args)
     report = json.loads((out / "match" / "params.json").read_text())

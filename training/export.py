@@ -3,7 +3,8 @@
 The graph takes raw audio "audio" (batch x num_samples float32, dynamic batch) and returns "params"
 (batch x 16 float32 in [0, 1]); the log-mel front-end is inside it (every model owns one). The metadata
 (bridge/modelfile.py) carries the parameter names, the contract hash and hashed content, sample rate,
-window length, model config, a training summary and the synthmatch version. Beside model.onnx goes
+window length, model config, a training summary, the synthmatch version and the identity of the synth
+the model was trained on (the checkpoint's; training.synths). Beside model.onnx goes
 model.pt: the weights as a weights_only state dict + model config, which the "cuda" backend rebuilds the
 torch model from; both carry the same export id (a fingerprint of the weights).
 
@@ -93,12 +94,13 @@ def _onnx_bytes(model: nn.Module, contract: Contract, opset: int) -> bytes:
 
 def export_model(model: nn.Module, contract: Contract, path: str | Path, model_config: dict,
                  summary: dict | None = None, *, opset: int = 17, weights: bool = True,
-                 check: bool = True, threads: int | None = None) -> ExportResult:
+                 check: bool = True, threads: int | None = None, synth: str = "reference") -> ExportResult:
     """Export `model` (raw audio -> (B, 16)) to `path` with metadata; write model.pt beside it if `weights`.
 
     model_config: the ModelConfig as a dict (to_dict()), stored in the metadata and in model.pt.
     summary: training summary (step, data, metrics, ...), JSON-able. check: run the torch vs ONNX Runtime
-    parity check and raise ExportError when max abs diff >= PARITY_TOL. Returns an ExportResult.
+    parity check and raise ExportError when max abs diff >= PARITY_TOL. synth: the training data's synth
+    identity (training.checkpoint.checkpoint_synth). Returns an ExportResult.
     """
     import onnx
 
@@ -109,7 +111,7 @@ def export_model(model: nn.Module, contract: Contract, path: str | Path, model_c
     model = model.eval().float().cpu()
     export_id = weights_fingerprint(model)
     proto = onnx.load_from_string(_onnx_bytes(model, contract, opset))
-    embed(proto, build_props(contract, model_config, summary or {}, export_id))
+    embed(proto, build_props(contract, model_config, summary or {}, export_id, synth))
     onnx.checker.check_model(proto)
     write_atomic(path, proto.SerializeToString())
     wpath = None
@@ -188,7 +190,7 @@ def _test_metrics(path: str, checkpoint: str, contract) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     """`synthmatch export --checkpoint CKPT --out model.onnx [--opset 17] [--contract TOML] [--no-weights]`."""
-    from training.checkpoint import load_model
+    from training.checkpoint import checkpoint_synth, load_model
 
     contract = contract_mod.load(args.contract)
     model, ckpt = load_model(args.checkpoint, contract)
@@ -200,10 +202,10 @@ def main(args: argparse.Namespace) -> int:
     if args.test_eval:
         summary["test_metrics"] = _test_metrics(args.test_eval, args.checkpoint, contract)
     result = export_model(model, contract, out, ckpt["model_config"], summary,
-                          opset=args.opset, weights=not args.no_weights)
+                          opset=args.opset, weights=not args.no_weights, synth=checkpoint_synth(ckpt))
     size = out.stat().st_size / 1e6
     print(f"exported {args.checkpoint} -> {out} ({size:.1f} MB, opset {args.opset}, contract {contract.hash}, "
-          f"step {ckpt.get('step')})")
+          f"step {ckpt.get('step')}, synth {checkpoint_synth(ckpt)})")
     if result.weights_path:
         print(f"weights for the cuda backend -> {result.weights_path}")
     print(f"parity torch vs onnxruntime: max abs diff {result.max_abs_diff:.2e} (limit {PARITY_TOL:g}) OK")

@@ -4,7 +4,9 @@ INPUT (wav, flac, ogg...; any rate; stereo mixed down) -> onset -> the 4 s windo
 the training sounds do (shorter files zero-padded) -> model -> refinement by re-rendering
 (training.refine; --refine-passes 0 turns it off) -> in --out-dir:
   params.json   normalised and physical values, Massive names, MIDI CCs, model and contract
-  match.wav     the reference synth playing the prediction (16 kHz mono float)
+  match.wav     the synth playing the prediction (16 kHz mono float): the reference synth, or a VST3
+                instrument with --synth vst3:PATH --profile P (training.synths; the model must have been
+                trained on that synth and profile, or it is refused)
   compare.png   input vs match log-mel spectrograms and the 16 parameters as bars
 """
 
@@ -24,6 +26,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.onn
 SILENCE_DBFS = -70.0  # a whole file below this peak level is treated as silent
 SHORT_S = 0.25        # inputs shorter than this get a warning: the model listens to 4 s from the onset
 DC_OFFSET = 0.05      # |mean| above this (full scale 1.0) gets a warning
+PLUGIN_REFINE_PASSES = 1  # default through a plugin, which renders one patch at a time: 206 renders for
+#                           the test instrument's 7 mapped parameters (~1 s), 528 for all 16 (x render time)
 CLIPPED_FRACTION = 0.001  # more than this share of samples at full scale gets a warning
 
 
@@ -98,7 +102,7 @@ def describe(values, contract: Contract) -> list[dict]:
 
 
 def plot_compare(path: Path, target: np.ndarray, match: np.ndarray, values, contract: Contract,
-                 title: str) -> None:
+                 title: str, synth_name: str = "reference synth") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,7 +114,7 @@ def plot_compare(path: Path, target: np.ndarray, match: np.ndarray, values, cont
     fig = plt.figure(figsize=(11, 7), constrained_layout=True)
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 1])
     extent = [0, contract.audio.duration_s, 0, contract.frontend.n_mels]
-    for col, (mel, name) in enumerate(zip(mels, ["input (aligned 4 s)", "match (reference synth)"])):
+    for col, (mel, name) in enumerate(zip(mels, ["input (aligned 4 s)", f"match ({synth_name})"])):
         ax = fig.add_subplot(grid[0, col])
         ax.imshow(mel, origin="lower", aspect="auto", extent=extent, vmin=mels.min(), vmax=mels.max(), cmap="magma")
         ax.set(title=name, xlabel="time (s)", ylabel="mel band")
@@ -123,10 +127,11 @@ def plot_compare(path: Path, target: np.ndarray, match: np.ndarray, values, cont
 
 
 def main(args) -> int:
-    import torch
+    import time
 
     from bridge import audiofile, contract as contract_mod
-    from training.synth import ReferenceSynth
+    from bridge.modelfile import read_meta
+    from training.synths import REFERENCE, check_identity, open_synth
 
     from bridge.outpaths import writable_dir
 
@@ -144,29 +149,41 @@ def main(args) -> int:
     for w in input_warnings(audio, found, c.audio.sample_rate):
         print(f"synthmatch match: warning: {args.input}: {w}", file=sys.stderr)
     window, onset = aligned_window(audio, c, where=str(args.input))
+    synth = open_synth(args.synth, c, args.profile)  # a plugin that is missing or wrong fails here
+    check_identity(read_meta(model).synth, synth.identity, str(model),
+                   "match with the synth and profile it was trained on (--synth/--profile), or train a model "
+                   "on this synth's data (docs/massive-guide.md)")
     predicted = predict(model, window[None], c, backend=args.backend)[0]
-    synth = ReferenceSynth(c)
+    pinned = [i for i, name in enumerate(c.names) if name not in synth.mapped]
+    predicted[pinned] = synth.mean_patch()[pinned]  # what a plugin's profile pins them to (none: reference)
     values, refinement = predicted, None
-    if args.refine_passes:
+    passes = args.refine_passes
+    if passes is None:
+        passes = 3 if args.synth == REFERENCE else PLUGIN_REFINE_PASSES
+    if passes:
         from training.refine import RefineConfig, refine
 
-        cfg = RefineConfig(passes=args.refine_passes)
+        cfg = RefineConfig(passes=passes, only=() if args.synth == REFERENCE else synth.mapped)
+        t0 = time.perf_counter()
         refined, before, after = refine(c, window[None], predicted[None], cfg, synth=synth)
         values = refined[0]
         refinement = {"passes": cfg.passes, "renders": cfg.renders_per_sound(c),
+                      "seconds": round(time.perf_counter() - t0, 2),
                       "distance_model": round(float(before[0]), 4), "distance_refined": round(float(after[0]), 4),
                       "model_values": {p.name: round(float(v), 4) for p, v in zip(c.params, predicted)}}
-    rendered = synth.render(torch.from_numpy(values[None].copy()))[0].numpy()
+    rendered = synth.render(values[None].copy())[0]
 
     report = {
         "input": str(args.input), "onset_s": round(onset / c.audio.sample_rate, 4),
         "input_level_dbfs": round(rms_dbfs(window), 1), "model": str(model), "contract": c.hash,
+        "synth": synth.identity,
         "values": {p.name: round(float(v), 4) for p, v in zip(c.params, values)},
         "params": describe(values, c),
         "refinement": refinement,  # multi-scale spectral distance to the input, model alone vs refined
     }
     (out / "params.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")  # never NaN
     audiofile.write(out / "match.wav", rendered, c.audio.sample_rate)
-    plot_compare(out / "compare.png", window, rendered, values, c, f"{Path(args.input).name}: matched parameters")
+    plot_compare(out / "compare.png", window, rendered, values, c, f"{Path(args.input).name}: matched parameters",
+                 "reference synth" if args.synth == REFERENCE else synth.identity.split(" ")[0][len("vst3:"):])
     print(json.dumps({"out_dir": str(out), "onset_s": report["onset_s"], "values": report["values"]}))
     return 0

@@ -22,6 +22,11 @@ the mean patch every oscillator starts at unison, which is where most real instr
 (docs/model-card.md): out of domain the two searches bring the median SC from 0.75 to 0.63 for twice
 the renders. About 3.3 s per sound on 2 CPU cores: `synthmatch match` runs it, and the daemon runs it in a
 second process for refined follow-up snapshots (bridge/refiner.py), never in its live path.
+
+Any synth behind the seam (training.synths) can be searched: `match --synth vst3:PATH` refines through
+the plugin, whose renders run one patch at a time (about 5 ms each for the test instrument, after the
+in-place reset of training.synths.vst3), searching only the parameters its profile maps and starting the
+second search from its own sampling's mean (pinned parameters at their pins).
 """
 
 from __future__ import annotations
@@ -90,23 +95,34 @@ class Targets:
         return total / len(SEARCH_N_FFTS)
 
 
-def _score(synth: ReferenceSynth, patches: np.ndarray, batch: int,
+def _renderer(synth) -> Callable[[np.ndarray], torch.Tensor]:
+    """patches (N, P) float32 -> (N, T) audio tensor, for a ReferenceSynth (torch in and out) or a
+    training.synths seam synth (numpy in and out)."""
+    from training.synths import Synth
+
+    if isinstance(synth, Synth):
+        return lambda p: torch.from_numpy(np.ascontiguousarray(synth.render(p), dtype=np.float32))
+    return lambda p: synth.render(torch.from_numpy(p))
+
+
+def _score(render: Callable[[np.ndarray], torch.Tensor], patches: np.ndarray, batch: int,
            distance: Callable[[slice, torch.Tensor], torch.Tensor]) -> np.ndarray:
     """Render patches (N, P) `batch` at a time -> (N,) distance(rows of the batch, its audio)."""
     out = np.empty(len(patches))
     for s in range(0, len(patches), batch):
         rows = slice(s, s + batch)
-        out[rows] = distance(rows, synth.render(torch.from_numpy(patches[rows]))).numpy()
+        out[rows] = distance(rows, render(np.ascontiguousarray(patches[rows]))).numpy()
     return out
 
 
 @torch.no_grad()
 def refine(contract: Contract, audio, init: np.ndarray, cfg: RefineConfig = RefineConfig(),
-           synth: ReferenceSynth | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           synth=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """audio (B, T) at the contract's rate, init (B, P) normalised -> (patches (B, P), distance before
     (B,), distance after (B,)), distances by training.metrics.multiscale_spectral_distance.
-    Deterministic: no random candidates."""
+    synth: a ReferenceSynth (default) or a training.synths seam synth. Deterministic: no random candidates."""
     synth = synth or ReferenceSynth(contract)
+    render = _renderer(synth)
     audio = torch.as_tensor(audio, dtype=torch.float32).reshape(len(init), -1)
     start = np.clip(np.asarray(init, dtype=np.float32), 0.0, 1.0)
     n, n_params = start.shape
@@ -118,19 +134,21 @@ def refine(contract: Contract, audio, init: np.ndarray, cfg: RefineConfig = Refi
     starts = [start]
     if cfg.from_mean:
         from training.sampling import mean_patch
+        from training.synths import Synth
 
-        starts.append(np.broadcast_to(mean_patch(contract).astype(np.float32), start.shape))
+        mean = synth.mean_patch() if isinstance(synth, Synth) else mean_patch(contract)
+        starts.append(np.broadcast_to(mean.astype(np.float32), start.shape))
     best = np.concatenate(starts)  # (S * n, P): one search per (start, target), run side by side
     owner = np.tile(np.arange(n), len(starts))  # row -> its target
     rows = np.arange(len(best))
 
     def search(patches: np.ndarray, target_idx: np.ndarray) -> np.ndarray:
         idx = torch.from_numpy(target_idx)
-        return _score(synth, patches, cfg.render_batch, lambda r, a: targets.distance(idx[r], a))
+        return _score(render, patches, cfg.render_batch, lambda r, a: targets.distance(idx[r], a))
 
     def full(patches: np.ndarray, target_idx: np.ndarray) -> np.ndarray:  # the metric itself
         idx = torch.from_numpy(target_idx)
-        return _score(synth, patches, cfg.render_batch,
+        return _score(render, patches, cfg.render_batch,
                       lambda r, a: multiscale_spectral_distance(audio[idx[r]], a))
 
     dist = search(best, owner)

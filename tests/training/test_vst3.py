@@ -14,6 +14,7 @@ import pytest
 from bridge import cli
 from bridge import contract as contract_mod
 from training import shards as shards_mod
+from training.sampling import sample_params
 from training.shards import MANIFEST, ShardDataset, ShardError, render_dataset
 from training.synths import SynthError, SynthSpec, parse_spec
 from training.synths import profile as profile_mod
@@ -247,3 +248,65 @@ def test_shard_ranges_split_one_dataset(c, one_worker, tmp_path):
     _render(c, tmp_path, workers=1, shards=(0, 1))
     assert _shards(tmp_path) == _shards(one_worker)
     assert len(ShardDataset(tmp_path, c, verify=True)) == 6
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end: shards through the plugin -> train -> export -> match through the plugin
+
+TINY = '{ base = "ast-tiny", depth = 1, dim = 32, heads = 2, head_hidden = 32 }'
+
+
+@pytest.fixture(scope="module")
+def plugin_model(c, tmp_path_factory):
+    """A 4-step model trained on 24 examples rendered through the test instrument, exported."""
+    d = tmp_path_factory.mktemp("vst3-e2e")
+    rc = cli.main(["dataset", "render", "--synth", f"vst3:{SMTEST}", "--profile", "smtest", "--count", "24",
+                   "--shard-size", "12", "--store", "audio", "--out", str(d / "data")])
+    assert rc == 0
+    (d / "train.toml").write_text(f'model = {TINY}\ndata = "{d / "data"}"\nsteps = 4\nbatch_size = 4\n'
+                                  f'warmup_steps = 1\nval_size = 4\nval_batch_size = 4\nval_every = 0\n'
+                                  f'plot = false\ncache_dir = "{d / "cache"}"\n')
+    assert cli.main(["train", "--config", str(d / "train.toml"), "--out", str(d / "run"), "--device", "cpu"]) == 0
+    assert cli.main(["export", "--checkpoint", str(d / "run" / "last.pt"), "--out", str(d / "model.onnx")]) == 0
+    return d
+
+
+def test_model_trained_on_plugin_shards_carries_the_plugins_identity(c, synth, plugin_model):
+    from bridge.modelfile import read_meta
+    from training.checkpoint import checkpoint_synth, load_checkpoint
+    from training.match import DEFAULT_MODEL
+
+    assert json.loads((plugin_model / "data" / MANIFEST).read_text())["synth"] == synth.identity
+    assert checkpoint_synth(load_checkpoint(plugin_model / "run" / "last.pt")) == synth.identity
+    assert read_meta(plugin_model / "model.onnx").synth == synth.identity
+    assert str(SMTEST) not in synth.identity and "profile=smtest@" in synth.identity  # no machine's path in it
+    assert read_meta(DEFAULT_MODEL).synth == "reference"  # a file exported before the key existed
+
+
+def test_match_through_the_plugin_and_refusals(c, synth, plugin_model, tmp_path, capsys):
+    from bridge import audiofile
+
+    target = sample_params(c, 5, range(1), synth.sampling)
+    audiofile.write(tmp_path / "target.wav", synth.render(target)[0], c.audio.sample_rate)
+    model = str(plugin_model / "model.onnx")
+    rc = cli.main(["match", str(tmp_path / "target.wav"), "--model", model, "--synth", f"vst3:{SMTEST}",
+                   "--profile", "smtest", "--out-dir", str(tmp_path / "m")])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "m" / "params.json").read_text())
+    assert report["synth"] == synth.identity
+    r = report["refinement"]  # one pass by default through a plugin, over its 7 mapped parameters only
+    assert r["passes"] == 1 and r["renders"] == 206 and r["distance_refined"] <= r["distance_model"]
+    for name, pin in synth.profile.unmapped:  # pinned parameters are reported at their pins
+        assert report["values"][name] == pytest.approx(pin)
+    wav = audiofile.read_mono(tmp_path / "m" / "match.wav", c.audio.sample_rate)
+    values = np.array([report["values"][n] for n in c.names], np.float32)
+    assert np.abs(wav - synth.render(values[None])[0]).max() < 0.05  # the plugin playing the match (values rounded)
+    capsys.readouterr()
+    rc = cli.main(["match", str(tmp_path / "target.wav"), "--model", model, "--out-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"trained on synth {synth.identity!r}, not on 'reference'" in err
+    rc = cli.main(["match", str(tmp_path / "target.wav"), "--synth", f"vst3:{SMTEST}", "--profile", "smtest",
+                   "--out-dir", str(tmp_path / "s")])  # the shipped reference model, for the plugin
+    err = capsys.readouterr().err
+    assert rc == 2 and f"trained on synth 'reference', not on {synth.identity!r}" in err

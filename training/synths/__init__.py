@@ -7,6 +7,13 @@
     synth.identity                    # "reference" or "vst3:NAME VERSION (MAKER) profile=P@FINGERPRINT":
                                       # stored with datasets (and models) so another synth's are refused
     synth.sampling                    # PresetSampling to draw datasets from, or None (the contract's)
+    synth.mapped                      # contract names the synth hears (a plugin's profile may pin others)
+
+A model carries the identity of the synth its data came from (training.checkpoint, the ONNX metadata),
+and `match --synth`, resumed training and the like refuse another synth's (check_identity). The
+identity names the plugin, its version and maker and the profile's name and fingerprint (a hash of its
+mapping, fixed values, sampling and render settings), never a path: a model trained on one machine
+matches on another with the same plugin and profile.
 
 Specs are "reference" or "vst3:PATH"; a VST3 needs a profile (configs/synths/, training.synths.profile).
 """
@@ -34,6 +41,17 @@ class Synth:
     identity: str
     contract: Contract
     sampling: PresetSampling | None = None
+
+    @property
+    def mapped(self) -> tuple[str, ...]:
+        return tuple(self.contract.names)
+
+    def mean_patch(self) -> np.ndarray:
+        """(16,) float32: every parameter at the mean of this synth's sampling (pinned ones at their pin)."""
+        from training.sampling import distribution_mean
+
+        samples = self.sampling.samples if self.sampling else [p.sample for p in self.contract.params]
+        return np.array([distribution_mean(s) for s in samples], np.float32)
 
     def render(self, params: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -78,6 +96,23 @@ def parse_spec(spec: str, profile: str | Path | None = None) -> SynthSpec:
 
 def open_synth(spec: str, contract: Contract, profile: str | Path | None = None) -> Synth:
     return parse_spec(spec, profile).open(contract)
+
+
+def dataset_identity(data: str | Path | None) -> str:
+    """The synth identity of training data: a shard dataset's (its manifest), "reference" for on-the-fly
+    data (data "" or None; anything but a path, as free-form configs may hold)."""
+    if not data or not isinstance(data, (str, Path)):
+        return REFERENCE
+    from training.shards import read_manifest
+
+    return read_manifest(Path(data))[0].synth
+
+
+def check_identity(trained: str, used: str, what: str, fix: str) -> None:
+    """Refuse to use something trained on synth `trained` with synth `used`: a one-line SynthError that
+    names both. what: the thing and where (e.g. "model.onnx"); fix: what to do instead."""
+    if trained != used:
+        raise SynthError(f"{what} was trained on synth {trained!r}, not on {used!r}; {fix}")
 
 
 class SynthRenderer:

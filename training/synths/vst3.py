@@ -99,6 +99,10 @@ class Vst3Synth(Synth):
         index = {n: i for i, n in enumerate(self.contract.names)}
         self._maps = [(index[m.param], params[m.plugin], m) for m in self.profile.maps]
 
+    @property
+    def mapped(self) -> tuple[str, ...]:
+        return tuple(m.param for m in self.profile.maps)
+
     def parameters(self) -> list[dict]:
         """The plugin's automatable parameters: name, raw value, text, label."""
         return [{"name": p.name, "raw": p.raw_value, "text": p.string_value, "label": p.label}
