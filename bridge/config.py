@@ -26,6 +26,7 @@ from bridge import tomlfile
 from bridge.audio import InputSettings
 from bridge.cli import UsageError
 from bridge.contract import CONFIG_DIR
+from bridge.notes import NoteSettings
 from bridge.onset import OnsetSettings
 
 DEFAULT_CONFIG = CONFIG_DIR / "bridge.toml"
@@ -113,6 +114,7 @@ class BridgeConfig:
     refine: RefineSettings = field(default_factory=RefineSettings)
     continuous: ContinuousSettings = field(default_factory=ContinuousSettings)
     manual: ManualSettings = field(default_factory=ManualSettings)
+    notes: NoteSettings = field(default_factory=NoteSettings)
     output: Any = None               # OutputSettings (built from the sinks' dataclasses)
     control: ControlSettings = field(default_factory=ControlSettings)
     log: LogSettings = field(default_factory=LogSettings)
@@ -306,6 +308,10 @@ def validate(cfg: BridgeConfig, contract=None) -> None:
     if cfg.manual.start not in ("onset", "now"):
         raise UsageError(f"manual.start = {cfg.manual.start!r}: \"onset\" or \"now\"")
     _in_range("manual.timeout_s", cfg.manual.timeout_s, 0, 86400, low_open=True)
+    try:
+        cfg.notes.check("notes")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     ctl = cfg.control
     if not 0 <= ctl.port < 65536:
         raise UsageError(f"control.port = {ctl.port}: must be 1..65535 (0 = any free port)")

@@ -37,6 +37,7 @@ import numpy as np
 
 from bridge.audio import Converter, open_source
 from bridge.engine import output_problem
+from bridge.notes import NoteStage
 from bridge.onset import OnsetDetector, rms_dbfs
 from bridge.ring import Ring
 
@@ -110,6 +111,8 @@ class Daemon:
         self.ring16 = Ring(int(RING16_SECONDS * self.sr), 1)
         self.converter = Converter(source.sample_rate, self.sr, source.channels, cfg.input.channel)
         self.onset = OnsetDetector(cfg.onset, self.sr)
+        self.notes = NoteStage(cfg.notes, contract)  # note per window, model at that note (bridge/notes.py)
+        self._note_fields: dict[str, Any] = {}       # the newest update's note, for its refined follow-up
         self.done = threading.Event()     # the loop ended (stop() or end of file input)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run_guarded, name="synthmatch-worker", daemon=True)
@@ -251,9 +254,10 @@ class Daemon:
             window[:m] = self.ring16.window(p, m)[:, 0]
         if m < self.n:
             self.c.captures_padded += 1
-        values = self._infer(p, window)
+        est = self.notes.snapshot(window, m)
+        values = self._infer(p, window, est.note)
         if values is not None:
-            self._send(values, self._arrival_of(p + max(m, 1)))
+            self._send(values, self._arrival_of(p + max(m, 1)), _note_fields(est, est.note, True))
             if self.refiner is not None:
                 self.refiner.submit(self._update_id, window, values)
 
@@ -290,18 +294,22 @@ class Daemon:
         recent = self.ring16.window(end - gate_n, gate_n)
         if recent is None or rms_dbfs(recent) < self.cfg.continuous.gate_db:
             self.c.gated += 1
+            self._end_note()
             return
         window = self.ring16.window(end - self.n, self.n)
         if window is None:
             return
-        values = self._infer(end - self.n, window[:, 0])
+        est, held, changed = self.notes.track(window[:, 0])
+        values = self._infer(end - self.n, window[:, 0], held)
         if values is None:
             return
         out = self._shape(values)
+        if out is None and changed and self._last_sent is not None:
+            out = self._last_sent  # a new note goes out even when no value moved past the deadband
         if out is None:
             self.c.held += 1
             return
-        self._send(out, self._arrival_of(end))
+        self._send(out, self._arrival_of(end), _note_fields(est, held, changed))
 
     def _shape(self, values: np.ndarray) -> np.ndarray | None:
         """Continuous post-processing: one-pole smoothing, deadband, rate limit. None = send nothing."""
@@ -321,9 +329,9 @@ class Daemon:
             return None
         return y.astype(np.float32)
 
-    def _infer(self, start: int, window: np.ndarray) -> np.ndarray | None:
+    def _infer(self, start: int, window: np.ndarray, note: int | None = None) -> np.ndarray | None:
         t0 = time.monotonic()
-        out = self.engine.infer(window.reshape(1, self.n))[0]
+        out = self.notes.infer(self.engine, window, note)  # the C4 model at this note (cfg.notes.normalise)
         self.c.infer_ms.append((time.monotonic() - t0) * 1000.0)
         self.c.inferences += 1
         if self.window_tap is not None:
@@ -336,11 +344,12 @@ class Daemon:
             return None
         return np.clip(out, 0.0, 1.0).astype(np.float32)  # within OUTPUT_TOLERANCE of [0, 1]
 
-    def _emit(self, values: np.ndarray, t_audio: float, mode: str) -> float:
-        """Hand one update to every sink -> the time it was handed over."""
+    def _emit(self, values: np.ndarray, t_audio: float, mode: str, notes: dict[str, Any] | None = None) -> float:
+        """Hand one update to every sink -> the time it was handed over. notes: Update's note fields."""
         from bridge.sinks import Update
 
-        u = Update(values=[float(v) for v in values], t_audio=t_audio, t_infer_done=time.monotonic(), mode=mode)
+        u = Update(values=[float(v) for v in values], t_audio=t_audio, t_infer_done=time.monotonic(), mode=mode,
+                   **(notes or {}))
         taken = 0
         for s in self.sinks:
             try:
@@ -357,8 +366,23 @@ class Daemon:
         self.last_values = values
         return now
 
-    def _send(self, values: np.ndarray, t_audio: float) -> None:
-        now = self._emit(values, t_audio, self.mode)
+    def _end_note(self) -> None:
+        """Continuous mode: the held note ends (silence, mode change, end of input): a note-off update."""
+        held = self.notes.tracker.held
+        if not self.notes.tracker.end():
+            return
+        from bridge.sinks import Update
+
+        for s in self.sinks:
+            try:
+                self.c.messages += s.send(Update(values=(), mode=self.mode, note=held, note_off=True))
+            except (OSError, ValueError) as e:
+                self.c.send_failures += 1
+                log.warning("%s failed: %s", type(s).__name__, e)
+
+    def _send(self, values: np.ndarray, t_audio: float, notes: dict[str, Any] | None = None) -> None:
+        self._note_fields = {**(notes or {}), "new_note": False}
+        now = self._emit(values, t_audio, self.mode, notes)
         self._update_id += 1
         self._snapshot_t_audio = t_audio
         lat = (now - t_audio) * 1000.0
@@ -378,13 +402,15 @@ class Daemon:
             self.c.refined += 1
             self.c.refine_ms.append(seconds * 1000.0)
             log.debug("refined snapshot: spectral distance %.3f -> %.3f in %.1f s", before, after, seconds)
-            self._emit(values, self._snapshot_t_audio, f"{self.mode}+refined")  # refine() keeps [0, 1]
+            self._emit(values, self._snapshot_t_audio, f"{self.mode}+refined",  # refine() keeps [0, 1]
+                       self._note_fields)
 
     def _finish(self) -> None:
         """End of file input: a capture still waiting is analysed zero-padded; the refined follow-up of
         the last snapshot is waited for (at most REFINE_DRAIN_S)."""
         if self._pending is not None and self.mode in ("trigger", "manual"):
             self._capture(self._pending[0], end=self.ring16.written)
+        self._end_note()
         r = self.refiner
         deadline = time.monotonic() + REFINE_DRAIN_S
         while (r is not None and r.last_submitted is not None and self._answered != r.last_submitted
@@ -424,6 +450,7 @@ class Daemon:
         elif kind == "mode":
             if arg in ("trigger", "continuous", "manual") and arg != self.mode:
                 log.info("mode %s -> %s", self.mode, arg)
+                self._end_note()
                 self.mode = arg
                 self._pending = None
                 self._armed_at = None
@@ -438,6 +465,7 @@ class Daemon:
         d = {k: getattr(c, k) for k in ("inferences", "updates", "messages", "onsets", "captures_padded",
                                          "gated", "held", "skipped_hops", "bad_outputs", "send_failures",
                                          "silent_captures", "control_commands", "refined", "refines_dropped")}
+        d["note_fallbacks"] = self.notes.fallbacks  # windows whose note fell back (silent or unpitched)
         d.update({
             "input_overflows": src.status_counts.get("input_overflow", 0),
             "input_status_other": src.status_counts.get("input_underflow", 0) + src.status_counts.get("other", 0),
@@ -461,6 +489,7 @@ class Daemon:
         return {"mode": self.mode, "frozen": self.frozen, "armed": self._armed_at is not None,
                 "level_db": round(self.onset.level_db, 1),
                 "values": None if vals is None else dict(zip(self.contract.names, map(float, vals))),
+                "note": self._note_fields.get("note"), "f0_hz": self._note_fields.get("f0_hz"),
                 "counters": self.counters()}
 
     def status_line(self) -> str:
@@ -469,6 +498,12 @@ class Daemon:
         vals = "" if self.last_values is None else " ".join(f"{v:.2f}" for v in self.last_values)
         flag = " FROZEN" if self.frozen else (" ARMED" if self._armed_at is not None else "")
         return f"{level:6.1f} dBFS | {self.mode}{flag} | {vals or '-'} | {lat:5.1f} ms | n={self.c.updates}"
+
+
+def _note_fields(est, note: int | None, new: bool) -> dict[str, Any]:
+    """Update's note fields from a bridge.pitch.NoteEstimate and the note sent (held, in continuous)."""
+    return {"note": note, "f0_hz": est.f0_hz, "midi": est.midi if est.voiced else None,
+            "confidence": round(est.confidence, 4), "new_note": new}
 
 
 def _r(x: float | None) -> float | None:

@@ -2,7 +2,14 @@
 
 Only values that changed at the chosen resolution are sent (a per-parameter cache of the last value on
 the wire). 14-bit values go out as MSB on CC n then LSB on CC n + 32, always as a pair, MSB first.
-Nothing is sent on open or close: no "reset all controllers", no all-notes-off.
+Nothing is sent on open: no "reset all controllers", no all-notes-off; close() sends only the note-off
+of a note this sink started and still holds.
+
+Notes (output.midi.notes = true): an update that starts a note (Update.new_note: every trigger/manual
+snapshot, a continuous note change) sends the held note's note-off, then the CCs, then the new note's
+note-on, so the note sounds with its patch already set; a note-off update (continuous silence) ends the
+held note. Pitch bend (output.midi.pitch_bend = true): 14-bit, 8192 = centre, the fractional pitch's
+distance from the note over bend_range semitones, sent before a note-on and whenever it changes.
 
 The port is either an existing input (the synth's/DAW's, chosen by a name substring: missing or
 ambiguous -> MidiPortError listing the candidates at start-up) or a virtual port this process creates.
@@ -38,6 +45,12 @@ def quantise(values: Sequence[float], resolution: int) -> list[int]:
     """[0, 1] -> 0..127 (7-bit) or 0..16383 (14-bit), nearest step."""
     top = 127 if resolution == 7 else 16383
     return [int(v * top + 0.5) for v in values]  # half up (round() would round 63.5 to even)
+
+
+def bend_value(midi: float, note: int, bend_range: float) -> int:
+    """Fractional pitch -> 14-bit pitch-bend value 0..16383 (8192 = the note itself)."""
+    b = max(-1.0, min(1.0, (midi - note) / bend_range))
+    return max(0, min(16383, int(round(8192 + b * 8192))))
 
 
 def cc_messages(q: Sequence[int], previous: Sequence[int | None], ccs: Sequence[int], channel: int,
@@ -79,6 +92,9 @@ class MidiCCSink:
         self._checked = 0.0
         self._settle_until = 0.0
         self._last_push = -1e9  # clock() of the last send_message
+        self._held: int | None = None   # the note this sink turned on and has not turned off
+        self._bend: int | None = None   # last pitch-bend value on the wire
+        self._notes_wanted: list[list[int]] = []  # note/bend messages deferred by a settling connection
         self.port_name = ""
         self._open()  # start-up errors (no such port, no server) are the user's to fix: raise
 
@@ -141,6 +157,8 @@ class MidiCCSink:
             self._settle_until = 0.0
             if self._wanted is not None:
                 self._push(self._wanted)  # what was deferred while the connection settled
+            self._push_raw(self._notes_wanted)
+            self._notes_wanted = []
         if self._out is not None:
             if now - self._checked < self.cfg.check_interval_s:
                 return
@@ -182,9 +200,68 @@ class MidiCCSink:
             self._last_push = self.clock()
         return count
 
+    def _push_raw(self, msgs: list[list[int]]) -> int:
+        """Note and bend messages (raw bytes) -> how many went out."""
+        count = 0
+        for m in msgs:
+            try:
+                self._out.send_message(m)
+            except (rtmidi.RtMidiError, OSError) as e:
+                self.stats.errors += 1
+                self._lose(f"send failed: {e}", server_dead=False)
+                break
+            count += 1
+        self.stats.sent += count
+        if count:
+            self._last_push = self.clock()
+        return count
+
+    def _note_events(self, u: Update) -> tuple[list[list[int]], list[list[int]]]:
+        """(before the CCs, after them) note and bend messages for an update; updates the note state."""
+        ch = self.cfg.channel - 1
+        before: list[list[int]] = []
+        after: list[list[int]] = []
+        starts = self.cfg.notes and u.new_note and u.note is not None
+        if self.cfg.notes and self._held is not None and (starts or u.note_off):
+            before.append([0x80 | ch, self._held, 0])
+            self._held = None
+        if self.cfg.pitch_bend and u.note is not None and u.midi is not None and not u.note_off:
+            b = bend_value(u.midi, u.note, self.cfg.bend_range)
+            if b != self._bend or starts:
+                after.append([0xE0 | ch, b & 0x7F, b >> 7])
+                self._bend = b
+        if starts:
+            after.append([0x90 | ch, int(u.note), self.cfg.velocity])
+            self._held = int(u.note)
+        return before, after
+
     def send(self, update: Sequence[float] | Update) -> int:
-        """Send the changed parameters of one update; 0 when nothing changed or the port is down."""
+        """Send the changed parameters of one update (and its note events); 0 when nothing changed or
+        the port is down."""
         u = as_update(update)
+        if u.note_off or self.cfg.notes or self.cfg.pitch_bend:
+            return self._send_with_notes(u)
+        return self._send_values(u)
+
+    def _send_with_notes(self, u: Update) -> int:
+        self.maintain()
+        if self._out is None:
+            self.stats.dropped += 1
+            if u.new_note or u.note_off:
+                self._held = None  # the receiver never got a note-on we could end: forget it
+            return 0
+        before, after = self._note_events(u)
+        if self._settle_until:
+            self._notes_wanted += before
+            n = 0 if u.note_off else self._send_values(u)
+            self._notes_wanted += after
+            return n
+        n = self._push_raw(before)
+        if not u.note_off:
+            n += self._send_values(u)
+        return n + self._push_raw(after) if self._out is not None else n
+
+    def _send_values(self, u: Update) -> int:
         q = quantise(checked_values(u.values, self.n), self.cfg.resolution)
         self.stats.updates += 1
         self._wanted = q
@@ -205,6 +282,9 @@ class MidiCCSink:
         if self._out is not None and self._settle_until and self._wanted is not None:
             time.sleep(max(0.0, self._settle_until - self.clock()))
             self.maintain()
+        if self._out is not None and self.cfg.notes and self._held is not None:
+            self._push_raw([[0x80 | (self.cfg.channel - 1), self._held, 0]])  # no hanging note
+            self._held = None
         if self._out is not None:
             time.sleep(min(self.SETTLE_S, max(0.0, self._last_push + self.SETTLE_S - self.clock())))
             midiports.retire(self._out, server_dead=self._server_gone())

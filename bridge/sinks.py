@@ -42,6 +42,12 @@ class Update:
     t_audio: float | None = None
     t_infer_done: float | None = None
     mode: str = ""
+    note: int | None = None         # MIDI note the sound plays (detected, or the fallback note); None: no note
+    f0_hz: float | None = None      # detected fundamental, Hz; None when the note fell back
+    midi: float | None = None       # fractional MIDI pitch (f0's), for pitch bend
+    confidence: float | None = None  # voicing confidence of the detection, 0..1
+    new_note: bool = False          # this update starts a note (a snapshot, or a tracked note change)
+    note_off: bool = False          # no values: the held note ends (continuous mode's silence gate)
 
 
 class Sink(Protocol):
@@ -93,6 +99,10 @@ class MidiSinkConfig:
     check_interval_s: float = 0.5   # how often the port's presence / the JACK server is checked
     retry_min_s: float = 0.5        # reopen backoff after a loss: doubles up to retry_max_s
     retry_max_s: float = 5.0
+    notes: bool = False             # also send note-on/note-off for the detected note (voice-to-MIDI)
+    velocity: int = 100             # note-on velocity, 1..127
+    pitch_bend: bool = False        # also send 14-bit pitch bend: the detected pitch's distance from the note
+    bend_range: float = 2.0         # semitones at full bend: set the synth's pitch-bend range to the same
 
 
 OSC_PRESETS: dict[str, dict[str, Any]] = {
@@ -128,6 +138,8 @@ class OscSinkConfig:
     device: int = -1
     indices: list[int] = field(default_factory=list)  # target parameter index per parameter; [] = 0..15
     value_max: float = 0.0   # values are sent as v * value_max; 0 = preset's (1.0; bitwig 127)
+    note_address: str = "/synthmatch/note"  # one more message per update: note (i), f0 Hz (f, 0 when it
+                                            # fell back), confidence (f); a note-off sends note, 0, 0; "" = none
 
 
 @dataclass
@@ -168,6 +180,10 @@ def validate_midi(cfg: MidiSinkConfig, contract, where: str = "output.midi") -> 
         raise SinkConfigError(f"{where}.api = {cfg.api!r}: one of {', '.join(APIS)}")
     if not cfg.port and not cfg.virtual:
         raise SinkConfigError(f"{where}: set port (an existing MIDI input) or virtual (a port name to create)")
+    if not 1 <= cfg.velocity <= 127:
+        raise SinkConfigError(f"{where}.velocity = {cfg.velocity}: 1..127 (0 would be a note-off)")
+    if not (isinstance(cfg.bend_range, (int, float)) and 0 < cfg.bend_range <= 48):
+        raise SinkConfigError(f"{where}.bend_range = {cfg.bend_range}: semitones, > 0 and <= 48")
     if cfg.check_interval_s <= 0 or cfg.retry_min_s <= 0 or cfg.retry_max_s < cfg.retry_min_s:
         raise SinkConfigError(f"{where}: check_interval_s, retry_min_s > 0 and retry_max_s >= retry_min_s")
     ccs = resolve_ccs(cfg, contract)
@@ -217,6 +233,8 @@ def osc_settings(cfg: OscSinkConfig, where: str = "output.osc") -> dict[str, Any
     for t in s["args"]:
         if t != "value" and t not in OSC_FIELDS:
             raise SinkConfigError(f"{where}.args: {t!r} is neither \"value\" nor one of {', '.join(OSC_FIELDS)}")
+    if cfg.note_address and not cfg.note_address.startswith("/"):
+        raise SinkConfigError(f"{where}.note_address = {cfg.note_address!r}: an OSC address starts with / (\"\" = none)")
     if not 0 < s["port"] < 65536:
         raise SinkConfigError(f"{where}.port = {s['port']}: must be 1..65535")
     return s
@@ -251,6 +269,17 @@ def build_sinks(out: OutputSettings, contract) -> list[Sink]:
 # OSC
 
 
+def note_message(address: str, note: int, f0_hz: float, confidence: float):
+    """/synthmatch/note ,iff note f0 confidence."""
+    from pythonosc import osc_message_builder
+
+    msg = osc_message_builder.OscMessageBuilder(address)
+    msg.add_arg(int(note), osc_message_builder.OscMessageBuilder.ARG_TYPE_INT)
+    msg.add_arg(float(f0_hz), osc_message_builder.OscMessageBuilder.ARG_TYPE_FLOAT)
+    msg.add_arg(float(confidence), osc_message_builder.OscMessageBuilder.ARG_TYPE_FLOAT)
+    return msg.build()
+
+
 class OscSink:
     """One OSC bundle (timetag "immediately") per update over UDP, one message per parameter.
 
@@ -283,8 +312,9 @@ class OscSink:
         return dict(name=self.names[i], index=idx, index1=idx + 1, slot=idx % 8 + 1, page=idx // 8 + 1,
                     track=s["track"], fx=s["fx"], device=s["device"])
 
-    def bundle(self, values: Sequence[float]):
-        """The OscBundle for these 16 values (also used by tests for golden bytes)."""
+    def bundle(self, values: Sequence[float], note: tuple[int, float, float] | None = None):
+        """The OscBundle for these 16 values, and (note, f0 Hz, confidence) when given (also used by tests
+        for golden bytes)."""
         from pythonosc import osc_bundle_builder, osc_message_builder
 
         vals = checked_values(values, len(self.names))
@@ -308,11 +338,23 @@ class OscSink:
                 else:
                     msg.add_arg(int(f[tok]), osc_message_builder.OscMessageBuilder.ARG_TYPE_INT)
             bundle.add_content(msg.build())
+        if self.cfg.note_address and note is not None:
+            bundle.add_content(note_message(self.cfg.note_address, *note))
         return bundle.build()
 
     def send(self, update: Sequence[float] | Update) -> int:
         u = as_update(update)
-        b = self.bundle(u.values)
+        if u.note_off:
+            if not self.cfg.note_address or u.note is None:
+                return 0
+            from pythonosc import osc_bundle_builder
+
+            nb = osc_bundle_builder.OscBundleBuilder(osc_bundle_builder.IMMEDIATELY)
+            nb.add_content(note_message(self.cfg.note_address, u.note, 0.0, 0.0))
+            b = nb.build()
+        else:
+            note = None if u.note is None else (u.note, u.f0_hz or 0.0, u.confidence or 0.0)
+            b = self.bundle(u.values, note)
         self.stats.updates += 1
         try:
             try:
@@ -345,7 +387,9 @@ class OscSink:
 class PrintSink:
     """One JSON line per update on `stream` (stdout):
     {"t": unix time, "mode": ..., "latency_ms": now - t_audio, "infer_ms": t_infer_done - t_audio,
-     "values": {name: v}, ["physical": {name: x}]}. Missing timings are null.
+     "values": {name: v}, ["physical": {name: x}], "note": {"midi": N, "f0_hz": f, "confidence": c,
+     "new": bool}}. Missing timings (and f0 when the note fell back) are null; a note-off update is
+    {"t", "mode", "note_off": N}.
     """
 
     def __init__(self, contract, stream: IO[str] | None = None, physical: bool = False, digits: int = 5):
@@ -356,6 +400,8 @@ class PrintSink:
 
     def line(self, update: Sequence[float] | Update) -> str:
         u = as_update(update)
+        if u.note_off:
+            return json.dumps({"t": round(time.time(), 3), "mode": u.mode, "note_off": u.note})
         vals = checked_values(u.values, len(self.names))
         now = time.monotonic()
         ms = lambda a, b: None if a is None or b is None else round((b - a) * 1000.0, 2)  # noqa: E731
@@ -364,6 +410,10 @@ class PrintSink:
             "latency_ms": ms(u.t_audio, now), "infer_ms": ms(u.t_audio, u.t_infer_done),
             "values": {n: round(v, self.digits) for n, v in zip(self.names, vals)},
         }
+        if u.note is not None:
+            rec["note"] = {"midi": u.note, "f0_hz": None if u.f0_hz is None else round(u.f0_hz, 2),
+                           "confidence": None if u.confidence is None else round(u.confidence, 3),
+                           "new": u.new_note}
         if self.physical:
             rec["physical"] = {n: round(x, 6) for n, x in self.contract.to_physical(vals).items()}
         return json.dumps(rec)
