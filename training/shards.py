@@ -468,6 +468,24 @@ class ShardDataset:
         return x[0], p[0]
 
 
+def holdout(ds: ShardDataset, val_size: int, data_size: int = 0) -> tuple[int, np.ndarray] | None:
+    """Validation for a dataset rendered by a plugin: its last `val_size` examples, never trained on.
+
+    Returns (n, rows): training reads rows 0..n-1 (the first data_size when given, never past the held-out
+    tail), validation is `rows`, the same whatever data_size. None for a reference-synth dataset, which
+    validates on the reference synth's own val split (rendered from val_seed) like on-the-fly training.
+    A plugin cannot be rendered at training time (a GPU machine may have no plugin, no licence), so its
+    dataset holds its own validation: render val_size more examples than you train on."""
+    if ds.plan.synth == "reference":
+        return None
+    n = len(ds) - int(val_size)
+    if n < 1:
+        raise ShardError(f"{ds.root}: val_size = {val_size} holds out every one of its {len(ds)} examples (a "
+                         "plugin's dataset validates on its own last val_size examples); lower val_size or "
+                         "render more examples")
+    return (min(n, data_size) if data_size > 0 else n), np.arange(n, len(ds))
+
+
 # ------------------------------------------------------------------------------------------------
 # CLI
 

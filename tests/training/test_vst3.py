@@ -15,7 +15,7 @@ from bridge import cli
 from bridge import contract as contract_mod
 from training import shards as shards_mod
 from training.sampling import sample_params
-from training.shards import MANIFEST, ShardDataset, ShardError, render_dataset
+from training.shards import MANIFEST, ShardDataset, ShardError, holdout, render_dataset
 from training.synths import SynthError, SynthSpec, parse_spec
 from training.synths import profile as profile_mod
 from training.synths.vst3 import Vst3Synth, load_plugin
@@ -310,3 +310,16 @@ def test_match_through_the_plugin_and_refusals(c, synth, plugin_model, tmp_path,
                    "--out-dir", str(tmp_path / "s")])  # the shipped reference model, for the plugin
     err = capsys.readouterr().err
     assert rc == 2 and f"trained on synth 'reference', not on {synth.identity!r}" in err
+
+
+def test_a_plugin_dataset_holds_out_its_last_examples_for_validation(c, one_worker, tmp_path):
+    ds = ShardDataset(one_worker, c)
+    n, rows = holdout(ds, 2)
+    assert n == 4 and rows.tolist() == [4, 5]
+    n, rows = holdout(ds, 2, data_size=3)
+    assert n == 3 and rows.tolist() == [4, 5]  # the same validation rows whatever data_size
+    assert holdout(ds, 2, data_size=50)[0] == 4  # never into the held-out tail
+    with pytest.raises(ShardError, match="val_size = 6 holds out every one of its 6 examples"):
+        holdout(ds, 6)
+    render_dataset(c, tmp_path, 4, shard_size=4, store="audio", progress=False)
+    assert holdout(ShardDataset(tmp_path, c), 2) is None  # reference data validates on the reference val split
