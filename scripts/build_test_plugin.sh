@@ -4,6 +4,7 @@
 #   SMTestFx.vst3      an effect (audio in, no MIDI): the wrong kind of plugin
 #   SMTestSilent.vst3  an instrument that renders silence
 #   SMTestCrash.vst3   the instrument, but it kills its process at its 2nd note while $SMTEST_CRASH_ONCE names a file
+#   SMTestSticky.vst3  the instrument, but its reset keeps the voice sounding (so it must be re-created per render)
 # Needs g++, make and Debian's dpf-source (DISTRHO Plugin Framework; scripts/setup.sh --dev installs it).
 #
 # DPF is built from a private copy with two changes to its VST3 wrapper (1.6+ds-2), applied below:
@@ -41,7 +42,7 @@ if [[ ! -f "$dpf/.patched" ]]; then
   fi
   touch "$dpf/.patched"
 fi
-variants=(SMTest:0 SMTestFx:1 SMTestSilent:2 SMTestCrash:3)
+variants=(SMTest:0 SMTestFx:1 SMTestSilent:2 SMTestCrash:3 SMTestSticky:4)
 for nv in "${variants[@]}"; do
   name=${nv%%:*} variant=${nv##*:}
   make -s -C "$src" NAME="$name" VARIANT="$variant" DPF_PATH="$dpf" DPF_TARGET_DIR="$out" \

@@ -133,6 +133,21 @@ def test_render_depends_only_on_its_patch(c, tmp_path):
     assert np.array_equal(fresh.render(a[None])[0], first[0])
 
 
+def test_reset_in_place_only_where_the_plugin_clears_its_sound(c, synth, tmp_path):
+    a, b = _patch(c, filter1_cutoff=0.3), _patch(c, filter1_cutoff=0.9, osc1_position=1.0, env_attack=1.0)
+    first = synth.render(np.stack([a, b, a]))
+    assert synth.reset_mode == "clear" and np.array_equal(first[0], first[2])
+    text = PROFILE.read_text() + 'reset = "reinstantiate"\n'  # [render] is last
+    (tmp_path / "fresh.toml").write_text(text)
+    fresh = Vst3Synth(SMTEST, c, tmp_path / "fresh.toml")
+    assert np.array_equal(fresh.render(np.stack([a, b, a])), first)  # a fresh instance per render: same audio
+    assert fresh.reset_mode == "reinstantiate" and fresh.identity == synth.identity
+    # a plugin whose reset keeps its voice sounding fails the check and is re-created for every render
+    sticky = Vst3Synth(PLUGINS / "SMTestSticky.vst3", c, _profile_file(tmp_path, "SMTestSticky"))
+    again = sticky.render(np.stack([a, b, a]))
+    assert sticky.reset_mode == "reinstantiate" and np.array_equal(again[0], again[2])
+
+
 def test_bad_plugins_give_clear_errors(c, tmp_path):
     with pytest.raises(SynthError, match="no such plugin"):
         Vst3Synth(tmp_path / "Missing.vst3", c, "smtest")

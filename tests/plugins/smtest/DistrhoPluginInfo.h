@@ -1,7 +1,8 @@
-// DPF build-time description of the synthmatch test plugins. One source, four variants chosen with
+// DPF build-time description of the synthmatch test plugins. One source, five variants chosen with
 // -DSMTEST_VARIANT=N (see Makefile): 0 the instrument, 1 an effect (audio in, no MIDI: the wrong
 // kind of plugin), 2 an instrument that renders silence, 3 the instrument that kills its process
-// at its second note while the file named by $SMTEST_CRASH_ONCE exists (for worker restarts).
+// at its second note while the file named by $SMTEST_CRASH_ONCE exists (for worker restarts), 4 the
+// instrument with a reset that keeps its voice sounding (the host must re-create it between renders).
 #ifndef DISTRHO_PLUGIN_INFO_H_INCLUDED
 #define DISTRHO_PLUGIN_INFO_H_INCLUDED
 
@@ -28,6 +29,9 @@
 #elif SMTEST_VARIANT == 3
 #define DISTRHO_PLUGIN_NAME "SMTestCrash"
 #define DISTRHO_PLUGIN_URI "urn:synthmatch:smtest-crash"
+#elif SMTEST_VARIANT == 4
+#define DISTRHO_PLUGIN_NAME "SMTestSticky"
+#define DISTRHO_PLUGIN_URI "urn:synthmatch:smtest-sticky"
 #else
 #define DISTRHO_PLUGIN_NAME "SMTest"
 #define DISTRHO_PLUGIN_URI "urn:synthmatch:smtest"

@@ -8,7 +8,7 @@
 // Monophonic, last note wins. Nothing random; activate() resets every state variable, and a note-on on
 // an idle voice restarts the phase and the filter, so a render depends only on the patch and the MIDI.
 // Variants (DistrhoPluginInfo.h): 1 an effect (filter and gain on its audio input, no MIDI), 2 silent,
-// 3 crashes its process (for the worker-restart tests; see midi()).
+// 3 crashes its process (for the worker-restart tests; see midi()), 4 keeps sounding across a reset.
 #include "DistrhoPlugin.hpp"
 
 #include <cmath>
@@ -72,7 +72,11 @@ protected:
     float getParameterValue(uint32_t index) const override { return fValues[index]; }
     void setParameterValue(uint32_t index, float value) override { fValues[index] = value; }
 
+#if SMTEST_VARIANT == 4
+    void activate() override {}  // a plugin bug: a reset (deactivate, activate) keeps the voice sounding
+#else
     void activate() override { resetState(); }
+#endif
 
 #if DISTRHO_PLUGIN_WANT_MIDI_INPUT
     void run(const float**, float** outputs, uint32_t frames, const MidiEvent* events, uint32_t count) override {
