@@ -20,7 +20,13 @@ from typing import Any
 from bridge.cli import UsageError
 from bridge.contract import Contract
 
-FORMAT = 1  # bump when the metadata layout changes incompatibly
+FORMAT = 2  # bump when the metadata layout changes incompatibly
+# 2: the model owns its front-end (model_config.frontend, .cqt) and head (model_config.head)
+FORMAT_ADVICE = {
+    1: "a format-1 model predates the pitch-resolving front-end (log-mel only, barely better than a "
+       "constant patch on real sounds): use the shipped models/default.onnx, or re-export its checkpoint "
+       "with this version (`synthmatch export --checkpoint CKPT --out MODEL.onnx`)",
+}
 INPUT_NAME, OUTPUT_NAME = "audio", "params"
 WEIGHTS_FORMAT = "synthmatch-weights"  # the torch weights file export writes beside model.onnx (model.pt)
 _PREFIX = "synthmatch."
@@ -144,8 +150,9 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
     if missing:
         raise ModelError(f"{path}: metadata key {_PREFIX}{missing[0]} is missing; {_fix(path)}")
     if values["format"] != FORMAT:
+        advice = FORMAT_ADVICE.get(values["format"], "re-export the model with this version")
         raise ModelError(f"{path}: model file format {values['format']}, this synthmatch ({synthmatch_version()}) "
-                         f"reads format {FORMAT}; re-export the model with this version")
+                         f"reads format {FORMAT}; {advice}")
     names = values["param_names"]
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise ModelError(f"{path}: metadata {_PREFIX}param_names must be a list of names; {_fix(path)}")

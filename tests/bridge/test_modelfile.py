@@ -101,3 +101,26 @@ def test_cli_export_errors_are_usage_errors(tmp_path, tiny_onnx, capsys):
     assert "none.pt" in capsys.readouterr().err
     shutil.copy(tiny_onnx, tmp_path / "copy.onnx")
     assert read_meta(tmp_path / "copy.onnx").export_id == read_meta(tiny_onnx).export_id
+
+
+def test_an_older_format_is_refused_with_what_to_do(tiny_onnx, tmp_path):
+    """A format-1 file (log-mel only, before models carried their front-end) is refused by name."""
+    proto = onnx.load(str(tiny_onnx))
+    for p in proto.metadata_props:
+        if p.key == "synthmatch.format":
+            p.value = "1"
+    old = tmp_path / "old.onnx"
+    onnx.save(proto, str(old))
+    with pytest.raises(ModelError, match=r"format 1.*models/default\.onnx.*synthmatch export") as e:
+        read_meta(old)
+    assert str(old) in str(e.value)
+    with pytest.raises(ModelError, match="format 1"):
+        load_engine(old, "onnxruntime", contract=C)
+
+
+def test_the_shipped_model_resolves_pitch_and_carries_its_front_end():
+    from bridge.modelfile import FORMAT
+
+    meta = read_meta(DEFAULT_CONTRACT.parents[1] / "models" / "default.onnx")
+    assert meta.format == FORMAT and meta.model_config["frontend"] == "mel+cqt"
+    assert meta.model_config["head"] == "pitch-cls" and meta.model_config["cqt"]["bins_per_octave"] >= 24
