@@ -109,7 +109,7 @@ class Refiner:
             self._proc.start()
             self.renders = self._wait_ready(ready_timeout)
         except BaseException:
-            self.close()
+            self.close(timeout=0.0)  # not ready: nothing to finish, terminate at once
             raise
         self.last_submitted: int | None = None  # the child always answers the newest request it was given
         log.info("refinement: %d passes, %d renders per snapshot, %d torch thread(s)", passes, self.renders,

@@ -193,6 +193,13 @@ def _descendants(pid: int) -> list[int]:
     return kids + [g for k in kids for g in _descendants(k)]
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _gone(pids: list[int], timeout: float = 3.0) -> list[int]:
     """The pids still running after `timeout` s (zombies count as gone)."""
     def alive(pid):
@@ -215,10 +222,10 @@ def refine_args(tiny_onnx, long_notes):
 def test_sigterm_while_the_refiner_starts_leaves_no_process(refine_args):
     b = Bridge(*refine_args)
     try:
-        deadline = time.monotonic() + 30
-        while not (kids := _descendants(b.p.pid)) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120  # a loaded machine takes long to load the model first
+        while not any("spawn_main" in _cmdline(k) for k in _descendants(b.p.pid)):  # the refinement process
+            assert time.monotonic() < deadline, "no refinement process appeared"
             time.sleep(0.01)
-        assert kids, "no child process appeared"
         time.sleep(0.2)  # the child is importing torch now: seconds before the bridge runs
         assert not any("bridge running" in ln for ln in b.err)
         kids = _descendants(b.p.pid)
@@ -227,7 +234,7 @@ def test_sigterm_while_the_refiner_starts_leaves_no_process(refine_args):
         b.kill()
     assert b.p.returncode == 0 and "stopped by SIGTERM while starting" in b.stderr, b.stderr
     assert "Traceback" not in b.stderr, b.stderr
-    assert elapsed < 1.0, f"shutdown took {elapsed:.2f} s"
+    assert elapsed < 2.0, f"shutdown took {elapsed:.2f} s"  # the child is reaped first; 1.3 s seen at load 10
     assert not _gone(kids), f"orphans left: {kids}"
 
 
