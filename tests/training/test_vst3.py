@@ -338,3 +338,13 @@ def test_a_plugin_dataset_holds_out_its_last_examples_for_validation(c, one_work
         holdout(ds, 6)
     render_dataset(c, tmp_path, 4, shard_size=4, store="audio", progress=False)
     assert holdout(ShardDataset(tmp_path, c), 2) is None  # reference data validates on the reference val split
+
+
+def test_probe_describes_the_plugin_through_its_profile(synth, capsys):
+    assert cli.main(["dataset", "probe", "--synth", f"vst3:{SMTEST}", "--profile", "smtest"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["identity"] == synth.identity and out["reset"] == "clear"
+    cutoff = next(m for m in out["mapped"] if m["plugin"] == "Cutoff")
+    assert cutoff["label"] == "Hz" and float(cutoff["text_at"]["0.0"]) == pytest.approx(60.0, rel=2e-3)
+    assert [f["plugin"] for f in out["fixed"]] == ["Sustain", "Release"]
+    assert "Sustain" not in out["other_parameters"] and out["mean_patch"]["peak"] > 0.01

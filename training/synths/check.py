@@ -14,7 +14,8 @@ from training.synths import SynthError, parse_spec
 def probe(contract: Contract, spec: str, profile: str) -> dict:
     """Open the plugin with its profile (every name checked, silence refused) and describe it: the
     mapping with the plugin's own text at v = 0, 0.5, 1 (to compare with its knobs), the fixed values,
-    the other automatable parameters, and one mean-patch render's level and time."""
+    the other automatable parameters, how it is reset between renders (training.synths.vst3: "clear" in
+    place, or "reinstantiate"), and one mean-patch render's level and time."""
     s = parse_spec(spec, profile)
     if s.kind != "vst3":
         raise SynthError("probe is for plugins: --synth vst3:PATH")
@@ -34,7 +35,8 @@ def probe(contract: Contract, spec: str, profile: str) -> dict:
     audio = synth.render(mean[None])[0]
     seconds = time.perf_counter() - t0
     return {"plugin": synth.plugin.name, "version": synth.plugin.version, "maker": synth.plugin.manufacturer_name,
-            "identity": synth.identity, "profile": synth.profile.source, "mapped": mapping, "fixed": fixed,
+            "identity": synth.identity, "profile": synth.profile.source, "reset": synth.reset_mode,
+            "mapped": mapping, "fixed": fixed,
             "unmapped": dict(synth.profile.unmapped), "other_parameters": other,
             "mean_patch": {"peak": round(float(np.abs(audio).max()), 5),
                            "rms": round(float(np.sqrt(np.mean(audio**2))), 5), "render_s": round(seconds, 4)}}
