@@ -63,6 +63,17 @@ def _seed(text: str) -> int:
     return n
 
 
+def _note(text: str) -> int:
+    """argparse type of render --note: a MIDI note 0..127."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 127:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a MIDI note 0..127 (60 = C4)")
+    return n
+
+
 def _add_contract(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contract", default=None, help="contract TOML (default: configs/contract.toml)")
 
@@ -87,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "params.json works too), or that object inline in quotes")
     p.add_argument("--seed", type=_seed, default=0, help="with --random: patch = f(seed), seed >= 0")
     p.add_argument("--out", required=True, help="output WAV (16 kHz mono float)")
+    p.add_argument("--note", type=_note, help="MIDI note to play, 0..127 (default: the contract's, 60 = C4)")
     _add_contract(p)
 
     p = command("devices", "bridge.devices:main", "list audio inputs and MIDI ports")

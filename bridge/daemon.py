@@ -51,6 +51,8 @@ WAKE_EARLY_S = 0.002    # start polling this long before the earliest possible a
 STATUS_EVERY_S = 0.2
 SILENCE_DBFS = -70.0    # manual.start = "now": a last 4 s whose peak is below this is not analysed (as match)
 REFINE_DRAIN_S = 120.0  # end of file input: wait this long at most for the last refined snapshot
+PITCH_STEP = 0.02       # semitones: continuous, a pitch moved this much is sent (pitch bend) even when the
+#                         values are held by deadband or rate limit (about 80 steps of a +-2 semitone bend)
 
 
 def percentile(xs, q: float) -> float | None:
@@ -304,8 +306,10 @@ class Daemon:
         if values is None:
             return
         out = self._shape(values)
-        if out is None and changed and self._last_sent is not None:
-            out = self._last_sent  # a new note goes out even when no value moved past the deadband
+        sent_midi = self._note_fields.get("midi")
+        moved = est.voiced and (sent_midi is None or abs(est.midi - sent_midi) > PITCH_STEP)
+        if out is None and (changed or (moved and held is not None)) and self._last_sent is not None:
+            out = self._last_sent  # a new note or a pitch glide goes out even when the values are held
         if out is None:
             self.c.held += 1
             return

@@ -10,7 +10,8 @@ window, because it analyses only FRAMES frames chosen among the loudest, not a w
 x: (T,) float mono at sr Hz (a 4 s window, or its newest part for note tracking). Frames are FRAME
 samples at 16 kHz (64 ms; scaled with sr), taken every hop among those within LOUD_DB of the loudest;
 per frame the cumulative-mean-normalised difference d'(tau) (YIN steps 2-3) is computed with FFTs, its
-first dip under THRESHOLD (else its global minimum) refined by parabolic interpolation gives the period,
+first dip under THRESHOLD (its minimum within DIP_SPAN; else the global minimum) refined by parabolic
+interpolation gives the period,
 and d' there is the frame's aperiodicity. The window's f0 is the median over the frames whose
 aperiodicity is below settings.max_aperiodicity; confidence = (1 - median aperiodicity) x the share of
 such frames. Silent input (peak below settings.silence_db), or confidence below settings.min_confidence,
@@ -28,6 +29,7 @@ FRAME_S = 0.064      # analysis frame (1024 samples at 16 kHz): two periods of 3
 FRAMES = 12          # frames analysed per call, spread over the loud part
 LOUD_DB = 20.0       # frames within this of the loudest frame's RMS are candidates
 THRESHOLD = 0.15     # YIN absolute threshold on d'(tau): the first dip under it is the period
+DIP_SPAN = 1.15      # the dip's minimum is looked for in [t0, 1.15 t0], t0 = first lag under THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,11 @@ def _period(dn: np.ndarray, min_lag: int) -> tuple[float, float]:
     """One frame's d'(tau) -> (period in samples, fractional; aperiodicity d' there)."""
     below = np.flatnonzero(dn[min_lag:] < THRESHOLD)
     if below.size:
-        t = min_lag + int(below[0])
-        while t + 1 < dn.size and dn[t + 1] < dn[t]:  # walk down to the dip's bottom
-            t += 1
+        t0 = min_lag + int(below[0])
+        # the dip's bottom: bright sounds ripple d' near the period, so the first local minimum under the
+        # threshold may be a shoulder; the next period (an octave down) is at 2 t0, far past this search
+        stop = min(dn.size, int(t0 * DIP_SPAN) + 2)
+        t = t0 + int(np.argmin(dn[t0:stop]))
     else:
         t = min_lag + int(np.argmin(dn[min_lag:]))
     if 0 < t < dn.size - 1:  # parabola through the three points around the minimum

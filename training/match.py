@@ -76,6 +76,20 @@ def predict(model: str | Path, audio: np.ndarray, contract: Contract, backend: s
     return np.clip(out, 0.0, 1.0)
 
 
+def predict_at_note(model: str | Path, window: np.ndarray, note: int, contract: Contract,
+                    backend: str = "onnxruntime", mode: str = "pitch") -> np.ndarray:
+    """(num_samples,) window played at MIDI `note` -> (16,) values for it (bridge.notenorm: the model
+    hears the window resampled to its reference note; mode "pitch" takes the oscillator pitches from
+    that, the rest from the raw window, as the daemon does)."""
+    from bridge import notenorm
+
+    if mode == "off" or note == contract.audio.note:
+        return predict(model, window[None], contract, backend=backend)[0]
+    x, s = notenorm.to_reference(window, note, contract)
+    raw, norm = predict(model, np.stack([window.astype(np.float32), x]), contract, backend=backend)
+    return notenorm.combine(raw, notenorm.from_reference(norm, s, contract)[0], contract, mode)
+
+
 def input_warnings(audio: np.ndarray, report: dict, sample_rate: int) -> list[str]:
     """What about an input (mono at sample_rate, NaN already zeroed; report from audiofile.read_mono)
     may spoil the match: NaN samples, DC offset, clipping, a very short file."""
@@ -153,7 +167,15 @@ def main(args) -> int:
     check_identity(read_meta(model).synth, synth.identity, str(model),
                    "match with the synth and profile it was trained on (--synth/--profile), or train a model "
                    "on this synth's data (docs/massive-guide.md)")
-    predicted = predict(model, window[None], c, backend=args.backend)[0]
+    from bridge.pitch import detect
+
+    heard = detect(window, c.audio.sample_rate)  # the note played: the model hears it at C4, match.wav plays it
+    if not heard.voiced:
+        print(f"synthmatch match: warning: {args.input}: no clear note ({heard.reason}); matched at the "
+              f"fallback note {heard.note}", file=sys.stderr)
+    predicted = predict_at_note(model, window, heard.note, c, backend=args.backend)
+    if hasattr(synth, "note"):  # the reference synth plays the heard note (a plugin plays its profile's)
+        synth.note = heard.note
     pinned = [i for i, name in enumerate(c.names) if name not in synth.mapped]
     predicted[pinned] = synth.mean_patch()[pinned]  # what a plugin's profile pins them to (none: reference)
     values, refinement = predicted, None
@@ -177,6 +199,8 @@ def main(args) -> int:
         "input": str(args.input), "onset_s": round(onset / c.audio.sample_rate, 4),
         "input_level_dbfs": round(rms_dbfs(window), 1), "model": str(model), "contract": c.hash,
         "synth": synth.identity,
+        "note": {"midi": heard.note, "f0_hz": None if heard.f0_hz is None else round(heard.f0_hz, 2),
+                 "confidence": round(heard.confidence, 3), "heard": heard.voiced, "fallback_reason": heard.reason},
         "values": {p.name: round(float(v), 4) for p, v in zip(c.params, values)},
         "params": describe(values, c),
         "refinement": refinement,  # multi-scale spectral distance to the input, model alone vs refined
@@ -185,5 +209,6 @@ def main(args) -> int:
     audiofile.write(out / "match.wav", rendered, c.audio.sample_rate)
     plot_compare(out / "compare.png", window, rendered, values, c, f"{Path(args.input).name}: matched parameters",
                  "reference synth" if args.synth == REFERENCE else synth.identity.split(" ")[0][len("vst3:"):])
-    print(json.dumps({"out_dir": str(out), "onset_s": report["onset_s"], "values": report["values"]}))
+    print(json.dumps({"out_dir": str(out), "onset_s": report["onset_s"], "note": report["note"],
+                      "values": report["values"]}))
     return 0

@@ -58,10 +58,11 @@ def main(args) -> int:
         values = sample_params(c, args.seed, [0])[0].tolist()
     else:
         values = read_params(args.params, c)
-    audio = ReferenceSynth(c).render(torch.tensor([values]))[0].numpy()
+    audio = ReferenceSynth(c).render(torch.tensor([values]), note=args.note)[0].numpy()
     try:
         audiofile.write(out, audio, c.audio.sample_rate)
     except (OSError, RuntimeError) as e:  # soundfile raises LibsndfileError (a RuntimeError) on write errors
         raise UsageError(f"--out {out}: cannot write the WAV file ({e}); choose another path") from None
-    print(json.dumps({"out": str(out), "values": dict(zip(c.names, map(float, values)))}))
+    note = c.audio.note if args.note is None else args.note
+    print(json.dumps({"out": str(out), "note": note, "values": dict(zip(c.names, map(float, values)))}))
     return 0

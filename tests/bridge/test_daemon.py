@@ -52,8 +52,12 @@ def test_trigger_three_notes_three_snapshots_equal_offline_inference(c, engine, 
     for (start, window, values), line, true_start in zip(taps, lines, starts):
         assert 0 <= start - true_start <= 16  # the rendered note's first audible sample
         np.testing.assert_array_equal(window, x[start:start + N])
-        offline = engine.infer(x[start:start + N][None])[0]
+        # at the window's detected note (notes.normalise = "pitch"): oscillator pitches from the window
+        # resampled to C4, every other parameter from the raw window, as one model call
+        offline = d.notes.infer(engine, x[start:start + N], line["note"]["midi"])
         np.testing.assert_allclose(values, offline, atol=1e-6)
+        absolute = [i for i, p in enumerate(c.params) if p.unit != "semitones"]
+        np.testing.assert_allclose(values[absolute], engine.infer(x[start:start + N][None])[0][absolute], atol=1e-5)
         sent = np.array([line["values"][n] for n in c.names])
         np.testing.assert_allclose(sent, np.clip(offline, 0, 1), atol=1e-5)  # print rounds to 5 digits
         assert line["mode"] == "trigger" and line["latency_ms"] >= 0
@@ -76,6 +80,9 @@ def test_continuous_mode_gates_silence_and_smooths(c, engine, three_notes):
     cfg = make_config(c, mode="continuous", input={"source": f"file:{path}", "fast": True},
                       continuous={"hop_s": 0.25, "smoothing_s": 0.5, "deadband": 0.0, "max_rate_hz": 0})
     d, taps, lines = run_daemon(cfg, c, engine)
+    ended = [ln["note_off"] for ln in lines if "note_off" in ln]  # the gate ends each held note
+    lines = [ln for ln in lines if "note_off" not in ln]
+    assert len(ended) == 3 and ended == [ln["note"]["midi"] for ln in lines if ln["note"]["new"]]
     hops = (x.size - N) // int(0.25 * SR) + 1
     assert d.c.inferences + d.c.gated + d.c.held == hops  # every hop accounted for (catch-up with --fast)
     assert d.c.gated > 0 and len(lines) == d.c.updates > 0

@@ -19,7 +19,8 @@ class Reference(Synth):
         self.contract = contract
         self.device = torch.device(device)
         self._synth = ReferenceSynth(contract, chunk=RENDER_GROUP)
+        self.note: float | None = None  # MIDI note played; None = the contract's (match sets the heard one)
 
     def render(self, params: np.ndarray) -> np.ndarray:
         p = torch.as_tensor(np.asarray(params, dtype=np.float32)).reshape(-1, len(self.contract.params))
-        return self._synth.render(p.to(self.device)).cpu().numpy()
+        return self._synth.render(p.to(self.device), note=self.note).cpu().numpy()

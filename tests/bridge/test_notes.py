@@ -1,0 +1,261 @@
+"""Notes: pitch detection on real rendered sounds, note normalisation, the held-note tracker, and the
+daemon sending notes (note-on/note-off and 14-bit pitch bend) into a real JACK MIDI port."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+
+from bridge import audiofile, contract as contract_mod, notenorm
+from bridge.notes import NoteSettings, NoteStage, NoteTracker
+from bridge.pitch import PitchSettings, detect, hz_to_midi, midi_to_hz
+from tests.bridge.daemon_util import SR, make_config
+
+N = 64000
+
+
+@pytest.fixture(scope="module")
+def c():
+    return contract_mod.default()
+
+
+def clear_patches(contract, count: int) -> np.ndarray:
+    """Patches whose played note is plain: osc 1 at unison and loudest, osc 2 an octave up, osc 3 at
+    unison, filters open, a quick attack; positions and resonances as sampled."""
+    from training.sampling import sample_params
+
+    v = np.array(sample_params(contract, 11, range(count)), dtype=np.float32)
+    for name, value in (("osc1_pitch", 0.5), ("osc1_gain", 0.9), ("osc2_pitch", 0.75), ("osc2_gain", 0.3),
+                        ("osc3_pitch", 0.5), ("osc3_gain", 0.3), ("filter1_cutoff", 0.9),
+                        ("filter2_cutoff", 0.05), ("env_attack", 0.1), ("reverb_mix", 0.2)):
+        v[:, contract.names.index(name)] = value
+    return v
+
+
+def at_notes(contract, notes) -> np.ndarray:
+    from training.notesets import render_at
+
+    return render_at(contract, clear_patches(contract, len(notes)), notes)
+
+
+def vibrato_tone(note: float, seconds: float, depth: float = 0.5, rate: float = 5.5, level: float = 0.3):
+    """A sung-like tone: 6 harmonics at MIDI `note` with +-depth semitones of vibrato at rate Hz."""
+    t = np.arange(int(seconds * SR)) / SR
+    f = midi_to_hz(note) * 2 ** (depth * np.sin(2 * np.pi * rate * t) / 12)
+    phase = 2 * np.pi * np.cumsum(f) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 7))
+    return (level * x / np.max(np.abs(x)) * np.minimum(1, t / 0.02)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# detection
+
+
+def test_rendered_patches_are_detected_at_their_note(c):
+    notes = [36, 41, 47, 53, 60, 66, 71, 78, 84]
+    for note, x in zip(notes, at_notes(c, notes)):
+        e = detect(x, SR)
+        assert e.voiced and e.note == note, (note, e)
+        assert abs(e.f0_hz - midi_to_hz(note)) / midi_to_hz(note) < 0.01  # within 17 cents
+        assert e.confidence > 0.8
+
+
+def test_sine_f0_is_accurate_and_silence_and_noise_fall_back():
+    t = np.arange(N) / SR
+    e = detect(0.3 * np.sin(2 * np.pi * 440 * t), SR)
+    assert e.note == 69 and abs(e.f0_hz - 440) < 0.5 and abs(e.midi - 69) < 0.02
+    settings = PitchSettings(fallback_note=57)
+    silent = detect(np.zeros(N, np.float32), SR, settings)
+    assert not silent.voiced and silent.note == 57 and silent.f0_hz is None and silent.reason == "silent"
+    noise = np.random.default_rng(0).standard_normal(N).astype(np.float32) * 0.2
+    e = detect(noise, SR, settings)
+    assert not e.voiced and e.note == 57 and e.f0_hz is None and e.reason.startswith("unpitched")
+    assert detect(np.full(N, np.nan, np.float32), SR, settings).reason == "silent"  # NaN reads as silence
+
+
+def test_pitch_settings_reject_nonsense():
+    for bad in (PitchSettings(fallback_note=128), PitchSettings(f_min=500, f_max=400),
+                PitchSettings(min_confidence=1.5), PitchSettings(max_aperiodicity=0)):
+        with pytest.raises(ValueError, match="pitch\\."):
+            bad.check()
+    with pytest.raises(ValueError, match="notes.normalise"):
+        NoteSettings(normalise="always").check()
+
+
+# ------------------------------------------------------------------------------------------------
+# note normalisation
+
+
+def test_normalised_window_plays_the_reference_note_and_lasts_the_stretch(c):
+    x72, x48 = at_notes(c, [72, 48])
+    y, s = notenorm.to_reference(x72, 72, c)
+    assert y.shape == (N,) and s == pytest.approx(2.0)
+    assert detect(y, SR).note == 60
+    z, s = notenorm.to_reference(x48, 48, c)
+    assert s == pytest.approx(0.5) and detect(z, SR).note == 60
+    assert np.all(z[N // 2 + 100:] == 0)  # a lower note only fills num_samples * s: the rest is padding
+    same, s = notenorm.to_reference(x72, 60, c)
+    assert s == 1.0 and np.array_equal(same, x72)
+
+
+def test_from_reference_scales_times_and_cutoffs_and_reports_clipping(c):
+    idx = c.names.index
+    v = np.full(16, 0.5, np.float32)
+    back, clipped = notenorm.from_reference(v, 2.0, c)
+    cut, att = c.params[idx("filter1_cutoff")], c.params[idx("env_attack")]
+    assert cut.to_physical(float(back[idx("filter1_cutoff")])) == pytest.approx(2 * cut.to_physical(0.5), rel=1e-4)
+    assert att.to_physical(float(back[idx("env_attack")])) == pytest.approx(att.to_physical(0.5) / 2, rel=1e-4)
+    keep = [i for i, p in enumerate(c.params) if p.unit not in ("s", "Hz")]
+    assert np.array_equal(back[keep], v[keep]) and clipped == []  # offsets, gains, positions stay
+    v[idx("filter1_cutoff")] = 0.95
+    back, clipped = notenorm.from_reference(v, 4.0, c)
+    assert "filter1_cutoff" in clipped and back[idx("filter1_cutoff")] == pytest.approx(1.0)
+    mixed = notenorm.combine(np.zeros(16), np.ones(16), c, "pitch")
+    assert [i for i in range(16) if mixed[i] == 1] == notenorm.relative_params(c) == \
+        [idx("osc1_pitch"), idx("osc2_pitch"), idx("osc3_pitch")]
+
+
+# ------------------------------------------------------------------------------------------------
+# continuous note tracking
+
+
+def test_tracker_holds_a_vibrato_note_and_follows_a_real_change():
+    stage = NoteStage(NoteSettings(), contract_mod.default())
+    x = np.concatenate([vibrato_tone(57, 3.0), vibrato_tone(59, 2.0)])
+    hop, w = 4000, int(0.3 * SR)
+    changes = []
+    for end in range(w, x.size + 1, hop):
+        est, held, changed = stage.track(x[:end][-N:])
+        if changed:
+            changes.append((end, held))
+    assert [h for _, h in changes] == [57, 59]
+    assert changes[1][0] - 3 * SR <= hop + w  # heard within one hop of the window reaching the change
+    t = NoteTracker(0.6)
+    from bridge.pitch import NoteEstimate
+
+    assert t.update(NoteEstimate(60, 261.6, 60.0, 1, True)) == (60, True)
+    assert t.update(NoteEstimate(60, None, 60.0, 0, False)) == (60, False)  # unpitched keeps the note
+    assert t.update(NoteEstimate(61, 272, 61.05, 1, True)) == (60, False)  # inside 0.5 + hysteresis
+    assert t.update(NoteEstimate(61, 275, 61.2, 1, True)) == (61, True)
+    assert t.end() and t.held is None and not t.end()
+
+
+# ------------------------------------------------------------------------------------------------
+# the daemon with notes, into a real JACK MIDI port
+
+
+def note_events(raw: list[bytes]) -> list[tuple[str, int, int]]:
+    """(kind, data1, data2) of the note-on/off and pitch-bend messages among raw MIDI messages."""
+    out = []
+    for b in raw:
+        kind = {0x90: "on", 0x80: "off", 0xE0: "bend"}.get(b[0] & 0xF0)
+        if kind:
+            out.append((kind, b[1], b[2]))
+    return out
+
+
+def run_with_midi(jack, c, engine, cfg, name: str):
+    """Run the daemon on cfg's file input with a JACK MIDI sink (notes on) and a print sink; returns
+    (printed updates, note/bend events the receiver got)."""
+    from bridge.audio import open_source
+    from bridge.daemon import Daemon
+    from bridge.midisink import MidiCCSink
+    from bridge.sinks import PrintSink
+    from tests.jack import MidiReceiver
+
+    out = io.StringIO()
+    with MidiReceiver(jack, f"rx-{name}") as rx:
+        midi = MidiCCSink(cfg.output.midi, c)
+        jack.connect(midi.port_name, rx.port)
+        jack.settle()
+        source = open_source(cfg.input)
+        d = Daemon(cfg, c, engine, [midi, PrintSink(c, stream=out)], source)
+        d.start()
+        try:
+            assert d.done.wait(120), "daemon did not finish its file input in time"
+        finally:
+            d.stop()
+            source.stop()
+            midi.close()
+        assert d.error is None, d.error
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        expect = sum(1 for l in lines if l.get("note", {}).get("new")) * 2  # one on + one off per note
+        deadline = time.monotonic() + 5
+        while len([e for e in note_events(rx.messages) if e[0] != "bend"]) < expect and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return lines, note_events(rx.messages)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_onnx, c):
+    from bridge.engine import load_engine
+
+    e = load_engine(tiny_onnx, backend="onnxruntime", contract=c, threads=1)
+    yield e
+    e.close()
+
+
+@pytest.mark.jack
+def test_three_notes_three_snapshots_three_note_pairs_on_jack(jack, c, engine, tmp_path):
+    notes = [45, 64, 52]
+    x = np.zeros(15 * SR, np.float32)
+    for k, a in enumerate(at_notes(c, notes)):
+        x[SR // 2 + 5 * SR * k:][: 4 * SR] += a[: 4 * SR]
+    path = tmp_path / "three.wav"
+    audiofile.write(path, x, SR)
+    cfg = make_config(c, mode="trigger", input={"source": f"file:{path}", "fast": True},
+                      output={"midi": {"enabled": True, "virtual": "notes", "api": "jack", "notes": True,
+                                       "client_name": "sm-notes", "velocity": 90}})
+    lines, events = run_with_midi(jack, c, engine, cfg, "trig")
+    assert [l["note"]["midi"] for l in lines] == notes
+    assert all(l["note"]["new"] and abs(hz_to_midi(l["note"]["f0_hz"]) - n) < 0.2 for l, n in zip(lines, notes))
+    assert events == [("on", 45, 90), ("off", 45, 0), ("on", 64, 90), ("off", 64, 0), ("on", 52, 90), ("off", 52, 0)]
+
+
+@pytest.mark.jack
+def test_continuous_vibrato_one_note_on_and_pitch_bend_in_range(jack, c, engine, tmp_path):
+    x = np.concatenate([np.zeros(SR // 2, np.float32), vibrato_tone(57, 4.0), np.zeros(SR, np.float32),
+                        vibrato_tone(62, 2.5, depth=0.0), np.zeros(SR, np.float32)])
+    path = tmp_path / "held.wav"
+    audiofile.write(path, x, SR)
+    cfg = make_config(c, mode="continuous", input={"source": f"file:{path}", "fast": True},
+                      continuous={"hop_s": 0.1, "max_rate_hz": 0.0},
+                      output={"midi": {"enabled": True, "virtual": "bend", "api": "jack", "notes": True,
+                                       "pitch_bend": True, "bend_range": 2.0, "client_name": "sm-bend"}})
+    lines, events = run_with_midi(jack, c, engine, cfg, "cont")
+    ons = [e for e in events if e[0] == "on"]
+    offs = [e for e in events if e[0] == "off"]
+    assert [n for _, n, _ in ons] == [57, 62] and [n for _, n, _ in offs] == [57, 62]  # no chatter on vibrato
+    bends = [(b[2] << 7) | b[1] for b in events if b[0] == "bend"]
+    assert len(bends) > 5 and all(0 <= v <= 16383 for v in bends)
+    semis = [(v - 8192) / 8192 * 2.0 for v in bends]
+    assert max(abs(s) for s in semis) <= 0.6  # vibrato of +-0.5 semitone, over a +-2 semitone range
+    assert max(semis) > 0.05 and min(semis) < -0.05  # and it does move with the vibrato
+    assert all(l["note"]["midi"] in (57, 62) for l in lines if "note" in l)
+
+
+def test_osc_and_print_carry_the_note(c):
+    from bridge.sinks import OscSink, OscSinkConfig, PrintSink, Update
+
+    sink = OscSink(OscSinkConfig(enabled=True, port=9), c)
+    try:
+        b = sink.bundle([0.5] * 16, (57, 220.5, 0.9))
+        assert b.num_contents == 17
+        last = list(b)[-1]
+        assert last.address == "/synthmatch/note" and last.params[0] == 57
+        assert last.params[1] == pytest.approx(220.5) and last.params[2] == pytest.approx(0.9)
+    finally:
+        sink.close()
+    out = io.StringIO()
+    p = PrintSink(c, stream=out)
+    p.send(Update([0.5] * 16, mode="trigger", note=57, f0_hz=220.5, midi=57.02, confidence=0.9, new_note=True))
+    p.send(Update((), mode="continuous", note=57, note_off=True))
+    first, second = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert first["note"] == {"midi": 57, "f0_hz": 220.5, "confidence": 0.9, "new": True}
+    assert second["note_off"] == 57 and "values" not in second
+    assert math.isfinite(first["t"])
