@@ -29,6 +29,7 @@ SMALL = {
     "ast-tiny": {"depth": 2, "dim": 32, "heads": 2, "head_hidden": 32},
     "mlp": {"head_hidden": 32},
     "cnn": {"channels": [4, 8, 8], "head_hidden": 16},
+    "ast-tiny-cqt": {"depth": 1, "dim": 32, "heads": 2, "head_hidden": 32},
 }
 
 
