@@ -1,10 +1,13 @@
 """Rendering through a VST3 instrument (default: the test instrument): prints JSON.
 
 - renders/s with 1 and 2 worker processes (synthmatch dataset render, store logmel, one plugin per
-  process) and the scaling between them (goal >= 1.8x);
-- per render, where the time goes: the plugin-path overhead (parameter setting, the pedalboard call
-  with its MIDI conversion and reset, mix-down, soxr resampling) beside the plugin's own processing,
-  estimated from pedalboard calls of 2, 4 and 8 s (per-second cost = slope, fixed cost = intercept);
+  process) and the scaling between them (goal >= 1.8x), for each reset mode (training.synths.vst3:
+  "auto" resets the plugin in place once verified, "reinstantiate" re-creates it per render);
+- per render and reset mode, where the time goes: the plugin-path overhead (parameter setting, the
+  pedalboard call with its MIDI conversion and reset, mix-down, soxr resampling) beside the plugin's own
+  processing, estimated from pedalboard calls of 2, 4 and 8 s (per-second cost = slope, fixed cost =
+  intercept);
+- the load the machine was under (load average before and after), since the figures depend on it;
 - bytes per example and the time and disk per million examples on this machine.
 
     .venv/bin/python scripts/bench_vst3.py [--plugin build/plugins/SMTest.vst3 --profile smtest]
@@ -13,8 +16,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -29,6 +34,7 @@ from bridge import contract as contract_mod  # noqa: E402
 from training.sampling import sample_params  # noqa: E402
 from training.shards import render_dataset  # noqa: E402
 from training.synths import SynthSpec  # noqa: E402
+from training.synths import profile as profile_mod  # noqa: E402
 from training.synths.vst3 import Vst3Synth  # noqa: E402
 
 
@@ -41,10 +47,24 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def with_reset(c, profile: str, reset: str, folder: str) -> str:
+    """A copy of the profile file with [render] reset = `reset` (workers load profiles from files)."""
+    prof = profile_mod.load(profile, c)
+    if prof.render.reset == reset:
+        return prof.source
+    path = Path(folder) / f"{prof.name}-{reset}.toml"
+    text = Path(prof.source).read_text()
+    if "reset =" in text:
+        raise SystemExit(f"{prof.source} sets [render] reset itself; pass a profile without it")
+    path.write_text(text + ("\n" if "[render]" in text else "\n[render]\n") + f'reset = "{reset}"\n')
+    return str(path)
+
+
 def breakdown(c, plugin: str, profile: str, n: int = 30) -> dict:
     """Per-render milliseconds of each stage, in one process."""
     s = Vst3Synth(plugin, c, profile)
     p = sample_params(c, 0, range(n), s.sampling)
+    s.render(p[:1])  # chooses the reset mode
     r = s.profile.render
     raw = _median_time(lambda: [s.raw_values(x) for x in p], 3) / n
     full = _median_time(lambda: s.render(p), 3) / n
@@ -64,17 +84,36 @@ def breakdown(c, plugin: str, profile: str, n: int = 30) -> dict:
             "pedalboard_fixed_ms_per_call_est": round(fixed * 1e3, 3),
             "param_mapping_ms": round(raw * 1e3, 3), "mixdown_resample_ms": round(post * 1e3, 3),
             "overhead_ms": round((full - dsp) * 1e3, 3), "overhead_share": round((full - dsp) / full, 3),
-            "native_rate": r.sample_rate, "block_size": r.block_size, "x_realtime_one_core": round(c.audio.duration_s / full, 1)}
+            "native_rate": r.sample_rate, "block_size": r.block_size, "reset_mode": s.reset_mode,
+            "x_realtime_one_core": round(c.audio.duration_s / full, 1)}
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)  # finished (reaped) worker processes
+    return r.ru_utime + r.ru_stime
+
+
+def _render_wall(c, spec: SynthSpec, workers: int, count: int, shard_size: int) -> tuple[float, float, dict]:
+    """(wall s, CPU s of the worker processes, summary) of one dataset render."""
+    with tempfile.TemporaryDirectory() as d:
+        t, cpu = time.perf_counter(), _children_cpu()
+        s = render_dataset(c, d, count, seed=1, workers=workers, shard_size=shard_size, progress=False, synth=spec)
+        return time.perf_counter() - t, _children_cpu() - cpu, s
 
 
 def throughput(c, plugin: str, profile: str, workers: int, count: int) -> dict:
+    """renders/s of `synthmatch dataset render` (store logmel: render + log-mel per example), whole run
+    and steady state: the run's wall time less that of a run of one example per worker (start-up:
+    the parent's plugin check, spawning workers that import torch and load the plugin). Also the
+    workers' CPU time per render (less start-up), which a loaded machine changes far less than wall
+    time: equal at 1 and 2 workers means the workers do not slow each other down, so 2 free cores
+    give 2x."""
     spec = SynthSpec("vst3", plugin, profile)
-    with tempfile.TemporaryDirectory() as d:
-        t = time.perf_counter()
-        s = render_dataset(c, d, count, seed=1, workers=workers, shard_size=count // (2 * workers),
-                           progress=False, synth=spec)
-        wall = time.perf_counter() - t
-    return {"workers": workers, "count": count, "seconds": round(wall, 2), "renders_per_s": round(count / wall, 1),
+    startup, startup_cpu, _ = _render_wall(c, spec, workers, workers, 1)
+    wall, cpu, s = _render_wall(c, spec, workers, count, count // (2 * workers))
+    return {"workers": workers, "count": count, "seconds": round(wall, 2), "startup_s": round(startup, 2),
+            "worker_cpu_ms_per_render": round((cpu - startup_cpu) / count * 1e3, 3),
+            "renders_per_s": round(count / wall, 1), "steady_renders_per_s": round(count / max(wall - startup, 1e-9), 1),
             "bytes_per_example": s["bytes_per_example"]}
 
 
@@ -82,20 +121,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--plugin", default="build/plugins/SMTest.vst3")
     ap.add_argument("--profile", default="smtest")
-    ap.add_argument("--count", type=int, default=512, help="examples per throughput run (default 512)")
+    ap.add_argument("--count", type=int, default=2048, help="examples per throughput run (default 2048)")
+    ap.add_argument("--resets", default="auto,reinstantiate", help="reset modes to measure (default both)")
     args = ap.parse_args()
     c = contract_mod.default()
-    runs = [throughput(c, args.plugin, args.profile, w, args.count) for w in (1, 2)]
-    one, two = runs[0]["renders_per_s"], runs[1]["renders_per_s"]
-    per_core = one
-    million_s = 1e6 / per_core
-    print(json.dumps({
-        "plugin": args.plugin, "profile": args.profile, "cpus": os.cpu_count(),
-        "throughput": runs, "scaling_1_to_2": round(two / one, 2), "goal_scaling": 1.8,
-        "per_render": breakdown(c, args.plugin, args.profile),
-        "per_million": {"core_hours": round(million_s / 3600, 1),
-                        "logmel_GB": round(runs[0]["bytes_per_example"] * 1e6 / 1e9, 1)},
-    }, indent=1))
+    load_before = os.getloadavg()
+    out: dict = {"plugin": args.plugin, "profile": args.profile, "cpus": os.cpu_count(), "goal_scaling": 1.8}
+    with tempfile.TemporaryDirectory() as folder:
+        for reset in args.resets.split(","):
+            profile = with_reset(c, args.profile, reset, folder)
+            runs = [throughput(c, args.plugin, profile, w, args.count) for w in (1, 2)]
+            one, two = runs[0]["steady_renders_per_s"], runs[1]["steady_renders_per_s"]
+            out[reset] = {"throughput": runs, "scaling_1_to_2": round(two / one, 2),
+                          "scaling_1_to_2_whole_run": round(runs[1]["renders_per_s"] / runs[0]["renders_per_s"], 2),
+                          "cpu_per_render_1_over_2": round(runs[0]["worker_cpu_ms_per_render"]
+                                                           / runs[1]["worker_cpu_ms_per_render"], 3),
+                          "per_render": breakdown(c, args.plugin, profile),
+                          "per_million": {"core_hours": round(1e6 / one / 3600, 2),
+                                          "logmel_GB": round(runs[0]["bytes_per_example"] * 1e6 / 1e9, 1)}}
+    out["loadavg_1min_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
