@@ -5,6 +5,9 @@
 
 Data: on the fly (training.data.OnTheFly), or `data = "DIR"`: a dataset from `synthmatch dataset render`,
 read epoch after epoch in a fresh permutation per epoch (a pure function of train_seed and the epoch).
+Validation: the reference synth's val split (val_seed), except for a dataset rendered by a plugin,
+which validates on its own last val_size examples and never trains on them (training.shards.holdout).
+The data's synth identity goes into every checkpoint; --resume on another synth's data is refused.
 The model's front-end views of a shard dataset are computed once and cached beside it
 (training.featcache), so a CPU step costs only the network.
 
@@ -42,7 +45,8 @@ from bridge.cli import UsageError
 from bridge.contract import Contract
 from bridge import contract as contract_mod
 from bridge import tomlfile
-from training.checkpoint import check_contract, load_checkpoint, save_checkpoint, set_rng_state
+from training.checkpoint import check_contract, checkpoint_synth, load_checkpoint, save_checkpoint, set_rng_state
+from training.synths import check_identity
 from training.models import ModelConfig, build_model, count_params, resolve_config
 
 
@@ -212,19 +216,35 @@ class TrainStep(nn.Module):
 
 def _shard_batches(cfg: TrainConfig, model: nn.Module, contract: Contract, per_rank: int, env: Dist,
                    start_step: int, progress: bool):
-    """Batches of cached front-end views from the dataset at cfg.data (computed once, on rank 0)."""
+    """Batches of cached front-end views from the dataset at cfg.data (computed once, on rank 0), and
+    the dataset's held-out validation examples (x, params) for a plugin's dataset (training.shards.holdout;
+    None: validate on the reference synth's val split)."""
     from training.featcache import ViewCache
-    from training.shards import ShardDataset, ShardError
+    from training.shards import ShardDataset, ShardError, holdout
 
     try:
         ds = ShardDataset(cfg.data, contract)
+        split = holdout(ds, cfg.val_size, cfg.data_size)
+        count = split[0] if split else cfg.data_size
         if env.main:
-            ViewCache(ds, model.frontend, progress, cfg.data_size)
+            ViewCache(ds, model.frontend, progress, count)
         env.barrier()
-        cache = ViewCache(ds, model.frontend, progress=False, count=cfg.data_size)
+        cache = ViewCache(ds, model.frontend, progress=False, count=count)
     except ShardError as e:
         raise UsageError(f"data = {cfg.data!r}: {e}") from None
-    return cache.batches(per_rank, env.rank, env.world, start_step, shuffle_seed=cfg.train_seed)
+    held = ds.batch(split[1]) if split else None  # audio (N, T), or log-mel (N, n_mels, frames) for "logmel"
+    return cache.batches(per_rank, env.rank, env.world, start_step, shuffle_seed=cfg.train_seed), held
+
+
+def _data_synth(cfg: TrainConfig) -> str:
+    """Identity of the synth the training data comes from (training.synths): a dataset's, or "reference"."""
+    from training.shards import ShardError
+    from training.synths import dataset_identity
+
+    try:
+        return dataset_identity(cfg.data)
+    except ShardError as e:
+        raise UsageError(f"data = {cfg.data!r}: {e}") from None
 
 
 def _presets(cfg: TrainConfig, contract: Contract):
@@ -246,7 +266,7 @@ def evaluate(model: nn.Module, audio: torch.Tensor, params: torch.Tensor, cfg: T
     for chunk in rows.split(cfg.val_batch_size):
         x, y = audio[chunk].to(device, non_blocking=True), params[chunk].to(device, non_blocking=True)
         with _autocast(cfg, device):
-            pred = model(x)
+            pred = model(x) if x.dim() == 2 else model.predict_views((x,))  # audio, or a "logmel" dataset's mel
         sse += ((pred.float() - y) ** 2).sum(0).double()
     if env.world > 1:
         dist.all_reduce(sse)
@@ -375,6 +395,8 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
     if resume:
         ckpt = load_checkpoint(last)  # on the CPU; load_state_dict copies to the model's device
         check_contract(ckpt, contract, last)
+        check_identity(checkpoint_synth(ckpt), _data_synth(cfg), str(last),
+                       "resume on data of the synth it was trained on, or start a new run in another --out")
         _check_resume(ckpt.get("train_config"), cfg, last)
         model.load_state_dict(ckpt["model_state"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -407,8 +429,9 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
     # data: training stream (or fixed set) and the cached validation split
     presets = _presets(cfg, contract)
     per_rank = cfg.batch_size // env.world
+    held = None  # a plugin dataset's own validation examples
     if cfg.data:
-        batches = _shard_batches(cfg, model, contract, per_rank, env, start_step, progress)
+        batches, held = _shard_batches(cfg, model, contract, per_rank, env, start_step, progress)
     elif cfg.train_size:
         fa, fp = data.Renderer(contract, cfg.train_seed, "cpu", presets).render(0, cfg.train_size)
         batches = iter(FixedSet(fa, fp, per_rank, env.rank, env.world, start_step))
@@ -417,11 +440,13 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
         stream = data.OnTheFly(contract, cfg.train_seed, per_rank, env.rank, env.world, start_step,
                                render_dev, presets)
         batches = iter(stream.loader(cfg.workers, pin_memory=dev.type == "cuda"))
-    if env.main:  # render (or read) the cache once, then the other ranks read it
+    if held is not None:
+        val_audio, val_params = held
+    elif env.main:  # render (or read) the cache once, then the other ranks read it
         val_audio, val_params = data.cached_split(contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir,
                                                   presets, progress=progress)
     env.barrier()
-    if not env.main:
+    if not env.main and held is None:
         val_audio, val_params = data.cached_split(contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir,
                                                   presets)
 
@@ -445,7 +470,7 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
     def checkpoint(path: Path, step: int) -> None:
         save_checkpoint(path, model=model, model_config=model_cfg, contract=contract, step=step,
                         optimizer=optimizer, scheduler=scheduler, train_config=resolved,
-                        metrics={"best_val": best_val, "last_val": last_val},
+                        metrics={"best_val": best_val, "last_val": last_val}, synth=_data_synth(cfg),
                         extra={"scaler": scaler.state_dict()} if scaler.is_enabled() else {})
 
     if start_step == 0:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from bridge import cli
 from bridge import contract as contract_mod
@@ -348,3 +349,28 @@ def test_probe_describes_the_plugin_through_its_profile(synth, capsys):
     assert cutoff["label"] == "Hz" and float(cutoff["text_at"]["0.0"]) == pytest.approx(60.0, rel=2e-3)
     assert [f["plugin"] for f in out["fixed"]] == ["Sustain", "Release"]
     assert "Sustain" not in out["other_parameters"] and out["mean_patch"]["peak"] > 0.01
+
+
+def test_training_on_plugin_shards_validates_on_their_tail_and_refuses_another_synths(c, synth, plugin_model,
+                                                                                       tmp_path, capsys):
+    import shutil
+
+    from training.checkpoint import load_model
+
+    ds = ShardDataset(plugin_model / "data", c)
+    x, y = ds.batch(range(20, 24))  # val_size = 4: the last 4 of 24 examples
+    model, _ = load_model(plugin_model / "run" / "last.pt", c)
+    with torch.no_grad():
+        expected = float(((model(x) - y) ** 2).mean())
+    records = [json.loads(line) for line in (plugin_model / "run" / "metrics.jsonl").read_text().splitlines()]
+    last_val = [r for r in records if r["type"] == "val"][-1]
+    assert last_val["step"] == 4 and last_val["val_loss"] == pytest.approx(expected, rel=1e-5)
+    render_dataset(c, tmp_path / "ref", 8, shard_size=8, store="audio", progress=False)
+    shutil.copytree(plugin_model / "run", tmp_path / "run")
+    config = (plugin_model / "train.toml").read_text().replace(str(plugin_model / "data"), str(tmp_path / "ref"))
+    (tmp_path / "train.toml").write_text(config.replace("steps = 4", "steps = 6"))
+    capsys.readouterr()
+    rc = cli.main(["train", "--config", str(tmp_path / "train.toml"), "--out", str(tmp_path / "run"), "--resume",
+                   "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"was trained on synth {synth.identity!r}, not on 'reference'" in err and "Traceback" not in err
