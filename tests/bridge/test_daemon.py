@@ -52,8 +52,8 @@ def test_trigger_three_notes_three_snapshots_equal_offline_inference(c, engine, 
     for (start, window, values), line, true_start in zip(taps, lines, starts):
         assert 0 <= start - true_start <= 16  # the rendered note's first audible sample
         np.testing.assert_array_equal(window, x[start:start + N])
-        # at the window's detected note (notes.normalise = "pitch"): oscillator pitches from the window
-        # resampled to C4, every other parameter from the raw window, as one model call
+        # the daemon's inference at the window's detected note equals the offline call (notes.normalise,
+        # default "off": the raw window)
         offline = d.notes.infer(engine, x[start:start + N], line["note"]["midi"])
         np.testing.assert_allclose(values, offline, atol=1e-6)
         absolute = [i for i, p in enumerate(c.params) if p.unit != "semitones"]
@@ -80,9 +80,17 @@ def test_continuous_mode_gates_silence_and_smooths(c, engine, three_notes):
     cfg = make_config(c, mode="continuous", input={"source": f"file:{path}", "fast": True},
                       continuous={"hop_s": 0.25, "smoothing_s": 0.5, "deadband": 0.0, "max_rate_hz": 0})
     d, taps, lines = run_daemon(cfg, c, engine)
-    ended = [ln["note_off"] for ln in lines if "note_off" in ln]  # the gate ends each held note
+    # the gate (silence after notes 1 and 3, then the end of input) ends the note held at that moment;
+    # note 2 runs into note 3's onset without silence, so it changes note without a note-off line
+    held, offs = None, []
+    for ln in lines:
+        if "note_off" in ln:
+            offs.append((ln["note_off"], held))
+            held = None
+        elif ln.get("note", {}).get("new"):
+            held = ln["note"]["midi"]
+    assert len(offs) >= 2 and all(off == was for off, was in offs), offs
     lines = [ln for ln in lines if "note_off" not in ln]
-    assert len(ended) == 3 and ended == [ln["note"]["midi"] for ln in lines if ln["note"]["new"]]
     hops = (x.size - N) // int(0.25 * SR) + 1
     assert d.c.inferences + d.c.gated + d.c.held == hops  # every hop accounted for (catch-up with --fast)
     assert d.c.gated > 0 and len(lines) == d.c.updates > 0
@@ -114,8 +122,8 @@ def test_garbage_input_sends_no_garbage(c, engine, tmp_path):
         assert d.converter.nonfinite >= SR and d.converter.clipped > 0
         for _, window, _ in taps:
             assert np.all(np.isfinite(window)) and np.abs(window).max() <= 1.0
-        for ln in lines:
-            assert all(0.0 <= v <= 1.0 for v in ln["values"].values())
+        for ln in lines:  # note-off lines (the gate ends a held note) carry no values
+            assert "note_off" in ln or all(0.0 <= v <= 1.0 for v in ln["values"].values())
         assert d.c.bad_outputs == 0
 
 
