@@ -30,15 +30,23 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
-def _passes(text: str) -> int:
-    """argparse type of --refine-passes: a whole number >= 0 (argparse then exits 2 naming the flag)."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of passes >= 0 (0 turns it off)")
-    return n
+def _whole(lo: int, hi: int | None, advice: str):
+    """An argparse type: a whole number in lo..hi (hi None: no upper bound); anything else is refused
+    with `advice`, and argparse exits 2 naming the flag."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = lo - 1
+        if n < lo or (hi is not None and n > hi):
+            raise argparse.ArgumentTypeError(f"{text!r}: {advice}")
+        return n
+    return parse
+
+
+_passes = _whole(0, None, "give a whole number of passes >= 0 (0 turns it off)")  # --refine-passes
+_seed = _whole(0, None, "give a whole number >= 0")  # patches are f(seed); numpy refuses negative seeds
+_note = _whole(0, 127, "give a MIDI note 0..127 (60 = C4)")  # render --note
 
 
 def _seconds(text: str) -> float:
@@ -50,28 +58,6 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(x) and x > 0):
         raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds > 0 (leave it out to run until stopped)")
     return x
-
-
-def _seed(text: str) -> int:
-    """argparse type of --seed: a whole number >= 0 (patches are f(seed); numpy refuses negative seeds)."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 0")
-    return n
-
-
-def _note(text: str) -> int:
-    """argparse type of render --note: a MIDI note 0..127."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if not 0 <= n <= 127:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a MIDI note 0..127 (60 = C4)")
-    return n
 
 
 def _add_contract(p: argparse.ArgumentParser) -> None:
