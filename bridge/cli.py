@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", help="with vst3: a synth profile, configs/synths/NAME.toml or a TOML file")
     r.add_argument("--shards", metavar="A:B", help="render only shards A..B-1 (B exclusive), e.g. one "
                    "machine's part of a dataset in a shared directory")
+    r.add_argument("--notes", metavar="LO:HI", help="play example i at a MIDI note drawn uniformly from LO..HI "
+                   "(a function of seed and i), e.g. 36:84; default the contract's note")
     _add_contract(r)
     pr = dsub.add_parser("probe", help="open a synth with its profile: parameters, mapping, one test render",
                          description="load a VST3 plugin with a profile, check every name against the plugin "

@@ -114,9 +114,11 @@ class ViewCache:
 
     def batches(self, batch_size: int, rank: int = 0, world_size: int = 1, start_step: int = 0,
                 shuffle_seed: int | None = None):
-        """Infinite batches in ShardDataset.order's epoch-by-epoch order (a pure function of the step)."""
+        """Infinite (views, params, notes) batches in ShardDataset.order's epoch-by-epoch order (a pure
+        function of the step)."""
         step = start_step
         while True:
             first = step * batch_size * world_size + rank * batch_size
-            yield self.batch(self.ds.order(first, first + batch_size, shuffle_seed, self.count))
+            rows = self.ds.order(first, first + batch_size, shuffle_seed, self.count)
+            yield (*self.batch(rows), self.ds.notes(rows))
             step += 1

@@ -24,6 +24,8 @@ FIT_METHODS = ("beta", "kde")
 LABEL_COLUMN = "preset"  # optional non-numeric column naming each patch
 MIN_BANDWIDTH = 0.01  # kde: smallest kernel width in normalised units
 FIXED_VARIANCE = 1e-8  # a column whose variance is below this is sampled as a fixed value
+NOTE_STREAM = 0x6E6F7465  # "note": the played note's generator, apart from the patch's (seed, i) one
+MIDI_RANGE = (0, 127)
 
 
 def _draw(rng: np.random.Generator, sample: dict) -> float:
@@ -173,3 +175,26 @@ def sample_params(contract: Contract, seed: int, indices: Iterable[int],
         rng = np.random.default_rng([int(seed), int(i)])
         rows.append([_draw(rng, s) for s in samples])
     return np.asarray(rows, dtype=np.float32).reshape(-1, len(contract.params))
+
+
+def check_notes(notes, where: str = "notes") -> tuple[int, int]:
+    """(lo, hi) MIDI notes played, inclusive; ValueError naming `where` for anything else."""
+    try:
+        lo, hi = (int(n) for n in notes)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} = {notes!r}: give two MIDI notes [lo, hi], e.g. [36, 84]") from None
+    if not MIDI_RANGE[0] <= lo <= hi <= MIDI_RANGE[1] or [lo, hi] != [n for n in notes]:
+        raise ValueError(f"{where} = {list(notes)}: need whole MIDI notes 0 <= lo <= hi <= 127")
+    return lo, hi
+
+
+def sample_notes(seed: int, indices: Iterable[int], notes: tuple[int, int]) -> np.ndarray:
+    """(len(indices),) int64 MIDI notes uniform in [lo, hi]: the note example i is played at, a pure
+    function of (seed, i), drawn from its own generator so the patch of example i is the same at any
+    note range. lo == hi (the contract's C4 by default) plays every example at that note."""
+    lo, hi = notes
+    idx = [int(i) for i in indices]
+    if lo == hi:
+        return np.full(len(idx), lo, np.int64)
+    return np.array([np.random.default_rng([int(seed), i, NOTE_STREAM]).integers(lo, hi + 1) for i in idx],
+                    np.int64)

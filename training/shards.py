@@ -59,6 +59,7 @@ DEFAULT_SHARD_SIZE = 1024  # examples: 52 MB of log-mel or 131 MB of audio per s
 INT16_SCALE = 32767.0
 RENDER_CHUNK = 128  # examples per synth call inside a shard (bounds memory)
 MAX_CRASHES = 3  # a shard whose worker dies this often is reported, not retried again
+OPTIONAL = ("synth", "notes")  # Plan fields a manifest written before they existed lacks (defaults hold)
 
 
 class ShardError(ValueError):
@@ -78,6 +79,7 @@ class Plan:
     dtype: str
     example_shape: tuple[int, ...]
     synth: str = "reference"  # training.synths identity: which synth (and profile) rendered the audio
+    notes: tuple[int, int] = (60, 60)  # MIDI notes played, inclusive (training.sampling.sample_notes)
 
     @property
     def num_shards(self) -> int:
@@ -88,7 +90,8 @@ class Plan:
 
 
 def make_plan(contract: Contract, seed: int, count: int, shard_size: int = DEFAULT_SHARD_SIZE,
-              store: str = DEFAULT_STORE, presets: PresetSampling | None = None, synth: str = "reference") -> Plan:
+              store: str = DEFAULT_STORE, presets: PresetSampling | None = None, synth: str = "reference",
+              notes: tuple[int, int] | None = None) -> Plan:
     if store not in STORES:
         raise ShardError(f"unknown store {store!r}; use one of {', '.join(STORES)}")
     if count < 1 or shard_size < 1:
@@ -98,8 +101,9 @@ def make_plan(contract: Contract, seed: int, count: int, shard_size: int = DEFAU
         shape, dtype = (contract.frontend.n_mels, contract.num_frames), "float16"
     else:
         shape, dtype = (contract.audio.num_samples,), "int16"
+    notes = tuple(notes) if notes else (contract.audio.note, contract.audio.note)
     return Plan(contract.hash, sampling_fingerprint(contract, presets), int(seed), int(count),
-                int(shard_size), store, dtype, shape, synth)
+                int(shard_size), store, dtype, shape, synth, (int(notes[0]), int(notes[1])))
 
 
 def shard_files(root: Path, k: int) -> dict[str, Path]:
@@ -152,10 +156,10 @@ def read_manifest(root: Path) -> tuple[Plan, dict[str, dict]]:
         raise ShardError(f"{path}: format {data.get('format')!r}, this code reads format {FORMAT}; "
                          "render the dataset again")
     try:
-        plan = Plan(**{f: data[f] for f in Plan.__dataclass_fields__ if f in data or f != "synth"})
+        plan = Plan(**{f: data[f] for f in Plan.__dataclass_fields__ if f in data or f not in OPTIONAL})
     except KeyError as e:
         raise ShardError(f"{path}: manifest lacks key {e}; render the dataset again") from None
-    plan = Plan(**{**asdict(plan), "example_shape": tuple(plan.example_shape)})
+    plan = Plan(**{**asdict(plan), "example_shape": tuple(plan.example_shape), "notes": tuple(plan.notes)})
     return plan, dict(data.get("shards", {}))
 
 
@@ -165,7 +169,8 @@ def read_manifest(root: Path) -> tuple[Plan, dict[str, dict]]:
 _worker: dict = {}
 
 
-def _init_worker(contract: Contract, presets: PresetSampling | None, seed: int, synth=None, log=None) -> None:
+def _init_worker(contract: Contract, presets: PresetSampling | None, seed: int, synth=None, log=None,
+                 notes: tuple[int, int] | None = None) -> None:
     """synth: a training.synths.SynthSpec for a plugin (None: the reference synth, as training.data);
     log: where the plugin's own stderr chatter goes."""
     import torch
@@ -175,7 +180,7 @@ def _init_worker(contract: Contract, presets: PresetSampling | None, seed: int, 
     from training.frontend import LogMel
 
     if synth is None:
-        renderer = Renderer(contract, seed, "cpu", presets)
+        renderer = Renderer(contract, seed, "cpu", presets, notes)
     else:
         from training.synths import SynthRenderer
         from training.synths.vst3 import redirect_plugin_stderr
@@ -284,7 +289,7 @@ def _render_pool(plan: Plan, root: Path, todo: list[int], workers: int, initargs
 def render_dataset(contract: Contract, out: str | Path, count: int, seed: int = 0, workers: int = 1,
                    shard_size: int = DEFAULT_SHARD_SIZE, store: str = DEFAULT_STORE,
                    presets: PresetSampling | None = None, progress: bool = True, synth=None,
-                   shards: tuple[int, int] | None = None) -> dict:
+                   shards: tuple[int, int] | None = None, notes: tuple[int, int] | None = None) -> dict:
     """Render (or finish rendering) a sharded dataset in `workers` processes. Returns a summary.
 
     synth: a training.synths.SynthSpec (None: the reference synth); a plugin's profile then decides the
@@ -299,7 +304,10 @@ def render_dataset(contract: Contract, out: str | Path, count: int, seed: int = 
         opened.close()
     else:
         synth = None
-    plan = make_plan(contract, seed, count, shard_size, store, presets, identity)
+    if notes is not None and tuple(notes) != (contract.audio.note,) * 2 and identity != "reference":
+        raise ShardError(f"--notes {notes[0]}:{notes[1]}: note ranges render on the reference synth only so far; "
+                         "render a plugin's dataset at the contract's note (leave out --notes)")
+    plan = make_plan(contract, seed, count, shard_size, store, presets, identity, notes)
     span = _shard_span(shards, plan)
     root.mkdir(parents=True, exist_ok=True)
     done: dict[str, dict] = {}
@@ -334,7 +342,8 @@ def render_dataset(contract: Contract, out: str | Path, count: int, seed: int = 
     restarts = 0
     log = str(root / "render-plugin.log") if synth is not None else None
     while todo:
-        lost = _render_pool(plan, root, todo, workers, (contract, presets, plan.seed, synth, log), done, progress)
+        lost = _render_pool(plan, root, todo, workers, (contract, presets, plan.seed, synth, log, plan.notes), done,
+                            progress)
         if not lost:
             break
         # a worker died (a crash inside the plugin, or a kill): the shards it had begun left temporary
@@ -419,6 +428,15 @@ class ShardDataset:
         x = np.asarray(x, dtype=np.float32)
         return x / INT16_SCALE if self.plan.dtype == "int16" else x
 
+    def notes(self, indices) -> "torch.Tensor":
+        """(N,) float32 MIDI notes the examples at `indices` are played at (a function of the plan)."""
+        import torch
+
+        from training.sampling import sample_notes
+
+        return torch.from_numpy(sample_notes(self.plan.seed, np.asarray(indices).tolist(), self.plan.notes)
+                                .astype(np.float32))
+
     def batch(self, indices) -> tuple:
         """Examples at `indices` (any order) -> (x (N, ...) float32, params (N, 16) float32) tensors."""
         import torch
@@ -460,7 +478,8 @@ class ShardDataset:
         step = start_step
         while True:
             first = step * batch_size * world_size + rank * batch_size
-            yield self.batch(self.order(first, first + batch_size, shuffle_seed))
+            rows = self.order(first, first + batch_size, shuffle_seed)
+            yield (*self.batch(rows), self.notes(rows))
             step += 1
 
     def __getitem__(self, i: int) -> tuple:
@@ -501,6 +520,19 @@ def parse_shards(text: str | None) -> tuple[int, int] | None:
         raise ShardError(f"--shards {text!r}: give A:B, shard numbers from A up to B exclusive, e.g. 0:8") from None
 
 
+def _notes_arg(text: str | None) -> tuple[int, int] | None:
+    """ "36:84" -> (36, 84), "60" -> (60, 60); None -> None (the contract's note)."""
+    if text is None:
+        return None
+    from training.sampling import check_notes
+
+    a, sep, b = text.partition(":")
+    try:
+        return check_notes((int(a), int(b if sep else a)), "--notes")
+    except ValueError as e:
+        raise ShardError(f"--notes {text!r}: give LO:HI MIDI notes, e.g. 36:84 ({e})") from None
+
+
 def main(args) -> int:
     from bridge import contract as contract_mod
     from bridge.cli import UsageError
@@ -532,7 +564,7 @@ def main(args) -> int:
     try:
         summary = render_dataset(c, args.out, args.count, seed=args.seed, workers=args.workers,
                                  shard_size=args.shard_size, store=args.store, presets=presets,
-                                 synth=spec, shards=parse_shards(args.shards))
+                                 synth=spec, shards=parse_shards(args.shards), notes=_notes_arg(args.notes))
     except ShardError as e:
         raise UsageError(str(e)) from None
     print(json.dumps(summary))
