@@ -68,6 +68,10 @@ class ModelConfig:
     cqt_patch: tuple[int, int] = (24, 6)
     head: str = "mse"  # "mse" | "pitch-cls" (training.heads)
     salience: bool = False  # pitch-cls on mel+cqt: add harmonic-sum evidence to the class logits
+    # the played note as a second input (ast on mel+cqt): the constant-Q view is shifted so the played
+    # note sits where the contract's note does (pitch-relative tokens and salience) and the note's
+    # offset is added to the class token (the mel view stays absolute: filters and tables are in Hz)
+    note_input: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -85,6 +89,11 @@ class ModelConfig:
             raise ValueError("model cqt settings need frontend = \"mel+cqt\"")
         if self.salience and (self.head != "pitch-cls" or self.frontend != "mel+cqt"):
             raise ValueError("model salience needs head = \"pitch-cls\" and frontend = \"mel+cqt\"")
+        if self.note_input and (self.kind != "ast" or self.frontend != "mel+cqt"):
+            raise ValueError("model note_input needs kind = \"ast\" and frontend = \"mel+cqt\"")
+        if self.note_input and self.cqt_spec.bins_per_octave % 12:
+            raise ValueError(f"model note_input needs whole bins per semitone; cqt bins_per_octave = "
+                             f"{self.cqt_spec.bins_per_octave} is not a multiple of 12")
         if len(self.cqt_patch) != 2 or min(self.cqt_patch) < 1:
             raise ValueError(f"model cqt_patch = {list(self.cqt_patch)} must be two positive ints [bins, stride]")
         for name in ("patch", "stride"):
@@ -134,6 +143,9 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     # ast-tiny's 96 tokens and cost
     "ast-tiny-cqt": ModelConfig("ast", (16, 32), (16, 32), dim=128, depth=4, heads=4, head_hidden=128,
                                 frontend="mel+cqt", head="pitch-cls", salience=True),
+    # ast-tiny-cqt told the played note (any note, e.g. MIDI 36-84): pitch-relative constant-Q tokens
+    "ast-tiny-notes": ModelConfig("ast", (16, 32), (16, 32), dim=128, depth=4, heads=4, head_hidden=128,
+                                  frontend="mel+cqt", head="pitch-cls", salience=True, note_input=True),
 }
 
 
@@ -194,24 +206,47 @@ class SoundMatcher(nn.Module):
         if config.salience and self.frontend.cqt is not None:
             played = 440.0 * 2.0 ** ((contract.audio.note - 69) / 12)
             self.salience = HarmonicSalience(self.head_out, self.frontend.cqt.freqs, played)
+        self.played_note = float(contract.audio.note)  # the note a model told nothing assumes
+        if config.note_input:
+            cqt = self.frontend.cqt
+            self.bins_per_semitone = config.cqt_spec.bins_per_octave // 12
+            self.cqt_floor = (math.log(cqt.log_eps) - cqt.mean) / cqt.scale  # silence, normalised
 
-    def body(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:  # views -> (B, n_raw)
-        raise NotImplementedError
+    def body(self, views: tuple[torch.Tensor, ...], note: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError  # views (and, for note_input, (B,) notes) -> (B, n_raw)
 
-    def raw(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        out = self.body(views)
+    def relative(self, views: tuple[torch.Tensor, ...], note: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Shift the constant-Q view (B, n_bins, frames) by (round(note) - the contract's note) semitones
+        so the played note lands on the contract note's bins; bins shifted in from outside the view are
+        silence. A gather, so it exports to ONNX as GatherElements."""
+        mel, cqt = views
+        B, K, T = cqt.shape
+        shift = (torch.round(note.float()) - self.played_note).long() * self.bins_per_semitone  # (B,)
+        idx = torch.arange(K, device=cqt.device)[None, :] + shift[:, None]  # (B, K) source bins
+        inside = (idx >= 0) & (idx < K)
+        moved = torch.gather(cqt, 1, idx.clamp(0, K - 1)[:, :, None].expand(B, K, T))
+        return mel, torch.where(inside[:, :, None], moved, torch.full_like(moved, self.cqt_floor))
+
+    def raw(self, views: tuple[torch.Tensor, ...], note: torch.Tensor | None = None) -> torch.Tensor:
+        if self.config.note_input:
+            if note is None:
+                note = views[0].new_full((views[0].shape[0],), self.played_note)
+            views = self.relative(views, note)
+        out = self.body(views, note)
         return out if self.salience is None else out + self.salience(views[1]).to(out.dtype)
 
-    def predict_views(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Cached views -> (B, 16) normalised values, as forward(audio) gives."""
-        return self.head_out.decode(self.raw(views))
+    def predict_views(self, views: tuple[torch.Tensor, ...], note: torch.Tensor | None = None) -> torch.Tensor:
+        """Cached views (and the (B,) MIDI notes played) -> (B, 16) normalised values, as forward."""
+        return self.head_out.decode(self.raw(views, note))
 
-    def loss(self, views: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
+    def loss(self, views: tuple[torch.Tensor, ...], target: torch.Tensor,
+             note: torch.Tensor | None = None) -> torch.Tensor:
         """Training loss of the head on (B, 16) normalised targets, computed in fp32."""
-        return self.head_out.loss(self.raw(views).float(), target)
+        return self.head_out.loss(self.raw(views, note).float(), target)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.predict_views(self.frontend(audio))
+    def forward(self, audio: torch.Tensor, note: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) audio [, (B,) MIDI notes played: note_input models; default the contract's] -> (B, 16)."""
+        return self.predict_views(self.frontend(audio), note)
 
 
 class Attention(nn.Module):
@@ -266,6 +301,7 @@ class AST(SoundMatcher):
         else:
             self.n_cqt_tokens = 0
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + rows * cols + self.n_cqt_tokens, d))
+        self.note_embed = nn.Linear(1, d) if config.note_input else None  # (note - C4) / 2 octaves -> D
         self.head = _mlp([d] + [config.head_hidden] * (config.head_layers - 1) + [self.n_raw], config.dropout)
         self._init_weights()
 
@@ -281,9 +317,12 @@ class AST(SoundMatcher):
                 nn.init.trunc_normal_(conv.weight, std=1.0 / math.sqrt(conv.weight[0].numel()))
                 nn.init.zeros_(conv.bias)
 
-    def body(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def body(self, views: tuple[torch.Tensor, ...], note: torch.Tensor | None = None) -> torch.Tensor:
         x = self.patch_embed(views[0].unsqueeze(1))  # (B, D, rows, cols)
-        tokens = [self.cls_token.expand(x.shape[0], -1, -1), x.flatten(2).transpose(1, 2)]  # row-major (mel, time)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        if self.note_embed is not None and note is not None:
+            cls = cls + self.note_embed(((note.float() - self.played_note) / 24.0)[:, None, None])
+        tokens = [cls, x.flatten(2).transpose(1, 2)]  # row-major (mel, time)
         if self.n_cqt_tokens:
             tokens.append(self.cqt_embed(views[1].unsqueeze(1)).flatten(2).transpose(1, 2))  # (B, n_cqt, D)
         x = torch.cat(tokens, dim=1) + self.pos_embed
@@ -302,7 +341,7 @@ class MLP(SoundMatcher):
         self.net = _mlp([n_in] + [config.head_hidden] * (config.head_layers - 1) + [self.n_raw],
                         config.dropout)
 
-    def body(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def body(self, views: tuple[torch.Tensor, ...], note: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(torch.cat([v.flatten(1) for v in views], dim=1))
 
 
@@ -331,7 +370,7 @@ class CNN(SoundMatcher):
         self.head = _mlp([n_feat] + [config.head_hidden] * (config.head_layers - 1) + [self.n_raw],
                          config.dropout)
 
-    def body(self, views: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def body(self, views: tuple[torch.Tensor, ...], note: torch.Tensor | None = None) -> torch.Tensor:
         feats = [self.convs(views[0].unsqueeze(1)).mean(dim=(2, 3))]  # (B, C)
         if len(views) > 1:
             feats.append(self.cqt_convs(views[1].transpose(1, 2)).mean(dim=2))  # (B, frames, bins) -> (B, C)

@@ -32,7 +32,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from bridge import tomlfile
 from training.checkpoint import check_contract, checkpoint_synth, load_checkpoint, save_checkpoint, set_rng_state
 from training.synths import check_identity
 from training.models import ModelConfig, build_model, count_params, resolve_config
+from training.sampling import check_notes
 
 
 AMP = ("none", "bf16", "fp16")
@@ -75,6 +76,8 @@ class TrainConfig:
     seed: int = 0  # model init and dropout
     # data
     train_seed: int = 0  # training example i = f(train_seed, i)
+    notes: list = field(default_factory=lambda: [60, 60])  # [lo, hi] MIDI notes played (on-the-fly and val data;
+    #                                                      a dataset's own range when `data` is set)
     train_size: int = 0  # > 0: train on the fixed set of examples 0..train_size-1, repeated (overfit checks)
     val_seed: int = 1_000_003  # validation example i = f(val_seed, i) (training.data's val split seed)
     val_size: int = 512
@@ -105,6 +108,10 @@ class TrainConfig:
         need(self.schedule in SCHEDULES, "schedule", f"use one of {', '.join(SCHEDULES)}")
         need(self.presets_fit in ("beta", "kde"), "presets_fit", "use beta or kde")
         try:
+            check_notes(self.notes, f"{where}: notes")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        try:
             resolve_config(self.model)
         except (ValueError, TypeError) as e:
             raise UsageError(f"{where}: model: {e}") from None
@@ -118,7 +125,7 @@ class TrainConfig:
             raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(types)}")
         for k, v in d.items():
             want = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
-                    "str | dict": (str, dict)}[types[k]]
+                    "str | dict": (str, dict), "list": (list,)}[types[k]]
             if not isinstance(v, want) or (isinstance(v, bool) and bool not in want):
                 raise UsageError(f"{where}: {k} = {v!r} must be of type {types[k]}")
         kw: dict[str, Any] = {k: float(v) if types[k] == "float" else v for k, v in d.items()}
@@ -190,9 +197,10 @@ def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
 class FixedSet:
     """Batches from the fixed set of examples 0..N-1, cycled with the global-index rule of OnTheFly."""
 
-    def __init__(self, audio: torch.Tensor, params: torch.Tensor, batch_size: int, rank: int, world: int,
-                 start_step: int):
-        self.audio, self.params, self.b, self.rank, self.world = audio, params, batch_size, rank, world
+    def __init__(self, audio: torch.Tensor, params: torch.Tensor, notes: torch.Tensor, batch_size: int,
+                 rank: int, world: int, start_step: int):
+        self.audio, self.params, self.notes = audio, params, notes
+        self.b, self.rank, self.world = batch_size, rank, world
         self.step = start_step
 
     def __iter__(self):
@@ -200,18 +208,18 @@ class FixedSet:
             i0 = self.step * self.b * self.world + self.rank * self.b
             idx = torch.arange(i0, i0 + self.b) % len(self.audio)
             self.step += 1
-            yield self.audio[idx], self.params[idx]
+            yield self.audio[idx], self.params[idx], self.notes[idx]
 
 
 class TrainStep(nn.Module):
-    """(views, target) -> the head's loss: what DDP wraps, so gradients sync through one forward."""
+    """(views, target, notes) -> the head's loss: what DDP wraps, so gradients sync through one forward."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, views: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(views, target)
+    def forward(self, views: tuple[torch.Tensor, ...], target: torch.Tensor, note: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(views, target, note)
 
 
 def _shard_batches(cfg: TrainConfig, model: nn.Module, contract: Contract, per_rank: int, env: Dist,
@@ -232,8 +240,20 @@ def _shard_batches(cfg: TrainConfig, model: nn.Module, contract: Contract, per_r
         cache = ViewCache(ds, model.frontend, progress=False, count=count)
     except ShardError as e:
         raise UsageError(f"data = {cfg.data!r}: {e}") from None
-    held = ds.batch(split[1]) if split else None  # audio (N, T), or log-mel (N, n_mels, frames) for "logmel"
+    held = (*ds.batch(split[1]), ds.notes(split[1])) if split else None  # audio (N, T) or log-mel, params, notes
     return cache.batches(per_rank, env.rank, env.world, start_step, shuffle_seed=cfg.train_seed), held
+
+
+def _note_range(cfg: TrainConfig, contract: Contract) -> tuple[int, int]:
+    """The notes training (and validation) plays: a dataset's own range, else cfg.notes."""
+    if not cfg.data:
+        return check_notes(cfg.notes)
+    from training.shards import ShardError, read_manifest
+
+    try:
+        return read_manifest(Path(cfg.data))[0].notes
+    except ShardError as e:
+        raise UsageError(f"data = {cfg.data!r}: {e}") from None
 
 
 def _data_synth(cfg: TrainConfig) -> str:
@@ -256,8 +276,8 @@ def _presets(cfg: TrainConfig, contract: Contract):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, audio: torch.Tensor, params: torch.Tensor, cfg: TrainConfig, env: Dist,
-             device: torch.device) -> tuple[float, list[float]]:
+def evaluate(model: nn.Module, audio: torch.Tensor, params: torch.Tensor, notes: torch.Tensor,
+             cfg: TrainConfig, env: Dist, device: torch.device) -> tuple[float, list[float]]:
     """Mean squared error over the whole set (each rank takes rows rank::world), and per parameter."""
     was_training = model.training
     model.eval()
@@ -265,8 +285,9 @@ def evaluate(model: nn.Module, audio: torch.Tensor, params: torch.Tensor, cfg: T
     sse = torch.zeros(params.shape[1], dtype=torch.float64, device=device)
     for chunk in rows.split(cfg.val_batch_size):
         x, y = audio[chunk].to(device, non_blocking=True), params[chunk].to(device, non_blocking=True)
+        n = notes[chunk].to(device)
         with _autocast(cfg, device):
-            pred = model(x) if x.dim() == 2 else model.predict_views((x,))  # audio, or a "logmel" dataset's mel
+            pred = model(x, n) if x.dim() == 2 else model.predict_views((x,), n)  # audio, or a "logmel" dataset's mel
         sse += ((pred.float() - y) ** 2).sum(0).double()
     if env.world > 1:
         dist.all_reduce(sse)
@@ -340,10 +361,16 @@ def _init_weights(model: nn.Module, model_cfg: ModelConfig, path: Path, contract
         raise UsageError(f"init_from = {str(path)!r}: no model weights in it; pass a checkpoint (.pt from "
                          f"synthmatch train) or the .pt written beside an exported .onnx")
     check_contract(init, contract, path)
-    if init["model_config"] != model_cfg.to_dict():
+    theirs, ours = dict(init["model_config"]), model_cfg.to_dict()
+    widening = not theirs.get("note_input", False) and ours["note_input"]  # a C4 model, told the note from now
+    if {**theirs, "note_input": ours["note_input"]} != ours or (theirs.get("note_input", False) != ours["note_input"]
+                                                            and not widening):
         raise UsageError(f"init_from = {str(path)!r}: its model config differs from this run's model; "
-                         f"set model to the same preset or table")
-    model.load_state_dict(init["model_state"])
+                         f"set model to the same preset or table (or that table with note_input = true)")
+    missing, unexpected = model.load_state_dict(init["model_state"], strict=not widening)
+    if unexpected or any(not k.startswith("note_embed.") for k in missing):
+        raise UsageError(f"init_from = {str(path)!r}: its weights do not fit this model "
+                         f"({(unexpected or missing)[0]}); set model to the same preset or table")
 
 
 def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: str = "auto",
@@ -428,27 +455,31 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
 
     # data: training stream (or fixed set) and the cached validation split
     presets = _presets(cfg, contract)
+    notes = _note_range(cfg, contract)
     per_rank = cfg.batch_size // env.world
     held = None  # a plugin dataset's own validation examples
     if cfg.data:
         batches, held = _shard_batches(cfg, model, contract, per_rank, env, start_step, progress)
     elif cfg.train_size:
-        fa, fp = data.Renderer(contract, cfg.train_seed, "cpu", presets).render(0, cfg.train_size)
-        batches = iter(FixedSet(fa, fp, per_rank, env.rank, env.world, start_step))
+        renderer = data.Renderer(contract, cfg.train_seed, "cpu", presets, notes)
+        fa, fp = renderer.render(0, cfg.train_size)
+        batches = iter(FixedSet(fa, fp, renderer.notes(0, cfg.train_size), per_rank, env.rank, env.world,
+                                start_step))
     else:
         render_dev = dev if cfg.workers == 0 else torch.device("cpu")
         stream = data.OnTheFly(contract, cfg.train_seed, per_rank, env.rank, env.world, start_step,
-                               render_dev, presets)
+                               render_dev, presets, notes)
         batches = iter(stream.loader(cfg.workers, pin_memory=dev.type == "cuda"))
     if held is not None:
-        val_audio, val_params = held
-    elif env.main:  # render (or read) the cache once, then the other ranks read it
+        val_audio, val_params, val_notes = held
+    else:
+        if env.main:  # render (or read) the cache once, then the other ranks read it
+            data.cached_split(contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir, presets,
+                              progress=progress, notes=notes)
+        env.barrier()
         val_audio, val_params = data.cached_split(contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir,
-                                                  presets, progress=progress)
-    env.barrier()
-    if not env.main and held is None:
-        val_audio, val_params = data.cached_split(contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir,
-                                                  presets)
+                                                  presets, notes=notes)
+        val_notes = data.split_notes(contract, "val", cfg.val_size, cfg.val_seed, notes)
 
     def log(rec: dict) -> None:
         if env.main:
@@ -457,7 +488,7 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
 
     def validate(step: int) -> None:
         nonlocal best_val, last_val
-        last_val, per_param = evaluate(model, val_audio, val_params, cfg, env, dev)
+        last_val, per_param = evaluate(model, val_audio, val_params, val_notes, cfg, env, dev)
         log({"type": "val", "step": step, "val_loss": last_val, "time": time.time(),
              "val_mse": dict(zip(contract.names, per_param))})
         if last_val < best_val:
@@ -491,20 +522,20 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
         if gpu_render:
             render_events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
             render_events[-1][0].record()
-        x, target = next(batches)  # audio (B, T), or cached views (tuple of (B, h, w))
+        x, target, note = next(batches)  # audio (B, T) or cached views (tuple of (B, h, w)); (B, 16); (B,)
         if isinstance(x, torch.Tensor):
             x = x.to(dev, non_blocking=True)
             with torch.no_grad():
                 x = model.frontend(x)
         else:
             x = tuple(v.to(dev, non_blocking=True) for v in x)
-        target = target.to(dev, non_blocking=True)
+        target, note = target.to(dev, non_blocking=True), note.to(dev, non_blocking=True)
         if gpu_render:
             render_events[-1][1].record()
         else:
             data_s += time.perf_counter() - t0
         with _autocast(cfg, dev):
-            loss = step_module(x, target)
+            loss = step_module(x, target, note)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip:
