@@ -175,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine-passes", type=_passes, default=0, metavar="N",
                    help="score the predictions after N passes of refinement by re-rendering (default 0)")
     p.add_argument("--split", choices=("val", "test"), default="test", help="fixed split (default test)")
+    p.add_argument("--notes", metavar="LO:HI", help="play the split's example i at a MIDI note drawn from LO..HI "
+                   "(default the contract's note), e.g. 36:84")
+    p.add_argument("--told", choices=("true", "heard"), default="true",
+                   help="with --notes: the note the model is told and its match is played at: the true one "
+                   "(default) or the one bridge.pitch hears, as the daemon does")
     p.add_argument("--size", type=int, default=None, help="examples (default 512 val, 1024 test)")
     p.add_argument("--out", default=None, help="report directory (default: eval-SPLIT beside the model)")
     p.add_argument("--examples", type=int, default=4, help="examples plotted in eval.png (default 4)")

@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import math
+import faulthandler
 import signal
 import sys
 import threading
@@ -634,6 +635,8 @@ def main(args) -> int:
             raise Shutdown(signum)
 
     old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: every thread's stack on stderr (what is it doing?)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         with contextlib.ExitStack() as stack:
             return _serve(args, stack, stop, starting)

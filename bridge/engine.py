@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.contract import Contract
-from bridge.modelfile import (INPUT_NAME, OUTPUT_NAME, ContractMismatch, ModelError, ModelMeta, check_contract,
+from bridge.modelfile import (INPUT_NAME, NOTE_NAME, OUTPUT_NAME, ContractMismatch, ModelError, ModelMeta, check_contract,
                               read_meta)
 
 __all__ = ["BACKENDS", "Engine", "OnnxRuntimeEngine", "BackendError", "BackendUnavailable", "ModelError",
@@ -78,15 +78,23 @@ class Engine:
         self.meta = meta
         self.detail = ""  # backend specifics for logs: threads, precision, device
 
-    def infer(self, audio: np.ndarray) -> np.ndarray:
-        """(B, num_samples) float32 audio at meta.sample_rate -> (B, 16) float32 normalised parameters."""
+    def infer(self, audio: np.ndarray, notes=None) -> np.ndarray:
+        """(B, num_samples) float32 audio at meta.sample_rate [, (B,) MIDI notes played] -> (B, 16) float32
+        normalised parameters. A model told the note (meta.takes_note) gets `notes` (default: the
+        contract's note); a C4-only model ignores them."""
         audio = np.asarray(audio)
         n = self.meta.num_samples
         if audio.ndim != 2 or audio.shape[1] != n:
             raise ValueError(f"{self.name} engine: audio must have shape (batch, {n}), got {audio.shape}")
         if audio.shape[0] == 0:
             return np.zeros((0, self.meta.num_params), np.float32)
-        out = np.asarray(self._run(np.ascontiguousarray(audio, dtype=np.float32)), dtype=np.float32)
+        played = None
+        if self.meta.takes_note:
+            played = np.broadcast_to(np.asarray(self.meta.reference_note if notes is None else notes,
+                                                np.float32), (audio.shape[0],)).copy()
+            if not np.all(np.isfinite(played)) or played.min() < 0 or played.max() > 127:
+                raise ValueError(f"{self.name} engine: notes must be MIDI notes 0..127, got {played}")
+        out = np.asarray(self._run(np.ascontiguousarray(audio, dtype=np.float32), played), dtype=np.float32)
         if out.shape != (audio.shape[0], self.meta.num_params):
             raise ModelOutputError(
                 f"{self.meta.path}: the model outputs shape {tuple(out.shape)} for {audio.shape[0]} window(s); "
@@ -95,8 +103,8 @@ class Engine:
                 "with `synthmatch export`")
         return out
 
-    def _run(self, audio: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    def _run(self, audio: np.ndarray, notes: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError  # notes: (B,) float32 for a model that takes them, else None
 
     def close(self) -> None:
         """Release sessions and device memory. Idempotent."""
@@ -136,8 +144,9 @@ class OnnxRuntimeEngine(Engine):
         self.threads = threads
         self.detail = f"cpu fp32 threads={threads or 'default'}"
 
-    def _run(self, audio: np.ndarray) -> np.ndarray:
-        return self._session.run([OUTPUT_NAME], {INPUT_NAME: audio})[0]
+    def _run(self, audio: np.ndarray, notes: np.ndarray | None) -> np.ndarray:
+        feed = {INPUT_NAME: audio} if notes is None else {INPUT_NAME: audio, NOTE_NAME: notes}
+        return self._session.run([OUTPUT_NAME], feed)[0]
 
     def close(self) -> None:
         self._session = None

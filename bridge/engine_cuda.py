@@ -108,41 +108,48 @@ class TorchEngine(Engine):
         self.detail = f"{name} {self.precision}{' cuda-graphs' if self.use_graphs else ''}"
         if self.device.type == "cuda":
             self._stream = torch.cuda.Stream(self.device)
-            self._run(np.zeros((1, meta.num_samples), np.float32))  # warm-up + capture batch 1
+            self._run(np.zeros((1, meta.num_samples), np.float32),
+                      np.full(1, meta.reference_note, np.float32) if meta.takes_note else None)  # warm-up
 
-    def _forward(self, x):
+    def _forward(self, x, note):
         torch = self._torch
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._dtype,
                                                     enabled=self.precision != "fp32"):
-            return self.model(x).float()
+            return (self.model(x) if note is None else self.model(x, note)).float()
 
     def _graph(self, batch: int):
         torch = self._torch
         if batch not in self._graphs:
             static_in = torch.zeros(batch, self.meta.num_samples, device=self.device)
+            static_note = (torch.full((batch,), float(self.meta.reference_note), device=self.device)
+                           if self.meta.takes_note else None)
             with torch.cuda.stream(self._stream):
                 for _ in range(2):  # warm up on a side stream before capture (cuBLAS handles, autotune)
-                    self._forward(static_in)
+                    self._forward(static_in, static_note)
             torch.cuda.current_stream(self.device).wait_stream(self._stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=self._stream):
-                static_out = self._forward(static_in)
-            self._graphs[batch] = (graph, static_in, static_out)
+                static_out = self._forward(static_in, static_note)
+            self._graphs[batch] = (graph, static_in, static_note, static_out)
         return self._graphs[batch]
 
-    def _run(self, audio: np.ndarray) -> np.ndarray:
+    def _run(self, audio: np.ndarray, notes: np.ndarray | None) -> np.ndarray:
         torch = self._torch
         outs = []
         for start in range(0, audio.shape[0], MAX_BATCH):
             x = torch.from_numpy(audio[start:start + MAX_BATCH])
+            n = None if notes is None else torch.from_numpy(notes[start:start + MAX_BATCH])
             b = x.shape[0]
             if self.use_graphs:
-                graph, static_in, static_out = self._graph(graph_batch(b))
+                graph, static_in, static_note, static_out = self._graph(graph_batch(b))
                 static_in[:b].copy_(x)  # host -> device into the captured buffer; rows past b are ignored
+                if n is not None:
+                    static_note[:b].copy_(n)
                 graph.replay()
                 outs.append(static_out[:b].cpu().numpy())  # .cpu() synchronises
             else:
-                outs.append(self._forward(x.to(self.device)).cpu().numpy())
+                outs.append(self._forward(x.to(self.device), None if n is None else n.to(self.device))
+                            .cpu().numpy())
         return np.concatenate(outs)
 
     def close(self) -> None:

@@ -45,7 +45,7 @@ import numpy as np
 
 from bridge.atomic import write_atomic
 from bridge.engine import MAX_BATCH, BackendError, BackendUnavailable, Engine, default_cache_dir
-from bridge.modelfile import INPUT_NAME, OUTPUT_NAME, ModelError, ModelMeta, read_meta, synthmatch_version
+from bridge.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, ModelError, ModelMeta, read_meta, synthmatch_version
 
 CHECK_RTX = False  # mypy only (--always-true/--always-false CHECK_RTX): which flavour `trt` names below
 if TYPE_CHECKING:
@@ -201,8 +201,10 @@ def _dtype_name(dtype: Any) -> str:
 
 def expected_io(meta: ModelMeta) -> dict[str, list[tuple[str, tuple[int, ...], str]]]:
     """What the model's embedded contract says the graph takes and returns (dynamic batch)."""
-    return {"inputs": [(INPUT_NAME, (-1, meta.num_samples), "float32")],
-            "outputs": [(OUTPUT_NAME, (-1, meta.num_params), "float32")]}
+    inputs = [(INPUT_NAME, (-1, meta.num_samples), "float32")]
+    if meta.takes_note:
+        inputs.append((NOTE_NAME, (-1,), "float32"))
+    return {"inputs": inputs, "outputs": [(OUTPUT_NAME, (-1, meta.num_params), "float32")]}
 
 
 def parse(flavour: Flavour, lib: ModuleType, path: Path, logger: Any) -> tuple[trt.Builder, trt.INetworkDefinition, Any]:
@@ -231,6 +233,8 @@ def build_plan(flavour: Flavour, lib: ModuleType, path: Path, meta: ModelMeta, s
     profile: trt.IOptimizationProfile = builder.create_optimization_profile()
     n = meta.num_samples
     profile.set_shape(INPUT_NAME, lib.Dims2(1, n), lib.Dims2(1, n), lib.Dims2(spec.max_batch, n))
+    if meta.takes_note:
+        profile.set_shape(NOTE_NAME, lib.Dims([1]), lib.Dims([1]), lib.Dims([spec.max_batch]))
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -427,13 +431,17 @@ class TensorRTEngine(Engine):
         self._in = torch.empty((max_batch, meta.num_samples), dtype=torch.float32, device=device)
         self._out = torch.empty((max_batch, meta.num_params), dtype=torch.float32, device=device)
         self._context.set_tensor_address(INPUT_NAME, self._in.data_ptr())
+        self._note = torch.full((max_batch,), float(meta.reference_note), dtype=torch.float32, device=device)
+        if meta.takes_note:
+            self._context.set_tensor_address(NOTE_NAME, self._note.data_ptr())
         self._context.set_tensor_address(OUTPUT_NAME, self._out.data_ptr())
         self._stream = torch.cuda.Stream(device)
         # TensorRT: CUDA graphs captured here per batch size; TensorRT-RTX replays its own
         self._graphs: dict[int, Any] | None = None if self.flavour.jit else {}
         self.detail = (f"{gpu.name} {built.spec.precision} {self.name} {built.spec.flavour_version} "
                        f"cache {built.file.name}")
-        self._run(np.zeros((1, meta.num_samples), np.float32))  # warm-up: JIT / lazy kernel loading
+        self._run(np.zeros((1, meta.num_samples), np.float32),  # warm-up: JIT / lazy kernel loading
+                  np.full(1, meta.reference_note, np.float32) if meta.takes_note else None)
         self._rt_cache.save()
 
     def _deserialize(self, lib: ModuleType, built: BuiltEngine, gpu: Gpu) -> trt.ICudaEngine:
@@ -443,7 +451,7 @@ class TensorRTEngine(Engine):
         if engine is None:
             raise BackendError(f"{self.name}: the engine {built.file} does not deserialize on {gpu.name} "
                                f"(see the TensorRT log above); delete it to rebuild, or use --backend cuda")
-        for name in (INPUT_NAME, OUTPUT_NAME):
+        for name in (INPUT_NAME, OUTPUT_NAME) + ((NOTE_NAME,) if self.meta.takes_note else ()):
             if _dtype_name(engine.get_tensor_dtype(name)) != "float32":
                 raise BackendError(f"{self.name}: tensor {name!r} of {built.file} is not float32")
         return engine
@@ -496,7 +504,7 @@ class TensorRTEngine(Engine):
         self._graphs[b] = graph
         return graph
 
-    def _run(self, audio: np.ndarray) -> np.ndarray:
+    def _run(self, audio: np.ndarray, notes: np.ndarray | None) -> np.ndarray:
         torch, context = self._torch, self._context
         if context is None:
             raise BackendError(f"{self.name}: engine used after close()")
@@ -505,11 +513,16 @@ class TensorRTEngine(Engine):
             chunk = torch.from_numpy(audio[start:start + self.max_batch])
             b = chunk.shape[0]
             if b != self._batch:  # set only on change: an unchanged shape keeps the captured graphs valid
-                if not context.set_input_shape(INPUT_NAME, (b, self.meta.num_samples)):
+                ok = context.set_input_shape(INPUT_NAME, (b, self.meta.num_samples))
+                if notes is not None:
+                    ok = context.set_input_shape(NOTE_NAME, (b,)) and ok
+                if not ok:
                     raise BackendError(f"{self.name}: batch {b} is outside the engine's profile 1..{self.max_batch}")
                 self._batch = b
             with torch.cuda.stream(self._stream):
                 self._in[:b].copy_(chunk)
+                if notes is not None:
+                    self._note[:b].copy_(torch.from_numpy(notes[start:start + b]))
                 self._enqueue(b)
                 out = self._out[:b].to("cpu")
             self._stream.synchronize()

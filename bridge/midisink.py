@@ -281,6 +281,7 @@ class MidiCCSink:
         Waits (at most SETTLE_S) for what was sent to leave."""
         if self._out is not None and self._settle_until and self._wanted is not None:
             time.sleep(max(0.0, self._settle_until - self.clock()))
+            self._settle_until = min(self._settle_until, self.clock())  # waited out: ends on any clock
             self.maintain()
         if self._out is not None and self.cfg.notes and self._held is not None:
             self._push_raw([[0x80 | (self.cfg.channel - 1), self._held, 0]])  # no hanging note

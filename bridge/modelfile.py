@@ -28,6 +28,7 @@ FORMAT_ADVICE = {
        "with this version (`synthmatch export --checkpoint CKPT --out MODEL.onnx`)",
 }
 INPUT_NAME, OUTPUT_NAME = "audio", "params"
+NOTE_NAME = "note"  # optional second input: (batch,) float32 MIDI note played, for models told the note
 WEIGHTS_FORMAT = "synthmatch-weights"  # the torch weights file export writes beside model.onnx (model.pt)
 _PREFIX = "synthmatch."
 META_KEYS = ("format", "param_names", "contract_hash", "contract", "sample_rate", "num_samples",
@@ -57,10 +58,16 @@ class ModelMeta:
     export_id: str = ""  # pairs the file with its model.pt weights (cuda backend)
     synth: str = "reference"  # identity of the synth the training data came from (training.synths)
     format: int = FORMAT
+    takes_note: bool = False  # the graph has the NOTE_NAME input: it matches at the note it is given
 
     @property
     def num_params(self) -> int:
         return len(self.names)
+
+    @property
+    def reference_note(self) -> int:
+        """The contract's note: what every training sound of a C4-only model played (MIDI)."""
+        return int((self.contract.get("audio") or {}).get("note", 60))
 
 
 def synthmatch_version() -> str:
@@ -160,16 +167,16 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
         raise ModelError(f"{path}: metadata {_PREFIX}synth must be a synth identity string; {_fix(path)}")
     ins = [i.name for i in proto.graph.input]
     outs = [o.name for o in proto.graph.output]
-    if INPUT_NAME not in ins or OUTPUT_NAME not in outs:
+    if INPUT_NAME not in ins or OUTPUT_NAME not in outs or not set(ins) <= {INPUT_NAME, NOTE_NAME}:
         raise ModelError(f"{path}: graph inputs {ins} / outputs {outs}; a synthmatch model has input "
-                         f"{INPUT_NAME!r} and output {OUTPUT_NAME!r}; {_fix(path)}")
+                         f"{INPUT_NAME!r} (and optionally {NOTE_NAME!r}) and output {OUTPUT_NAME!r}; {_fix(path)}")
     return ModelMeta(
         path=str(path), names=tuple(names), contract_hash=str(values["contract_hash"]),
         sample_rate=int(values["sample_rate"]), num_samples=int(values["num_samples"]),
         contract=values.get("contract") or {}, model_config=values.get("model_config") or {},
         summary=values.get("summary") or {}, version=str(values.get("version", "")),
         export_id=str(values.get("export_id", "")), format=int(values["format"]),
-        synth=values.get("synth") or "reference")
+        synth=values.get("synth") or "reference", takes_note=NOTE_NAME in ins)
 
 
 def read_meta(path: str | Path) -> ModelMeta:

@@ -105,10 +105,13 @@ class NoteStage:
     def infer(self, engine, window: np.ndarray, note: int | None) -> np.ndarray:
         """(num_samples,) window at MIDI `note` (None: the reference note) -> (16,) raw model output.
 
-        "pitch": the raw and the normalised window as one batch of 2; "full": the normalised one alone;
-        "off", or a window at the reference note: the raw one alone."""
+        A model told the note (engine.meta.takes_note) hears the raw window and the note. A C4-only
+        model: "pitch": the raw and the normalised window as one batch of 2; "full": the normalised one
+        alone; "off", or a window at the reference note: the raw one alone."""
         mode = self.s.normalise
         ref = self.contract.audio.note
+        if engine.meta.takes_note:
+            return engine.infer(window.reshape(1, -1), [ref if note is None else note])[0]
         if mode == "off" or note is None or note == ref:
             return engine.infer(window.reshape(1, -1))[0]
         x, s = notenorm.to_reference(window, note, self.contract)

@@ -15,7 +15,6 @@ uses `threads` torch threads (1 by default, leaving a core to the daemon's own i
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing as mp
 import os
@@ -27,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from bridge.childproc import die_with_parent
+
 log = logging.getLogger("synthmatch.refiner")
 
 READY_TIMEOUT_S = 120.0  # importing torch and building the synth: seconds on a cold disk
 PARENT_CHECK_S = 0.5     # the idle child looks this often whether its parent still lives
-PR_SET_PDEATHSIG = 1     # linux/prctl.h
 
 
 class RefinerError(RuntimeError):
@@ -39,18 +39,11 @@ class RefinerError(RuntimeError):
 
 
 def _die_with_parent(parent: int) -> bool:
-    """Child: arrange to end when the parent does; False if it is already gone.
-
-    Linux: the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG), even mid-search;
-    everywhere: the idle loop checks os.getppid() every PARENT_CHECK_S. SIGINT is ignored: a Ctrl-C
-    reaches the whole process group, and the parent closes the child itself."""
+    """Child: arrange to end when the parent does (bridge.childproc); False if it is already gone.
+    SIGINT is ignored: a Ctrl-C reaches the whole process group, and the parent closes the child itself;
+    the idle loop also checks os.getppid() every PARENT_CHECK_S (where prctl does not exist)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # no prctl in this libc: the getppid() check remains
-            pass
-    return os.getppid() == parent  # checked after prctl: a parent that died before it is seen here
+    return die_with_parent(parent)
 
 
 def _next_request(requests, parent: int):

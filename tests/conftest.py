@@ -22,3 +22,23 @@ def tiny_onnx(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_onnx") / "ast-tiny.onnx"
     export_model(model, c, path, cfg.to_dict(), {"step": 0, "note": "random weights (test fixture)"})
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_notes_onnx(tmp_path_factory):
+    """Path of an exported small "ast-tiny-notes" model (told the note; random weights, seed 0)."""
+    torch = pytest.importorskip("torch")
+    from bridge import contract
+    from training.export import export_model
+    from training.models import build_model, resolve_config
+
+    c = contract.default()
+    cfg = resolve_config({"base": "ast-tiny-notes", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32})
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(cfg, c)
+        with torch.no_grad():
+            model.note_embed.weight.mul_(30.0)  # random weights barely listen: make the note move the answer
+    path = tmp_path_factory.mktemp("tiny_notes_onnx") / "ast-tiny-notes.onnx"
+    export_model(model, c, path, cfg.to_dict(), {"step": 0, "note": "random weights (test fixture)"})
+    return path

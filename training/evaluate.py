@@ -45,12 +45,14 @@ class EvalRun:
     mss: np.ndarray  # (N,) per-example multi-scale distance
 
 
-def predict(predict_fn: PredictFn, audio, batch_size: int = 64, n_params: int = 16) -> np.ndarray:
-    """Run predict_fn over (N, T) audio in batches -> (N, n_params) float32 clipped to [0, 1]."""
+def predict(predict_fn: PredictFn, audio, batch_size: int = 64, n_params: int = 16, notes=None) -> np.ndarray:
+    """Run predict_fn over (N, T) audio in batches -> (N, n_params) float32 clipped to [0, 1]. With
+    (N,) notes, predict_fn is called as predict_fn(audio, notes) (a model told the note)."""
     audio = audio.numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
     out = []
     for s in range(0, len(audio), batch_size):
-        y = predict_fn(np.ascontiguousarray(audio[s: s + batch_size], dtype=np.float32))
+        x = np.ascontiguousarray(audio[s: s + batch_size], dtype=np.float32)
+        y = predict_fn(x) if notes is None else predict_fn(x, np.asarray(notes[s: s + batch_size], np.float32))
         if isinstance(y, torch.Tensor):
             y = y.detach().float().cpu().numpy()
         out.append(np.asarray(y, dtype=np.float32))
@@ -63,10 +65,13 @@ def predict(predict_fn: PredictFn, audio, batch_size: int = 64, n_params: int = 
     return np.clip(np.nan_to_num(pred, nan=0.5), 0.0, 1.0)
 
 
-def rerender(contract: Contract, pred: np.ndarray) -> torch.Tensor:
-    """(N, 16) normalised -> (N, T) audio on the CPU, in the same render groups as training.data."""
+def rerender(contract: Contract, pred: np.ndarray, notes=None) -> torch.Tensor:
+    """(N, 16) normalised [, (N,) MIDI notes played] -> (N, T) audio on the CPU, in the same render
+    groups as training.data."""
     synth = ReferenceSynth(contract, chunk=RENDER_GROUP)
-    return synth.render(torch.from_numpy(pred))
+    if notes is None:
+        return synth.render(torch.from_numpy(pred))
+    return synth.render(torch.from_numpy(pred), note=torch.as_tensor(np.asarray(notes, np.float64)))
 
 
 def _spectral(target: torch.Tensor, rendered: torch.Tensor, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -79,18 +84,26 @@ def _spectral(target: torch.Tensor, rendered: torch.Tensor, batch: int = 64) -> 
 
 
 def run(predict_fn: PredictFn, contract: Contract, audio, params, batch_size: int = 64,
-        refine_cfg=None) -> EvalRun:
-    """evaluate(), keeping predictions, re-rendered audio and per-example scores."""
+        refine_cfg=None, notes=None, told=None) -> EvalRun:
+    """evaluate(), keeping predictions, re-rendered audio and per-example scores.
+
+    notes: (N,) MIDI notes the examples play; told: (N,) notes the model is told and its predictions
+    are re-rendered at (default `notes`: the true note; bridge.pitch's detected note to score what the
+    daemon does). Parameter MSE is only meaningful where told == notes: oscillator pitches are
+    offsets from the note told."""
     audio = torch.as_tensor(audio).float().cpu()
     params = torch.as_tensor(params).float().cpu()
     if len(audio) != len(params) or len(audio) == 0:
         raise ValueError(f"need the same non-zero number of audio clips and patches; got {len(audio)} and {len(params)}")
-    pred = predict(predict_fn, audio, batch_size, len(contract.params))
+    told = notes if told is None else told
+    pred = predict(predict_fn, audio, batch_size, len(contract.params), told)
     if refine_cfg is not None and refine_cfg.passes:  # training.refine: search by re-rendering
+        if told is not None:
+            raise ValueError("refinement re-renders at the contract's note: evaluate other notes without it")
         from training.refine import refine
 
         pred = refine(contract, audio, pred, refine_cfg)[0]
-    rendered = rerender(contract, pred)
+    rendered = rerender(contract, pred, told)
     mse, per = metrics.param_mse(torch.from_numpy(pred), params)
     sc, mss = _spectral(audio, rendered)
     result = {
@@ -106,6 +119,11 @@ def run(predict_fn: PredictFn, contract: Contract, audio, params, batch_size: in
         "mss_stft": metrics.MSS_STFT,
         "contract_hash": contract.hash,
     }
+    if notes is not None:
+        off = np.abs(np.asarray(told, np.float64) - np.asarray(notes, np.float64))
+        result["notes"] = {"range": [int(np.min(notes)), int(np.max(notes))],
+                           "told_is_true_note": float(np.mean(off == 0)),
+                           "told_within_1_semitone": float(np.mean(off <= 1))}
     return EvalRun(result, pred, rendered, sc, mss)
 
 
@@ -199,11 +217,32 @@ def _torch_predictor(path: str, contract: Contract, device: str) -> PredictFn:
     model, _ = load_model(path, contract, map_location=dev)
     model.to(dev).eval()
 
-    def predict_fn(x: np.ndarray) -> np.ndarray:
+    def predict_fn(x: np.ndarray, notes: np.ndarray | None = None) -> np.ndarray:
+        note = None if notes is None else torch.from_numpy(notes).to(dev)
         with torch.no_grad():
-            return model(torch.from_numpy(x).to(dev)).float().cpu().numpy()
+            return model(torch.from_numpy(x).to(dev), note).float().cpu().numpy()
 
     return predict_fn
+
+
+def heard_notes(audio: np.ndarray, contract: Contract) -> np.ndarray:
+    """(N, T) windows -> (N,) MIDI notes bridge.pitch detects (the daemon's note; fallback when unpitched)."""
+    from bridge.pitch import detect
+
+    return np.array([detect(x, contract.audio.sample_rate).note for x in audio], np.float32)
+
+
+def _note_range(text: str | None) -> tuple[int, int] | None:
+    from bridge.cli import UsageError
+    from training.sampling import check_notes
+
+    if text is None:
+        return None
+    a, sep, b = text.partition(":")
+    try:
+        return check_notes((int(a), int(b if sep else a)), "--notes")
+    except ValueError as e:
+        raise UsageError(f"--notes {text!r}: give LO:HI MIDI notes, e.g. 36:84 ({e})") from None
 
 
 def main(args) -> int:
@@ -220,7 +259,7 @@ def main(args) -> int:
         from training.sampling import mean_patch
 
         patch = mean_patch(c)
-        predict_fn, model = (lambda x: np.broadcast_to(patch, (x.shape[0], patch.size))), "baseline-mean"
+        predict_fn, model = (lambda x, n=None: np.broadcast_to(patch, (x.shape[0], patch.size))), "baseline-mean"
         if not args.out:
             raise UsageError("--baseline needs --out (there is no model file to write the report beside)")
     else:
@@ -228,15 +267,26 @@ def main(args) -> int:
 
         engine = load_engine(args.model, backend=args.backend, contract=c)
         predict_fn, model = engine.infer, args.model
-    audio, params = cached_split(c, args.split, size, cache_dir=args.cache_dir, progress=True)
+    notes = _note_range(args.notes)
+    audio, params = cached_split(c, args.split, size, cache_dir=args.cache_dir, progress=True, notes=notes)
+    played = told = None
+    if notes is not None:
+        from training.data import split_notes
+
+        played = split_notes(c, args.split, size, notes=notes).numpy()
+        told = heard_notes(audio.numpy(), c) if args.told == "heard" else played
     refine_cfg = None
     if args.refine_passes:
         from training.refine import RefineConfig
 
         refine_cfg = RefineConfig(passes=args.refine_passes)
-    r = run(predict_fn, c, audio, params, batch_size=args.batch_size, refine_cfg=refine_cfg)
+    try:
+        r = run(predict_fn, c, audio, params, batch_size=args.batch_size, refine_cfg=refine_cfg, notes=played,
+                told=told)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     r.metrics = {"model": str(model), "split": args.split, "seed": split_seed(args.split),
-                 "refine_passes": args.refine_passes, **r.metrics}
+                 "refine_passes": args.refine_passes, **({"told": args.told} if notes else {}), **r.metrics}
     out = Path(args.out) if args.out else Path(model).with_suffix("").parent / f"eval-{args.split}"
     paths = write_reports(r, c, audio, out, title=f"Evaluation of {Path(model).name} on the {args.split} split",
                           examples=args.examples)

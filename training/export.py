@@ -33,7 +33,7 @@ from bridge import contract as contract_mod
 from bridge.atomic import write_atomic
 from bridge.cli import UsageError
 from bridge.contract import Contract
-from bridge.modelfile import INPUT_NAME, OUTPUT_NAME, WEIGHTS_FORMAT, ModelMeta, build_props, embed
+from bridge.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, WEIGHTS_FORMAT, ModelMeta, build_props, embed
 
 PARITY_TOL = 1e-4  # max abs difference torch vs ONNX Runtime, fp32 on the CPU
 
@@ -79,16 +79,30 @@ def parity_audio(contract: Contract, batch: int = 3, seed: int = 0) -> np.ndarra
     return np.clip(out, -1.0, 1.0)
 
 
+def parity_notes(contract: Contract, batch: int) -> np.ndarray:
+    """(batch,) MIDI notes for the parity batch of a model told the note: below, at and above C4."""
+    played = contract.audio.note + np.array([-17, 0, 12, -24, 24], np.float32)
+    return np.resize(played, batch).astype(np.float32)
+
+
+def _takes_note(model: nn.Module) -> bool:
+    return bool(getattr(getattr(model, "config", None), "note_input", False))
+
+
 def _onnx_bytes(model: nn.Module, contract: Contract, opset: int) -> bytes:
-    example = torch.from_numpy(parity_audio(contract, batch=2))
+    example: tuple = (torch.from_numpy(parity_audio(contract, batch=2)),)
+    names, axes = [INPUT_NAME], {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    if _takes_note(model):  # the note played: (batch,) float32 MIDI
+        example += (torch.from_numpy(parity_notes(contract, 2)),)
+        names.append(NOTE_NAME)
+        axes[NOTE_NAME] = {0: "batch"}
     buf = io.BytesIO()
     with warnings.catch_warnings():
         # the TorchScript exporter is deprecated in favour of dynamo (which needs onnxscript); still supported
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(model, (example,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                          opset_version=opset, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(model, example, buf, input_names=names, output_names=[OUTPUT_NAME],
+                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
     return buf.getvalue()
 
 
@@ -126,11 +140,13 @@ def export_model(model: nn.Module, contract: Contract, path: str | Path, model_c
     diff = float("nan")
     if check:
         audio = parity_audio(contract, batch=3)  # batch 3 != the traced 2: exercises the dynamic axis
+        notes = parity_notes(contract, 3) if meta.takes_note else None
         with torch.no_grad():
-            ref = model(torch.from_numpy(audio)).numpy()
+            ref = (model(torch.from_numpy(audio)) if notes is None
+                   else model(torch.from_numpy(audio), torch.from_numpy(notes))).numpy()
         engine = OnnxRuntimeEngine(path, meta, threads=threads)
         try:
-            got = engine.infer(audio)
+            got = engine.infer(audio, notes)
         finally:
             engine.close()
         diff = float(np.abs(got - ref).max())

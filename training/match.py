@@ -57,8 +57,10 @@ def aligned_window(audio: np.ndarray, contract: Contract, settings: OnsetSetting
     return window, start
 
 
-def predict(model: str | Path, audio: np.ndarray, contract: Contract, backend: str = "onnxruntime") -> np.ndarray:
-    """(B, num_samples) -> (B, 16) normalised values from an exported model, in [0, 1].
+def predict(model: str | Path, audio: np.ndarray, contract: Contract, backend: str = "onnxruntime",
+            notes=None) -> np.ndarray:
+    """(B, num_samples) [, (B,) MIDI notes played] -> (B, 16) normalised values from an exported model, in
+    [0, 1]. notes reach a model told the note (bridge.engine.Engine.infer); a C4-only model ignores them.
 
     Outputs that are not finite or lie outside [0, 1] (beyond the engine's rounding tolerance) raise
     UsageError: a model that gives them is broken, and its numbers must not reach params.json."""
@@ -66,7 +68,7 @@ def predict(model: str | Path, audio: np.ndarray, contract: Contract, backend: s
 
     engine = load_engine(model, backend=backend, contract=contract)
     try:
-        out = engine.infer(np.ascontiguousarray(audio, dtype=np.float32))
+        out = engine.infer(np.ascontiguousarray(audio, dtype=np.float32), notes)
     finally:
         engine.close()
     why = output_problem(out)
@@ -78,13 +80,14 @@ def predict(model: str | Path, audio: np.ndarray, contract: Contract, backend: s
 
 def predict_at_note(model: str | Path, window: np.ndarray, note: int, contract: Contract,
                     backend: str = "onnxruntime", mode: str = "pitch") -> np.ndarray:
-    """(num_samples,) window played at MIDI `note` -> (16,) values for it (bridge.notenorm: the model
-    hears the window resampled to its reference note; mode "pitch" takes the oscillator pitches from
-    that, the rest from the raw window, as the daemon does)."""
+    """(num_samples,) window played at MIDI `note` -> (16,) values for it. A model told the note hears
+    it as the window's note; a C4-only model, as bridge.notenorm says (mode "pitch": the oscillator pitches
+    from the window resampled to C4, the rest from the raw window, as the daemon does)."""
     from bridge import notenorm
+    from bridge.modelfile import read_meta
 
-    if mode == "off" or note == contract.audio.note:
-        return predict(model, window[None], contract, backend=backend)[0]
+    if mode == "off" or note == contract.audio.note or read_meta(model).takes_note:
+        return predict(model, window[None], contract, backend=backend, notes=[note])[0]
     x, s = notenorm.to_reference(window, note, contract)
     raw, norm = predict(model, np.stack([window.astype(np.float32), x]), contract, backend=backend)
     return notenorm.combine(raw, notenorm.from_reference(norm, s, contract)[0], contract, mode)

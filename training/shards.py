@@ -170,10 +170,15 @@ _worker: dict = {}
 
 
 def _init_worker(contract: Contract, presets: PresetSampling | None, seed: int, synth=None, log=None,
-                 notes: tuple[int, int] | None = None) -> None:
+                 notes: tuple[int, int] | None = None, parent: int | None = None) -> None:
     """synth: a training.synths.SynthSpec for a plugin (None: the reference synth, as training.data);
-    log: where the plugin's own stderr chatter goes."""
+    log: where the plugin's own stderr chatter goes; parent: the render's pid (the worker dies with it)."""
     import torch
+
+    from bridge.childproc import die_with_parent
+
+    if parent is not None and not die_with_parent(parent):
+        os._exit(1)  # the render was killed while this worker started
 
     torch.set_num_threads(1)  # one process per core; also keeps each shard's bytes thread-independent
     from training.data import Renderer
@@ -342,8 +347,8 @@ def render_dataset(contract: Contract, out: str | Path, count: int, seed: int = 
     restarts = 0
     log = str(root / "render-plugin.log") if synth is not None else None
     while todo:
-        lost = _render_pool(plan, root, todo, workers, (contract, presets, plan.seed, synth, log, plan.notes), done,
-                            progress)
+        initargs = (contract, presets, plan.seed, synth, log, plan.notes, os.getpid())
+        lost = _render_pool(plan, root, todo, workers, initargs, done, progress)
         if not lost:
             break
         # a worker died (a crash inside the plugin, or a kill): the shards it had begun left temporary

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import json
 import signal
+import subprocess
 import sys
 import time
 
 import numpy as np
+import pytest
 
 SR = 16000
 
@@ -62,7 +64,13 @@ def sigterm_bridge(p) -> tuple[float, str, dict]:
     stderr, its exit counters); it must exit with status 0."""
     t0 = time.monotonic()
     p.send_signal(signal.SIGTERM)
-    p.wait(10)
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:  # a hang: show where every thread of it is (bridge.daemon's SIGUSR1)
+        p.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        p.kill()
+        pytest.fail(f"no exit 10 s after SIGTERM; its threads and stderr:\n{p.communicate()[1][-6000:]}")
     elapsed = time.monotonic() - t0
     err = p.stderr.read()
     assert p.returncode == 0, err

@@ -142,17 +142,30 @@ def test_virtual_port_7bit_into_rtmidi_and_jack_midi_dump(jack):
         sink.close()
 
 
+class HeldClock:
+    """A sink's clock that moves only when told: a settle window that cannot expire while a loaded
+    machine runs the test's own checks (the JACK connection itself still settles in real time)."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 @pytest.mark.jack
 def test_named_port_14bit_msb_before_lsb(jack):
+    clock = HeldClock()
     with MidiReceiver(jack, "massive14", "midi_in") as rx:
         sink = MidiCCSink(MidiSinkConfig(enabled=True, port="massive14", resolution=14, channel=1,
-                                         api="jack", client_name="sm-14bit"), C)
+                                         api="jack", client_name="sm-14bit"), C, clock=clock)
         try:
             assert sink.port_name == "massive14:midi_in"
             assert ("massive14:midi_in", "sm-14bit:cc_out") in jack.connections()
             values = ramp(0.03)
             assert sink.send(values) == 0 and sink.stats.deferred == 1  # its connection is settling
             time.sleep(sink.SETTLE_S)
+            clock.t += sink.SETTLE_S
             sink.maintain()  # pushes the deferred update
             assert sink.stats.sent == 2 * N
             got = parse_cc(rx.wait_for(2 * N))
@@ -172,7 +185,8 @@ def test_named_port_14bit_msb_before_lsb(jack):
 @pytest.mark.jack
 def test_update_deferred_by_a_settling_connection_is_sent_on_close(jack):
     with MidiReceiver(jack, "late", "in") as rx:
-        sink = MidiCCSink(MidiSinkConfig(enabled=True, port="late", api="jack", client_name="sm-late"), C)
+        sink = MidiCCSink(MidiSinkConfig(enabled=True, port="late", api="jack", client_name="sm-late"), C,
+                          clock=HeldClock())
         assert sink.send(ramp(0.4)) == 0 and sink.stats.deferred == 1
         sink.close()  # waits out the settle and sends it: closing right after a match loses nothing
         assert parse_cc(rx.wait_for(N)) == [(1, cc, int(v * 127 + 0.5)) for cc, v in zip(CCS, ramp(0.4))]

@@ -30,6 +30,7 @@ SMALL = {
     "mlp": {"head_hidden": 32},
     "cnn": {"channels": [4, 8, 8], "head_hidden": 16},
     "ast-tiny-cqt": {"depth": 1, "dim": 32, "heads": 2, "head_hidden": 32},
+    "ast-tiny-notes": {"depth": 1, "dim": 32, "heads": 2, "head_hidden": 32},
 }
 
 

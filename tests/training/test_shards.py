@@ -112,6 +112,42 @@ def test_killed_render_resumes_to_identical_bytes(c, reference, tmp_path):
     assert render_dataset(c, out, COUNT, seed=4, workers=2, shard_size=SHARD, progress=False)["rendered_shards"] == 0
 
 
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is pid (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_render_workers_end_with_a_killed_render(tmp_path):
+    cmd = [sys.executable, "-m", "bridge.cli", "dataset", "render", "--count", "4096", "--out", str(tmp_path / "d"),
+           "--workers", "2", "--shard-size", "64", "--store", "audio"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list((tmp_path / "d").glob("shard-*.npy")):
+            time.sleep(0.05)
+        workers = [w for w in _children(proc.pid) if "spawn_main" in Path(f"/proc/{w}/cmdline").read_text()]
+        assert workers, "the render's worker processes"
+    finally:
+        proc.kill()  # the parent alone: SIGKILL runs no clean-up of its own
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.05)
+    alive = [w for w in workers if Path(f"/proc/{w}/stat").exists()
+             and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert not alive, f"workers {alive} outlived the render"
+
+
 def test_truncated_shard_is_detected(c, reference, tmp_path):
     for p in reference.iterdir():
         (tmp_path / p.name).write_bytes(p.read_bytes())
