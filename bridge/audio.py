@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bridge.ring import Ring
+from synthmatch.bridge.ring import Ring
 
 log = logging.getLogger("synthmatch.bridge")
 
@@ -41,7 +41,7 @@ class InputSettings:
 
 
 def _usage(msg: str) -> Exception:
-    from bridge.cli import UsageError
+    from synthmatch.bridge.cli import UsageError
 
     return UsageError(msg)
 
@@ -92,7 +92,7 @@ class DeviceSource:
     def __init__(self, settings: InputSettings):
         import sounddevice as sd
 
-        from bridge import portaudio
+        from synthmatch.bridge import portaudio
 
         self.sd = sd
         self.s = settings
@@ -156,7 +156,7 @@ class DeviceSource:
         self.generation += 1
 
     def start(self) -> None:
-        from bridge import portaudio
+        from synthmatch.bridge import portaudio
 
         portaudio.safe_exit(self.sd)
         try:
@@ -174,7 +174,7 @@ class DeviceSource:
 
     def poll(self) -> None:
         """Worker thread, every loop: detect a lost stream and try to bring it back (with backoff)."""
-        from bridge import portaudio
+        from synthmatch.bridge import portaudio
 
         if self._stopping or self.healthy:
             return
@@ -208,7 +208,7 @@ class DeviceSource:
             self._backoff = min(self._backoff * 2, self.s.retry_max_s)
 
     def stop(self) -> None:
-        from bridge import portaudio
+        from synthmatch.bridge import portaudio
 
         self._stopping = True
         st, self._stream = self._stream, None
@@ -232,7 +232,7 @@ class FileSource:
     def __init__(self, path: str, settings: InputSettings):
         import soundfile as sf
 
-        from bridge.audiofile import AudioFileError, check_readable
+        from synthmatch.bridge.audiofile import AudioFileError, check_readable
 
         try:
             check_readable(path)

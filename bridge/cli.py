@@ -18,7 +18,7 @@ class UsageError(Exception):
 
 
 def _params(args: argparse.Namespace) -> int:
-    from bridge import contract
+    from synthmatch.bridge import contract
 
     c = contract.load(args.contract)
     print(f"contract {c.source}  hash {c.hash}")
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("params", _params, "print the 16-parameter table")
     _add_contract(p)
 
-    p = command("render", "training.render:main", "render a patch with the reference synth to a WAV file")
+    p = command("render", "synthmatch.training.render:main", "render a patch with the reference synth to a WAV file")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--random", action="store_true", help="random patch from the contract's sampling")
     src.add_argument("--params", metavar="JSON",
@@ -87,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", type=_note, help="MIDI note to play, 0..127 (default: the contract's, 60 = C4)")
     _add_contract(p)
 
-    p = command("devices", "bridge.devices:main", "list audio inputs and MIDI ports")
+    p = command("devices", "synthmatch.bridge.devices:main", "list audio inputs and MIDI ports")
 
-    p = command("match", "training.match:main",
+    p = command("match", "synthmatch.training.match:main",
                 "match one sound file: params.json, match.wav (reference synth or --synth) and compare.png")
     p.add_argument("input", help="audio file (wav, flac, ogg; any rate; stereo is mixed down)")
     p.add_argument("--out-dir", default="match", help="where the three files go (default ./match)")
@@ -107,12 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", help="with vst3: a synth profile, configs/synths/NAME.toml or a TOML file")
     _add_contract(p)
 
-    p = command("demo", "training.demo:main",
+    p = command("demo", "synthmatch.training.demo:main",
                 "no hardware needed: render a patch, match it, stream it through the bridge")
     p.add_argument("--out-dir", default="demo", help="where the demo's files go (default ./demo)")
     p.add_argument("--seed", type=_seed, default=2024, help="which random patch to render (>= 0)")
 
-    p = command("export", "training.export:main",
+    p = command("export", "synthmatch.training.export:main",
                 "export a checkpoint to an ONNX model file (contract embedded, parity-checked)")
     p.add_argument("--checkpoint", required=True, help="training checkpoint (.pt)")
     p.add_argument("--out", required=True, help="output model file, e.g. models/default.onnx "
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embed a line of provenance in the summary, e.g. hardware=\"2-core CPU, 57 min\" (repeatable)")
     _add_contract(p)
 
-    p = command("train", "training.train:main",
+    p = command("train", "synthmatch.training.train:main",
                 "train a model on synth patches rendered on the fly (DDP under torchrun)")
     p.add_argument("--config", required=True, help="training TOML (see configs/train/)")
     p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, loss.png")
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
                    help="cuda when available with auto (default)")
 
-    p = command("dataset", "training.shards:main", "offline sharded datasets (render, verify)")
+    p = command("dataset", "synthmatch.training.shards:main", "offline sharded datasets (render, verify)")
     dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
     r = dsub.add_parser("render", help="render a sharded dataset with a synth (resumable)",
                         description="render a sharded dataset with the reference synth or a VST3 instrument; "
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("dir", help="dataset directory")
     _add_contract(v)
 
-    p = command("eval", "training.evaluate:main",
+    p = command("eval", "synthmatch.training.evaluate:main",
                 "evaluate a model on a fixed split: param MSE, spectral convergence, multi-scale distance")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="training checkpoint (.pt), run in torch")
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default onnxruntime)")
     _add_contract(p)
 
-    p = command("engine", "bridge.engine_tensorrt:build_main",  # "build" is its only action
+    p = command("engine", "synthmatch.bridge.engine_tensorrt:build_main",  # "build" is its only action
                 "TensorRT engines ahead of time (no GPU needed for tensorrt-rtx)")
     esub = p.add_subparsers(dest="engine_command", required=True, metavar="ACTION")
     e = esub.add_parser("build", help="build and cache a model's engine (the daemon then starts without building)",
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cache-dir", help="default: $SYNTHMATCH_CACHE or ~/.cache/synthmatch, then tensorrt/")
     e.add_argument("--rebuild", action="store_true", help="build even when a valid cached engine exists")
 
-    p = command("bridge", "bridge.daemon:main",
+    p = command("bridge", "synthmatch.bridge.daemon:main",
                 "listen to an audio input, infer the 16 parameters, send them as MIDI CC / OSC")
     p.add_argument("--config", help="daemon TOML (default: configs/bridge.toml)")
     p.add_argument("--input", help='device-name substring, or "file:PATH" to play a file through the daemon')
@@ -234,7 +234,7 @@ def _resolve(handler):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from bridge.contract import ContractError
+    from synthmatch.bridge.contract import ContractError
 
     try:
         return _resolve(args.handler)(args) or 0
@@ -248,6 +248,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     # `python -m bridge.cli ...` (e.g. under torchrun): call the module as imported by name, so the
     # UsageError that handlers import from bridge.cli is the class main() catches (not __main__'s copy).
-    from bridge.cli import main as _main
+    from synthmatch.bridge.cli import main as _main
 
     sys.exit(_main())

@@ -22,12 +22,12 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from bridge import tomlfile
-from bridge.audio import InputSettings
-from bridge.cli import UsageError
-from bridge.contract import CONFIG_DIR
-from bridge.notes import NoteSettings
-from bridge.onset import OnsetSettings
+from synthmatch.bridge import tomlfile
+from synthmatch.bridge.audio import InputSettings
+from synthmatch.bridge.cli import UsageError
+from synthmatch.bridge.contract import CONFIG_DIR
+from synthmatch.bridge.notes import NoteSettings
+from synthmatch.bridge.onset import OnsetSettings
 
 DEFAULT_CONFIG = CONFIG_DIR / "bridge.toml"
 DEFAULT_MODEL = "models/default.onnx"  # relative paths: the working directory, else the repository root
@@ -96,7 +96,7 @@ class PrintSettings:
 
 
 def _output_types():
-    from bridge import sinks
+    from synthmatch.bridge import sinks
 
     return sinks
 
@@ -237,7 +237,7 @@ def from_dict(data: dict, contract=None) -> BridgeConfig:
     out_raw = data.pop("output", {})
     cfg = build(BridgeConfig, data, "")
     if contract is None:
-        from bridge import contract as contract_mod
+        from synthmatch.bridge import contract as contract_mod
 
         contract = contract_mod.load(resolve_path(cfg.contract) if cfg.contract else None)
     if not isinstance(out_raw, dict):
@@ -272,7 +272,7 @@ def _cc_by_name(midi: dict, contract) -> dict:
 def validate(cfg: BridgeConfig, contract=None) -> None:
     """Cross-field checks; the sinks validate their own sections against the contract."""
     if contract is None:
-        from bridge import contract as contract_mod
+        from synthmatch.bridge import contract as contract_mod
 
         contract = contract_mod.load(resolve_path(cfg.contract) if cfg.contract else None)
     if cfg.mode not in MODES:
@@ -336,7 +336,8 @@ def _in_range(key: str, v: float, lo: float, hi: float, low_open: bool = False, 
 
 
 def resolve_path(path: str) -> Path:
-    """A relative path from the config: as given if it exists from here, else under the repository root."""
+    """A relative path from the config: as given if it exists from here, else beside configs/ (the
+    repository root in a checkout, the installed synthmatch package in a wheel: models/default.onnx)."""
     p = Path(path)
     if p.is_absolute() or p.exists():
         return p

@@ -14,12 +14,15 @@ import hashlib
 import json
 import math
 from dataclasses import MISSING, asdict, dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bridge import tomlfile
+from synthmatch.bridge import tomlfile
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# configs/ as package data (synthmatch.configs): the repository's folder in a checkout, the installed
+# copy in a wheel. Never zipped, so a plain path.
+CONFIG_DIR = Path(str(resources.files("synthmatch.configs")))
 DEFAULT_CONTRACT = CONFIG_DIR / "contract.toml"
 
 PARAM_NAMES = (

@@ -239,7 +239,7 @@ class ControlServer:
         try:
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         except OSError as e:
-            from bridge.cli import UsageError
+            from synthmatch.bridge.cli import UsageError
 
             raise UsageError(f"control server: cannot create a UDP socket ({e}); set control.enabled = false "
                              "to run without remote control") from None
@@ -384,7 +384,7 @@ class ControlServer:
 
 def _listen_error(host: str, port: int, e: Exception):
     """The UsageError for a control address that cannot be bound, with advice that fits the cause."""
-    from bridge.cli import UsageError
+    from synthmatch.bridge.cli import UsageError
 
     if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
         fix = "another program (or a second synthmatch bridge) uses it: set control.port to a free port"
@@ -415,7 +415,7 @@ class MidiTrigger:
     def __init__(self, commands: CommandQueue, port: str = "", note: int | None = None, cc: int | None = 64,
                  channel: int = 0, api: str = "auto", virtual: str = "trigger_in",
                  client_name: str = "synthmatch-trigger", retry_s: float = 1.0):
-        from bridge import midiports
+        from synthmatch.bridge import midiports
 
         if (note is None) == (cc is None):
             raise ValueError("MidiTrigger: give exactly one of note or cc")
@@ -439,7 +439,7 @@ class MidiTrigger:
     def _open(self) -> None:
         import rtmidi
 
-        from bridge import midiports
+        from synthmatch.bridge import midiports
 
         rt = midiports.new_client("in", self.api, self.client_name)
         try:
@@ -494,7 +494,7 @@ class MidiTrigger:
         """Reopen a lost port (JACK server restarted, controller unplugged); cheap, call it every loop."""
         import rtmidi
 
-        from bridge import midiports
+        from synthmatch.bridge import midiports
 
         now = time.monotonic()
         if self._rt is not None:
@@ -518,7 +518,7 @@ class MidiTrigger:
             self._retry_at = now + self.retry_s
 
     def close(self) -> None:
-        from bridge import midiports
+        from synthmatch.bridge import midiports
 
         self._closed.set()
         if self._reader is not None:

@@ -36,11 +36,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bridge.audio import Converter, open_source
-from bridge.engine import output_problem
-from bridge.notes import NoteStage
-from bridge.onset import OnsetDetector, rms_dbfs
-from bridge.ring import Ring
+from synthmatch.bridge.audio import Converter, open_source
+from synthmatch.bridge.engine import output_problem
+from synthmatch.bridge.notes import NoteStage
+from synthmatch.bridge.onset import OnsetDetector, rms_dbfs
+from synthmatch.bridge.ring import Ring
 
 log = logging.getLogger("synthmatch.bridge")
 
@@ -99,7 +99,7 @@ class Daemon:
         self.sr = contract.audio.sample_rate
         self.n = contract.audio.num_samples
         if commands is None:
-            from bridge.control import CommandQueue
+            from synthmatch.bridge.control import CommandQueue
 
             commands = CommandQueue()
         self.commands = commands  # bridge.control.CommandQueue: get() -> ControlCommand | None
@@ -351,7 +351,7 @@ class Daemon:
 
     def _emit(self, values: np.ndarray, t_audio: float, mode: str, notes: dict[str, Any] | None = None) -> float:
         """Hand one update to every sink -> the time it was handed over. notes: Update's note fields."""
-        from bridge.sinks import Update
+        from synthmatch.bridge.sinks import Update
 
         u = Update(values=[float(v) for v in values], t_audio=t_audio, t_infer_done=time.monotonic(), mode=mode,
                    **(notes or {}))
@@ -376,7 +376,7 @@ class Daemon:
         held = self.notes.tracker.held
         if not self.notes.tracker.end():
             return
-        from bridge.sinks import Update
+        from synthmatch.bridge.sinks import Update
 
         for s in self.sinks:
             try:
@@ -521,8 +521,8 @@ def _r(x: float | None) -> float | None:
 
 def config_from_args(args):
     """Config file + CLI flags -> BridgeConfig (flags win)."""
-    from bridge import config as config_mod
-    from bridge.cli import UsageError
+    from synthmatch.bridge import config as config_mod
+    from synthmatch.bridge.cli import UsageError
 
     over: dict[str, Any] = {}
     for item in args.set or []:
@@ -562,8 +562,8 @@ def config_from_args(args):
 
 
 def _open_engine(cfg, contract):
-    from bridge.config import resolve_path
-    from bridge.engine import ContractMismatch, load_engine
+    from synthmatch.bridge.config import resolve_path
+    from synthmatch.bridge.engine import ContractMismatch, load_engine
 
     # refining: the search takes a core, so by default inference keeps to the other one (on 2 cores,
     # snapshot latency p50 16.8 ms with two ONNX Runtime threads beside the search, 8.9 ms with one)
@@ -578,7 +578,7 @@ def _open_engine(cfg, contract):
                                "with: contract = \"PATH\" in the config, or --set contract='\"PATH\"'") from None
     m = engine.meta
     if m.sample_rate != contract.audio.sample_rate or m.num_samples != contract.audio.num_samples:
-        from bridge.cli import UsageError
+        from synthmatch.bridge.cli import UsageError
 
         raise UsageError(f"{cfg.model}: model expects {m.num_samples} samples at {m.sample_rate} Hz, the "
                          f"contract {contract.audio.num_samples} at {contract.audio.sample_rate} Hz")
@@ -587,7 +587,7 @@ def _open_engine(cfg, contract):
 
 def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
     """Start the OSC control server and the MIDI footswitch if enabled; objects with close()."""
-    from bridge import control
+    from synthmatch.bridge import control
 
     out: list = []
     if cfg.control.enabled:
@@ -597,8 +597,8 @@ def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
     if fs.enabled:
         import rtmidi
 
-        from bridge.cli import UsageError
-        from bridge.midiports import MidiPortError
+        from synthmatch.bridge.cli import UsageError
+        from synthmatch.bridge.midiports import MidiPortError
 
         try:
             out.append(control.MidiTrigger(commands, port=fs.port, cc=fs.cc, channel=fs.channel, api=fs.api))
@@ -661,9 +661,9 @@ def _closer(stack: contextlib.ExitStack, obj) -> None:
 def _open_sinks(cfg, contract) -> list:
     import rtmidi
 
-    from bridge.cli import UsageError
-    from bridge.midiports import MidiPortError
-    from bridge.sinks import build_sinks
+    from synthmatch.bridge.cli import UsageError
+    from synthmatch.bridge.midiports import MidiPortError
+    from synthmatch.bridge.sinks import build_sinks
 
     try:
         return build_sinks(cfg.output, contract)
@@ -673,9 +673,9 @@ def _open_sinks(cfg, contract) -> list:
 
 
 def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: list) -> int:
-    from bridge import contract as contract_mod
-    from bridge.config import resolve_path
-    from bridge.control import CommandQueue
+    from synthmatch.bridge import contract as contract_mod
+    from synthmatch.bridge.config import resolve_path
+    from synthmatch.bridge.control import CommandQueue
 
     cfg = config_from_args(args)
     logging.basicConfig(level=getattr(logging, cfg.log.level.upper()), stream=sys.stderr,
@@ -689,8 +689,8 @@ def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: l
 
     refiner = None
     if cfg.refine.passes:  # also in continuous mode: the control server may switch to trigger later
-        from bridge.cli import UsageError
-        from bridge.refiner import Refiner, RefinerError
+        from synthmatch.bridge.cli import UsageError
+        from synthmatch.bridge.refiner import Refiner, RefinerError
 
         try:
             refiner = Refiner(contract, cfg.refine.passes, cfg.refine.threads)

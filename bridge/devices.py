@@ -35,7 +35,7 @@ def audio_inputs() -> tuple[list[dict], str | None]:
 
 def midi_ports() -> dict[str, dict[str, list[str] | str]]:
     """{api: {"outputs": [...], "inputs": [...]}} or {api: {"error": why}} for each compiled API."""
-    from bridge import midiports
+    from synthmatch.bridge import midiports
 
     result: dict[str, dict] = {}
     for api in midiports.compiled_apis():

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.contract import Contract
-from bridge.modelfile import (INPUT_NAME, NOTE_NAME, OUTPUT_NAME, ContractMismatch, ModelError, ModelMeta, check_contract,
+from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.modelfile import (INPUT_NAME, NOTE_NAME, OUTPUT_NAME, ContractMismatch, ModelError, ModelMeta, check_contract,
                               read_meta)
 
 __all__ = ["BACKENDS", "Engine", "OnnxRuntimeEngine", "BackendError", "BackendUnavailable", "ModelError",
@@ -182,7 +182,7 @@ def _open_tensorrt(path: Path, meta: ModelMeta, cache_dir: Path | None = None, f
     if nvidia_driver_absent():
         aot = " (its engines can still be built ahead of time: synthmatch engine build)" if "rtx" in flavour else ""
         raise BackendUnavailable(f"{flavour}: no NVIDIA GPU driver on this machine{aot}")
-    from bridge import engine_tensorrt
+    from synthmatch.bridge import engine_tensorrt
 
     return engine_tensorrt.TensorRTEngine(path, meta, cache_dir=cache_dir or default_cache_dir() / "tensorrt",
                                           flavour=flavour)
@@ -195,7 +195,7 @@ def _open_tensorrt_rtx(path: Path, meta: ModelMeta, **options) -> Engine:
 def _open_cuda(path: Path, meta: ModelMeta, **_) -> Engine:
     if nvidia_driver_absent():
         raise BackendUnavailable("cuda: no NVIDIA GPU driver on this machine")
-    from bridge import engine_cuda
+    from synthmatch.bridge import engine_cuda
 
     return engine_cuda.TorchEngine(path, meta, device="cuda")
 
@@ -245,7 +245,7 @@ def load_engine(path: str | Path, backend: str = "auto", contract: Contract | No
     path = Path(path)
     meta = read_meta(path)
     if contract is None:
-        from bridge import contract as contract_mod
+        from synthmatch.bridge import contract as contract_mod
 
         contract = contract_mod.default()
     check_contract(meta, contract)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.engine import MAX_BATCH, BackendError, BackendUnavailable, Engine
-from bridge.modelfile import WEIGHTS_FORMAT, ModelError, ModelMeta
+from synthmatch.bridge.engine import MAX_BATCH, BackendError, BackendUnavailable, Engine
+from synthmatch.bridge.modelfile import WEIGHTS_FORMAT, ModelError, ModelMeta
 
 PRECISIONS = ("fp16", "bf16", "fp32")
 
@@ -49,7 +49,7 @@ def load_weights(onnx_path: Path, meta: ModelMeta):
 
 def contract_from_meta(meta: ModelMeta):
     """A Contract equivalent (for model building) to the one the model was exported with."""
-    from bridge import contract as contract_mod
+    from synthmatch.bridge import contract as contract_mod
 
     c = contract_mod.default()
     if c.hash == meta.contract_hash:
@@ -89,7 +89,7 @@ class TorchEngine(Engine):
             raise BackendUnavailable(f"cuda: torch {torch.__version__} sees no CUDA GPU "
                                      f"(torch.cuda.is_available() is False)")
         w = load_weights(Path(path), meta)
-        from training.models import build_model
+        from synthmatch.training.models import build_model
 
         try:
             model = build_model(w["model_config"], contract_from_meta(meta))

@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bridge.atomic import write_atomic
-from bridge.engine import MAX_BATCH, BackendError, BackendUnavailable, Engine, default_cache_dir
-from bridge.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, ModelError, ModelMeta, read_meta, synthmatch_version
+from synthmatch.bridge.atomic import write_atomic
+from synthmatch.bridge.engine import MAX_BATCH, BackendError, BackendUnavailable, Engine, default_cache_dir
+from synthmatch.bridge.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, ModelError, ModelMeta, read_meta, synthmatch_version
 
 CHECK_RTX = False  # mypy only (--always-true/--always-false CHECK_RTX): which flavour `trt` names below
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ def _dtype_name(dtype: Any) -> str:
 
 def expected_io(meta: ModelMeta) -> dict[str, list[tuple[str, tuple[int, ...], str]]]:
     """What the model's embedded contract says the graph takes and returns (dynamic batch)."""
-    inputs = [(INPUT_NAME, (-1, meta.num_samples), "float32")]
+    inputs: list[tuple[str, tuple[int, ...], str]] = [(INPUT_NAME, (-1, meta.num_samples), "float32")]
     if meta.takes_note:
         inputs.append((NOTE_NAME, (-1,), "float32"))
     return {"inputs": inputs, "outputs": [(OUTPUT_NAME, (-1, meta.num_params), "float32")]}
@@ -372,7 +372,7 @@ def build_main(args: Any) -> int:
 
 
 def _gpu_if_any() -> Gpu | None:
-    from bridge.engine import nvidia_driver_absent
+    from synthmatch.bridge.engine import nvidia_driver_absent
 
     if nvidia_driver_absent():
         return None

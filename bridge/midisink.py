@@ -34,9 +34,9 @@ from typing import Sequence
 import mido
 import rtmidi
 
-from bridge import midiports
-from bridge.midiports import MidiPortError
-from bridge.sinks import MidiSinkConfig, SinkStats, Update, as_update, checked_values, validate_midi
+from synthmatch.bridge import midiports
+from synthmatch.bridge.midiports import MidiPortError
+from synthmatch.bridge.sinks import MidiSinkConfig, SinkStats, Update, as_update, checked_values, validate_midi
 
 log = logging.getLogger("synthmatch.midi")
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bridge import notenorm
-from bridge.pitch import NoteEstimate, PitchSettings, detect
+from synthmatch.bridge import notenorm
+from synthmatch.bridge.pitch import NoteEstimate, PitchSettings, detect
 
 log = logging.getLogger("synthmatch.notes")
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.childproc import die_with_parent
+from synthmatch.bridge.childproc import die_with_parent
 
 log = logging.getLogger("synthmatch.refiner")
 
@@ -72,8 +72,8 @@ def _serve(requests, results, contract, passes: int, threads: int, parent: int) 
         import torch
 
         torch.set_num_threads(threads)
-        from training.refine import RefineConfig, refine
-        from training.synth import ReferenceSynth
+        from synthmatch.training.refine import RefineConfig, refine
+        from synthmatch.training.synth import ReferenceSynth
 
         cfg, synth = RefineConfig(passes=passes), ReferenceSynth(contract)
     except Exception as e:  # noqa: BLE001 - reported to the parent, which explains it

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import IO, Any, Protocol, Sequence
 
-from bridge.cli import UsageError
+from synthmatch.bridge.cli import UsageError
 
 log = logging.getLogger("synthmatch.sinks")
 
@@ -170,7 +170,7 @@ def resolve_ccs(cfg: MidiSinkConfig, contract) -> list[int]:
 
 def validate_midi(cfg: MidiSinkConfig, contract, where: str = "output.midi") -> list[int]:
     """Checks channel, resolution, api and CC numbers/collisions; returns the CC list."""
-    from bridge.midiports import APIS
+    from synthmatch.bridge.midiports import APIS
 
     if not 1 <= cfg.channel <= 16:
         raise SinkConfigError(f"{where}.channel = {cfg.channel}: MIDI channels are 1..16")
@@ -253,7 +253,7 @@ def validate_outputs(out: OutputSettings, contract) -> None:
 
 def build_sinks(out: OutputSettings, contract) -> list[Sink]:
     """The enabled sinks, opened (a MIDI port that cannot be found raises MidiPortError here)."""
-    from bridge.midisink import MidiCCSink
+    from synthmatch.bridge.midisink import MidiCCSink
 
     sinks: list[Sink] = []
     if out.midi.enabled:

@@ -42,8 +42,8 @@ def cpu_s() -> float:
 def tiny_model(folder: Path, contract) -> Path:
     import torch
 
-    from training.export import export_model
-    from training.models import build_model, resolve_config
+    from synthmatch.training.export import export_model
+    from synthmatch.training.models import build_model, resolve_config
 
     cfg = resolve_config("ast-tiny")
     torch.manual_seed(0)
@@ -58,8 +58,8 @@ def test_signal(contract, seconds: float = 8.0, sr: int = 48000) -> np.ndarray:
     import soxr
     import torch
 
-    from training.sampling import sample_params
-    from training.synth import ReferenceSynth
+    from synthmatch.training.sampling import sample_params
+    from synthmatch.training.synth import ReferenceSynth
 
     v = torch.as_tensor(np.array(sample_params(contract, 5, np.arange(4)), dtype=np.float32))
     notes = ReferenceSynth(contract).render(v).numpy()
@@ -81,11 +81,11 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds before the first memory reading")
     args = ap.parse_args()
 
-    from bridge import config, contract as contract_mod
-    from bridge.audio import open_source
-    from bridge.daemon import Daemon
-    from bridge.engine import load_engine
-    from bridge.sinks import build_sinks
+    from synthmatch.bridge import config, contract as contract_mod
+    from synthmatch.bridge.audio import open_source
+    from synthmatch.bridge.daemon import Daemon
+    from synthmatch.bridge.engine import load_engine
+    from synthmatch.bridge.sinks import build_sinks
 
     c = contract_mod.default()
     tmp = Path(tempfile.mkdtemp(prefix="bench-bridge-"))

@@ -45,8 +45,8 @@ def export_random(name: str, out_dir: Path, contract, spread: bool = True, seed:
     import torch
     from torch import nn
 
-    from training.export import export_model
-    from training.models import build_model, resolve_config
+    from synthmatch.training.export import export_model
+    from synthmatch.training.models import build_model, resolve_config
 
     cfg = resolve_config(name)
     with torch.random.fork_rng():
@@ -87,8 +87,8 @@ def time_engine(engine, contract, runs: int, iters: int, iters32: int, batch: in
 
 def open_backend(path: Path, backend: str, contract, threads: int | None, cache_dir: Path):
     """(engine, None) or (None, reason) for one explicitly named backend."""
-    from bridge.engine import load_engine
-    from bridge.modelfile import ModelError
+    from synthmatch.bridge.engine import load_engine
+    from synthmatch.bridge.modelfile import ModelError
 
     try:
         return load_engine(path, backend, contract=contract, threads=threads, cache_dir=cache_dir), None
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-default", action="store_true", help="skip models/default.onnx")
     args = ap.parse_args(argv)
 
-    from bridge import contract as contract_mod
+    from synthmatch.bridge import contract as contract_mod
 
     contract = contract_mod.default()
     report: dict = {"machine": machine(), "results": []}

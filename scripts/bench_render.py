@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from bridge import contract as contract_mod
-from training.sampling import sample_params
-from training.synth import ReferenceSynth
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.training.sampling import sample_params
+from synthmatch.training.synth import ReferenceSynth
 
 
 def median_seconds(fn, repeats: int, sync=lambda: None) -> float:

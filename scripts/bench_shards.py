@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bridge import contract as contract_mod
-from training.data import Renderer
-from training.frontend import LogMel
-from training.shards import INT16_SCALE
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.training.data import Renderer
+from synthmatch.training.frontend import LogMel
+from synthmatch.training.shards import INT16_SCALE
 
 
 def main() -> None:

@@ -26,9 +26,9 @@ import time
 import torch
 from torch import nn
 
-from bridge import contract as contract_mod
-from training.data import OnTheFly
-from training.models import MODEL_CONFIGS, build_model, count_params
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.training.data import OnTheFly
+from synthmatch.training.models import MODEL_CONFIGS, build_model, count_params
 
 
 def _sync(device: torch.device) -> None:

@@ -30,12 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge import contract as contract_mod  # noqa: E402
-from training.sampling import sample_params  # noqa: E402
-from training.shards import render_dataset  # noqa: E402
-from training.synths import SynthSpec  # noqa: E402
-from training.synths import profile as profile_mod  # noqa: E402
-from training.synths.vst3 import Vst3Synth  # noqa: E402
+from synthmatch.bridge import contract as contract_mod  # noqa: E402
+from synthmatch.training.sampling import sample_params  # noqa: E402
+from synthmatch.training.shards import render_dataset  # noqa: E402
+from synthmatch.training.synths import SynthSpec  # noqa: E402
+from synthmatch.training.synths import profile as profile_mod  # noqa: E402
+from synthmatch.training.synths.vst3 import Vst3Synth  # noqa: E402
 
 
 def _median_time(fn, repeats: int) -> float:

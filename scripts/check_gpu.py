@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                           "note": "nothing to check; GPU backends are skipped on this machine"}, indent=2))
         return 0
 
-    from bridge import contract as contract_mod
-    from bridge.engine import OnnxRuntimeEngine
-    from bridge.modelfile import read_meta
+    from synthmatch.bridge import contract as contract_mod
+    from synthmatch.bridge.engine import OnnxRuntimeEngine
+    from synthmatch.bridge.modelfile import read_meta
 
     contract = contract_mod.default()
     audio = test_audio(contract, 16, seed=5)

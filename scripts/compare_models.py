@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from bridge import contract as contract_mod
-from bridge.contract import CONFIG_DIR
-from training import train
-from training.checkpoint import load_model
-from training.data import cached_split
-from training.evaluate import PAPER, evaluate
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.contract import CONFIG_DIR
+from synthmatch.training import train
+from synthmatch.training.checkpoint import load_model
+from synthmatch.training.data import cached_split
+from synthmatch.training.evaluate import PAPER, evaluate
 
 
 def train_config(name: str, args: argparse.Namespace) -> train.TrainConfig:

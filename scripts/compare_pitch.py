@@ -36,7 +36,7 @@ def _median_midi(f0: np.ndarray) -> float | None:
 
 
 def ours(x):
-    from bridge.pitch import detect
+    from synthmatch.bridge.pitch import detect
 
     e = detect(x, SR)
     return e.midi if e.voiced else None
@@ -120,8 +120,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.libs:
         sys.path.append(args.libs)  # after the venv's own numpy
-    from bridge import contract as contract_mod
-    from training.notesets import gm_notes, lead_patches, random_notes, render_at
+    from synthmatch.bridge import contract as contract_mod
+    from synthmatch.training.notesets import gm_notes, lead_patches, random_notes, render_at
     from eval_ood import INSTRUMENTS  # noqa: E402  (on sys.path via training.notesets)
 
     c = contract_mod.default()

@@ -18,11 +18,11 @@ import json
 import numpy as np
 import torch
 
-from bridge import contract as contract_mod
-from bridge.engine import load_engine
-from training.data import cached_split
-from training.evaluate import _spectral, predict, rerender
-from training.match import DEFAULT_MODEL
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.engine import load_engine
+from synthmatch.training.data import cached_split
+from synthmatch.training.evaluate import _spectral, predict, rerender
+from synthmatch.training.match import DEFAULT_MODEL
 
 PITCHES = ("osc1_pitch", "osc2_pitch", "osc3_pitch")
 

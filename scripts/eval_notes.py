@@ -38,9 +38,9 @@ GM_NOTES = [36, 43, 48, 55, 60, 67, 72, 79, 84]
 
 
 def detection(c, args) -> dict:
-    from bridge.pitch import detect
+    from synthmatch.bridge.pitch import detect
     from eval_ood import INSTRUMENTS
-    from training.notesets import gm_notes, lead_patches, random_notes, render_at
+    from synthmatch.training.notesets import gm_notes, lead_patches, random_notes, render_at
 
     notes = random_notes(args.seed, args.patches)
     audio = render_at(c, lead_patches(c, args.seed, args.patches, notes), notes)
@@ -59,8 +59,8 @@ def detection(c, args) -> dict:
 
 
 def latency(c, engine, windows: np.ndarray, repeats: int) -> dict:
-    from bridge import notenorm
-    from bridge.pitch import detect
+    from synthmatch.bridge import notenorm
+    from synthmatch.bridge.pitch import detect
 
     sr = c.audio.sample_rate
     t_det, t_inf, t_all = [], [], []
@@ -85,10 +85,10 @@ def latency(c, engine, windows: np.ndarray, repeats: int) -> dict:
 
 
 def mse_at_notes(c, engine, args) -> dict:
-    from bridge import notenorm
-    from bridge.pitch import detect
-    from training.notesets import random_notes, render_at
-    from training.sampling import sample_params
+    from synthmatch.bridge import notenorm
+    from synthmatch.bridge.pitch import detect
+    from synthmatch.training.notesets import random_notes, render_at
+    from synthmatch.training.sampling import sample_params
 
     v = sample_params(c, args.seed + 1, range(args.count)).astype(np.float32)
     notes = random_notes(args.seed + 2, args.count)
@@ -137,11 +137,11 @@ def main() -> None:
     ap.add_argument("--no-fluidr3", action="store_true", help="skip the FluidR3 notes (no fluidsynth)")
     args = ap.parse_args()
 
-    from bridge import contract as contract_mod
-    from bridge.engine import load_engine
-    from bridge.modelfile import read_meta
-    from training.notesets import random_notes, render_at
-    from training.sampling import sample_params
+    from synthmatch.bridge import contract as contract_mod
+    from synthmatch.bridge.engine import load_engine
+    from synthmatch.bridge.modelfile import read_meta
+    from synthmatch.training.notesets import random_notes, render_at
+    from synthmatch.training.sampling import sample_params
 
     c = contract_mod.default()
     meta = read_meta(args.model)

@@ -24,12 +24,12 @@ import mido
 import numpy as np
 import torch
 
-from bridge import audiofile, contract as contract_mod
-from training.match import DEFAULT_MODEL, aligned_window, predict
-from training.metrics import multiscale_spectral_distance, spectral_convergence
-from training.refine import RefineConfig, refine
-from training.sampling import mean_patch, sample_params
-from training.synth import ReferenceSynth
+from synthmatch.bridge import audiofile, contract as contract_mod
+from synthmatch.training.match import DEFAULT_MODEL, aligned_window, predict
+from synthmatch.training.metrics import multiscale_spectral_distance, spectral_convergence
+from synthmatch.training.refine import RefineConfig, refine
+from synthmatch.training.sampling import mean_patch, sample_params
+from synthmatch.training.synth import ReferenceSynth
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 INSTRUMENTS = {  # GM program numbers, 0-based

@@ -9,10 +9,10 @@ import json
 
 import torch
 
-from bridge import contract as contract_mod
-from training.frontend import LogMel
-from training.sampling import sample_params
-from training.synth import ReferenceSynth
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.training.frontend import LogMel
+from synthmatch.training.sampling import sample_params
+from synthmatch.training.synth import ReferenceSynth
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ threads=${THREADS:-1}; parallel=${PARALLEL:-2}; device=${DEVICE:-cpu}
 val_size=${VAL_SIZE:-512}; test_size=${TEST_SIZE:-1024}; val_every=${VAL_EVERY:-250}
 py=${PYTHON:-.venv/bin/python}
 mkdir -p "$runs" "$out"
-export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=$threads
+export OMP_NUM_THREADS=$threads
 
 spec() {  # a run name -> its model table
   case $1 in
@@ -34,8 +34,8 @@ spec() {  # a run name -> its model table
   esac
 }
 
-[[ -f $data/manifest.json ]] && $py -m bridge.cli dataset verify "$data" >/dev/null 2>&1 ||
-  $py -m bridge.cli dataset render --count "$count" --out "$data" --store audio --workers "${WORKERS:-2}"
+[[ -f $data/manifest.json ]] && $py -m synthmatch.bridge.cli dataset verify "$data" >/dev/null 2>&1 ||
+  $py -m synthmatch.bridge.cli dataset render --count "$count" --out "$data" --store audio --workers "${WORKERS:-2}"
 
 train() {
   local m=$1 dir=$runs/$1
@@ -61,10 +61,10 @@ workers = 0
 plot = true
 TOML
   local resume=""; [[ -f $dir/last.pt ]] && resume="--resume"
-  $py -m bridge.cli train --config "$dir/train.toml" --out "$dir" --device "$device" $resume > "$dir/train.log" 2>&1
+  $py -m synthmatch.bridge.cli train --config "$dir/train.toml" --out "$dir" --device "$device" $resume > "$dir/train.log" 2>&1
   local ckpt="$dir/best.pt"; [[ -f $ckpt ]] || ckpt="$dir/last.pt"
-  $py -m bridge.cli export --checkpoint "$ckpt" --out "$out/$m.onnx" > "$dir/export.log" 2>&1
-  $py -m bridge.cli eval --model "$out/$m.onnx" --split test --size "$test_size" --out "$dir/eval-test" \
+  $py -m synthmatch.bridge.cli export --checkpoint "$ckpt" --out "$out/$m.onnx" > "$dir/export.log" 2>&1
+  $py -m synthmatch.bridge.cli eval --model "$out/$m.onnx" --split test --size "$test_size" --out "$dir/eval-test" \
     > "$dir/eval.log" 2>&1
   tail -n 1 "$dir/eval.log"
 }

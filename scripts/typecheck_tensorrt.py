@@ -84,6 +84,16 @@ def prepare_rtx(dest: Path) -> None:
     pkg.write_text("from tensorrt_rtx_bindings.tensorrt_rtx import *\n__version__: str\n")
 
 
+def package_view(dest: Path) -> Path:
+    """dest/synthmatch/{bridge,training} -> the repository's folders (symlinks): the installed layout,
+    which mypy cannot derive from pyproject's package-dir mapping. Returns the directory for MYPYPATH."""
+    pkg = dest / "view" / "synthmatch"
+    pkg.mkdir(parents=True)
+    for name in ("bridge", "training"):
+        (pkg / name).symlink_to(ROOT / name, target_is_directory=True)
+    return pkg.parent
+
+
 def main(argv: list[str]) -> int:
     files = argv or ["bridge/engine_tensorrt.py"]
     if importlib.util.find_spec("mypy") is None:
@@ -95,12 +105,14 @@ def main(argv: list[str]) -> int:
         except FileNotFoundError as e:
             print(e, file=sys.stderr)
             return 3
-        env = {**os.environ, "MYPYPATH": str(stubs)}
+        view = package_view(Path(tmp))
+        env = {**os.environ, "MYPYPATH": f"{stubs}{os.pathsep}{view}"}
+        files = [str(view / "synthmatch" / Path(f).resolve().relative_to(ROOT)) for f in files]  # as installed
         for switch, flavour in (("--always-false", "tensorrt"), ("--always-true", "tensorrt-rtx")):
             print(f"mypy, shared code as {flavour}:", flush=True)
             cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-                   f"{switch}=CHECK_RTX", *files]
-            rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+                   "--explicit-package-bases", f"{switch}=CHECK_RTX", *files]
+            rc = subprocess.run(cmd, cwd=view, env=env).returncode  # not ROOT: its bridge/ is no top-level package
             if rc:
                 return rc
         return 0

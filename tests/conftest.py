@@ -10,9 +10,9 @@ def tiny_onnx(tmp_path_factory):
     """Path of an exported "ast-tiny" model (random weights, seed 0) for the repository contract, with its
     model.pt beside it. Exported once per test session (a few seconds); treat the files as read-only."""
     torch = pytest.importorskip("torch")
-    from bridge import contract
-    from training.export import export_model
-    from training.models import build_model, resolve_config
+    from synthmatch.bridge import contract
+    from synthmatch.training.export import export_model
+    from synthmatch.training.models import build_model, resolve_config
 
     c = contract.default()
     cfg = resolve_config("ast-tiny")
@@ -28,9 +28,9 @@ def tiny_onnx(tmp_path_factory):
 def tiny_notes_onnx(tmp_path_factory):
     """Path of an exported small "ast-tiny-notes" model (told the note; random weights, seed 0)."""
     torch = pytest.importorskip("torch")
-    from bridge import contract
-    from training.export import export_model
-    from training.models import build_model, resolve_config
+    from synthmatch.bridge import contract
+    from synthmatch.training.export import export_model
+    from synthmatch.training.models import build_model, resolve_config
 
     c = contract.default()
     cfg = resolve_config({"base": "ast-tiny-notes", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32})

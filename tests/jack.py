@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import IO, Callable
 
-from bridge import midiports
+from synthmatch.bridge import midiports
 
 JACK_TOOLS = ("jackd", "jack_lsp", "jack_connect", "jack_midi_dump")
 

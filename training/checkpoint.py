@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from bridge import contract as contract_mod
-from bridge.atomic import write_atomic
-from bridge.cli import UsageError
-from bridge.contract import Contract
-from training.models import ModelConfig, build_model
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.atomic import write_atomic
+from synthmatch.bridge.cli import UsageError
+from synthmatch.bridge.contract import Contract
+from synthmatch.training.models import ModelConfig, build_model
 
 FORMAT = "synthmatch-checkpoint"
 VERSION = 1
@@ -109,7 +109,7 @@ def save_checkpoint(path: str | Path, *, model: nn.Module, model_config: ModelCo
     """Write a checkpoint atomically (tmp file in the same directory, fsync, os.replace). Returns path.
     synth: the data's synth identity; None: that of train_config's `data` (a shard dataset's manifest),
     "reference" for on-the-fly data."""
-    from training.synths import dataset_identity
+    from synthmatch.training.synths import dataset_identity
 
     path = Path(path)
     if synth is None:

@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bridge.atomic import write_atomic
-from bridge.contract import Contract
-from training.sampling import PresetSampling, sample_notes, sample_params, sampling_fingerprint
-from training.synth import ReferenceSynth
+from synthmatch.bridge.atomic import write_atomic
+from synthmatch.bridge.contract import Contract
+from synthmatch.training.sampling import PresetSampling, sample_notes, sample_params, sampling_fingerprint
+from synthmatch.training.synth import ReferenceSynth
 
 RENDER_GROUP = 8  # CPU render unit (examples); 8 is as fast per example as 32 on one or two threads
 SPLIT_SEEDS = {"val": 1_000_003, "test": 2_000_003}  # far from the small seeds used for training

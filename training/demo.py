@@ -24,15 +24,15 @@ AUDIBLE_DBFS = -24.0  # peak level a demo patch must reach: well above the daemo
 
 
 def main(args) -> int:
-    from bridge.outpaths import writable_dir
+    from synthmatch.bridge.outpaths import writable_dir
 
     out = writable_dir(args.out_dir, "--out-dir")  # before rendering anything
     import torch
 
-    from bridge import audiofile, contract as contract_mod
-    from training import match as match_mod
-    from training.sampling import sample_params
-    from training.synth import ReferenceSynth
+    from synthmatch.bridge import audiofile, contract as contract_mod
+    from synthmatch.training import match as match_mod
+    from synthmatch.training.sampling import sample_params
+    from synthmatch.training.synth import ReferenceSynth
 
     c = contract_mod.default()
     synth = ReferenceSynth(c)
@@ -69,7 +69,7 @@ def main(args) -> int:
     gap = np.zeros(sr // 2, dtype=np.float32)
     performance = np.concatenate([np.concatenate([a, gap]) for a in audio])
     audiofile.write(out / "performance.wav", performance, sr)
-    cmd = [sys.executable, "-m", "bridge.cli", "bridge", "--input", f"file:{out / 'performance.wav'}",
+    cmd = [sys.executable, "-m", "synthmatch.bridge.cli", "bridge", "--input", f"file:{out / 'performance.wav'}",
            "--fast", "--print", "--mode", "trigger"]
     print(f"\n3. streaming three notes through the daemon:\n   synthmatch {shlex.join(cmd[3:])}")
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

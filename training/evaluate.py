@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bridge.contract import Contract
-from training import metrics
-from training.data import DEFAULT_SPLIT_SIZES, RENDER_GROUP, cached_split, split_seed
-from training.synth import ReferenceSynth
+from synthmatch.bridge.contract import Contract
+from synthmatch.training import metrics
+from synthmatch.training.data import DEFAULT_SPLIT_SIZES, RENDER_GROUP, cached_split, split_seed
+from synthmatch.training.synth import ReferenceSynth
 
 PAPER = {  # Bruford et al., DAFx 2024, test set of Massive patches: param MSE, spectral convergence
     "ast": {"param_mse": 0.031, "spectral_convergence": 0.616},
@@ -100,7 +100,7 @@ def run(predict_fn: PredictFn, contract: Contract, audio, params, batch_size: in
     if refine_cfg is not None and refine_cfg.passes:  # training.refine: search by re-rendering
         if told is not None:
             raise ValueError("refinement re-renders at the contract's note: evaluate other notes without it")
-        from training.refine import refine
+        from synthmatch.training.refine import refine
 
         pred = refine(contract, audio, pred, refine_cfg)[0]
     rendered = rerender(contract, pred, told)
@@ -168,7 +168,7 @@ def plot_examples(contract: Contract, target: torch.Tensor, rendered: torch.Tens
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from training.frontend import LogMel
+    from synthmatch.training.frontend import LogMel
 
     order = np.argsort(sc, kind="stable")
     count = min(count, len(order))
@@ -210,7 +210,7 @@ def write_reports(run_: EvalRun, contract: Contract, target: torch.Tensor, out: 
 
 
 def _torch_predictor(path: str, contract: Contract, device: str) -> PredictFn:
-    from training.checkpoint import load_model
+    from synthmatch.training.checkpoint import load_model
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
@@ -227,14 +227,14 @@ def _torch_predictor(path: str, contract: Contract, device: str) -> PredictFn:
 
 def heard_notes(audio: np.ndarray, contract: Contract) -> np.ndarray:
     """(N, T) windows -> (N,) MIDI notes bridge.pitch detects (the daemon's note; fallback when unpitched)."""
-    from bridge.pitch import detect
+    from synthmatch.bridge.pitch import detect
 
     return np.array([detect(x, contract.audio.sample_rate).note for x in audio], np.float32)
 
 
 def _note_range(text: str | None) -> tuple[int, int] | None:
-    from bridge.cli import UsageError
-    from training.sampling import check_notes
+    from synthmatch.bridge.cli import UsageError
+    from synthmatch.training.sampling import check_notes
 
     if text is None:
         return None
@@ -246,8 +246,8 @@ def _note_range(text: str | None) -> tuple[int, int] | None:
 
 
 def main(args) -> int:
-    from bridge import contract as contract_mod
-    from bridge.cli import UsageError
+    from synthmatch.bridge import contract as contract_mod
+    from synthmatch.bridge.cli import UsageError
 
     c = contract_mod.load(args.contract)
     size = args.size if args.size is not None else DEFAULT_SPLIT_SIZES[args.split]
@@ -256,14 +256,14 @@ def main(args) -> int:
     if args.checkpoint:
         predict_fn, model = _torch_predictor(args.checkpoint, c, args.device), args.checkpoint
     elif args.baseline:
-        from training.sampling import mean_patch
+        from synthmatch.training.sampling import mean_patch
 
         patch = mean_patch(c)
         predict_fn, model = (lambda x, n=None: np.broadcast_to(patch, (x.shape[0], patch.size))), "baseline-mean"
         if not args.out:
             raise UsageError("--baseline needs --out (there is no model file to write the report beside)")
     else:
-        from bridge.engine import load_engine
+        from synthmatch.bridge.engine import load_engine
 
         engine = load_engine(args.model, backend=args.backend, contract=c)
         predict_fn, model = engine.infer, args.model
@@ -271,13 +271,13 @@ def main(args) -> int:
     audio, params = cached_split(c, args.split, size, cache_dir=args.cache_dir, progress=True, notes=notes)
     played = told = None
     if notes is not None:
-        from training.data import split_notes
+        from synthmatch.training.data import split_notes
 
         played = split_notes(c, args.split, size, notes=notes).numpy()
         told = heard_notes(audio.numpy(), c) if args.told == "heard" else played
     refine_cfg = None
     if args.refine_passes:
-        from training.refine import RefineConfig
+        from synthmatch.training.refine import RefineConfig
 
         refine_cfg = RefineConfig(passes=args.refine_passes)
     try:

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from bridge import contract as contract_mod
-from bridge.atomic import write_atomic
-from bridge.cli import UsageError
-from bridge.contract import Contract
-from bridge.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, WEIGHTS_FORMAT, ModelMeta, build_props, embed
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.atomic import write_atomic
+from synthmatch.bridge.cli import UsageError
+from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, WEIGHTS_FORMAT, ModelMeta, build_props, embed
 
 PARITY_TOL = 1e-4  # max abs difference torch vs ONNX Runtime, fp32 on the CPU
 
@@ -118,8 +118,8 @@ def export_model(model: nn.Module, contract: Contract, path: str | Path, model_c
     """
     import onnx
 
-    from bridge.engine import OnnxRuntimeEngine
-    from bridge.modelfile import read_meta
+    from synthmatch.bridge.engine import OnnxRuntimeEngine
+    from synthmatch.bridge.modelfile import read_meta
 
     path = Path(path)
     model = model.eval().float().cpu()
@@ -206,7 +206,7 @@ def _test_metrics(path: str, checkpoint: str, contract) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     """`synthmatch export --checkpoint CKPT --out model.onnx [--opset 17] [--contract TOML] [--no-weights]`."""
-    from training.checkpoint import checkpoint_synth, load_model
+    from synthmatch.training.checkpoint import checkpoint_synth, load_model
 
     contract = contract_mod.load(args.contract)
     model, ckpt = load_model(args.checkpoint, contract)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.shards import MANIFEST, ShardDataset, ShardError
+from synthmatch.training.shards import MANIFEST, ShardDataset, ShardError
 
 CHUNK = 64  # examples per front-end call (bounds memory: ~25 MB of audio)
 

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bridge import frontend as ref
-from bridge.contract import Contract
+from synthmatch.bridge import frontend as ref
+from synthmatch.bridge.contract import Contract
 
 
 class LogMel(nn.Module):

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import json
 import sys
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from bridge.cli import UsageError
-from bridge.contract import Contract
-from bridge.onset import OnsetSettings, offline_onsets, rms_dbfs
+from synthmatch.bridge.cli import UsageError
+from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.onset import OnsetSettings, offline_onsets, rms_dbfs
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
+DEFAULT_MODEL = Path(str(resources.files("synthmatch.models"))) / "default.onnx"  # package data
 SILENCE_DBFS = -70.0  # a whole file below this peak level is treated as silent
 SHORT_S = 0.25        # inputs shorter than this get a warning: the model listens to 4 s from the onset
 DC_OFFSET = 0.05      # |mean| above this (full scale 1.0) gets a warning
@@ -64,7 +65,7 @@ def predict(model: str | Path, audio: np.ndarray, contract: Contract, backend: s
 
     Outputs that are not finite or lie outside [0, 1] (beyond the engine's rounding tolerance) raise
     UsageError: a model that gives them is broken, and its numbers must not reach params.json."""
-    from bridge.engine import load_engine, output_problem
+    from synthmatch.bridge.engine import load_engine, output_problem
 
     engine = load_engine(model, backend=backend, contract=contract)
     try:
@@ -83,8 +84,8 @@ def predict_at_note(model: str | Path, window: np.ndarray, note: int, contract: 
     """(num_samples,) window played at MIDI `note` -> (16,) values for it. A model told the note hears
     it as the window's note; a C4-only model, as bridge.notenorm says (mode "pitch": the oscillator pitches
     from the window resampled to C4, the rest from the raw window, as the daemon does)."""
-    from bridge import notenorm
-    from bridge.modelfile import read_meta
+    from synthmatch.bridge import notenorm
+    from synthmatch.bridge.modelfile import read_meta
 
     if mode == "off" or note == contract.audio.note or read_meta(model).takes_note:
         return predict(model, window[None], contract, backend=backend, notes=[note])[0]
@@ -125,7 +126,7 @@ def plot_compare(path: Path, target: np.ndarray, match: np.ndarray, values, cont
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bridge.frontend import log_mel
+    from synthmatch.bridge.frontend import log_mel
 
     mels = log_mel(np.stack([target, match]), contract)
     fig = plt.figure(figsize=(11, 7), constrained_layout=True)
@@ -146,11 +147,11 @@ def plot_compare(path: Path, target: np.ndarray, match: np.ndarray, values, cont
 def main(args) -> int:
     import time
 
-    from bridge import audiofile, contract as contract_mod
-    from bridge.modelfile import read_meta
-    from training.synths import REFERENCE, check_identity, open_synth
+    from synthmatch.bridge import audiofile, contract as contract_mod
+    from synthmatch.bridge.modelfile import read_meta
+    from synthmatch.training.synths import REFERENCE, check_identity, open_synth
 
-    from bridge.outpaths import writable_dir
+    from synthmatch.bridge.outpaths import writable_dir
 
     c = contract_mod.load(args.contract)
     model = Path(args.model) if args.model else DEFAULT_MODEL
@@ -170,7 +171,7 @@ def main(args) -> int:
     check_identity(read_meta(model).synth, synth.identity, str(model),
                    "match with the synth and profile it was trained on (--synth/--profile), or train a model "
                    "on this synth's data (docs/massive-guide.md)")
-    from bridge.pitch import detect
+    from synthmatch.bridge.pitch import detect
 
     heard = detect(window, c.audio.sample_rate)  # the note played: the model hears it at C4, match.wav plays it
     if not heard.voiced:
@@ -186,7 +187,7 @@ def main(args) -> int:
     if passes is None:
         passes = 3 if args.synth == REFERENCE else PLUGIN_REFINE_PASSES
     if passes:
-        from training.refine import RefineConfig, refine
+        from synthmatch.training.refine import RefineConfig, refine
 
         cfg = RefineConfig(passes=passes, only=() if args.synth == REFERENCE else synth.mapped)
         t0 = time.perf_counter()

@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bridge.contract import Contract
-from bridge.frontend import CQTSpec
-from training.frontend import LogCQT, LogMel
-from training.heads import HEADS, HarmonicSalience, make_head
+from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.frontend import CQTSpec
+from synthmatch.training.frontend import LogCQT, LogMel
+from synthmatch.training.heads import HEADS, HarmonicSalience, make_head
 
 KINDS = ("ast", "mlp", "cnn")
 FRONTENDS = ("mel", "mel+cqt")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.contract import Contract
+from synthmatch.bridge.contract import Contract
 
 NOTE_RANGE = (36, 84)  # MIDI, inclusive: C2 .. C6
 LEAD_MIN_DBFS = -50.0  # the lead oscillator alone must be at least this loud (RMS over the window)
@@ -35,8 +35,8 @@ def lead_patches(contract: Contract, seed: int, count: int, notes, margin_db: fl
     rendered alone at its note (filters, envelope and reverb as in the patch), it is audible (RMS above
     LEAD_MIN_DBFS) and at least margin_db louder than each of the other two rendered alone; else
     the patch is redrawn."""
-    from bridge.onset import rms_dbfs
-    from training.sampling import sample_params
+    from synthmatch.bridge.onset import rms_dbfs
+    from synthmatch.training.sampling import sample_params
 
     idx = contract.names.index
     gains = [idx(f"osc{j}_gain") for j in (1, 2, 3)]
@@ -68,7 +68,7 @@ def render_at(contract: Contract, values: np.ndarray, notes) -> np.ndarray:
     """(B, 16) patches at (B,) MIDI notes -> (B, num_samples) float32 audio from the reference synth."""
     import torch
 
-    from training.synth import ReferenceSynth
+    from synthmatch.training.synth import ReferenceSynth
 
     synth = ReferenceSynth(contract)
     return synth.render(torch.from_numpy(np.asarray(values, np.float32)),
@@ -81,7 +81,7 @@ def gm_notes(contract: Contract, programs: dict[str, int], notes: list[int]) -> 
     sys.path.insert(0, str(scripts))
     from eval_ood import render_gm  # fluidsynth + FluidR3_GM, one held note  # noqa: E402
 
-    from training.match import aligned_window
+    from synthmatch.training.match import aligned_window
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:

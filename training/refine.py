@@ -37,10 +37,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bridge.contract import Contract
-from training.metrics import (MSS_LOG_EPS, multiscale_spectral_distance, spectral_convergence_spec,
+from synthmatch.bridge.contract import Contract
+from synthmatch.training.metrics import (MSS_LOG_EPS, multiscale_spectral_distance, spectral_convergence_spec,
                               stft_magnitude)
-from training.synth import ReferenceSynth
+from synthmatch.training.synth import ReferenceSynth
 
 
 SEARCH_N_FFTS = (512, 2048)  # hop n_fft // 2
@@ -98,7 +98,7 @@ class Targets:
 def _renderer(synth) -> Callable[[np.ndarray], torch.Tensor]:
     """patches (N, P) float32 -> (N, T) audio tensor, for a ReferenceSynth (torch in and out) or a
     training.synths seam synth (numpy in and out)."""
-    from training.synths import Synth
+    from synthmatch.training.synths import Synth
 
     if isinstance(synth, Synth):
         return lambda p: torch.from_numpy(np.ascontiguousarray(synth.render(p), dtype=np.float32))
@@ -133,8 +133,8 @@ def refine(contract: Contract, audio, init: np.ndarray, cfg: RefineConfig = Refi
     targets = Targets(audio)
     starts = [start]
     if cfg.from_mean:
-        from training.sampling import mean_patch
-        from training.synths import Synth
+        from synthmatch.training.sampling import mean_patch
+        from synthmatch.training.synths import Synth
 
         mean = synth.mean_patch() if isinstance(synth, Synth) else mean_patch(contract)
         starts.append(np.broadcast_to(mean.astype(np.float32), start.shape))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bridge.cli import UsageError
+from synthmatch.bridge.cli import UsageError
 
 
 def read_params(text: str, contract) -> list[float]:
@@ -44,14 +44,14 @@ def read_params(text: str, contract) -> list[float]:
 
 
 def main(args) -> int:
-    from bridge.outpaths import writable_file
+    from synthmatch.bridge.outpaths import writable_file
 
     out = writable_file(args.out, "--out")  # before rendering: a bad place fails at once
     import torch
 
-    from bridge import audiofile, contract as contract_mod
-    from training.sampling import sample_params
-    from training.synth import ReferenceSynth
+    from synthmatch.bridge import audiofile, contract as contract_mod
+    from synthmatch.training.sampling import sample_params
+    from synthmatch.training.synth import ReferenceSynth
 
     c = contract_mod.load(args.contract)
     if args.random:

@@ -48,8 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.contract import Contract
-from training.sampling import PresetSampling, sampling_fingerprint
+from synthmatch.bridge.contract import Contract
+from synthmatch.training.sampling import PresetSampling, sampling_fingerprint
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -175,20 +175,20 @@ def _init_worker(contract: Contract, presets: PresetSampling | None, seed: int, 
     log: where the plugin's own stderr chatter goes; parent: the render's pid (the worker dies with it)."""
     import torch
 
-    from bridge.childproc import die_with_parent
+    from synthmatch.bridge.childproc import die_with_parent
 
     if parent is not None and not die_with_parent(parent):
         os._exit(1)  # the render was killed while this worker started
 
     torch.set_num_threads(1)  # one process per core; also keeps each shard's bytes thread-independent
-    from training.data import Renderer
-    from training.frontend import LogMel
+    from synthmatch.training.data import Renderer
+    from synthmatch.training.frontend import LogMel
 
     if synth is None:
         renderer = Renderer(contract, seed, "cpu", presets, notes)
     else:
-        from training.synths import SynthRenderer
-        from training.synths.vst3 import redirect_plugin_stderr
+        from synthmatch.training.synths import SynthRenderer
+        from synthmatch.training.synths.vst3 import redirect_plugin_stderr
 
         if log:
             redirect_plugin_stderr(log)
@@ -437,7 +437,7 @@ class ShardDataset:
         """(N,) float32 MIDI notes the examples at `indices` are played at (a function of the plan)."""
         import torch
 
-        from training.sampling import sample_notes
+        from synthmatch.training.sampling import sample_notes
 
         return torch.from_numpy(sample_notes(self.plan.seed, np.asarray(indices).tolist(), self.plan.notes)
                                 .astype(np.float32))
@@ -529,7 +529,7 @@ def _notes_arg(text: str | None) -> tuple[int, int] | None:
     """ "36:84" -> (36, 84), "60" -> (60, 60); None -> None (the contract's note)."""
     if text is None:
         return None
-    from training.sampling import check_notes
+    from synthmatch.training.sampling import check_notes
 
     a, sep, b = text.partition(":")
     try:
@@ -539,12 +539,12 @@ def _notes_arg(text: str | None) -> tuple[int, int] | None:
 
 
 def main(args) -> int:
-    from bridge import contract as contract_mod
-    from bridge.cli import UsageError
+    from synthmatch.bridge import contract as contract_mod
+    from synthmatch.bridge.cli import UsageError
 
     c = contract_mod.load(args.contract)
     if args.dataset_command == "probe":
-        from training.synths.check import probe
+        from synthmatch.training.synths.check import probe
 
         print(json.dumps(probe(c, args.synth, args.profile), indent=1))
         return 0
@@ -556,14 +556,14 @@ def main(args) -> int:
         print(json.dumps({"dir": str(args.dir), "ok": True, "count": len(ds), "store": ds.store,
                           **{k: v for k, v in asdict(ds.plan).items() if k not in ("count", "store")}}))
         return 0
-    from training.synths import parse_spec
+    from synthmatch.training.synths import parse_spec
 
     spec = parse_spec(args.synth, args.profile)
     if args.presets and spec.kind != "reference":
         raise UsageError("--presets is for the reference synth; a plugin samples as its profile's [sampling] says")
     presets = None
     if args.presets:
-        from training.sampling import fit_presets
+        from synthmatch.training.sampling import fit_presets
 
         presets = fit_presets(c, args.presets, args.presets_method)
     try:

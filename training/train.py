@@ -41,14 +41,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bridge.cli import UsageError
-from bridge.contract import Contract
-from bridge import contract as contract_mod
-from bridge import tomlfile
-from training.checkpoint import check_contract, checkpoint_synth, load_checkpoint, save_checkpoint, set_rng_state
-from training.synths import check_identity
-from training.models import ModelConfig, build_model, count_params, resolve_config
-from training.sampling import check_notes
+from synthmatch.bridge.cli import UsageError
+from synthmatch.bridge.contract import Contract
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge import tomlfile
+from synthmatch.training.checkpoint import check_contract, checkpoint_synth, load_checkpoint, save_checkpoint, set_rng_state
+from synthmatch.training.synths import check_identity
+from synthmatch.training.models import ModelConfig, build_model, count_params, resolve_config
+from synthmatch.training.sampling import check_notes
 
 
 AMP = ("none", "bf16", "fp16")
@@ -227,8 +227,8 @@ def _shard_batches(cfg: TrainConfig, model: nn.Module, contract: Contract, per_r
     """Batches of cached front-end views from the dataset at cfg.data (computed once, on rank 0), and
     the dataset's held-out validation examples (x, params) for a plugin's dataset (training.shards.holdout;
     None: validate on the reference synth's val split)."""
-    from training.featcache import ViewCache
-    from training.shards import ShardDataset, ShardError, holdout
+    from synthmatch.training.featcache import ViewCache
+    from synthmatch.training.shards import ShardDataset, ShardError, holdout
 
     try:
         ds = ShardDataset(cfg.data, contract)
@@ -248,7 +248,7 @@ def _note_range(cfg: TrainConfig, contract: Contract) -> tuple[int, int]:
     """The notes training (and validation) plays: a dataset's own range, else cfg.notes."""
     if not cfg.data:
         return check_notes(cfg.notes)
-    from training.shards import ShardError, read_manifest
+    from synthmatch.training.shards import ShardError, read_manifest
 
     try:
         return read_manifest(Path(cfg.data))[0].notes
@@ -258,8 +258,8 @@ def _note_range(cfg: TrainConfig, contract: Contract) -> tuple[int, int]:
 
 def _data_synth(cfg: TrainConfig) -> str:
     """Identity of the synth the training data comes from (training.synths): a dataset's, or "reference"."""
-    from training.shards import ShardError
-    from training.synths import dataset_identity
+    from synthmatch.training.shards import ShardError
+    from synthmatch.training.synths import dataset_identity
 
     try:
         return dataset_identity(cfg.data)
@@ -270,7 +270,7 @@ def _data_synth(cfg: TrainConfig) -> str:
 def _presets(cfg: TrainConfig, contract: Contract):
     if not cfg.presets:
         return None
-    from training.sampling import fit_presets
+    from synthmatch.training.sampling import fit_presets
 
     return fit_presets(contract, cfg.presets, cfg.presets_fit)
 
@@ -391,7 +391,7 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: str 
 
 def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool,
          on_step: Callable[[int], None] | None, progress: bool) -> dict:
-    from training import data
+    from synthmatch.training import data
 
     if cfg.batch_size % env.world:
         raise UsageError(f"batch_size {cfg.batch_size} is not divisible by the {env.world} processes")

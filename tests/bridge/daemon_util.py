@@ -17,7 +17,7 @@ SR = 16000
 
 def loud_patches(contract, n: int, seed: int = 3) -> np.ndarray:
     """n random patches made clearly audible (fast attack, open filters, oscillators up): (n, 16)."""
-    from training.sampling import sample_params
+    from synthmatch.training.sampling import sample_params
 
     v = np.array(sample_params(contract, seed, np.arange(n)), dtype=np.float32)
     names = list(contract.names)
@@ -30,7 +30,7 @@ def loud_patches(contract, n: int, seed: int = 3) -> np.ndarray:
 def render(contract, values: np.ndarray) -> np.ndarray:
     import torch
 
-    from training.synth import ReferenceSynth
+    from synthmatch.training.synth import ReferenceSynth
 
     with torch.no_grad():
         return ReferenceSynth(contract).render(torch.as_tensor(values)).numpy().astype(np.float32)
@@ -38,7 +38,7 @@ def render(contract, values: np.ndarray) -> np.ndarray:
 
 def notes_file(path, contract, starts, total, seed: int = 3) -> np.ndarray:
     """Write a 16 kHz float WAV with one rendered note at each start sample; returns the signal."""
-    from bridge import audiofile
+    from synthmatch.bridge import audiofile
 
     notes = render(contract, loud_patches(contract, len(starts), seed))
     x = np.zeros(total, np.float32)
@@ -51,7 +51,7 @@ def notes_file(path, contract, starts, total, seed: int = 3) -> np.ndarray:
 
 def bridge_cmd(*args) -> list[str]:
     """`synthmatch bridge ARGS` as a subprocess command line."""
-    return [sys.executable, "-m", "bridge.cli", "bridge", *args]
+    return [sys.executable, "-m", "synthmatch.bridge.cli", "bridge", *args]
 
 
 def exit_counters(stderr: str) -> dict:
@@ -79,7 +79,7 @@ def sigterm_bridge(p) -> tuple[float, str, dict]:
 
 def make_config(contract, **sections):
     """A BridgeConfig from nested dicts, e.g. make_config(c, mode="trigger", input={"source": ...})."""
-    from bridge import config
+    from synthmatch.bridge import config
 
     data = {"control": {"enabled": False}, "log": {"status_line": False}}
     for k, v in sections.items():
@@ -95,9 +95,9 @@ def run_daemon(cfg, contract, engine, commands=None, timeout: float = 60.0):
 
     taps: (start position, analysed window copy, raw model output) per inference.
     """
-    from bridge.audio import open_source
-    from bridge.daemon import Daemon
-    from bridge.sinks import PrintSink
+    from synthmatch.bridge.audio import open_source
+    from synthmatch.bridge.daemon import Daemon
+    from synthmatch.bridge.sinks import PrintSink
 
     out = io.StringIO()
     taps: list[tuple[int, np.ndarray, np.ndarray]] = []

@@ -16,7 +16,7 @@ import numpy as np
 def main() -> None:
     import sounddevice as sd
 
-    from bridge import audiofile, portaudio
+    from synthmatch.bridge import audiofile, portaudio
 
     path, name = sys.argv[1], sys.argv[2]
     portaudio.name_jack_client(sd, name)

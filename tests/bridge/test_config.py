@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from bridge import config, contract as contract_mod
-from bridge.cli import UsageError
+from synthmatch.bridge import config, contract as contract_mod
+from synthmatch.bridge.cli import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -70,23 +70,23 @@ def test_mistakes_name_the_key(c, over, key):
 def test_cli_exits_2_naming_the_key(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('mode = "trigger"\n[continuous]\nhop = 0.1\n')
-    r = subprocess.run([sys.executable, "-m", "bridge.cli", "bridge", "--config", str(bad), "--check"],
+    r = subprocess.run([sys.executable, "-m", "synthmatch.bridge.cli", "bridge", "--config", str(bad), "--check"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "continuous.hop" in r.stderr and str(bad) in r.stderr
-    r = subprocess.run([sys.executable, "-m", "bridge.cli", "bridge", "--set", "output.midi.channel=0",
+    r = subprocess.run([sys.executable, "-m", "synthmatch.bridge.cli", "bridge", "--set", "output.midi.channel=0",
                         "--set", "output.midi.enabled=true", "--check"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "output.midi.channel" in r.stderr
 
 
 def test_check_validates_config_and_model(tiny_onnx, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "bridge.cli", "bridge", "--model", str(tiny_onnx), "--check"],
+    r = subprocess.run([sys.executable, "-m", "synthmatch.bridge.cli", "bridge", "--model", str(tiny_onnx), "--check"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "ok" in r.stdout
     # the model against a different contract: refused at start with exit 2
     text = (contract_mod.DEFAULT_CONTRACT).read_text().replace("note_off_s = 3.0", "note_off_s = 2.5")
     other = tmp_path / "contract.toml"
     other.write_text(text)
-    r = subprocess.run([sys.executable, "-m", "bridge.cli", "bridge", "--model", str(tiny_onnx), "--set",
+    r = subprocess.run([sys.executable, "-m", "synthmatch.bridge.cli", "bridge", "--model", str(tiny_onnx), "--set",
                         f'contract="{other}"', "--check"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "was exported for contract" in r.stderr, r.stderr
 
@@ -98,7 +98,7 @@ def test_a_config_that_is_a_directory_or_unreadable_is_one_line_exit_2(tmp_path)
     for path, why in ((tmp_path, "is a directory"), (locked, "permission denied")):
         if why == "permission denied" and os.access(locked, os.R_OK):
             continue  # root reads anything
-        r = subprocess.run([sys.executable, "-m", "bridge.cli", "bridge", "--config", str(path), "--check"],
+        r = subprocess.run([sys.executable, "-m", "synthmatch.bridge.cli", "bridge", "--config", str(path), "--check"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.strip().splitlines()[-1].startswith(f"synthmatch bridge: error: {path}: {why}")

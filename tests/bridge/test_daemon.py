@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from bridge import audiofile, contract as contract_mod
-from bridge.onset import OnsetSettings, offline_onsets
+from synthmatch.bridge import audiofile, contract as contract_mod
+from synthmatch.bridge.onset import OnsetSettings, offline_onsets
 from tests.bridge.daemon_util import (SR, bridge_cmd, exit_counters, make_config, notes_file, run_daemon,
                                       sigterm_bridge)
 
@@ -27,7 +27,7 @@ def c():
 
 @pytest.fixture(scope="module")
 def engine(tiny_onnx, c):
-    from bridge.engine import load_engine
+    from synthmatch.bridge.engine import load_engine
 
     e = load_engine(tiny_onnx, backend="onnxruntime", contract=c, threads=1)
     yield e
@@ -138,7 +138,7 @@ def test_silence_sends_nothing(c, engine, tmp_path):
 
 
 def test_freeze_and_mode_switch_from_the_control_queue(c, engine, three_notes):
-    from bridge.control import CommandQueue, ControlCommand
+    from synthmatch.bridge.control import CommandQueue, ControlCommand
 
     path, _, _ = three_notes
     q = CommandQueue()
@@ -155,9 +155,9 @@ def test_manual_capture_armed_over_osc(c, engine, tmp_path):
     """Real-time file input; an OSC /synthmatch/trigger over UDP arms the capture of the next note."""
     from pythonosc.udp_client import SimpleUDPClient
 
-    from bridge.audio import open_source
-    from bridge.control import CommandQueue, ControlServer
-    from bridge.daemon import Daemon
+    from synthmatch.bridge.audio import open_source
+    from synthmatch.bridge.control import CommandQueue, ControlServer
+    from synthmatch.bridge.daemon import Daemon
 
     path = tmp_path / "two.wav"
     x = notes_file(path, c, [int(0.1 * SR), int(1.0 * SR)], int(1.5 * SR))
@@ -312,9 +312,9 @@ def test_captures_through_jack_and_recovers_when_jackd_is_killed(jack_server, c,
 
 def test_idle_worker_sleeps_until_the_next_window_can_arrive(c, engine, tmp_path):
     """The wake-up plan: long sleeps while a window is far off, fine polling when it may complete."""
-    from bridge import daemon as daemon_mod
-    from bridge.audio import open_source
-    from bridge.daemon import Daemon
+    from synthmatch.bridge import daemon as daemon_mod
+    from synthmatch.bridge.audio import open_source
+    from synthmatch.bridge.daemon import Daemon
 
     path = tmp_path / "quiet.wav"
     audiofile.write(path, np.zeros(SR, np.float32), SR)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_devices(env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bridge.cli", "devices"], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "synthmatch.bridge.cli", "devices"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -17,11 +17,11 @@ import pytest
 
 trt = pytest.importorskip("tensorrt_rtx")  # bash scripts/setup.sh --dev installs tensorrt-rtx-cu12
 
-from bridge.cli import main as cli  # noqa: E402
-from bridge.engine import BackendError, BackendUnavailable, load_engine, nvidia_driver_absent  # noqa: E402
-from bridge.engine_tensorrt import (FLAVOURS, HEADER_MAGIC, EngineSpec, TensorRTEngine, cache_file,  # noqa: E402
+from synthmatch.bridge.cli import main as cli  # noqa: E402
+from synthmatch.bridge.engine import BackendError, BackendUnavailable, load_engine, nvidia_driver_absent  # noqa: E402
+from synthmatch.bridge.engine_tensorrt import (FLAVOURS, HEADER_MAGIC, EngineSpec, TensorRTEngine, cache_file,  # noqa: E402
                                     check_runnable, ensure_engine, network_io, parse)
-from bridge.modelfile import INPUT_NAME, OUTPUT_NAME, ModelError, read_meta  # noqa: E402
+from synthmatch.bridge.modelfile import INPUT_NAME, OUTPUT_NAME, ModelError, read_meta  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "models" / "default.onnx"
@@ -33,9 +33,9 @@ AST_PAPER_DEPTH1 = {"base": "ast-paper", "depth": 1}
 def ast_paper(tmp_path_factory) -> Path:
     """An exported ast-paper (depth 1, random weights, seed 0), parity-checked by export."""
     torch = pytest.importorskip("torch")
-    from bridge import contract
-    from training.export import export_model
-    from training.models import build_model, resolve_config
+    from synthmatch.bridge import contract
+    from synthmatch.training.export import export_model
+    from synthmatch.training.models import build_model, resolve_config
 
     c = contract.default()
     cfg = resolve_config(AST_PAPER_DEPTH1)

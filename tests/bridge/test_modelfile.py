@@ -8,11 +8,11 @@ import shutil
 import onnx
 import pytest
 
-from bridge import contract as contract_mod
-from bridge.contract import DEFAULT_CONTRACT
-from bridge.tomlfile import tomllib
-from bridge.engine import load_engine
-from bridge.modelfile import ContractMismatch, ModelError, check_contract, read_meta
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.contract import DEFAULT_CONTRACT
+from synthmatch.bridge.tomlfile import tomllib
+from synthmatch.bridge.engine import load_engine
+from synthmatch.bridge.modelfile import ContractMismatch, ModelError, check_contract, read_meta
 
 C = contract_mod.default()
 
@@ -95,7 +95,7 @@ def test_garbage_and_foreign_onnx(tiny_onnx, tmp_path):
 
 
 def test_cli_export_errors_are_usage_errors(tmp_path, tiny_onnx, capsys):
-    from bridge.cli import main
+    from synthmatch.bridge.cli import main
 
     assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "none.pt" in capsys.readouterr().err
@@ -119,7 +119,7 @@ def test_an_older_format_is_refused_with_what_to_do(tiny_onnx, tmp_path):
 
 
 def test_the_shipped_model_resolves_pitch_and_carries_its_front_end():
-    from bridge.modelfile import FORMAT
+    from synthmatch.bridge.modelfile import FORMAT
 
     meta = read_meta(DEFAULT_CONTRACT.parents[1] / "models" / "default.onnx")
     assert meta.format == FORMAT and meta.model_config["frontend"] == "mel+cqt"

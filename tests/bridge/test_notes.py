@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from bridge import audiofile, contract as contract_mod, notenorm
-from bridge.notes import NoteSettings, NoteStage, NoteTracker
-from bridge.pitch import PitchSettings, detect, hz_to_midi, midi_to_hz
+from synthmatch.bridge import audiofile, contract as contract_mod, notenorm
+from synthmatch.bridge.notes import NoteSettings, NoteStage, NoteTracker
+from synthmatch.bridge.pitch import PitchSettings, detect, hz_to_midi, midi_to_hz
 from tests.bridge.daemon_util import SR, make_config
 
 N = 64000
@@ -27,7 +27,7 @@ def c():
 def clear_patches(contract, count: int) -> np.ndarray:
     """Patches whose played note is plain: osc 1 at unison and loudest, osc 2 an octave up, osc 3 at
     unison, filters open, a quick attack; positions and resonances as sampled."""
-    from training.sampling import sample_params
+    from synthmatch.training.sampling import sample_params
 
     v = np.array(sample_params(contract, 11, range(count)), dtype=np.float32)
     for name, value in (("osc1_pitch", 0.5), ("osc1_gain", 0.9), ("osc2_pitch", 0.75), ("osc2_gain", 0.3),
@@ -38,7 +38,7 @@ def clear_patches(contract, count: int) -> np.ndarray:
 
 
 def at_notes(contract, notes) -> np.ndarray:
-    from training.notesets import render_at
+    from synthmatch.training.notesets import render_at
 
     return render_at(contract, clear_patches(contract, len(notes)), notes)
 
@@ -136,7 +136,7 @@ def test_tracker_holds_a_vibrato_note_and_follows_a_real_change():
     assert [h for _, h in changes] == [57, 59]
     assert changes[1][0] - 3 * SR <= hop + w  # heard within one hop of the window reaching the change
     t = NoteTracker(0.6)
-    from bridge.pitch import NoteEstimate
+    from synthmatch.bridge.pitch import NoteEstimate
 
     assert t.update(NoteEstimate(60, 261.6, 60.0, 1, True)) == (60, True)
     assert t.update(NoteEstimate(60, None, 60.0, 0, False)) == (60, False)  # unpitched keeps the note
@@ -162,10 +162,10 @@ def note_events(raw: list[bytes]) -> list[tuple[str, int, int]]:
 def run_with_midi(jack, c, engine, cfg, name: str):
     """Run the daemon on cfg's file input with a JACK MIDI sink (notes on) and a print sink; returns
     (printed updates, note/bend events the receiver got)."""
-    from bridge.audio import open_source
-    from bridge.daemon import Daemon
-    from bridge.midisink import MidiCCSink
-    from bridge.sinks import PrintSink
+    from synthmatch.bridge.audio import open_source
+    from synthmatch.bridge.daemon import Daemon
+    from synthmatch.bridge.midisink import MidiCCSink
+    from synthmatch.bridge.sinks import PrintSink
     from tests.jack import MidiReceiver
 
     out = io.StringIO()
@@ -193,7 +193,7 @@ def run_with_midi(jack, c, engine, cfg, name: str):
 
 @pytest.fixture(scope="module")
 def engine(tiny_onnx, c):
-    from bridge.engine import load_engine
+    from synthmatch.bridge.engine import load_engine
 
     e = load_engine(tiny_onnx, backend="onnxruntime", contract=c, threads=1)
     yield e
@@ -218,10 +218,10 @@ def test_three_notes_three_snapshots_three_note_pairs_on_jack(jack, c, engine, t
 
 
 def test_a_model_told_the_note_gets_the_detected_note_in_every_snapshot(c, tiny_notes_onnx, tmp_path):
-    from bridge.audio import open_source
-    from bridge.daemon import Daemon
-    from bridge.engine import load_engine
-    from bridge.sinks import PrintSink
+    from synthmatch.bridge.audio import open_source
+    from synthmatch.bridge.daemon import Daemon
+    from synthmatch.bridge.engine import load_engine
+    from synthmatch.bridge.sinks import PrintSink
 
     notes = [45, 64, 52]
     x = np.zeros(15 * SR, np.float32)
@@ -277,7 +277,7 @@ def test_continuous_vibrato_one_note_on_and_pitch_bend_in_range(jack, c, engine,
 
 
 def test_osc_and_print_carry_the_note(c):
-    from bridge.sinks import OscSink, OscSinkConfig, PrintSink, Update
+    from synthmatch.bridge.sinks import OscSink, OscSinkConfig, PrintSink, Update
 
     sink = OscSink(OscSinkConfig(enabled=True, port=9), c)
     try:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from bridge import contract as contract_mod
-from bridge.onset import OnsetSettings, offline_onsets
-from bridge.refiner import Refiner, RefinerError
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.onset import OnsetSettings, offline_onsets
+from synthmatch.bridge.refiner import Refiner, RefinerError
 from tests.bridge.daemon_util import SR, bridge_cmd, exit_counters, notes_file, sigterm_bridge
 
 N = 64000
@@ -28,10 +28,10 @@ def test_each_snapshot_is_followed_by_its_refinement_unless_a_newer_one_came_fir
     """Three notes through `synthmatch bridge --fast`: three network snapshots at once, then the refined
     follow-up of the newest only (the first two were superseded before their search finished), equal to
     training.refine on the same window, and closer to it than the network's snapshot."""
-    from bridge.engine import load_engine
-    from training.metrics import multiscale_spectral_distance
-    from training.refine import RefineConfig, refine
-    from training.synth import ReferenceSynth
+    from synthmatch.bridge.engine import load_engine
+    from synthmatch.training.metrics import multiscale_spectral_distance
+    from synthmatch.training.refine import RefineConfig, refine
+    from synthmatch.training.synth import ReferenceSynth
 
     path = tmp_path / "three.wav"
     x = notes_file(path, c, [8000, 8000 + 5 * SR + 123, 8000 + 10 * SR + 777], 16 * SR)

@@ -15,11 +15,11 @@ import time
 import numpy as np
 import pytest
 
-from bridge import contract as contract_mod
-from bridge import midiports
-from bridge.midisink import MidiCCSink, cc_messages, quantise
-from bridge.midiports import MidiPortError
-from bridge.sinks import (MidiSinkConfig, OscSink, OscSinkConfig, OutputSettings, PrintSink, SinkConfigError,
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge import midiports
+from synthmatch.bridge.midisink import MidiCCSink, cc_messages, quantise
+from synthmatch.bridge.midiports import MidiPortError
+from synthmatch.bridge.sinks import (MidiSinkConfig, OscSink, OscSinkConfig, OutputSettings, PrintSink, SinkConfigError,
                           Update, config_from_dict, validate_midi, validate_outputs)
 from tests.jack import MidiDump, MidiReceiver
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from bridge import contract as contract_mod
-from training.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint, set_rng_state
-from training.models import build_model, resolve_config
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.training.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint, set_rng_state
+from synthmatch.training.models import build_model, resolve_config
 
 C = contract_mod.default()
 CFG = resolve_config({"base": "ast-tiny", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32})

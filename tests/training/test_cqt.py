@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from bridge import contract as contract_mod
-from bridge import frontend as ref
-from training.frontend import LogCQT
-from training.sampling import sample_params
-from training.synth import ReferenceSynth
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge import frontend as ref
+from synthmatch.training.frontend import LogCQT
+from synthmatch.training.sampling import sample_params
+from synthmatch.training.synth import ReferenceSynth
 
 C = contract_mod.default()
 SPEC = ref.CQTSpec()

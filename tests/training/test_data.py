@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from bridge import contract as contract_mod
-from bridge.contract import ContractError
-from bridge.contract import CONFIG_DIR
-from training.data import OnTheFly, cached_split, split_cache_path
-from training.sampling import fit_presets, read_presets_csv, sample_params
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.contract import ContractError
+from synthmatch.bridge.contract import CONFIG_DIR
+from synthmatch.training.data import OnTheFly, cached_split, split_cache_path
+from synthmatch.training.sampling import fit_presets, read_presets_csv, sample_params
 
 PRESETS = CONFIG_DIR / "presets_example.csv"
 
@@ -49,7 +49,8 @@ def test_global_index_formula_ranks_and_resume(c):
         first = 2 * B * W + rank * B
         assert ds.first_index(2) == first
         assert np.array_equal(ds.renderer.params(first, first + B), sample_params(c, 5, range(first, first + B)))
-    _, p = next(iter(OnTheFly(c, seed=5, batch_size=B, rank=1, world_size=W, start_step=2)))
+    _, p, notes = next(iter(OnTheFly(c, seed=5, batch_size=B, rank=1, world_size=W, start_step=2)))
+    assert torch.equal(notes, torch.full((B,), 60.0))  # the contract's note unless given a range
     assert torch.equal(p, torch.from_numpy(sample_params(c, 5, range(28, 32))))
     # ranks together cover one single-rank stream with batch B * W
     whole_a, whole_p = OnTheFly(c, seed=5, batch_size=B * W).batch(1)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from bridge import cli
-from bridge import contract as contract_mod
-from training.checkpoint import save_checkpoint
-from training.data import cached_split
-from training.evaluate import evaluate
-from training.models import build_model, resolve_config
+from synthmatch.bridge import cli
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.training.checkpoint import save_checkpoint
+from synthmatch.training.data import cached_split
+from synthmatch.training.evaluate import evaluate
+from synthmatch.training.models import build_model, resolve_config
 
 SIZE = 8
 

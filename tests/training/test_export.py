@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from bridge import contract as contract_mod
-from bridge.cli import main as cli
-from bridge.engine import load_engine
-from bridge.modelfile import read_meta
-from training.checkpoint import save_checkpoint
-from training.export import PARITY_TOL, ExportError, export_model, parity_audio
-from training.models import MODEL_CONFIGS, build_model, patch_grid, resolve_config
-from training.synth import ReferenceSynth
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.cli import main as cli
+from synthmatch.bridge.engine import load_engine
+from synthmatch.bridge.modelfile import read_meta
+from synthmatch.training.checkpoint import save_checkpoint
+from synthmatch.training.export import PARITY_TOL, ExportError, export_model, parity_audio
+from synthmatch.training.models import MODEL_CONFIGS, build_model, patch_grid, resolve_config
+from synthmatch.training.synth import ReferenceSynth
 
 C = contract_mod.default()
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from bridge.contract import default
-from training.heads import AUDIBLE_GAIN, PitchClassHead, make_head
-from training.models import build_model
+from synthmatch.bridge.contract import default
+from synthmatch.training.heads import AUDIBLE_GAIN, PitchClassHead, make_head
+from synthmatch.training.models import build_model
 
 C = default()
 PITCH = [i for i, p in enumerate(C.params) if p.unit == "semitones"]
@@ -94,7 +94,7 @@ def test_unknown_head_and_frontend_are_refused():
 
 def test_harmonic_salience_points_at_the_played_semitone():
     """One saw oscillator 5 semitones above the note: a plain harmonic sum peaks on class +5."""
-    from training.synth import ReferenceSynth
+    from synthmatch.training.synth import ReferenceSynth
 
     model = build_model({"base": "ast-tiny-cqt", "salience": True}, C)
     names = list(C.names)

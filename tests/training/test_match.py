@@ -9,13 +9,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from bridge import audiofile, contract as contract_mod
-from bridge.cli import main as cli
-from bridge.modelfile import read_meta
-from training.match import DEFAULT_MODEL, aligned_window, predict
-from training.metrics import multiscale_spectral_distance
-from training.sampling import sample_params
-from training.synth import ReferenceSynth
+from synthmatch.bridge import audiofile, contract as contract_mod
+from synthmatch.bridge.cli import main as cli
+from synthmatch.bridge.modelfile import read_meta
+from synthmatch.training.match import DEFAULT_MODEL, aligned_window, predict
+from synthmatch.training.metrics import multiscale_spectral_distance
+from synthmatch.training.sampling import sample_params
+from synthmatch.training.synth import ReferenceSynth
 
 C = contract_mod.default()
 SR = C.audio.sample_rate

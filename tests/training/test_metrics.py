@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from bridge import contract as contract_mod
-from training import metrics
-from training.data import OnTheFly
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.training import metrics
+from synthmatch.training.data import OnTheFly
 
 
 def test_param_mse_hand_computed():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bridge import contract as contract_mod
-from training.models import MODEL_CONFIGS, ModelConfig, build_model, count_params, patch_grid, resolve_config
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.training.models import MODEL_CONFIGS, ModelConfig, build_model, count_params, patch_grid, resolve_config
 
 C = contract_mod.default()
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from bridge import contract as contract_mod
-from bridge.cli import main as cli
-from bridge.engine import load_engine
-from training.data import OnTheFly, Renderer, cached_split, split_cache_path, split_notes
-from training.export import PARITY_TOL, export_model
-from training.models import build_model, resolve_config
-from training.sampling import check_notes, sample_notes
-from training.shards import ShardDataset, ShardError, render_dataset
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.cli import main as cli
+from synthmatch.bridge.engine import load_engine
+from synthmatch.training.data import OnTheFly, Renderer, cached_split, split_cache_path, split_notes
+from synthmatch.training.export import PARITY_TOL, export_model
+from synthmatch.training.models import build_model, resolve_config
+from synthmatch.training.sampling import check_notes, sample_notes
+from synthmatch.training.shards import ShardDataset, ShardError, render_dataset
 
 C = contract_mod.default()
 SMALL_NOTES = {"base": "ast-tiny-notes", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32}
@@ -122,8 +122,8 @@ def test_export_takes_the_note_as_a_second_input(tmp_path):
 
 
 def test_init_from_a_c4_model_widens_it_to_take_the_note(tmp_path):
-    from training.checkpoint import save_checkpoint
-    from training.train import TrainConfig, run
+    from synthmatch.training.checkpoint import save_checkpoint
+    from synthmatch.training.train import TrainConfig, run
 
     c4_cfg = resolve_config({**SMALL_NOTES, "note_input": False})
     torch.manual_seed(4)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from bridge import contract as contract_mod
-from training.metrics import multiscale_spectral_distance
-from training.refine import RefineConfig, refine
-from training.synth import ReferenceSynth
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.training.metrics import multiscale_spectral_distance
+from synthmatch.training.refine import RefineConfig, refine
+from synthmatch.training.synth import ReferenceSynth
 
 C = contract_mod.default()
 SEMITONE = 1 / 48  # osc pitch spans -24..+24 semitones over [0, 1]

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from bridge import cli
-from bridge import contract as contract_mod
-from training.data import OnTheFly
-from training.frontend import LogMel
-from training.shards import MANIFEST, ShardDataset, ShardError, render_dataset
+from synthmatch.bridge import cli
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.training.data import OnTheFly
+from synthmatch.training.frontend import LogMel
+from synthmatch.training.shards import MANIFEST, ShardDataset, ShardError, render_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNT, SHARD = 24, 3  # 8 shards
@@ -76,7 +76,7 @@ def test_audio_store_is_int16_of_the_synth_output(c, tmp_path):
 
 def test_killed_render_resumes_to_identical_bytes(c, reference, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "bridge.cli", "dataset", "render", "--count", str(COUNT), "--out", str(out),
+    cmd = [sys.executable, "-m", "synthmatch.bridge.cli", "dataset", "render", "--count", str(COUNT), "--out", str(out),
            "--workers", "1", "--seed", "4", "--shard-size", str(SHARD)]
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -127,7 +127,7 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_render_workers_end_with_a_killed_render(tmp_path):
-    cmd = [sys.executable, "-m", "bridge.cli", "dataset", "render", "--count", "4096", "--out", str(tmp_path / "d"),
+    cmd = [sys.executable, "-m", "synthmatch.bridge.cli", "dataset", "render", "--count", "4096", "--out", str(tmp_path / "d"),
            "--workers", "2", "--shard-size", "64", "--store", "audio"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[int] = []

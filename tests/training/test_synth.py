@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from bridge import contract as contract_mod
-from training.sampling import sample_params
-from training.synth import ReferenceSynth
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.training.sampling import sample_params
+from synthmatch.training.synth import ReferenceSynth
 
 C = contract_mod.default()
 SR = C.audio.sample_rate

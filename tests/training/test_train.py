@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bridge import cli
-from bridge.contract import default
-from training.checkpoint import load_checkpoint, load_model
-from training.models import build_model
-from training.train import TrainConfig, run
+from synthmatch.bridge import cli
+from synthmatch.bridge.contract import default
+from synthmatch.training.checkpoint import load_checkpoint, load_model
+from synthmatch.training.models import build_model
+from synthmatch.training.train import TrainConfig, run
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"base": "ast-tiny", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32}
@@ -48,7 +48,7 @@ def _env() -> dict:
 
 
 def _train_cli(config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "bridge.cli", "train", "--config", str(config), "--out", str(out),
+    cmd = [sys.executable, "-m", "synthmatch.bridge.cli", "train", "--config", str(config), "--out", str(out),
            "--device", "cpu", *extra]
     return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
 
@@ -82,7 +82,7 @@ def test_overfits_fixed_set(tmp_path, one_thread):
     assert [r["step"] for r in vals] == [0, 40, 80]
     assert result["best_val"] <= 0.7 * vals[0]["val_loss"], vals
     # best.pt is the best validation; reloaded, it reproduces that loss on the same examples
-    from training.data import Renderer
+    from synthmatch.training.data import Renderer
 
     audio, params = Renderer(default(), 7, "cpu").render(0, 16)
     model, ckpt = load_model(out / "best.pt")
@@ -96,7 +96,7 @@ def test_overfits_fixed_set(tmp_path, one_thread):
 
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
-    from training.train import TrainConfig, run
+    from synthmatch.training.train import TrainConfig, run
 
     def on_step(step):
         if step == int(sys.argv[3]):
@@ -147,7 +147,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     r = _train_cli(config, one)
     assert r.returncode == 0, r.stderr
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "bridge.cli", "train", "--config", str(config), "--out", str(two), "--device", "cpu"]
+           "-m", "synthmatch.bridge.cli", "train", "--config", str(config), "--out", str(two), "--device", "cpu"]
     r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((two / "config.resolved.json").read_text())["world_size"] == 2
@@ -178,10 +178,10 @@ def test_config_errors_exit_2(tmp_path, capsys):
 
 def test_init_from_an_exported_models_weights(tiny_onnx):
     """A run can start from the weights an export writes beside its .onnx (fine-tuning a shipped model)."""
-    from bridge import contract as contract_mod
-    from bridge.cli import UsageError
-    from training.models import build_model, resolve_config
-    from training.train import _init_weights
+    from synthmatch.bridge import contract as contract_mod
+    from synthmatch.bridge.cli import UsageError
+    from synthmatch.training.models import build_model, resolve_config
+    from synthmatch.training.train import _init_weights
 
     c = contract_mod.default()
     weights = tiny_onnx.with_suffix(".pt")
@@ -201,7 +201,7 @@ CQT_TINY = {**TINY, "frontend": "mel+cqt", "head": "pitch-cls"}
 @pytest.fixture(scope="module")
 def audio_shards(tmp_path_factory):
     """A 20-example audio dataset in shards of 8 (the last one short), as `dataset render` writes it."""
-    from training.shards import render_dataset
+    from synthmatch.training.shards import render_dataset
 
     root = tmp_path_factory.mktemp("shards") / "ds"
     render_dataset(default(), root, 20, seed=3, shard_size=8, store="audio", progress=False)
@@ -230,8 +230,8 @@ def test_training_from_shards_resumes_exactly_and_reads_epochs(tmp_path, audio_s
 
 
 def test_shard_batches_are_the_cached_views_of_the_right_rows(audio_shards):
-    from training.featcache import ViewCache
-    from training.shards import ShardDataset
+    from synthmatch.training.featcache import ViewCache
+    from synthmatch.training.shards import ShardDataset
 
     c = default()
     model = build_model(CQT_TINY, c)

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from bridge import cli
-from bridge import contract as contract_mod
-from training import shards as shards_mod
-from training.sampling import sample_params
-from training.shards import MANIFEST, ShardDataset, ShardError, holdout, render_dataset
-from training.synths import SynthError, SynthSpec, parse_spec
-from training.synths import profile as profile_mod
-from training.synths.vst3 import Vst3Synth, load_plugin
+from synthmatch.bridge import cli
+from synthmatch.bridge import contract as contract_mod
+from synthmatch.training import shards as shards_mod
+from synthmatch.training.sampling import sample_params
+from synthmatch.training.shards import MANIFEST, ShardDataset, ShardError, holdout, render_dataset
+from synthmatch.training.synths import SynthError, SynthSpec, parse_spec
+from synthmatch.training.synths import profile as profile_mod
+from synthmatch.training.synths.vst3 import Vst3Synth, load_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "build" / "plugins"
@@ -288,9 +288,9 @@ def plugin_model(c, tmp_path_factory):
 
 
 def test_model_trained_on_plugin_shards_carries_the_plugins_identity(c, synth, plugin_model):
-    from bridge.modelfile import read_meta
-    from training.checkpoint import checkpoint_synth, load_checkpoint
-    from training.match import DEFAULT_MODEL
+    from synthmatch.bridge.modelfile import read_meta
+    from synthmatch.training.checkpoint import checkpoint_synth, load_checkpoint
+    from synthmatch.training.match import DEFAULT_MODEL
 
     assert json.loads((plugin_model / "data" / MANIFEST).read_text())["synth"] == synth.identity
     assert checkpoint_synth(load_checkpoint(plugin_model / "run" / "last.pt")) == synth.identity
@@ -300,7 +300,7 @@ def test_model_trained_on_plugin_shards_carries_the_plugins_identity(c, synth, p
 
 
 def test_match_through_the_plugin_and_refusals(c, synth, plugin_model, tmp_path, capsys):
-    from bridge import audiofile
+    from synthmatch.bridge import audiofile
 
     target = sample_params(c, 5, range(1), synth.sampling)
     audiofile.write(tmp_path / "target.wav", synth.render(target)[0], c.audio.sample_rate)
@@ -355,7 +355,7 @@ def test_training_on_plugin_shards_validates_on_their_tail_and_refuses_another_s
                                                                                        tmp_path, capsys):
     import shutil
 
-    from training.checkpoint import load_model
+    from synthmatch.training.checkpoint import load_model
 
     ds = ShardDataset(plugin_model / "data", c)
     x, y = ds.batch(range(20, 24))  # val_size = 4: the last 4 of 24 examples

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.contract import Contract, ContractError
-from training.sampling import PresetSampling, sample_params
+from synthmatch.bridge.contract import Contract, ContractError
+from synthmatch.training.sampling import PresetSampling, sample_params
 
 REFERENCE = "reference"
 
@@ -48,7 +48,7 @@ class Synth:
 
     def mean_patch(self) -> np.ndarray:
         """(16,) float32: every parameter at the mean of this synth's sampling (pinned ones at their pin)."""
-        from training.sampling import distribution_mean
+        from synthmatch.training.sampling import distribution_mean
 
         samples = self.sampling.samples if self.sampling else [p.sample for p in self.contract.params]
         return np.array([distribution_mean(s) for s in samples], np.float32)
@@ -71,10 +71,10 @@ class SynthSpec:
     def open(self, contract: Contract, check: bool = True) -> Synth:
         """check: refuse a plugin that renders silence (workers skip it: their parent checked)."""
         if self.kind == REFERENCE:
-            from training.synths.reference import Reference
+            from synthmatch.training.synths.reference import Reference
 
             return Reference(contract)
-        from training.synths.vst3 import Vst3Synth
+        from synthmatch.training.synths.vst3 import Vst3Synth
 
         return Vst3Synth(self.path, contract, self.profile, check_silence=check)
 
@@ -103,7 +103,7 @@ def dataset_identity(data: str | Path | None) -> str:
     data (data "" or None; anything but a path, as free-form configs may hold)."""
     if not data or not isinstance(data, (str, Path)):
         return REFERENCE
-    from training.shards import read_manifest
+    from synthmatch.training.shards import read_manifest
 
     return read_manifest(Path(data))[0].synth
 

@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 
-from bridge.contract import Contract
-from training.sampling import distribution_mean
-from training.synths import SynthError, parse_spec
+from synthmatch.bridge.contract import Contract
+from synthmatch.training.sampling import distribution_mean
+from synthmatch.training.synths import SynthError, parse_spec
 
 
 def probe(contract: Contract, spec: str, profile: str) -> dict:

@@ -32,11 +32,11 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from bridge import tomlfile
-from bridge.contract import Contract, ContractError
-from training.sampling import FIT_METHODS, PresetSampling, fit_presets
+from synthmatch.bridge import tomlfile
+from synthmatch.bridge.contract import CONFIG_DIR, Contract, ContractError
+from synthmatch.training.sampling import FIT_METHODS, PresetSampling, fit_presets
 
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "configs" / "synths"
+PROFILE_DIR = CONFIG_DIR / "synths"
 MAPS = ("raw", "physical")
 RESETS = ("auto", "reinstantiate")
 SAMPLING_KINDS = ("contract", "presets")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bridge.contract import Contract
-from training.synth import ReferenceSynth
-from training.synths import REFERENCE, Synth
+from synthmatch.bridge.contract import Contract
+from synthmatch.training.synth import ReferenceSynth
+from synthmatch.training.synths import REFERENCE, Synth
 
 RENDER_GROUP = 8  # as training.data: fixed groups keep example i bit-identical whatever N
 

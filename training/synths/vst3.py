@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.contract import Contract
-from training.sampling import distribution_mean
-from training.synths import Synth, SynthError
-from training.synths import profile as profile_mod
+from synthmatch.bridge.contract import Contract
+from synthmatch.training.sampling import distribution_mean
+from synthmatch.training.synths import Synth, SynthError
+from synthmatch.training.synths import profile as profile_mod
 
 SILENCE_PEAK = 1e-5  # a mean-patch render quieter than this (-100 dBFS) means the plugin is silent
 
