@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import re
 import sys
 
 
@@ -232,9 +233,36 @@ def _resolve(handler):
     return getattr(importlib.import_module(module), func)
 
 
+TRAINING = "synthmatch.training."  # handlers in these modules need the train extra (torch, ...)
+
+
+def _missing_train_extra() -> list[str]:
+    """The train extra's distributions that are not installed, named by synthmatch's own metadata
+    (a runtime-only install: ["torch", "matplotlib", "pedalboard", "tqdm"])."""
+    from importlib import metadata
+
+    missing = []
+    for req in metadata.requires("synthmatch") or []:
+        spec, _, marker = req.partition(";")
+        if 'extra == "train"' in marker:
+            name = re.match(r"[A-Za-z0-9._-]+", spec.strip()).group()
+            try:
+                metadata.distribution(name)
+            except metadata.PackageNotFoundError:
+                missing.append(name)
+    return missing
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from synthmatch.bridge.contract import ContractError
+
+    needs_train = isinstance(args.handler, str) and args.handler.startswith(TRAINING)
+    missing = _missing_train_extra() if needs_train else []
+    if missing:  # checked before the handler: it would fail halfway, with a traceback, on its first torch import
+        print(f"synthmatch {args.command}: error: needs the training extra (missing {', '.join(missing)}): "
+              "pip install 'synthmatch[train]'", file=sys.stderr)
+        return 2
 
     try:
         return _resolve(args.handler)(args) or 0
