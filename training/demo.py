@@ -8,9 +8,6 @@
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 import json
 import shlex
 import subprocess
@@ -46,13 +43,10 @@ def main(args) -> int:
     audiofile.write(out / "target.wav", audio[0], sr)
     print(f"1. rendered a random patch (seed {args.seed}, example {audible[0]}) -> {out / 'target.wav'}")
 
-    match_args = argparse.Namespace(input=str(out / "target.wav"), out_dir=str(out / "match"), model=None,
-                                    backend="onnxruntime", channel=None, contract=None, refine_passes=3,
-                                    synth="reference", profile=None)
-    with contextlib.redirect_stdout(io.StringIO()):  # match's own JSON line; the table below says more
-        match_mod.main(match_args)
-    report = json.loads((out / "match" / "params.json").read_text())
-    found, refinement = report["values"], report["refinement"]
+    result = match_mod.match_file(out / "target.wav", refine_passes=3, contract=c)
+    (out / "match").mkdir(exist_ok=True)
+    match_mod.write_match(result, out / "match", c)
+    found, refinement = result.values, result.report["refinement"]
     print(f"\n2. matched it -> {out / 'match'} (params.json, match.wav, compare.png)")
     print(f"   {'parameter':<18} {'target':>7} {'match':>7}   physical target -> match")
     for p, t in zip(c.params, truth[0]):

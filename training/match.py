@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -144,75 +145,112 @@ def plot_compare(path: Path, target: np.ndarray, match: np.ndarray, values, cont
     plt.close(fig)
 
 
-def main(args) -> int:
+@dataclass
+class MatchResult:
+    """What match_file found for one sound."""
+
+    values: dict[str, float]       # normalised [0, 1] per contract parameter name (what the synth is sent)
+    note: dict                     # the note heard: midi, f0_hz, confidence, heard (False: fallback used)
+    onset_s: float                 # where the matched 4 s window starts in the file
+    rendered: np.ndarray           # (num_samples,) float32: the synth playing `values` at the heard note
+    window: np.ndarray             # (num_samples,) float32: the input window the model heard
+    report: dict                   # params.json: the above plus physical values, model, synth, refinement
+
+
+def match_file(path: str | Path, model: str | Path | None = None, *, refine_passes: int | None = None,
+               synth: str = "reference", profile: str | None = None, backend: str = "onnxruntime",
+               channel: int | None = None, contract: Contract | None = None, warn=None) -> MatchResult:
+    """Match one sound file: onset -> the 4 s window from it -> the note heard -> model -> refinement.
+
+    model: an exported .onnx (default: the shipped one); refine_passes: re-rendering passes (default 3
+    on the reference synth, PLUGIN_REFINE_PASSES through a plugin; 0: the network alone); synth/profile:
+    "reference" or "vst3:PATH" with its profile; warn(text) hears what may spoil the match (default:
+    stderr). Raises UsageError (one line, what to do) for bad files, models and synths."""
     import time
 
     from synthmatch.bridge import audiofile, contract as contract_mod
     from synthmatch.bridge.modelfile import read_meta
+    from synthmatch.bridge.pitch import detect
     from synthmatch.training.synths import REFERENCE, check_identity, open_synth
 
-    from synthmatch.bridge.outpaths import writable_dir
-
-    c = contract_mod.load(args.contract)
-    model = Path(args.model) if args.model else DEFAULT_MODEL
+    c = contract or contract_mod.default()
+    warn = warn or (lambda text: print(f"synthmatch match: warning: {path}: {text}", file=sys.stderr))
+    model = Path(model) if model else DEFAULT_MODEL
     if not model.exists():
         raise UsageError(f"{model}: no model file; train and export one (synthmatch train / export) "
                          f"or pass --model PATH")
     try:
         found: dict = {}
-        audio = audiofile.read_mono(args.input, c.audio.sample_rate, channel=args.channel, report=found)
+        audio = audiofile.read_mono(path, c.audio.sample_rate, channel=channel, report=found)
     except audiofile.AudioFileError as e:
         raise UsageError(str(e)) from None
-    out = writable_dir(args.out_dir, "--out-dir")  # before any work: a bad place fails in a second
     for w in input_warnings(audio, found, c.audio.sample_rate):
-        print(f"synthmatch match: warning: {args.input}: {w}", file=sys.stderr)
-    window, onset = aligned_window(audio, c, where=str(args.input))
-    synth = open_synth(args.synth, c, args.profile)  # a plugin that is missing or wrong fails here
-    check_identity(read_meta(model).synth, synth.identity, str(model),
+        warn(w)
+    window, onset = aligned_window(audio, c, where=str(path))
+    player = open_synth(synth, c, profile)  # a plugin that is missing or wrong fails here
+    check_identity(read_meta(model).synth, player.identity, str(model),
                    "match with the synth and profile it was trained on (--synth/--profile), or train a model "
                    "on this synth's data (docs/massive-guide.md)")
-    from synthmatch.bridge.pitch import detect
-
-    heard = detect(window, c.audio.sample_rate)  # the note played: the model hears it at C4, match.wav plays it
+    heard = detect(window, c.audio.sample_rate)  # the note played: the model is told it, match.wav plays it
     if not heard.voiced:
-        print(f"synthmatch match: warning: {args.input}: no clear note ({heard.reason}); matched at the "
-              f"fallback note {heard.note}", file=sys.stderr)
-    predicted = predict_at_note(model, window, heard.note, c, backend=args.backend)
-    if hasattr(synth, "note"):  # the reference synth plays the heard note (a plugin plays its profile's)
-        synth.note = heard.note
-    pinned = [i for i, name in enumerate(c.names) if name not in synth.mapped]
-    predicted[pinned] = synth.mean_patch()[pinned]  # what a plugin's profile pins them to (none: reference)
+        warn(f"no clear note ({heard.reason}); matched at the fallback note {heard.note}")
+    predicted = predict_at_note(model, window, heard.note, c, backend=backend)
+    if hasattr(player, "note"):  # the reference synth plays the heard note (a plugin plays its profile's)
+        player.note = heard.note
+    pinned = [i for i, name in enumerate(c.names) if name not in player.mapped]
+    predicted[pinned] = player.mean_patch()[pinned]  # what a plugin's profile pins them to (none: reference)
     values, refinement = predicted, None
-    passes = args.refine_passes
+    passes = refine_passes
     if passes is None:
-        passes = 3 if args.synth == REFERENCE else PLUGIN_REFINE_PASSES
+        passes = 3 if synth == REFERENCE else PLUGIN_REFINE_PASSES
     if passes:
         from synthmatch.training.refine import RefineConfig, refine
 
-        cfg = RefineConfig(passes=passes, only=() if args.synth == REFERENCE else synth.mapped)
+        cfg = RefineConfig(passes=passes, only=() if synth == REFERENCE else player.mapped)
         t0 = time.perf_counter()
-        refined, before, after = refine(c, window[None], predicted[None], cfg, synth=synth)
+        refined, before, after = refine(c, window[None], predicted[None], cfg, synth=player)
         values = refined[0]
         refinement = {"passes": cfg.passes, "renders": cfg.renders_per_sound(c),
                       "seconds": round(time.perf_counter() - t0, 2),
                       "distance_model": round(float(before[0]), 4), "distance_refined": round(float(after[0]), 4),
                       "model_values": {p.name: round(float(v), 4) for p, v in zip(c.params, predicted)}}
-    rendered = synth.render(values[None].copy())[0]
-
+    rendered = player.render(values[None].copy())[0]
+    note = {"midi": heard.note, "f0_hz": None if heard.f0_hz is None else round(heard.f0_hz, 2),
+            "confidence": round(heard.confidence, 3), "heard": heard.voiced, "fallback_reason": heard.reason}
+    named = {p.name: round(float(v), 4) for p, v in zip(c.params, values)}
     report = {
-        "input": str(args.input), "onset_s": round(onset / c.audio.sample_rate, 4),
+        "input": str(path), "onset_s": round(onset / c.audio.sample_rate, 4),
         "input_level_dbfs": round(rms_dbfs(window), 1), "model": str(model), "contract": c.hash,
-        "synth": synth.identity,
-        "note": {"midi": heard.note, "f0_hz": None if heard.f0_hz is None else round(heard.f0_hz, 2),
-                 "confidence": round(heard.confidence, 3), "heard": heard.voiced, "fallback_reason": heard.reason},
-        "values": {p.name: round(float(v), 4) for p, v in zip(c.params, values)},
-        "params": describe(values, c),
+        "synth": player.identity, "note": note, "values": named, "params": describe(values, c),
         "refinement": refinement,  # multi-scale spectral distance to the input, model alone vs refined
     }
-    (out / "params.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")  # never NaN
-    audiofile.write(out / "match.wav", rendered, c.audio.sample_rate)
-    plot_compare(out / "compare.png", window, rendered, values, c, f"{Path(args.input).name}: matched parameters",
-                 "reference synth" if args.synth == REFERENCE else synth.identity.split(" ")[0][len("vst3:"):])
-    print(json.dumps({"out_dir": str(out), "onset_s": report["onset_s"], "note": report["note"],
-                      "values": report["values"]}))
+    return MatchResult(named, note, report["onset_s"], np.asarray(rendered, np.float32), window, report)
+
+
+def write_match(result: MatchResult, out: Path, contract: Contract) -> None:
+    """params.json, match.wav and compare.png of a MatchResult into the directory `out`."""
+    from synthmatch.bridge import audiofile
+
+    (out / "params.json").write_text(json.dumps(result.report, indent=1, allow_nan=False) + "\n")  # never NaN
+    audiofile.write(out / "match.wav", result.rendered, contract.audio.sample_rate)
+    identity = result.report["synth"]
+    plot_compare(out / "compare.png", result.window, result.rendered, list(result.values.values()), contract,
+                 f"{Path(result.report['input']).name}: matched parameters",
+                 "reference synth" if identity == "reference" else identity.split(" ")[0][len("vst3:"):])
+
+
+def main(args) -> int:
+    from synthmatch.bridge import contract as contract_mod
+    from synthmatch.bridge.outpaths import writable_dir
+
+    c = contract_mod.load(args.contract)
+    if args.model and not Path(args.model).exists():  # before the output directory is made
+        raise UsageError(f"{args.model}: no model file; train and export one (synthmatch train / export) "
+                         f"or pass --model PATH")
+    out = writable_dir(args.out_dir, "--out-dir")  # before any work: a bad place fails in a second
+    result = match_file(args.input, args.model, refine_passes=args.refine_passes, synth=args.synth,
+                        profile=args.profile, backend=args.backend, channel=args.channel, contract=c)
+    write_match(result, out, c)
+    print(json.dumps({"out_dir": str(out), "onset_s": result.onset_s, "note": result.note,
+                      "values": result.values}))
     return 0

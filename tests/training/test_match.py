@@ -104,3 +104,23 @@ def test_unusable_files_exit_2_naming_the_file(tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert str(path) in err and needle in err
     assert not (tmp_path / "out" / "params.json").exists()
+
+
+def test_the_readme_library_example_runs(tmp_path):
+    """The README's "As a library" snippet, as written, on a real sound (a decaying G3 square)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import soundfile as sf
+
+    root = Path(__file__).resolve().parents[2]
+    code = re.search(r"### As a library.*?```python\n(.*?)```", (root / "README.md").read_text(), re.S).group(1)
+    t = np.arange(32000) / 16000
+    sf.write(tmp_path / "take.wav", (0.3 * np.sign(np.sin(2 * np.pi * 196 * t)) * np.exp(-t)).astype(np.float32),
+             16000)
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    note, cutoff = r.stdout.split()
+    assert int(note) == 55 and 0.0 <= float(cutoff) <= 1.0
