@@ -42,4 +42,40 @@ fi
 # TensorRT-RTX (PyPI): the tests build real engines with it, no GPU needed; the gpu extra installs it too.
 [[ "$extras" == *dev* ]] && "${pip[@]}" "tensorrt-rtx-cu12==1.7.1.116"
 [[ "$extras" == *dev* ]] && bash scripts/build_test_plugin.sh
+
+# --dev: .venv-runtime holds synthmatch as a user gets it: the built wheel (not editable), no extras, so no
+# torch, plus pytest; tests/test_installed.py runs the CLI and the torch-free tests with it. The venv is made
+# afresh when pyproject.toml or Python changes, the wheel rebuilt and reinstalled when any file git lists does.
+runtime_venv() {
+  local venv=.venv-runtime deps_stamp src_stamp wheel
+  if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    echo "setup: not a git checkout: $venv not made (tests/test_installed.py skips)"; return 0
+  fi
+  rt_tmp=$(mktemp -d) && trap 'rm -rf "$rt_tmp"' EXIT
+  # built from a copy of the files git lists (tracked, and untracked but not ignored): an in-tree build
+  # would carry modules left over in build/lib into the wheel
+  git ls-files -z -co --exclude-standard >"$rt_tmp/listed"
+  while IFS= read -r -d '' f; do
+    if [[ -f "$f" ]]; then printf '%s\0' "$f"; fi  # a deleted file stays listed until committed
+  done <"$rt_tmp/listed" >"$rt_tmp/files"
+  deps_stamp=$({ "$python" --version; cat pyproject.toml; } | sha256sum)
+  src_stamp=$(xargs -0 sha256sum <"$rt_tmp/files" | sha256sum)
+  if [[ "$(cat "$venv/.deps-stamp" 2>/dev/null)" != "$deps_stamp" ]]; then
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    echo "$deps_stamp" >"$venv/.deps-stamp"
+  fi
+  if [[ "$(cat "$venv/.src-stamp" 2>/dev/null)" == "$src_stamp" ]]; then return 0; fi
+  rm -f "$venv/.src-stamp"
+  mkdir "$rt_tmp/src"
+  tar --null -T "$rt_tmp/files" -cf - | tar -C "$rt_tmp/src" -xf -
+  local rpip=("$venv/bin/python" -m pip -q --disable-pip-version-check)
+  "${rpip[@]}" wheel --no-deps -w "$rt_tmp/dist" "$rt_tmp/src"
+  wheel=$(echo "$rt_tmp"/dist/synthmatch-*.whl)
+  "${rpip[@]}" uninstall -y synthmatch 2>/dev/null || true  # at the same version pip would keep the old files
+  "${rpip[@]}" install "$wheel" "pytest>=8" "pytest-rerunfailures>=14"  # pytest as in the dev extra
+  echo "$src_stamp" >"$venv/.src-stamp"
+  echo "setup: $venv: $(basename "$wheel") installed, no torch"
+}
+if [[ "$extras" == *dev* ]]; then runtime_venv; fi
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
