@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.onset import OnsetSettings, offline_onsets
@@ -28,6 +27,7 @@ def test_each_snapshot_is_followed_by_its_refinement_unless_a_newer_one_came_fir
     """Three notes through `synthmatch bridge --fast`: three network snapshots at once, then the refined
     follow-up of the newest only (the first two were superseded before their search finished), equal to
     training.refine on the same window, and closer to it than the network's snapshot."""
+    torch = pytest.importorskip("torch")  # the module runs without torch: the next test needs its absence
     from synthmatch.bridge.engine import load_engine
     from synthmatch.training.metrics import multiscale_spectral_distance
     from synthmatch.training.refine import RefineConfig, refine
