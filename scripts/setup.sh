@@ -73,7 +73,8 @@ runtime_venv() {
   "${rpip[@]}" wheel --no-deps -w "$rt_tmp/dist" "$rt_tmp/src"
   wheel=$(echo "$rt_tmp"/dist/synthmatch-*.whl)
   "${rpip[@]}" uninstall -y synthmatch 2>/dev/null || true  # at the same version pip would keep the old files
-  "${rpip[@]}" install "$wheel" "pytest>=8" "pytest-rerunfailures>=14"  # pytest as in the dev extra
+  # pytest as in the dev extra; --no-compile: only what runs gets byte-compiled (saves ~40 % of the install)
+  "${rpip[@]}" install --no-compile "$wheel" "pytest>=8" "pytest-rerunfailures>=14"
   echo "$src_stamp" >"$venv/.src-stamp"
   echo "setup: $venv: $(basename "$wheel") installed, no torch"
 }
