@@ -133,7 +133,7 @@ class Refiner:
         if msg[0] != "ready":
             self.close()
             raise RefinerError(f"refinement needs the training extra (torch and the reference synth): "
-                               f"{msg[1]}; install it with pip install -e '.[train]' (README), or set "
+                               f"{msg[1]}; install it with pip install 'synthmatch[train]', or set "
                                "refine.passes = 0")
         return int(msg[1])
 
