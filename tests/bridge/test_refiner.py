@@ -69,7 +69,7 @@ def test_without_torch_the_refiner_says_how_to_install_it(c, tmp_path, monkeypat
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError(\"No module named 'torch'\")\n")
     monkeypatch.syspath_prepend(str(fake.parent))  # a spawned child starts with the parent's sys.path
-    with pytest.raises(RefinerError, match=r"No module named 'torch'.*pip install -e '\.\[train\]'"):
+    with pytest.raises(RefinerError, match=r"No module named 'torch'.*pip install 'synthmatch\[train\]'"):
         Refiner(c, passes=1, ready_timeout=60)
 
 
