@@ -41,7 +41,7 @@ class InputSettings:
 
 
 def _usage(msg: str) -> Exception:
-    from synthmatch.bridge.cli import UsageError
+    from synthmatch.bridge.errors import UsageError
 
     return UsageError(msg)
 

@@ -13,9 +13,7 @@ import math
 import re
 import sys
 
-
-class UsageError(Exception):
-    """A mistake the user can fix (bad config, file, device name): printed without a traceback, exit 2."""
+from synthmatch.bridge.errors import UsageError
 
 
 def _params(args: argparse.Namespace) -> int:
@@ -273,9 +271,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    # `python -m bridge.cli ...` (e.g. under torchrun): call the module as imported by name, so the
-    # UsageError that handlers import from bridge.cli is the class main() catches (not __main__'s copy).
-    from synthmatch.bridge.cli import main as _main
-
-    sys.exit(_main())
+if __name__ == "__main__":  # python -m synthmatch.bridge.cli ... (e.g. under torchrun)
+    sys.exit(main())

@@ -24,7 +24,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from synthmatch.bridge import tomlfile
 from synthmatch.bridge.audio import InputSettings
-from synthmatch.bridge.cli import UsageError
+from synthmatch.bridge.errors import UsageError
 from synthmatch.bridge.contract import CONFIG_DIR
 from synthmatch.bridge.notes import NoteSettings
 from synthmatch.bridge.onset import OnsetSettings

@@ -239,7 +239,7 @@ class ControlServer:
         try:
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         except OSError as e:
-            from synthmatch.bridge.cli import UsageError
+            from synthmatch.bridge.errors import UsageError
 
             raise UsageError(f"control server: cannot create a UDP socket ({e}); set control.enabled = false "
                              "to run without remote control") from None
@@ -384,7 +384,7 @@ class ControlServer:
 
 def _listen_error(host: str, port: int, e: Exception):
     """The UsageError for a control address that cannot be bound, with advice that fits the cause."""
-    from synthmatch.bridge.cli import UsageError
+    from synthmatch.bridge.errors import UsageError
 
     if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
         fix = "another program (or a second synthmatch bridge) uses it: set control.port to a free port"

@@ -522,7 +522,7 @@ def _r(x: float | None) -> float | None:
 def config_from_args(args):
     """Config file + CLI flags -> BridgeConfig (flags win)."""
     from synthmatch.bridge import config as config_mod
-    from synthmatch.bridge.cli import UsageError
+    from synthmatch.bridge.errors import UsageError
 
     over: dict[str, Any] = {}
     for item in args.set or []:
@@ -578,7 +578,7 @@ def _open_engine(cfg, contract):
                                "with: contract = \"PATH\" in the config, or --set contract='\"PATH\"'") from None
     m = engine.meta
     if m.sample_rate != contract.audio.sample_rate or m.num_samples != contract.audio.num_samples:
-        from synthmatch.bridge.cli import UsageError
+        from synthmatch.bridge.errors import UsageError
 
         raise UsageError(f"{cfg.model}: model expects {m.num_samples} samples at {m.sample_rate} Hz, the "
                          f"contract {contract.audio.num_samples} at {contract.audio.sample_rate} Hz")
@@ -597,7 +597,7 @@ def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
     if fs.enabled:
         import rtmidi
 
-        from synthmatch.bridge.cli import UsageError
+        from synthmatch.bridge.errors import UsageError
         from synthmatch.bridge.midiports import MidiPortError
 
         try:
@@ -661,7 +661,7 @@ def _closer(stack: contextlib.ExitStack, obj) -> None:
 def _open_sinks(cfg, contract) -> list:
     import rtmidi
 
-    from synthmatch.bridge.cli import UsageError
+    from synthmatch.bridge.errors import UsageError
     from synthmatch.bridge.midiports import MidiPortError
     from synthmatch.bridge.sinks import build_sinks
 
@@ -689,7 +689,7 @@ def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: l
 
     refiner = None
     if cfg.refine.passes:  # also in continuous mode: the control server may switch to trigger later
-        from synthmatch.bridge.cli import UsageError
+        from synthmatch.bridge.errors import UsageError
         from synthmatch.bridge.refiner import Refiner, RefinerError
 
         try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synthmatch.bridge.cli import UsageError
+from synthmatch.bridge.errors import UsageError
 from synthmatch.bridge.contract import Contract
 
 FORMAT = 2  # bump when the metadata layout changes incompatibly

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import IO, Any, Protocol, Sequence
 
-from synthmatch.bridge.cli import UsageError
+from synthmatch.bridge.errors import UsageError
 
 log = logging.getLogger("synthmatch.sinks")
 

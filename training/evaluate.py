@@ -233,7 +233,7 @@ def heard_notes(audio: np.ndarray, contract: Contract) -> np.ndarray:
 
 
 def _note_range(text: str | None) -> tuple[int, int] | None:
-    from synthmatch.bridge.cli import UsageError
+    from synthmatch.bridge.errors import UsageError
     from synthmatch.training.sampling import check_notes
 
     if text is None:
@@ -247,7 +247,7 @@ def _note_range(text: str | None) -> tuple[int, int] | None:
 
 def main(args) -> int:
     from synthmatch.bridge import contract as contract_mod
-    from synthmatch.bridge.cli import UsageError
+    from synthmatch.bridge.errors import UsageError
 
     c = contract_mod.load(args.contract)
     size = args.size if args.size is not None else DEFAULT_SPLIT_SIZES[args.split]

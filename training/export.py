@@ -31,7 +31,7 @@ from torch import nn
 
 from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.atomic import write_atomic
-from synthmatch.bridge.cli import UsageError
+from synthmatch.bridge.errors import UsageError
 from synthmatch.bridge.contract import Contract
 from synthmatch.bridge.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, WEIGHTS_FORMAT, ModelMeta, build_props, embed
 

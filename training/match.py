@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthmatch.bridge.cli import UsageError
+from synthmatch.bridge.errors import UsageError
 from synthmatch.bridge.contract import Contract
 from synthmatch.bridge.onset import OnsetSettings, offline_onsets, rms_dbfs
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from synthmatch.bridge.cli import UsageError
+from synthmatch.bridge.errors import UsageError
 
 
 def read_params(text: str, contract) -> list[float]:

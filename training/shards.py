@@ -540,7 +540,7 @@ def _notes_arg(text: str | None) -> tuple[int, int] | None:
 
 def main(args) -> int:
     from synthmatch.bridge import contract as contract_mod
-    from synthmatch.bridge.cli import UsageError
+    from synthmatch.bridge.errors import UsageError
 
     c = contract_mod.load(args.contract)
     if args.dataset_command == "probe":

@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from synthmatch.bridge.cli import UsageError
+from synthmatch.bridge.errors import UsageError
 from synthmatch.bridge.contract import Contract
 from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge import tomlfile

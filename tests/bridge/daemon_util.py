@@ -49,6 +49,11 @@ def notes_file(path, contract, starts, total, seed: int = 3) -> np.ndarray:
     return x
 
 
+# SIGTERM/SIGHUP to exit, s: the worker's join (0.8 s) and the control server's (0.7 s) bound it; a hang
+# (what these tests are for) never ends. Kept above the sum because a loaded CI machine adds to it.
+SHUTDOWN_S = 2.0
+
+
 def bridge_cmd(*args) -> list[str]:
     """`synthmatch bridge ARGS` as a subprocess command line."""
     return [sys.executable, "-m", "synthmatch.bridge.cli", "bridge", *args]

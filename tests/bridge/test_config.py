@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from synthmatch.bridge import config, contract as contract_mod
-from synthmatch.bridge.cli import UsageError
+from synthmatch.bridge.errors import UsageError
 
 
 @pytest.fixture(scope="module")

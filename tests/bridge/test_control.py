@@ -118,7 +118,7 @@ def test_queue_is_bounded(client):
 
 
 def test_port_in_use_is_a_usage_error():
-    from synthmatch.bridge.cli import UsageError
+    from synthmatch.bridge.errors import UsageError
 
     with ControlServer(port=0) as srv:
         with pytest.raises(UsageError, match=f"cannot listen on 127.0.0.1:{srv.address[1]}"):
@@ -240,7 +240,7 @@ def test_a_flood_is_logged_briefly_and_status_requests_are_rate_limited(client, 
 
 
 def test_an_address_of_another_machine_gets_advice_about_control_host():
-    from synthmatch.bridge.cli import UsageError
+    from synthmatch.bridge.errors import UsageError
 
     with pytest.raises(UsageError, match=r"8\.8\.8\.8 is not an address of this machine: set control\.host"):
         ControlServer(host="8.8.8.8", port=0)

@@ -23,7 +23,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from synthmatch.bridge import contract as contract_mod
 from tests.bridge.bad_models import write_model
-from tests.bridge.daemon_util import SR, bridge_cmd, exit_counters, notes_file
+from tests.bridge.daemon_util import SHUTDOWN_S, SR, bridge_cmd, exit_counters, notes_file
 
 MODES = ("trigger", "continuous", "manual")
 
@@ -178,7 +178,7 @@ def test_fuzzed_control_port_keeps_the_daemon_answering_and_stoppable(c, tiny_on
     finally:
         b.kill()
     assert b.p.returncode == 0, b.stderr
-    assert elapsed < 1.0, f"shutdown took {elapsed:.2f} s"
+    assert elapsed < SHUTDOWN_S, f"shutdown took {elapsed:.2f} s"
     final = exit_counters(b.stderr)
     assert final["control_malformed"] >= counters["control_malformed"]
     warned = [ln for ln in b.err if "control: ignored message" in ln]
@@ -234,7 +234,7 @@ def test_sigterm_while_the_refiner_starts_leaves_no_process(refine_args):
         b.kill()
     assert b.p.returncode == 0 and "stopped by SIGTERM while starting" in b.stderr, b.stderr
     assert "Traceback" not in b.stderr, b.stderr
-    assert elapsed < 2.0, f"shutdown took {elapsed:.2f} s"  # the child is reaped first; 1.3 s seen at load 10
+    assert elapsed < SHUTDOWN_S, f"shutdown took {elapsed:.2f} s"  # the child is reaped first; 1.3 s seen at load 10
     assert not _gone(kids), f"orphans left: {kids}"
 
 
@@ -248,7 +248,7 @@ def test_sighup_stops_the_daemon_and_its_refiner(refine_args):
     finally:
         b.kill()
     assert b.p.returncode == 0, b.stderr
-    assert elapsed < 1.0 and "synthmatch bridge: counters" in b.stderr
+    assert elapsed < SHUTDOWN_S and "synthmatch bridge: counters" in b.stderr
     assert not _gone(kids), f"orphans left: {kids}"
 
 

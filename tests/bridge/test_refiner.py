@@ -13,7 +13,7 @@ import pytest
 from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.onset import OnsetSettings, offline_onsets
 from synthmatch.bridge.refiner import Refiner, RefinerError
-from tests.bridge.daemon_util import SR, bridge_cmd, exit_counters, notes_file, sigterm_bridge
+from tests.bridge.daemon_util import SHUTDOWN_S, SR, bridge_cmd, exit_counters, notes_file, sigterm_bridge
 
 N = 64000
 
@@ -94,7 +94,7 @@ def test_sigterm_with_a_search_in_flight_exits_at_once_and_leaves_no_child(c, ti
     finally:
         if p.poll() is None:
             p.kill()
-    assert elapsed < 1.0, f"shutdown took {elapsed:.2f} s"
+    assert elapsed < SHUTDOWN_S, f"shutdown took {elapsed:.2f} s"
     assert counters["refined"] == 0  # it was still searching
     deadline = time.monotonic() + 2.0  # an orphan would outlive its parent; a closed child is gone
     while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:

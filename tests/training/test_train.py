@@ -179,7 +179,7 @@ def test_config_errors_exit_2(tmp_path, capsys):
 def test_init_from_an_exported_models_weights(tiny_onnx):
     """A run can start from the weights an export writes beside its .onnx (fine-tuning a shipped model)."""
     from synthmatch.bridge import contract as contract_mod
-    from synthmatch.bridge.cli import UsageError
+    from synthmatch.bridge.errors import UsageError
     from synthmatch.training.models import build_model, resolve_config
     from synthmatch.training.train import _init_weights
 
