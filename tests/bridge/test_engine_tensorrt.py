@@ -21,7 +21,7 @@ from synthmatch.bridge.cli import main as cli  # noqa: E402
 from synthmatch.bridge.engine import BackendError, BackendUnavailable, load_engine, nvidia_driver_absent  # noqa: E402
 from synthmatch.bridge.engine_tensorrt import (FLAVOURS, HEADER_MAGIC, EngineSpec, TensorRTEngine, cache_file,  # noqa: E402
                                     check_runnable, ensure_engine, network_io, parse)
-from synthmatch.bridge.modelfile import INPUT_NAME, OUTPUT_NAME, ModelError, read_meta  # noqa: E402
+from synthmatch.bridge.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, ModelError, read_meta  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "models" / "default.onnx"
@@ -48,9 +48,10 @@ def ast_paper(tmp_path_factory) -> Path:
 
 
 def _contract_io(meta) -> dict:
-    """What the metadata says: one float32 input (batch, num_samples), one float32 output (batch, params)."""
-    return {"inputs": [(INPUT_NAME, (-1, meta.num_samples), "float32")],
-            "outputs": [(OUTPUT_NAME, (-1, len(meta.names)), "float32")]}
+    """What the metadata says: float32 audio (batch, num_samples) and, for a model told the note, float32
+    notes (batch,); one float32 output (batch, params)."""
+    inputs = [(INPUT_NAME, (-1, meta.num_samples), "float32")] + [(NOTE_NAME, (-1,), "float32")] * meta.takes_note
+    return {"inputs": inputs, "outputs": [(OUTPUT_NAME, (-1, len(meta.names)), "float32")]}
 
 
 def _copy_with_meta(src: Path, dst: Path, **changes) -> Path:
