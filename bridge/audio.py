@@ -30,14 +30,14 @@ RING_SECONDS = 4.0  # raw ring length; the worker drains it every millisecond or
 
 @dataclass
 class InputSettings:
-    source: str = ""            # device-name substring ("" = system default input) or "file:PATH"
-    channel: int = 0            # 0 = mix all channels to mono; N = use channel N only (1-based)
-    sample_rate: int = 0        # device rate in Hz; 0 = the device's default. Resampled to 16 kHz
-    blocksize: int = 256        # frames per callback (0 = let the driver choose)
-    latency: str = "low"        # PortAudio latency hint: "low", "high" or seconds as a string
-    fast: bool = False          # file input: as fast as the daemon consumes it instead of real time
-    loop: bool = False          # file input: start over at the end (soak tests, demos)
-    retry_max_s: float = 5.0    # device lost: reconnect attempts back off up to this interval
+    source: str = ""  # device-name substring ("" = system default input) or "file:PATH"
+    channel: int = 0  # 0 = mix all channels to mono; N = use channel N only (1-based)
+    sample_rate: int = 0  # device rate in Hz; 0 = the device's default. Resampled to 16 kHz
+    blocksize: int = 256  # frames per callback (0 = let the driver choose)
+    latency: str = "low"  # PortAudio latency hint: "low", "high" or seconds as a string
+    fast: bool = False  # file input: as fast as the daemon consumes it instead of real time
+    loop: bool = False  # file input: start over at the end (soak tests, demos)
+    retry_max_s: float = 5.0  # device lost: reconnect attempts back off up to this interval
 
 
 def _usage(msg: str) -> Exception:
@@ -71,8 +71,7 @@ def find_device(sd, name: str) -> tuple[int, str, int, float]:
                 return d
         if devs:
             return devs[0]
-        raise _usage("input: no audio input device found; connect one (or start JACK) or use "
-                     "--input file:PATH")
+        raise _usage("input: no audio input device found; connect one (or start JACK) or use --input file:PATH")
     exact = [d for d in devs if d[1] == name]
     if exact:
         return exact[0]
@@ -81,8 +80,7 @@ def find_device(sd, name: str) -> tuple[int, str, int, float]:
         return hits[0]
     listing = "; ".join(f"{d[1]!r} ({d[2]} in)" for d in (hits or devs)) or "none"
     if not hits:
-        raise _usage(f"input: no input device matches {name!r}; available: {listing}. "
-                     f"See `synthmatch devices`")
+        raise _usage(f"input: no input device matches {name!r}; available: {listing}. See `synthmatch devices`")
     raise _usage(f"input: {name!r} is ambiguous, it matches {listing}; give more of the name")
 
 
@@ -149,8 +147,15 @@ class DeviceSource:
                 broken[0] = True
 
         stream = self.sd.InputStream(
-            device=idx, channels=self.channels, samplerate=self.sample_rate, dtype="float32",
-            blocksize=self.s.blocksize, latency=lat, callback=callback, finished_callback=finished)
+            device=idx,
+            channels=self.channels,
+            samplerate=self.sample_rate,
+            dtype="float32",
+            blocksize=self.s.blocksize,
+            latency=lat,
+            callback=callback,
+            finished_callback=finished,
+        )
         stream.start()
         self._stream, self._alive, self._broken = stream, alive, broken
         self.generation += 1
@@ -162,10 +167,17 @@ class DeviceSource:
         try:
             self._open(self._idx)
         except self.sd.PortAudioError as e:
-            raise _usage(f"input: cannot open {self.device_name!r} at {self.sample_rate} Hz with "
-                         f"{self.channels} channel(s): {e}. Try input.sample_rate or input.channel") from None
-        log.info("input %s: %d Hz, %d channel(s), block %d", self.device_name, self.sample_rate,
-                 self.channels, self.s.blocksize)
+            raise _usage(
+                f"input: cannot open {self.device_name!r} at {self.sample_rate} Hz with "
+                f"{self.channels} channel(s): {e}. Try input.sample_rate or input.channel"
+            ) from None
+        log.info(
+            "input %s: %d Hz, %d channel(s), block %d",
+            self.device_name,
+            self.sample_rate,
+            self.channels,
+            self.s.blocksize,
+        )
 
     @property
     def healthy(self) -> bool:
@@ -181,8 +193,11 @@ class DeviceSource:
         if self._stream is not None:
             # never touch a lost stream again: closing it can block forever (JACK server died)
             self.device_lost += 1
-            log.warning("input %s lost (%s); reconnecting", self.device_name,
-                        "stream finished" if self._broken[0] else "stream inactive")
+            log.warning(
+                "input %s lost (%s); reconnecting",
+                self.device_name,
+                "stream finished" if self._broken[0] else "stream inactive",
+            )
             self._alive[0] = False
             portaudio.abandon(self._stream)
             self._stream = None
@@ -310,14 +325,14 @@ class Converter:
     the daemon arrives sample-identical when its rate is already the target rate.
     """
 
-    DC_TAU_S = 2.0      # time constant of the running DC estimate
+    DC_TAU_S = 2.0  # time constant of the running DC estimate
     DC_TOLERANCE = 0.02  # offsets below this (-34 dBFS) are left alone: clean audio passes unchanged
 
     def __init__(self, in_rate: int, out_rate: int, channels: int, channel: int = 0):
         self.in_rate, self.out_rate = int(in_rate), int(out_rate)
         self.channels, self.channel = channels, channel
-        self.nonfinite = 0   # samples that were NaN/inf
-        self.clipped = 0     # samples beyond +-1
+        self.nonfinite = 0  # samples that were NaN/inf
+        self.clipped = 0  # samples beyond +-1
         self.dc = 0.0
         self.reset()
 

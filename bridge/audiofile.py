@@ -28,8 +28,7 @@ def check_readable(path: str | Path) -> Path:
     return path
 
 
-def read_mono(path: str | Path, sample_rate: int, channel: int | None = None,
-              report: dict | None = None) -> np.ndarray:
+def read_mono(path: str | Path, sample_rate: int, channel: int | None = None, report: dict | None = None) -> np.ndarray:
     """Any soundfile-readable file (wav, flac, ogg, ...) -> float32 mono at sample_rate.
 
     channel None mixes all channels down; an int picks one (0-based). NaN and infinite samples become
@@ -48,8 +47,12 @@ def read_mono(path: str | Path, sample_rate: int, channel: int | None = None,
         raise AudioFileError(f"{path}: the file holds no audio frames")
     if report is not None:
         finite = np.isfinite(data)
-        report.update(frames=int(data.shape[0]), sample_rate=int(sr), nonfinite=int(data.size - finite.sum()),
-                      clipped=int(np.count_nonzero(np.abs(np.where(finite, data, 0)) >= 0.999)))
+        report.update(
+            frames=int(data.shape[0]),
+            sample_rate=int(sr),
+            nonfinite=int(data.size - finite.sum()),
+            clipped=int(np.count_nonzero(np.abs(np.where(finite, data, 0)) >= 0.999)),
+        )
     data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)  # before mixing: one NaN must not spread
     if channel is None:
         mono = data.mean(axis=1)

@@ -24,8 +24,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 from synthmatch.bridge import tomlfile
 from synthmatch.bridge.audio import InputSettings
-from synthmatch.bridge.errors import UsageError
 from synthmatch.bridge.contract import CONFIG_DIR
+from synthmatch.bridge.errors import UsageError
 from synthmatch.bridge.notes import NoteSettings
 from synthmatch.bridge.onset import OnsetSettings
 
@@ -37,41 +37,41 @@ BACKEND_CHOICES = ("auto", "onnxruntime", "cuda", "tensorrt", "tensorrt-rtx")
 
 @dataclass
 class TriggerSettings:
-    max_wait_s: float = 6.0          # wall time to wait for 4 s of audio after an onset, then zero-pad
-    cut_at_next_onset: bool = True   # a new onset before the window is full ends it there (zero-padded)
+    max_wait_s: float = 6.0  # wall time to wait for 4 s of audio after an onset, then zero-pad
+    cut_at_next_onset: bool = True  # a new onset before the window is full ends it there (zero-padded)
 
 
 @dataclass
 class RefineSettings:
-    passes: int = 0                  # > 0: each trigger/manual snapshot is followed by a refined one, a
+    passes: int = 0  # > 0: each trigger/manual snapshot is followed by a refined one, a
     #                                  few seconds later (bridge/refiner.py; needs the train extra)
-    threads: int = 1                 # torch threads of the refinement process
+    threads: int = 1  # torch threads of the refinement process
 
 
 @dataclass
 class ContinuousSettings:
-    hop_s: float = 0.25              # a new 4 s window every hop
-    smoothing_s: float = 0.3         # one-pole time constant per parameter; 0 = none
-    deadband: float = 0.005          # a parameter moves only when it changed more than this (normalised)
-    max_rate_hz: float = 20.0        # at most this many updates per second; 0 = unlimited
-    gate_db: float = -55.0           # silence gate: no updates while the newest gate_s is below this (dBFS)
+    hop_s: float = 0.25  # a new 4 s window every hop
+    smoothing_s: float = 0.3  # one-pole time constant per parameter; 0 = none
+    deadband: float = 0.005  # a parameter moves only when it changed more than this (normalised)
+    max_rate_hz: float = 20.0  # at most this many updates per second; 0 = unlimited
+    gate_db: float = -55.0  # silence gate: no updates while the newest gate_s is below this (dBFS)
     gate_s: float = 0.5
-    catch_up: bool = False           # process every hop even when late (files, benchmarks); else skip to newest
+    catch_up: bool = False  # process every hop even when late (files, benchmarks); else skip to newest
 
 
 @dataclass
 class ManualSettings:
-    start: str = "onset"             # "onset": capture the next note after arming; "now": the last 4 s
-    timeout_s: float = 30.0          # an armed capture that sees no onset in this time is dropped
+    start: str = "onset"  # "onset": capture the next note after arming; "now": the last 4 s
+    timeout_s: float = 30.0  # an armed capture that sees no onset in this time is dropped
 
 
 @dataclass
 class FootswitchSettings:
     enabled: bool = False
-    port: str = ""                   # MIDI input port name substring
-    cc: int = 64                     # controller that arms a capture (64 = sustain pedal)
-    channel: int = 0                 # 1..16; 0 = any
-    api: str = "auto"                # auto | jack | alsa
+    port: str = ""  # MIDI input port name substring
+    cc: int = 64  # controller that arms a capture (64 = sustain pedal)
+    channel: int = 0  # 1..16; 0 = any
+    api: str = "auto"  # auto | jack | alsa
 
 
 @dataclass
@@ -84,15 +84,15 @@ class ControlSettings:
 
 @dataclass
 class LogSettings:
-    interval_s: float = 10.0         # counters logged every this many seconds; 0 = only at exit
-    status_line: bool = True         # one updating line on stderr when it is a terminal
+    interval_s: float = 10.0  # counters logged every this many seconds; 0 = only at exit
+    status_line: bool = True  # one updating line on stderr when it is a terminal
     level: str = "info"
 
 
 @dataclass
 class PrintSettings:
     enabled: bool = False
-    physical: bool = False           # print physical units instead of normalised values
+    physical: bool = False  # print physical units instead of normalised values
 
 
 def _output_types():
@@ -105,8 +105,8 @@ def _output_types():
 class BridgeConfig:
     model: str = DEFAULT_MODEL
     backend: str = "auto"
-    threads: int = 0                 # ONNX Runtime intra-op threads; 0 = its default
-    contract: str = ""               # contract TOML; "" = configs/contract.toml
+    threads: int = 0  # ONNX Runtime intra-op threads; 0 = its default
+    contract: str = ""  # contract TOML; "" = configs/contract.toml
     mode: str = "continuous"
     input: InputSettings = field(default_factory=InputSettings)
     onset: OnsetSettings = field(default_factory=OnsetSettings)
@@ -115,10 +115,10 @@ class BridgeConfig:
     continuous: ContinuousSettings = field(default_factory=ContinuousSettings)
     manual: ManualSettings = field(default_factory=ManualSettings)
     notes: NoteSettings = field(default_factory=NoteSettings)
-    output: Any = None               # OutputSettings (built from the sinks' dataclasses)
+    output: Any = None  # OutputSettings (built from the sinks' dataclasses)
     control: ControlSettings = field(default_factory=ControlSettings)
     log: LogSettings = field(default_factory=LogSettings)
-    source: str = "<defaults>"       # where this configuration came from (not a TOML key)
+    source: str = "<defaults>"  # where this configuration came from (not a TOML key)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,8 +171,10 @@ def build(cls, raw: Any, where: str):
     for key, value in raw.items():
         dotted = f"{where}.{key}" if where else key
         if key not in known:
-            raise UsageError(f"unknown key {dotted}; allowed keys{' in [' + where + ']' if where else ''}: "
-                             f"{', '.join(sorted(known))}")
+            raise UsageError(
+                f"unknown key {dotted}; allowed keys{' in [' + where + ']' if where else ''}: "
+                f"{', '.join(sorted(known))}"
+            )
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = build(tp, value, dotted)
@@ -211,8 +213,7 @@ def parse_value(text: str) -> Any:
 # ------------------------------------------------------------------------------------------------
 
 
-def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
-         contract=None) -> BridgeConfig:
+def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None, contract=None) -> BridgeConfig:
     """Read the TOML (default configs/bridge.toml; a missing default is fine), apply dotted overrides,
     build and validate. Raises UsageError naming the key."""
     data: dict = {}
@@ -292,12 +293,14 @@ def validate(cfg: BridgeConfig, contract=None) -> None:
         except ValueError:
             seconds = math.nan
         if not (math.isfinite(seconds) and 0 < seconds <= 10):
-            raise UsageError(f"input.latency = {i.latency!r}: \"low\", \"high\" or seconds (0 < s <= 10)")
+            raise UsageError(f'input.latency = {i.latency!r}: "low", "high" or seconds (0 < s <= 10)')
     cfg.onset.validate("onset")
     _in_range("trigger.max_wait_s", cfg.trigger.max_wait_s, 0, 3600, low_open=True)
     if cfg.refine.passes < 0 or cfg.refine.threads < 1:
-        raise UsageError(f"refine.passes = {cfg.refine.passes}, refine.threads = {cfg.refine.threads}: "
-                         "passes >= 0 (0 = off), threads >= 1")
+        raise UsageError(
+            f"refine.passes = {cfg.refine.passes}, refine.threads = {cfg.refine.threads}: "
+            "passes >= 0 (0 = off), threads >= 1"
+        )
     c = cfg.continuous
     _in_range("continuous.hop_s", c.hop_s, 0, 60, low_open=True)
     _in_range("continuous.smoothing_s", c.smoothing_s, 0, 60)
@@ -306,7 +309,7 @@ def validate(cfg: BridgeConfig, contract=None) -> None:
     _in_range("continuous.gate_db", c.gate_db, -200, 0, unit=" dBFS")
     _in_range("continuous.gate_s", c.gate_s, 0, 60, low_open=True)
     if cfg.manual.start not in ("onset", "now"):
-        raise UsageError(f"manual.start = {cfg.manual.start!r}: \"onset\" or \"now\"")
+        raise UsageError(f'manual.start = {cfg.manual.start!r}: "onset" or "now"')
     _in_range("manual.timeout_s", cfg.manual.timeout_s, 0, 86400, low_open=True)
     try:
         cfg.notes.check("notes")
@@ -326,8 +329,16 @@ def validate(cfg: BridgeConfig, contract=None) -> None:
     _output_types().validate_outputs(cfg.output, contract)
 
 
-def _in_range(key: str, v: float, lo: float, hi: float, low_open: bool = False, high_open: bool = False,
-              unit: str = "", note: str = "") -> None:
+def _in_range(
+    key: str,
+    v: float,
+    lo: float,
+    hi: float,
+    low_open: bool = False,
+    high_open: bool = False,
+    unit: str = "",
+    note: str = "",
+) -> None:
     """Raise UsageError naming key unless lo <= v <= hi (< where open)."""
     ok = (v > lo if low_open else v >= lo) and (v < hi if high_open else v <= hi)
     if not ok:

@@ -26,11 +26,22 @@ CONFIG_DIR = Path(str(resources.files("synthmatch.configs")))
 DEFAULT_CONTRACT = CONFIG_DIR / "contract.toml"
 
 PARAM_NAMES = (
-    "osc1_pitch", "osc1_position", "osc1_gain",
-    "osc2_pitch", "osc2_position", "osc2_gain",
-    "osc3_pitch", "osc3_position", "osc3_gain",
-    "filter1_cutoff", "filter1_resonance", "filter2_cutoff", "filter2_resonance",
-    "env_attack", "env_decay", "reverb_mix",
+    "osc1_pitch",
+    "osc1_position",
+    "osc1_gain",
+    "osc2_pitch",
+    "osc2_position",
+    "osc2_gain",
+    "osc3_pitch",
+    "osc3_position",
+    "osc3_gain",
+    "filter1_cutoff",
+    "filter1_resonance",
+    "filter2_cutoff",
+    "filter2_resonance",
+    "env_attack",
+    "env_decay",
+    "reverb_mix",
 )  # the paper's Massive set, in model output order
 CURVES = ("linear", "log")
 DISTRIBUTIONS = {"uniform": (), "beta": ("a", "b"), "fixed": ("value",)}
@@ -149,8 +160,7 @@ class Contract:
             "audio": asdict(self.audio),
             "frontend": asdict(self.frontend),
             "synth": {**asdict(self.synth), "wavetables": [list(b) for b in self.synth.wavetables]},
-            "params": [{k: getattr(p, k) for k in ("name", "unit", "min", "max", "curve")}
-                       for p in self.params],
+            "params": [{k: getattr(p, k) for k in ("name", "unit", "min", "max", "curve")} for p in self.params],
         }
 
     @property
@@ -168,10 +178,18 @@ class Contract:
         missing = [n for n in self.names if n not in d]
         if unknown or missing:
             raise ContractError(
-                f"{where}: " + "; ".join(filter(None, [
-                    f"unknown parameter(s) {', '.join(unknown)}" if unknown else "",
-                    f"missing parameter(s) {', '.join(missing)}" if missing else "",
-                ])) + f". Valid names: {', '.join(self.names)}")
+                f"{where}: "
+                + "; ".join(
+                    filter(
+                        None,
+                        [
+                            f"unknown parameter(s) {', '.join(unknown)}" if unknown else "",
+                            f"missing parameter(s) {', '.join(missing)}" if missing else "",
+                        ],
+                    )
+                )
+                + f". Valid names: {', '.join(self.names)}"
+            )
         out = []
         for n in self.names:
             v = d[n]
@@ -219,14 +237,26 @@ def from_dict(data: dict, source: str = "<dict>") -> Contract:
     synth = _section(Synth, data.get("synth"), "synth", source)
     _check(audio.sample_rate > 0 and audio.duration_s > 0, source, "audio", "sample_rate and duration_s must be > 0")
     _check(0 < frontend.win_ms and 0 < frontend.hop_ms, source, "frontend.win_ms/hop_ms", "must be > 0")
-    _check(frontend.n_fft >= frontend.win_ms * audio.sample_rate / 1000, source, "frontend.n_fft",
-           "must be at least the window length in samples")
-    _check(0 <= frontend.f_min < frontend.f_max <= audio.sample_rate / 2, source, "frontend.f_min/f_max",
-           "need 0 <= f_min < f_max <= sample_rate / 2")
+    _check(
+        frontend.n_fft >= frontend.win_ms * audio.sample_rate / 1000,
+        source,
+        "frontend.n_fft",
+        "must be at least the window length in samples",
+    )
+    _check(
+        0 <= frontend.f_min < frontend.f_max <= audio.sample_rate / 2,
+        source,
+        "frontend.f_min/f_max",
+        "need 0 <= f_min < f_max <= sample_rate / 2",
+    )
     _check(frontend.norm_std > 0, source, "frontend.norm_std", "must be > 0")
     _check(0 < synth.note_off_s < audio.duration_s, source, "synth.note_off_s", "must lie inside the window")
-    _check(len(synth.wavetables) == 3 and all(len(b) >= 2 for b in synth.wavetables), source,
-           "synth.wavetables", "needs 3 banks (one per oscillator) of at least 2 shape names each")
+    _check(
+        len(synth.wavetables) == 3 and all(len(b) >= 2 for b in synth.wavetables),
+        source,
+        "synth.wavetables",
+        "needs 3 banks (one per oscillator) of at least 2 shape names each",
+    )
 
     rows = data.get("param")
     if not isinstance(rows, list):
@@ -237,33 +267,49 @@ def from_dict(data: dict, source: str = "<dict>") -> Contract:
         p = _section(Param, row, where, source)
         key = f"{where}"
         _check(p.curve in CURVES, source, f"{key}.curve", f"{p.curve!r} is not one of {', '.join(CURVES)}")
-        _check(p.min < p.max, source, f"{key}.min/max",
-               f"range inverted or empty ({p.min} .. {p.max}); min must be below max")
+        _check(
+            p.min < p.max,
+            source,
+            f"{key}.min/max",
+            f"range inverted or empty ({p.min} .. {p.max}); min must be below max",
+        )
         _check(p.curve != "log" or p.min > 0, source, f"{key}.min", "a log curve needs min > 0")
         _check(isinstance(p.cc, int) and 0 <= p.cc <= 127, source, f"{key}.cc", "a MIDI CC number is 0..127")
         dist = p.sample.get("dist") if isinstance(p.sample, dict) else None
-        _check(dist in DISTRIBUTIONS, source, f"{key}.sample",
-               f"needs dist = one of {', '.join(DISTRIBUTIONS)}")
+        _check(dist in DISTRIBUTIONS, source, f"{key}.sample", f"needs dist = one of {', '.join(DISTRIBUTIONS)}")
         extra = set(p.sample) - {"dist", *DISTRIBUTIONS[dist]}
-        _check(not extra and all(k in p.sample for k in DISTRIBUTIONS[dist]), source, f"{key}.sample",
-               f"dist {dist!r} takes exactly {', '.join(DISTRIBUTIONS[dist]) or 'no arguments'}")
+        _check(
+            not extra and all(k in p.sample for k in DISTRIBUTIONS[dist]),
+            source,
+            f"{key}.sample",
+            f"dist {dist!r} takes exactly {', '.join(DISTRIBUTIONS[dist]) or 'no arguments'}",
+        )
         params.append(p)
 
     names = [p.name for p in params]
     dupes = sorted({n for n in names if names.count(n) > 1})
     _check(not dupes, source, f"param.name = {dupes[0] if dupes else ''}", "duplicate name; each parameter once")
-    _check(len(params) == len(PARAM_NAMES), source, "param",
-           f"wrong count: {len(params)} rows, the contract has exactly {len(PARAM_NAMES)}")
-    _check(tuple(names) == PARAM_NAMES, source, "param.name",
-           f"names/order must be {', '.join(PARAM_NAMES)}; got {', '.join(names)}")
+    _check(
+        len(params) == len(PARAM_NAMES),
+        source,
+        "param",
+        f"wrong count: {len(params)} rows, the contract has exactly {len(PARAM_NAMES)}",
+    )
+    _check(
+        tuple(names) == PARAM_NAMES,
+        source,
+        "param.name",
+        f"names/order must be {', '.join(PARAM_NAMES)}; got {', '.join(names)}",
+    )
     return Contract(audio, frontend, synth, tuple(params), source)
 
 
 def load(path: str | Path | None = None) -> Contract:
     """Load and validate a contract TOML (default: configs/contract.toml). Raises ContractError."""
     path = Path(path) if path is not None else DEFAULT_CONTRACT
-    data = tomlfile.read(path, ContractError,
-                         f"contract file not found; pass an existing file (the default is {DEFAULT_CONTRACT})")
+    data = tomlfile.read(
+        path, ContractError, f"contract file not found; pass an existing file (the default is {DEFAULT_CONTRACT})"
+    )
     return from_dict(data, str(path))
 
 

@@ -39,21 +39,21 @@ KINDS = ("trigger", "freeze", "mode", "status")
 
 @dataclass(frozen=True)
 class ControlCommand:
-    kind: str                             # one of KINDS
-    value: bool | str | None = None       # freeze: bool; mode: the mode name; else None
-    source: str = "osc"                   # "osc" | "midi"
+    kind: str  # one of KINDS
+    value: bool | str | None = None  # freeze: bool; mode: the mode name; else None
+    source: str = "osc"  # "osc" | "midi"
     reply_to: tuple[str, int] | None = None  # status without a provider: where to send the reply
     t: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic() s)
 
 
 @dataclass
 class ControlStats:
-    received: int = 0    # datagrams / MIDI messages seen
-    accepted: int = 0    # commands queued (or status answered)
-    malformed: int = 0   # wrong args, not OSC (bad sizes, alignment, nesting, UTF-8), unknown address
-    dropped: int = 0     # queue full, or status requests beyond STATUS_MAX_HZ
-    errors: int = 0      # handling a datagram raised (a bug; the server goes on)
-    replies: int = 0     # status replies sent
+    received: int = 0  # datagrams / MIDI messages seen
+    accepted: int = 0  # commands queued (or status answered)
+    malformed: int = 0  # wrong args, not OSC (bad sizes, alignment, nesting, UTF-8), unknown address
+    dropped: int = 0  # queue full, or status requests beyond STATUS_MAX_HZ
+    errors: int = 0  # handling a datagram raised (a bug; the server goes on)
+    replies: int = 0  # status replies sent
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -106,13 +106,21 @@ def _truthy(arg: Any) -> bool | None:
 # every datagram is decoded here: each step consumes at least 4 bytes, sizes are checked against what is
 # left, nesting is bounded, and anything unexpected raises OscError (the datagram is counted as malformed).
 
-MAX_DATAGRAM = 8192     # bytes; a command is < 64, a full status request 20 (UDP payloads beyond are cut)
-MAX_DEPTH = 4           # bundles within bundles / arrays within arrays
-MAX_MESSAGES = 16       # messages per datagram (a bundle of a few commands at most)
-LOG_CHARS = 300         # a warning about a datagram shows at most this much of it
+MAX_DATAGRAM = 8192  # bytes; a command is < 64, a full status request 20 (UDP payloads beyond are cut)
+MAX_DEPTH = 4  # bundles within bundles / arrays within arrays
+MAX_MESSAGES = 16  # messages per datagram (a bundle of a few commands at most)
+LOG_CHARS = 300  # a warning about a datagram shows at most this much of it
 _BUNDLE = b"#bundle\0"
-_FIXED = {"i": (4, ">i"), "f": (4, ">f"), "c": (4, ">I"), "r": (4, ">I"), "m": (4, ">4s"),
-          "h": (8, ">q"), "d": (8, ">d"), "t": (8, ">Q")}   # tag -> (bytes, struct format)
+_FIXED = {
+    "i": (4, ">i"),
+    "f": (4, ">f"),
+    "c": (4, ">I"),
+    "r": (4, ">I"),
+    "m": (4, ">4s"),
+    "h": (8, ">q"),
+    "d": (8, ">d"),
+    "t": (8, ">Q"),
+}  # tag -> (bytes, struct format)
 _CONST = {"T": True, "F": False, "N": None, "I": True}
 
 
@@ -153,7 +161,7 @@ def _args(data: bytes, tags: str, i: int) -> list:
             n = struct.unpack_from(">i", data, i)[0]
             if n < 0 or i + 4 + n > len(data):
                 raise OscError(f"blob at byte {i}: size {n} does not fit the datagram")
-            val, i = data[i + 4:i + 4 + n], i + 4 + ((n + 3) & ~3)
+            val, i = data[i + 4 : i + 4 + n], i + 4 + ((n + 3) & ~3)
         elif tag in _CONST:
             val = _CONST[tag]
         elif tag == "[":
@@ -209,9 +217,10 @@ def decode(data: bytes, depth: int = 0, out: list | None = None) -> list[tuple[s
             raise OscError(f"bundle element size at byte {i} runs past the end")
         n = struct.unpack_from(">i", data, i)[0]
         if n <= 0 or n % 4 or i + 4 + n > len(data):
-            raise OscError(f"bundle element at byte {i}: size {n} (needs a positive multiple of 4 "
-                           f"within the {len(data)} bytes)")
-        decode(data[i + 4:i + 4 + n], depth + 1, out)
+            raise OscError(
+                f"bundle element at byte {i}: size {n} (needs a positive multiple of 4 within the {len(data)} bytes)"
+            )
+        decode(data[i + 4 : i + 4 + n], depth + 1, out)
         i += 4 + n
     return out
 
@@ -225,12 +234,18 @@ class ControlServer:
     one a second with the number suppressed) so a flood cannot fill the log.
     """
 
-    POLL_S = 0.1          # socket timeout: how often the thread checks for close()
-    LOG_BURST = 20        # malformed-input warnings logged in a row before rate limiting
+    POLL_S = 0.1  # socket timeout: how often the thread checks for close()
+    LOG_BURST = 20  # malformed-input warnings logged in a row before rate limiting
     STATUS_MAX_HZ = 50.0  # status replies per second at most; requests beyond are dropped (counted)
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9001, commands: CommandQueue | None = None,
-                 status: Callable[[], dict] | None = None, modes: Sequence[str] | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9001,
+        commands: CommandQueue | None = None,
+        status: Callable[[], dict] | None = None,
+        modes: Sequence[str] | None = None,
+    ):
         self.commands = commands if commands is not None else CommandQueue()
         self.status, self.modes = status, tuple(modes) if modes else None
         self.stats = ControlStats()
@@ -241,8 +256,10 @@ class ControlServer:
         except OSError as e:
             from synthmatch.bridge.errors import UsageError
 
-            raise UsageError(f"control server: cannot create a UDP socket ({e}); set control.enabled = false "
-                             "to run without remote control") from None
+            raise UsageError(
+                f"control server: cannot create a UDP socket ({e}); set control.enabled = false "
+                "to run without remote control"
+            ) from None
         try:
             self._sock.bind((host, port))
         except (OSError, OverflowError) as e:
@@ -251,9 +268,11 @@ class ControlServer:
         self._sock.settimeout(self.POLL_S)
         self.address: tuple[str, int] = self._sock.getsockname()[:2]
         if not ipaddress.ip_address(self.address[0]).is_loopback:
-            log.warning("control: listening on %s: any machine that reaches this one can trigger, freeze and "
-                        "switch the daemon; set control.host = \"127.0.0.1\" unless that is intended",
-                        self.address[0])
+            log.warning(
+                "control: listening on %s: any machine that reaches this one can trigger, freeze and "
+                'switch the daemon; set control.host = "127.0.0.1" unless that is intended',
+                self.address[0],
+            )
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -272,8 +291,7 @@ class ControlServer:
                 self.handle_datagram(data, sender)
             except Exception as e:  # noqa: BLE001 - the server must survive any datagram
                 self.stats.errors += 1
-                self._warn(f"control: error handling a datagram from {sender[0]}:{sender[1]}: "
-                           f"{type(e).__name__}: {e}")
+                self._warn(f"control: error handling a datagram from {sender[0]}:{sender[1]}: {type(e).__name__}: {e}")
 
     def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> None:
         """Decode one datagram and act on each message in it (malformed: counted and logged)."""
@@ -314,10 +332,11 @@ class ControlServer:
             self.stats.dropped += 1
 
     def _handle(self, address: str, args: list, sender: tuple[str, int]) -> None:
-        kind = address[len(PREFIX) + 1:] if address.startswith(PREFIX + "/") else None
+        kind = address[len(PREFIX) + 1 :] if address.startswith(PREFIX + "/") else None
         if kind not in KINDS:
-            return self._malformed(sender, f"unknown address {address} (known: "
-                                   f"{', '.join(f'{PREFIX}/{k}' for k in KINDS)})")
+            return self._malformed(
+                sender, f"unknown address {address} (known: {', '.join(f'{PREFIX}/{k}' for k in KINDS)})"
+            )
         if kind == "trigger":
             if len(args) > 1 or (args and _truthy(args[0]) is None):
                 return self._malformed(sender, f"{address} takes no argument or one number, got {args!r}")
@@ -388,10 +407,15 @@ def _listen_error(host: str, port: int, e: Exception):
 
     if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
         fix = "another program (or a second synthmatch bridge) uses it: set control.port to a free port"
-    elif isinstance(e, OSError) and e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(
-            e, socket.gaierror):
-        fix = (f"{host} is not an address of this machine: set control.host to 127.0.0.1 (or to this "
-               "machine's own LAN address to accept remote control)")
+    elif (
+        isinstance(e, OSError)
+        and e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
+        or isinstance(e, socket.gaierror)
+    ):
+        fix = (
+            f"{host} is not an address of this machine: set control.host to 127.0.0.1 (or to this "
+            "machine's own LAN address to accept remote control)"
+        )
     elif isinstance(e, OSError) and e.errno == errno.EACCES:
         fix = "ports below 1024 need privileges: set control.port to 1024..65535"
     else:
@@ -412,9 +436,18 @@ class MidiTrigger:
 
     READ_INTERVAL_S = 0.002  # RtMidi's queue is drained this often, s
 
-    def __init__(self, commands: CommandQueue, port: str = "", note: int | None = None, cc: int | None = 64,
-                 channel: int = 0, api: str = "auto", virtual: str = "trigger_in",
-                 client_name: str = "synthmatch-trigger", retry_s: float = 1.0):
+    def __init__(
+        self,
+        commands: CommandQueue,
+        port: str = "",
+        note: int | None = None,
+        cc: int | None = 64,
+        channel: int = 0,
+        api: str = "auto",
+        virtual: str = "trigger_in",
+        client_name: str = "synthmatch-trigger",
+        retry_s: float = 1.0,
+    ):
         from synthmatch.bridge import midiports
 
         if (note is None) == (cc is None):
@@ -498,8 +531,9 @@ class MidiTrigger:
 
         now = time.monotonic()
         if self._rt is not None:
-            dead = self._jack_id is not None and (midiports.jack_server_id() != self._jack_id
-                                                 or midiports.jack_server_alive() is not True)
+            dead = self._jack_id is not None and (
+                midiports.jack_server_id() != self._jack_id or midiports.jack_server_alive() is not True
+            )
             gone = bool(self.port) and not dead and self.port_name not in self._rt.get_ports()
             if not (dead or gone):
                 return
@@ -525,7 +559,8 @@ class MidiTrigger:
             self._reader.join(1)
             self._reader = None
         if self._rt is not None:
-            dead = self._jack_id is not None and (midiports.jack_server_id() != self._jack_id
-                                                 or midiports.jack_server_alive() is not True)
+            dead = self._jack_id is not None and (
+                midiports.jack_server_id() != self._jack_id or midiports.jack_server_alive() is not True
+            )
             midiports.retire(self._rt, server_dead=dead)
             self._rt = None

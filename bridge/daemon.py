@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import faulthandler
 import json
 import logging
 import math
-import faulthandler
 import signal
 import sys
 import threading
@@ -44,15 +44,15 @@ from synthmatch.bridge.ring import Ring
 
 log = logging.getLogger("synthmatch.bridge")
 
-RING16_SECONDS = 12.0   # 16 kHz history: a 4 s window plus slack for a late trigger
-IDLE_SLEEP_S = 0.001    # worker poll interval when no analysis is due soon (or input runs --fast)
-NEAR_SLEEP_S = 0.0002   # ... when the block completing the next window may arrive any moment
-FAR_SLEEP_S = 0.005     # longest sleep while a window is far off (commands wait at most this)
-WAKE_EARLY_S = 0.002    # start polling this long before the earliest possible arrival, plus one block
+RING16_SECONDS = 12.0  # 16 kHz history: a 4 s window plus slack for a late trigger
+IDLE_SLEEP_S = 0.001  # worker poll interval when no analysis is due soon (or input runs --fast)
+NEAR_SLEEP_S = 0.0002  # ... when the block completing the next window may arrive any moment
+FAR_SLEEP_S = 0.005  # longest sleep while a window is far off (commands wait at most this)
+WAKE_EARLY_S = 0.002  # start polling this long before the earliest possible arrival, plus one block
 STATUS_EVERY_S = 0.2
-SILENCE_DBFS = -70.0    # manual.start = "now": a last 4 s whose peak is below this is not analysed (as match)
+SILENCE_DBFS = -70.0  # manual.start = "now": a last 4 s whose peak is below this is not analysed (as match)
 REFINE_DRAIN_S = 120.0  # end of file input: wait this long at most for the last refined snapshot
-PITCH_STEP = 0.02       # semitones: continuous, a pitch moved this much is sent (pitch bend) even when the
+PITCH_STEP = 0.02  # semitones: continuous, a pitch moved this much is sent (pitch bend) even when the
 #                         values are held by deadband or rate limit (about 80 steps of a +-2 semitone bend)
 
 
@@ -66,19 +66,19 @@ def percentile(xs, q: float) -> float | None:
 @dataclass
 class Counters:
     inferences: int = 0
-    updates: int = 0            # updates handed to the sinks
-    messages: int = 0           # messages the sinks put on the wire
+    updates: int = 0  # updates handed to the sinks
+    messages: int = 0  # messages the sinks put on the wire
     onsets: int = 0
-    captures_padded: int = 0    # trigger/manual windows cut short and zero-padded
-    gated: int = 0              # continuous hops skipped by the silence gate
-    held: int = 0               # continuous hops with nothing to send (deadband / rate limit / frozen)
-    skipped_hops: int = 0       # continuous hops dropped because the worker was late
-    bad_outputs: int = 0        # model outputs not finite or outside [0, 1] (never sent)
-    send_failures: int = 0      # updates a sink raised on (an update no sink took is not counted in updates)
-    silent_captures: int = 0    # manual "now" captures refused: the last 4 s were silent (or all NaN)
+    captures_padded: int = 0  # trigger/manual windows cut short and zero-padded
+    gated: int = 0  # continuous hops skipped by the silence gate
+    held: int = 0  # continuous hops with nothing to send (deadband / rate limit / frozen)
+    skipped_hops: int = 0  # continuous hops dropped because the worker was late
+    bad_outputs: int = 0  # model outputs not finite or outside [0, 1] (never sent)
+    send_failures: int = 0  # updates a sink raised on (an update no sink took is not counted in updates)
+    silent_captures: int = 0  # manual "now" captures refused: the last 4 s were silent (or all NaN)
     control_commands: int = 0
-    refined: int = 0            # refined snapshots sent (refine.passes > 0)
-    refines_dropped: int = 0    # refined answers not sent: a newer update, freeze or a mode change came first
+    refined: int = 0  # refined snapshots sent (refine.passes > 0)
+    refines_dropped: int = 0  # refined answers not sent: a newer update, freeze or a mode change came first
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
     infer_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
     overhead_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
@@ -93,8 +93,17 @@ class Daemon:
     refiner: an opened bridge.refiner.Refiner, or None (no refined follow-ups).
     """
 
-    def __init__(self, cfg, contract, engine, sinks: list, source, commands=None,
-                 window_tap: Callable[[int, np.ndarray, np.ndarray], None] | None = None, refiner=None):
+    def __init__(
+        self,
+        cfg,
+        contract,
+        engine,
+        sinks: list,
+        source,
+        commands=None,
+        window_tap: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+        refiner=None,
+    ):
         self.cfg, self.contract, self.engine, self.sinks, self.source = cfg, contract, engine, sinks, source
         self.sr = contract.audio.sample_rate
         self.n = contract.audio.num_samples
@@ -105,8 +114,8 @@ class Daemon:
         self.commands = commands  # bridge.control.CommandQueue: get() -> ControlCommand | None
         self.window_tap = window_tap
         self.refiner = refiner
-        self._update_id = 0            # counts updates sent: a refined answer is for the newest only
-        self._snapshot_t_audio = 0.0   # t_audio of the newest snapshot (latency of its refined follow-up)
+        self._update_id = 0  # counts updates sent: a refined answer is for the newest only
+        self._snapshot_t_audio = 0.0  # t_audio of the newest snapshot (latency of its refined follow-up)
         self._answered: int | None = None  # the newest update id the refiner answered
         self.mode = cfg.mode
         self.frozen = False
@@ -115,19 +124,19 @@ class Daemon:
         self.converter = Converter(source.sample_rate, self.sr, source.channels, cfg.input.channel)
         self.onset = OnsetDetector(cfg.onset, self.sr)
         self.notes = NoteStage(cfg.notes, contract)  # note per window, model at that note (bridge/notes.py)
-        self._note_fields: dict[str, Any] = {}       # the newest update's note, for its refined follow-up
-        self.done = threading.Event()     # the loop ended (stop() or end of file input)
+        self._note_fields: dict[str, Any] = {}  # the newest update's note, for its refined follow-up
+        self.done = threading.Event()  # the loop ended (stop() or end of file input)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run_guarded, name="synthmatch-worker", daemon=True)
         self._raw_pos = 0
         self._block_s = 0.0  # longest input block seen, s: how far a sample's arrival lags its capture
         self._gen = source.generation
         self._arrivals: collections.deque = collections.deque(maxlen=4096)  # (end16, monotonic time)
-        self._pending: tuple[int, float] | None = None   # trigger/manual: (onset position, wall time)
-        self._armed_at: float | None = None                # manual: armed since (wall time)
+        self._pending: tuple[int, float] | None = None  # trigger/manual: (onset position, wall time)
+        self._armed_at: float | None = None  # manual: armed since (wall time)
         cont = cfg.continuous
         self._hop = max(1, int(round(cont.hop_s * self.sr)))
-        self._next_end = self.n                            # continuous: end of the next window
+        self._next_end = self.n  # continuous: end of the next window
         self._catch_up = cont.catch_up or cfg.input.fast
         self._smooth: np.ndarray | None = None
         self._last_sent: np.ndarray | None = None
@@ -273,8 +282,11 @@ class Daemon:
         peak = float(np.max(np.abs(recent))) if recent is not None and recent.size else 0.0
         if peak <= 0 or 20 * math.log10(peak) < SILENCE_DBFS:
             self.c.silent_captures += 1
-            log.warning("manual capture refused: the last %.1f s are silent (peak below %.0f dBFS); play, "
-                        "then trigger", m / self.sr, SILENCE_DBFS)
+            log.warning(
+                "manual capture refused: the last %.1f s are silent (peak below %.0f dBFS); play, then trigger",
+                m / self.sr,
+                SILENCE_DBFS,
+            )
             return
         self._capture(p)
 
@@ -353,8 +365,13 @@ class Daemon:
         """Hand one update to every sink -> the time it was handed over. notes: Update's note fields."""
         from synthmatch.bridge.sinks import Update
 
-        u = Update(values=[float(v) for v in values], t_audio=t_audio, t_infer_done=time.monotonic(), mode=mode,
-                   **(notes or {}))
+        u = Update(
+            values=[float(v) for v in values],
+            t_audio=t_audio,
+            t_infer_done=time.monotonic(),
+            mode=mode,
+            **(notes or {}),
+        )
         taken = 0
         for s in self.sinks:
             try:
@@ -407,8 +424,12 @@ class Daemon:
             self.c.refined += 1
             self.c.refine_ms.append(seconds * 1000.0)
             log.debug("refined snapshot: spectral distance %.3f -> %.3f in %.1f s", before, after, seconds)
-            self._emit(values, self._snapshot_t_audio, f"{self.mode}+refined",  # refine() keeps [0, 1]
-                       self._note_fields)
+            self._emit(
+                values,
+                self._snapshot_t_audio,
+                f"{self.mode}+refined",  # refine() keeps [0, 1]
+                self._note_fields,
+            )
 
     def _finish(self) -> None:
         """End of file input: a capture still waiting is analysed zero-padded; the refined follow-up of
@@ -418,8 +439,14 @@ class Daemon:
         self._end_note()
         r = self.refiner
         deadline = time.monotonic() + REFINE_DRAIN_S
-        while (r is not None and r.last_submitted is not None and self._answered != r.last_submitted
-               and r.alive() and not self._stop.is_set() and time.monotonic() < deadline):
+        while (
+            r is not None
+            and r.last_submitted is not None
+            and self._answered != r.last_submitted
+            and r.alive()
+            and not self._stop.is_set()
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
             self._refined()
 
@@ -467,23 +494,46 @@ class Daemon:
     def counters(self) -> dict[str, Any]:
         c = self.c
         src = self.source
-        d = {k: getattr(c, k) for k in ("inferences", "updates", "messages", "onsets", "captures_padded",
-                                         "gated", "held", "skipped_hops", "bad_outputs", "send_failures",
-                                         "silent_captures", "control_commands", "refined", "refines_dropped")}
+        d = {
+            k: getattr(c, k)
+            for k in (
+                "inferences",
+                "updates",
+                "messages",
+                "onsets",
+                "captures_padded",
+                "gated",
+                "held",
+                "skipped_hops",
+                "bad_outputs",
+                "send_failures",
+                "silent_captures",
+                "control_commands",
+                "refined",
+                "refines_dropped",
+            )
+        }
         d["note_fallbacks"] = self.notes.fallbacks  # windows whose note fell back (silent or unpitched)
-        d.update({
-            "input_overflows": src.status_counts.get("input_overflow", 0),
-            "input_status_other": src.status_counts.get("input_underflow", 0) + src.status_counts.get("other", 0),
-            "ring_overflows": src.ring.overflows, "lost_frames": src.ring.lost_frames,
-            "device_lost": src.device_lost, "reconnects": src.reconnects,
-            "nonfinite_samples": self.converter.nonfinite, "clipped_samples": self.converter.clipped,
-            "latency_ms_p50": _r(percentile(c.latency_ms, 50)), "latency_ms_p99": _r(percentile(c.latency_ms, 99)),
-            "infer_ms_p50": _r(percentile(c.infer_ms, 50)), "infer_ms_p99": _r(percentile(c.infer_ms, 99)),
-            "overhead_ms_p50": _r(percentile(c.overhead_ms, 50)),
-            "overhead_ms_p99": _r(percentile(c.overhead_ms, 99)),
-            "refine_ms_p50": _r(percentile(c.refine_ms, 50)),
-            "samples_16k": self.ring16.written,
-        })
+        d.update(
+            {
+                "input_overflows": src.status_counts.get("input_overflow", 0),
+                "input_status_other": src.status_counts.get("input_underflow", 0) + src.status_counts.get("other", 0),
+                "ring_overflows": src.ring.overflows,
+                "lost_frames": src.ring.lost_frames,
+                "device_lost": src.device_lost,
+                "reconnects": src.reconnects,
+                "nonfinite_samples": self.converter.nonfinite,
+                "clipped_samples": self.converter.clipped,
+                "latency_ms_p50": _r(percentile(c.latency_ms, 50)),
+                "latency_ms_p99": _r(percentile(c.latency_ms, 99)),
+                "infer_ms_p50": _r(percentile(c.infer_ms, 50)),
+                "infer_ms_p99": _r(percentile(c.infer_ms, 99)),
+                "overhead_ms_p50": _r(percentile(c.overhead_ms, 50)),
+                "overhead_ms_p99": _r(percentile(c.overhead_ms, 99)),
+                "refine_ms_p50": _r(percentile(c.refine_ms, 50)),
+                "samples_16k": self.ring16.written,
+            }
+        )
         for k in ("received", "malformed", "dropped", "errors"):  # OSC / footswitch input (bridge.control)
             d[f"control_{k}"] = sum(getattr(st, k) for st in self.control_stats)
         return d
@@ -491,11 +541,16 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         """Read-only snapshot for /synthmatch/status (called from the control server's thread)."""
         vals = self.last_values
-        return {"mode": self.mode, "frozen": self.frozen, "armed": self._armed_at is not None,
-                "level_db": round(self.onset.level_db, 1),
-                "values": None if vals is None else dict(zip(self.contract.names, map(float, vals))),
-                "note": self._note_fields.get("note"), "f0_hz": self._note_fields.get("f0_hz"),
-                "counters": self.counters()}
+        return {
+            "mode": self.mode,
+            "frozen": self.frozen,
+            "armed": self._armed_at is not None,
+            "level_db": round(self.onset.level_db, 1),
+            "values": None if vals is None else dict(zip(self.contract.names, map(float, vals))),
+            "note": self._note_fields.get("note"),
+            "f0_hz": self._note_fields.get("f0_hz"),
+            "counters": self.counters(),
+        }
 
     def status_line(self) -> str:
         level = self.onset.level_db
@@ -507,8 +562,13 @@ class Daemon:
 
 def _note_fields(est, note: int | None, new: bool) -> dict[str, Any]:
     """Update's note fields from a bridge.pitch.NoteEstimate and the note sent (held, in continuous)."""
-    return {"note": note, "f0_hz": est.f0_hz, "midi": est.midi if est.voiced else None,
-            "confidence": round(est.confidence, 4), "new_note": new}
+    return {
+        "note": note,
+        "f0_hz": est.f0_hz,
+        "midi": est.midi if est.voiced else None,
+        "confidence": round(est.confidence, 4),
+        "new_note": new,
+    }
 
 
 def _r(x: float | None) -> float | None:
@@ -573,15 +633,19 @@ def _open_engine(cfg, contract):
     except ContractMismatch as e:  # its advice names match's --contract flag; the bridge sets a config key
         text = str(e)
         cut = text.find("; re-export the model")
-        raise ContractMismatch(f"{text[:cut] if cut >= 0 else text}; re-export the model from a checkpoint "
-                               "trained on this contract, or point the bridge at the contract it was trained "
-                               "with: contract = \"PATH\" in the config, or --set contract='\"PATH\"'") from None
+        raise ContractMismatch(
+            f"{text[:cut] if cut >= 0 else text}; re-export the model from a checkpoint "
+            "trained on this contract, or point the bridge at the contract it was trained "
+            'with: contract = "PATH" in the config, or --set contract=\'"PATH"\''
+        ) from None
     m = engine.meta
     if m.sample_rate != contract.audio.sample_rate or m.num_samples != contract.audio.num_samples:
         from synthmatch.bridge.errors import UsageError
 
-        raise UsageError(f"{cfg.model}: model expects {m.num_samples} samples at {m.sample_rate} Hz, the "
-                         f"contract {contract.audio.num_samples} at {contract.audio.sample_rate} Hz")
+        raise UsageError(
+            f"{cfg.model}: model expects {m.num_samples} samples at {m.sample_rate} Hz, the "
+            f"contract {contract.audio.num_samples} at {contract.audio.sample_rate} Hz"
+        )
     return engine
 
 
@@ -591,8 +655,11 @@ def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
 
     out: list = []
     if cfg.control.enabled:
-        out.append(control.ControlServer(cfg.control.host, cfg.control.port, commands, status=status,
-                                         modes=("trigger", "continuous", "manual")).start())
+        out.append(
+            control.ControlServer(
+                cfg.control.host, cfg.control.port, commands, status=status, modes=("trigger", "continuous", "manual")
+            ).start()
+        )
     fs = cfg.control.footswitch
     if fs.enabled:
         import rtmidi
@@ -606,9 +673,11 @@ def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
             for o in out:
                 o.close()
             if isinstance(e, (MidiPortError, rtmidi.RtMidiError)):
-                raise UsageError(f"control.footswitch: {e}; start the JACK server (or load the ALSA sequencer: "
-                                 "sudo modprobe snd-seq), pick a port from `synthmatch devices`, or set "
-                                 "control.footswitch.enabled = false") from None
+                raise UsageError(
+                    f"control.footswitch: {e}; start the JACK server (or load the ALSA sequencer: "
+                    "sudo modprobe snd-seq), pick a port from `synthmatch devices`, or set "
+                    "control.footswitch.enabled = false"
+                ) from None
             raise
     return out
 
@@ -650,11 +719,13 @@ def main(args) -> int:
 
 def _closer(stack: contextlib.ExitStack, obj) -> None:
     """Close obj when the stack unwinds; an OSError while closing is logged, not raised."""
+
     def close():
         try:
             obj.close()
         except OSError as e:
             log.warning("closing %s: %s", type(obj).__name__, e)
+
     stack.callback(close)
 
 
@@ -668,8 +739,10 @@ def _open_sinks(cfg, contract) -> list:
     try:
         return build_sinks(cfg.output, contract)
     except (MidiPortError, rtmidi.RtMidiError) as e:
-        raise UsageError(f"output.midi: {e}; start the JACK server (or load the ALSA sequencer: sudo modprobe "
-                         "snd-seq), pick a port from `synthmatch devices`, or set output.midi.api") from None
+        raise UsageError(
+            f"output.midi: {e}; start the JACK server (or load the ALSA sequencer: sudo modprobe "
+            "snd-seq), pick a port from `synthmatch devices`, or set output.midi.api"
+        ) from None
 
 
 def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: list) -> int:
@@ -678,8 +751,12 @@ def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: l
     from synthmatch.bridge.control import CommandQueue
 
     cfg = config_from_args(args)
-    logging.basicConfig(level=getattr(logging, cfg.log.level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=getattr(logging, cfg.log.level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     contract = contract_mod.load(resolve_path(cfg.contract) if cfg.contract else None)
     engine = _open_engine(cfg, contract)
     stack.callback(engine.close)
@@ -753,9 +830,12 @@ def _report(daemon: Daemon) -> int:
         return 1
     failed = daemon.c.bad_outputs + daemon.c.send_failures
     if daemon.c.inferences and not daemon.c.updates and failed:
-        print(f"synthmatch bridge: error: no update was sent: {daemon.c.bad_outputs} of "
-              f"{daemon.c.inferences} model outputs were rejected (not finite or outside [0, 1]) and "
-              f"{daemon.c.send_failures} sends failed (see the warnings above); check the model with "
-              "`synthmatch bridge --check --model PATH` or re-export it", file=sys.stderr)
+        print(
+            f"synthmatch bridge: error: no update was sent: {daemon.c.bad_outputs} of "
+            f"{daemon.c.inferences} model outputs were rejected (not finite or outside [0, 1]) and "
+            f"{daemon.c.send_failures} sends failed (see the warnings above); check the model with "
+            "`synthmatch bridge --check --model PATH` or re-export it",
+            file=sys.stderr,
+        )
         return 2
     return 0

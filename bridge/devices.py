@@ -27,9 +27,16 @@ def audio_inputs() -> tuple[list[dict], str | None]:
     out = []
     for i, d in enumerate(devices):
         if d["max_input_channels"] > 0:
-            out.append(dict(index=i, name=d["name"], hostapi=apis[d["hostapi"]]["name"],
-                            channels=d["max_input_channels"], rate=d["default_samplerate"],
-                            default=i == default_in))
+            out.append(
+                dict(
+                    index=i,
+                    name=d["name"],
+                    hostapi=apis[d["hostapi"]]["name"],
+                    channels=d["max_input_channels"],
+                    rate=d["default_samplerate"],
+                    default=i == default_in,
+                )
+            )
     return out, None
 
 
@@ -40,11 +47,10 @@ def midi_ports() -> dict[str, dict[str, list[str] | str]]:
     result: dict[str, dict] = {}
     for api in midiports.compiled_apis():
         if api == "jack" and not midiports.jack_server_alive():
-            result[api] = {"error": f"no JACK server running (server \"{midiports.jack_server_name()}\")"}
+            result[api] = {"error": f'no JACK server running (server "{midiports.jack_server_name()}")'}
             continue
         try:
-            result[api] = {"outputs": midiports.list_ports(api, "out"),
-                           "inputs": midiports.list_ports(api, "in")}
+            result[api] = {"outputs": midiports.list_ports(api, "out"), "inputs": midiports.list_ports(api, "in")}
         except midiports.MidiPortError as e:
             result[api] = {"error": str(e)}
     return result

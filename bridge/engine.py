@@ -28,12 +28,31 @@ from pathlib import Path
 import numpy as np
 
 from synthmatch.bridge.contract import Contract
-from synthmatch.bridge.modelfile import (INPUT_NAME, NOTE_NAME, OUTPUT_NAME, ContractMismatch, ModelError, ModelMeta, check_contract,
-                              read_meta)
+from synthmatch.bridge.modelfile import (
+    INPUT_NAME,
+    NOTE_NAME,
+    OUTPUT_NAME,
+    ContractMismatch,
+    ModelError,
+    ModelMeta,
+    check_contract,
+    read_meta,
+)
 
-__all__ = ["BACKENDS", "Engine", "OnnxRuntimeEngine", "BackendError", "BackendUnavailable", "ModelError",
-           "ContractMismatch", "ModelMeta", "ModelOutputError", "load_engine", "default_cache_dir",
-           "output_problem"]
+__all__ = [
+    "BACKENDS",
+    "Engine",
+    "OnnxRuntimeEngine",
+    "BackendError",
+    "BackendUnavailable",
+    "ModelError",
+    "ContractMismatch",
+    "ModelMeta",
+    "ModelOutputError",
+    "load_engine",
+    "default_cache_dir",
+    "output_problem",
+]
 
 log = logging.getLogger("synthmatch.engine")
 
@@ -90,8 +109,9 @@ class Engine:
             return np.zeros((0, self.meta.num_params), np.float32)
         played = None
         if self.meta.takes_note:
-            played = np.broadcast_to(np.asarray(self.meta.reference_note if notes is None else notes,
-                                                np.float32), (audio.shape[0],)).copy()
+            played = np.broadcast_to(
+                np.asarray(self.meta.reference_note if notes is None else notes, np.float32), (audio.shape[0],)
+            ).copy()
             if not np.all(np.isfinite(played)) or played.min() < 0 or played.max() > 127:
                 raise ValueError(f"{self.name} engine: notes must be MIDI notes 0..127, got {played}")
         out = np.asarray(self._run(np.ascontiguousarray(audio, dtype=np.float32), played), dtype=np.float32)
@@ -100,7 +120,8 @@ class Engine:
                 f"{self.meta.path}: the model outputs shape {tuple(out.shape)} for {audio.shape[0]} window(s); "
                 f"the contract has {self.meta.num_params} parameters, so it must be ({audio.shape[0]}, "
                 f"{self.meta.num_params}): this file is not a synthmatch export for this contract; re-export it "
-                "with `synthmatch export`")
+                "with `synthmatch export`"
+            )
         return out
 
     def _run(self, audio: np.ndarray, notes: np.ndarray | None) -> np.ndarray:
@@ -139,8 +160,10 @@ class OnnxRuntimeEngine(Engine):
         try:
             self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
-            raise BackendError(f"{path}: ONNX Runtime could not load the model ({type(e).__name__}: {e}); "
-                               f"re-export it with `synthmatch export`") from None
+            raise BackendError(
+                f"{path}: ONNX Runtime could not load the model ({type(e).__name__}: {e}); "
+                f"re-export it with `synthmatch export`"
+            ) from None
         self.threads = threads
         self.detail = f"cpu fp32 threads={threads or 'default'}"
 
@@ -176,16 +199,18 @@ def _open_onnxruntime(path: Path, meta: ModelMeta, threads: int | None = None, *
     return OnnxRuntimeEngine(path, meta, threads=threads)
 
 
-def _open_tensorrt(path: Path, meta: ModelMeta, cache_dir: Path | None = None, flavour: str = "tensorrt",
-                   **_) -> Engine:
+def _open_tensorrt(
+    path: Path, meta: ModelMeta, cache_dir: Path | None = None, flavour: str = "tensorrt", **_
+) -> Engine:
     """Either TensorRT flavour ("tensorrt", "tensorrt-rtx"): bridge/engine_tensorrt.py."""
     if nvidia_driver_absent():
         aot = " (its engines can still be built ahead of time: synthmatch engine build)" if "rtx" in flavour else ""
         raise BackendUnavailable(f"{flavour}: no NVIDIA GPU driver on this machine{aot}")
     from synthmatch.bridge import engine_tensorrt
 
-    return engine_tensorrt.TensorRTEngine(path, meta, cache_dir=cache_dir or default_cache_dir() / "tensorrt",
-                                          flavour=flavour)
+    return engine_tensorrt.TensorRTEngine(
+        path, meta, cache_dir=cache_dir or default_cache_dir() / "tensorrt", flavour=flavour
+    )
 
 
 def _open_tensorrt_rtx(path: Path, meta: ModelMeta, **options) -> Engine:
@@ -201,8 +226,11 @@ def _open_cuda(path: Path, meta: ModelMeta, **_) -> Engine:
 
 
 OPENERS: dict[str, Callable[..., Engine]] = {
-    "tensorrt": _open_tensorrt, "tensorrt-rtx": _open_tensorrt_rtx, "cuda": _open_cuda,
-    "onnxruntime": _open_onnxruntime}
+    "tensorrt": _open_tensorrt,
+    "tensorrt-rtx": _open_tensorrt_rtx,
+    "cuda": _open_cuda,
+    "onnxruntime": _open_onnxruntime,
+}
 
 
 def choose(path: Path, meta: ModelMeta, candidates: list[tuple[str, Opener]]) -> Engine:
@@ -222,19 +250,25 @@ def choose(path: Path, meta: ModelMeta, candidates: list[tuple[str, Opener]]) ->
             failed = True
             continue
         why = f" ({'; '.join(skipped)})" if skipped else ""
-        log.log(logging.WARNING if failed else logging.INFO,
-                "inference backend: %s [%s]%s", engine.name, engine.detail, why)
+        log.log(
+            logging.WARNING if failed else logging.INFO, "inference backend: %s [%s]%s", engine.name, engine.detail, why
+        )
         return engine
     raise BackendError(f"{path}: no inference backend could open the model: {'; '.join(skipped)}")
 
 
 def _strip(name: str, e: Exception) -> str:
     msg = str(e)
-    return msg[len(name) + 2:] if msg.startswith(f"{name}: ") else msg
+    return msg[len(name) + 2 :] if msg.startswith(f"{name}: ") else msg
 
 
-def load_engine(path: str | Path, backend: str = "auto", contract: Contract | None = None,
-                threads: int | None = None, cache_dir: str | Path | None = None) -> Engine:
+def load_engine(
+    path: str | Path,
+    backend: str = "auto",
+    contract: Contract | None = None,
+    threads: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> Engine:
     """Open an exported model on a backend ("auto" or one of BACKENDS).
 
     contract: the contract the caller works with (default: configs/contract.toml); a model exported for
@@ -265,8 +299,10 @@ def load_engine(path: str | Path, backend: str = "auto", contract: Contract | No
     except ModelError:
         raise
     except Exception as e:
-        raise BackendError(f"{backend}: could not build an engine for {path} ({type(e).__name__}: {e}); "
-                           f"use --backend onnxruntime (CPU) or fix the error above") from e
+        raise BackendError(
+            f"{backend}: could not build an engine for {path} ({type(e).__name__}: {e}); "
+            f"use --backend onnxruntime (CPU) or fix the error above"
+        ) from e
     log.info("inference backend: %s [%s]", engine.name, engine.detail)
     return _probe(engine)
 
@@ -278,9 +314,11 @@ def _probe(engine: Engine) -> Engine:
         out = engine.infer(np.zeros((1, engine.meta.num_samples), np.float32))
         why = output_problem(out)
         if why is not None:
-            raise ModelOutputError(f"{engine.meta.path}: on a silent window {why}; a synthmatch model outputs "
-                                   f"{engine.meta.num_params} normalised values in [0, 1]: re-export it with "
-                                   "`synthmatch export`")
+            raise ModelOutputError(
+                f"{engine.meta.path}: on a silent window {why}; a synthmatch model outputs "
+                f"{engine.meta.num_params} normalised values in [0, 1]: re-export it with "
+                "`synthmatch export`"
+            )
     except BaseException:
         engine.close()
         raise

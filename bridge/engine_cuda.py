@@ -32,18 +32,23 @@ def load_weights(onnx_path: Path, meta: ModelMeta):
 
     wpath = Path(onnx_path).with_suffix(".pt")
     if not wpath.is_file():
-        raise BackendUnavailable(f"cuda: no weights file {wpath} beside {onnx_path} (`synthmatch export` writes "
-                                 f"it unless --no-weights; copy it along with the .onnx file)")
+        raise BackendUnavailable(
+            f"cuda: no weights file {wpath} beside {onnx_path} (`synthmatch export` writes "
+            f"it unless --no-weights; copy it along with the .onnx file)"
+        )
     try:
         w = torch.load(wpath, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError/... for damaged files
-        raise ModelError(f"{wpath}: unreadable weights file ({type(e).__name__}: {e}); re-export the model "
-                         f"or copy model.pt again") from None
+        raise ModelError(
+            f"{wpath}: unreadable weights file ({type(e).__name__}: {e}); re-export the model or copy model.pt again"
+        ) from None
     if not isinstance(w, dict) or w.get("format") != WEIGHTS_FORMAT:
         raise ModelError(f"{wpath}: not a synthmatch weights file (no format = {WEIGHTS_FORMAT!r}); re-export")
     if w.get("export_id") != meta.export_id:
-        raise ModelError(f"{wpath}: weights (export id {w.get('export_id')}) do not belong to {onnx_path} "
-                         f"(export id {meta.export_id}); export both again from the same checkpoint")
+        raise ModelError(
+            f"{wpath}: weights (export id {w.get('export_id')}) do not belong to {onnx_path} "
+            f"(export id {meta.export_id}); export both again from the same checkpoint"
+        )
     return w
 
 
@@ -58,8 +63,12 @@ def contract_from_meta(meta: ModelMeta):
     if not content:
         raise ModelError(f"{meta.path}: no embedded contract content to rebuild the model from; re-export")
     # hashed content lacks the unhashed fields (massive, cc, sample); fill them with neutral values
-    data = {"audio": content["audio"], "frontend": content["frontend"], "synth": content["synth"],
-            "param": [{**p, "massive": p["name"], "cc": 0, "sample": {"dist": "uniform"}} for p in content["params"]]}
+    data = {
+        "audio": content["audio"],
+        "frontend": content["frontend"],
+        "synth": content["synth"],
+        "param": [{**p, "massive": p["name"], "cc": 0, "sample": {"dist": "uniform"}} for p in content["params"]],
+    }
     c = contract_mod.from_dict(data, source=f"{meta.path} (embedded contract)")
     if c.hash != meta.contract_hash:
         raise ModelError(f"{meta.path}: embedded contract content does not match its hash; re-export")
@@ -76,8 +85,9 @@ def graph_batch(b: int) -> int:
 class TorchEngine(Engine):
     name = "cuda"
 
-    def __init__(self, path: str | Path, meta: ModelMeta, device: str = "cuda", precision: str = "fp16",
-                 cuda_graphs: bool = True):
+    def __init__(
+        self, path: str | Path, meta: ModelMeta, device: str = "cuda", precision: str = "fp16", cuda_graphs: bool = True
+    ):
         super().__init__(meta)
         try:
             import torch
@@ -86,8 +96,9 @@ class TorchEngine(Engine):
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendUnavailable(f"cuda: torch {torch.__version__} sees no CUDA GPU "
-                                     f"(torch.cuda.is_available() is False)")
+            raise BackendUnavailable(
+                f"cuda: torch {torch.__version__} sees no CUDA GPU (torch.cuda.is_available() is False)"
+            )
         w = load_weights(Path(path), meta)
         from synthmatch.training.models import build_model
 
@@ -95,8 +106,10 @@ class TorchEngine(Engine):
             model = build_model(w["model_config"], contract_from_meta(meta))
             model.load_state_dict(w["model_state"])
         except (ValueError, TypeError, KeyError, RuntimeError) as e:
-            raise BackendError(f"cuda: cannot rebuild the model from {Path(path).with_suffix('.pt')} "
-                               f"({type(e).__name__}: {e}); re-export with this synthmatch version") from None
+            raise BackendError(
+                f"cuda: cannot rebuild the model from {Path(path).with_suffix('.pt')} "
+                f"({type(e).__name__}: {e}); re-export with this synthmatch version"
+            ) from None
         self._torch = torch
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
@@ -108,21 +121,28 @@ class TorchEngine(Engine):
         self.detail = f"{name} {self.precision}{' cuda-graphs' if self.use_graphs else ''}"
         if self.device.type == "cuda":
             self._stream = torch.cuda.Stream(self.device)
-            self._run(np.zeros((1, meta.num_samples), np.float32),
-                      np.full(1, meta.reference_note, np.float32) if meta.takes_note else None)  # warm-up
+            self._run(
+                np.zeros((1, meta.num_samples), np.float32),
+                np.full(1, meta.reference_note, np.float32) if meta.takes_note else None,
+            )  # warm-up
 
     def _forward(self, x, note):
         torch = self._torch
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._dtype,
-                                                    enabled=self.precision != "fp32"):
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=self._dtype, enabled=self.precision != "fp32"),
+        ):
             return (self.model(x) if note is None else self.model(x, note)).float()
 
     def _graph(self, batch: int):
         torch = self._torch
         if batch not in self._graphs:
             static_in = torch.zeros(batch, self.meta.num_samples, device=self.device)
-            static_note = (torch.full((batch,), float(self.meta.reference_note), device=self.device)
-                           if self.meta.takes_note else None)
+            static_note = (
+                torch.full((batch,), float(self.meta.reference_note), device=self.device)
+                if self.meta.takes_note
+                else None
+            )
             with torch.cuda.stream(self._stream):
                 for _ in range(2):  # warm up on a side stream before capture (cuBLAS handles, autotune)
                     self._forward(static_in, static_note)
@@ -137,8 +157,8 @@ class TorchEngine(Engine):
         torch = self._torch
         outs = []
         for start in range(0, audio.shape[0], MAX_BATCH):
-            x = torch.from_numpy(audio[start:start + MAX_BATCH])
-            n = None if notes is None else torch.from_numpy(notes[start:start + MAX_BATCH])
+            x = torch.from_numpy(audio[start : start + MAX_BATCH])
+            n = None if notes is None else torch.from_numpy(notes[start : start + MAX_BATCH])
             b = x.shape[0]
             if self.use_graphs:
                 graph, static_in, static_note, static_out = self._graph(graph_batch(b))
@@ -148,8 +168,7 @@ class TorchEngine(Engine):
                 graph.replay()
                 outs.append(static_out[:b].cpu().numpy())  # .cpu() synchronises
             else:
-                outs.append(self._forward(x.to(self.device), None if n is None else n.to(self.device))
-                            .cpu().numpy())
+                outs.append(self._forward(x.to(self.device), None if n is None else n.to(self.device)).cpu().numpy())
         return np.concatenate(outs)
 
     def close(self) -> None:

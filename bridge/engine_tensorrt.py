@@ -45,7 +45,15 @@ import numpy as np
 
 from synthmatch.bridge.atomic import write_atomic
 from synthmatch.bridge.engine import MAX_BATCH, BackendError, BackendUnavailable, Engine, default_cache_dir
-from synthmatch.bridge.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, ModelError, ModelMeta, read_meta, synthmatch_version
+from synthmatch.bridge.modelfile import (
+    INPUT_NAME,
+    NOTE_NAME,
+    OUTPUT_NAME,
+    ModelError,
+    ModelMeta,
+    read_meta,
+    synthmatch_version,
+)
 
 CHECK_RTX = False  # mypy only (--always-true/--always-false CHECK_RTX): which flavour `trt` names below
 if TYPE_CHECKING:
@@ -75,10 +83,24 @@ class Flavour:
 
 
 FLAVOURS = {
-    "tensorrt": Flavour("tensorrt", "tensorrt", "pip install tensorrt (NVIDIA's index; matching the CUDA driver)",
-                        ("fp16", "fp32"), strongly_typed=False, builds_without_gpu=False, jit=False),
-    "tensorrt-rtx": Flavour("tensorrt-rtx", "tensorrt_rtx", "pip install 'synthmatch[gpu]' (tensorrt-rtx-cu12)",
-                            ("fp32",), strongly_typed=True, builds_without_gpu=True, jit=True),
+    "tensorrt": Flavour(
+        "tensorrt",
+        "tensorrt",
+        "pip install tensorrt (NVIDIA's index; matching the CUDA driver)",
+        ("fp16", "fp32"),
+        strongly_typed=False,
+        builds_without_gpu=False,
+        jit=False,
+    ),
+    "tensorrt-rtx": Flavour(
+        "tensorrt-rtx",
+        "tensorrt_rtx",
+        "pip install 'synthmatch[gpu]' (tensorrt-rtx-cu12)",
+        ("fp32",),
+        strongly_typed=True,
+        builds_without_gpu=True,
+        jit=True,
+    ),
 }
 ALIASES = {"rtx": "tensorrt-rtx", "trt": "tensorrt"}
 
@@ -138,8 +160,10 @@ def import_flavour(flavour: Flavour) -> ModuleType:
     try:
         lib = importlib.import_module(flavour.module)
     except ImportError as e:
-        raise BackendUnavailable(f"{flavour.name}: the {flavour.module} Python package is not installed or "
-                                 f"does not load ({e}); {flavour.install}") from None
+        raise BackendUnavailable(
+            f"{flavour.name}: the {flavour.module} Python package is not installed or "
+            f"does not load ({e}); {flavour.install}"
+        ) from None
     if not hasattr(lib, "Builder"):  # only type stubs (tensorrt-stubs) on the path: a namespace package
         raise BackendUnavailable(f"{flavour.name}: only type stubs are installed, not the runtime; {flavour.install}")
     return lib
@@ -151,8 +175,10 @@ def _import_torch_cuda(flavour: Flavour) -> Any:
     except ImportError:
         raise BackendUnavailable(f"{flavour.name}: needs torch (a CUDA build) for device buffers") from None
     if not torch.cuda.is_available():
-        raise BackendUnavailable(f"{flavour.name}: no CUDA GPU visible to torch {torch.__version__} (no NVIDIA "
-                                 f"driver, or a CPU build of torch); engines can still be built ahead of time")
+        raise BackendUnavailable(
+            f"{flavour.name}: no CUDA GPU visible to torch {torch.__version__} (no NVIDIA "
+            f"driver, or a CPU build of torch); engines can still be built ahead of time"
+        )
     return torch
 
 
@@ -161,22 +187,42 @@ def current_gpu(torch: Any) -> Gpu:
     return Gpu(props.name, (props.major, props.minor))
 
 
-def engine_spec(flavour: Flavour, lib: ModuleType, path: Path, meta: ModelMeta, precision: str | None,
-                max_batch: int, gpu: Gpu | None) -> EngineSpec:
+def engine_spec(
+    flavour: Flavour,
+    lib: ModuleType,
+    path: Path,
+    meta: ModelMeta,
+    precision: str | None,
+    max_batch: int,
+    gpu: Gpu | None,
+) -> EngineSpec:
     """The spec of the engine to build for this model here. TensorRT needs `gpu` (it builds for it)."""
     precision = precision or flavour.precisions[0]
     if precision not in flavour.precisions:
-        raise ModelError(f"{flavour.name}: precision {precision!r} is not one of {', '.join(flavour.precisions)}"
-                         + (" (strongly typed: an fp16 engine needs an fp16 export)" if flavour.strongly_typed else ""))
+        raise ModelError(
+            f"{flavour.name}: precision {precision!r} is not one of {', '.join(flavour.precisions)}"
+            + (" (strongly typed: an fp16 engine needs an fp16 export)" if flavour.strongly_typed else "")
+        )
     if flavour.builds_without_gpu:
         targets: tuple[str, ...] = ("default",)
     elif gpu is None:
-        raise BackendUnavailable(f"{flavour.name}: builds engines on the GPU they are for, and none is visible "
-                                 f"here; build on that machine, or use the tensorrt-rtx flavour")
+        raise BackendUnavailable(
+            f"{flavour.name}: builds engines on the GPU they are for, and none is visible "
+            f"here; build on that machine, or use the tensorrt-rtx flavour"
+        )
     else:
         targets = (gpu.sm, gpu.name)
-    return EngineSpec(flavour.name, str(lib.__version__), synthmatch_version(), file_sha256(path),
-                      meta.export_id, precision, targets, meta.num_samples, max_batch)
+    return EngineSpec(
+        flavour.name,
+        str(lib.__version__),
+        synthmatch_version(),
+        file_sha256(path),
+        meta.export_id,
+        precision,
+        targets,
+        meta.num_samples,
+        max_batch,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,17 +232,28 @@ def engine_spec(flavour: Flavour, lib: ModuleType, path: Path, meta: ModelMeta, 
 def network_io(network: trt.INetworkDefinition) -> dict[str, list[tuple[str, tuple[int, ...], str]]]:
     """{"inputs": [(name, shape, dtype)], "outputs": [...]} of a parsed network; -1 = dynamic dimension,
     dtype as numpy names it ("float32")."""
+
     def row(t: trt.ITensor) -> tuple[str, tuple[int, ...], str]:
         shape = t.shape
         return t.name, tuple(shape[i] for i in range(len(shape))), _dtype_name(t.dtype)
 
-    return {"inputs": [row(network.get_input(i)) for i in range(network.num_inputs)],
-            "outputs": [row(network.get_output(i)) for i in range(network.num_outputs)]}
+    return {
+        "inputs": [row(network.get_input(i)) for i in range(network.num_inputs)],
+        "outputs": [row(network.get_output(i)) for i in range(network.num_outputs)],
+    }
 
 
 def _dtype_name(dtype: Any) -> str:
-    return {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT32": "int32", "INT64": "int64",
-            "BOOL": "bool", "INT8": "int8", "UINT8": "uint8"}.get(dtype.name, dtype.name.lower())
+    return {
+        "FLOAT": "float32",
+        "HALF": "float16",
+        "BF16": "bfloat16",
+        "INT32": "int32",
+        "INT64": "int64",
+        "BOOL": "bool",
+        "INT8": "int8",
+        "UINT8": "uint8",
+    }.get(dtype.name, dtype.name.lower())
 
 
 def expected_io(meta: ModelMeta) -> dict[str, list[tuple[str, tuple[int, ...], str]]]:
@@ -207,7 +264,9 @@ def expected_io(meta: ModelMeta) -> dict[str, list[tuple[str, tuple[int, ...], s
     return {"inputs": inputs, "outputs": [(OUTPUT_NAME, (-1, meta.num_params), "float32")]}
 
 
-def parse(flavour: Flavour, lib: ModuleType, path: Path, logger: Any) -> tuple[trt.Builder, trt.INetworkDefinition, Any]:
+def parse(
+    flavour: Flavour, lib: ModuleType, path: Path, logger: Any
+) -> tuple[trt.Builder, trt.INetworkDefinition, Any]:
     """(builder, network, parser) for the ONNX file; the parser must outlive the network's use."""
     builder: trt.Builder = lib.Builder(logger)
     network: trt.INetworkDefinition = builder.create_network(0)  # explicit batch; RTX: always strongly typed
@@ -224,8 +283,10 @@ def build_plan(flavour: Flavour, lib: ModuleType, path: Path, meta: ModelMeta, s
     builder, network, _parser = parse(flavour, lib, path, logger)
     io, want = network_io(network), expected_io(meta)
     if io != want:
-        raise BackendError(f"{flavour.name}: {path}: the parsed network has {io}, its metadata says {want}; "
-                           f"re-export the model with `synthmatch export`")
+        raise BackendError(
+            f"{flavour.name}: {path}: the parsed network has {io}, its metadata says {want}; "
+            f"re-export the model with `synthmatch export`"
+        )
     config: trt.IBuilderConfig = builder.create_builder_config()
     if spec.precision == "fp16":  # weakly typed flavours only (engine_spec refuses it for the others)
         pinned = _fp16_with_fp32_islands(network, config)
@@ -250,8 +311,10 @@ def _fp16_with_fp32_islands(network: Any, config: Any) -> int:
     net: trt10.INetworkDefinition = network
     cfg: trt10.IBuilderConfig = config
     if not hasattr(trt10.BuilderFlag, "FP16"):  # a TensorRT without weakly typed networks
-        raise BackendError(f"tensorrt {trt10.__version__} has no BuilderFlag.FP16 (weakly typed fp16); "
-                           f"use the tensorrt-rtx or cuda backend")
+        raise BackendError(
+            f"tensorrt {trt10.__version__} has no BuilderFlag.FP16 (weakly typed fp16); "
+            f"use the tensorrt-rtx or cuda backend"
+        )
     cfg.set_flag(trt10.BuilderFlag.FP16)
     cfg.set_flag(trt10.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     pinned = 0
@@ -259,8 +322,7 @@ def _fp16_with_fp32_islands(network: Any, config: Any) -> int:
         layer = net.get_layer(i)
         if layer.type == trt10.LayerType.CONSTANT:
             continue
-        wanted = (FP32_NAME_MARK in layer.name
-                  or layer.type in (trt10.LayerType.NORMALIZATION, trt10.LayerType.SOFTMAX))
+        wanted = FP32_NAME_MARK in layer.name or layer.type in (trt10.LayerType.NORMALIZATION, trt10.LayerType.SOFTMAX)
         outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
         if not wanted or any(t.dtype != trt10.DataType.FLOAT for t in outputs):
             continue  # shape/index layers (int32/int64) must keep their types
@@ -280,8 +342,12 @@ def cache_file(cache_dir: Path, model: Path, spec: EngineSpec) -> Path:
 
 
 def write_cached(file: Path, spec: EngineSpec, plan: bytes) -> None:
-    header = {"spec": spec.to_json(), "key": spec.key(), "plan_sha256": hashlib.sha256(plan).hexdigest(),
-              "plan_bytes": len(plan)}
+    header = {
+        "spec": spec.to_json(),
+        "key": spec.key(),
+        "plan_sha256": hashlib.sha256(plan).hexdigest(),
+        "plan_bytes": len(plan),
+    }
     line = json.dumps(header, sort_keys=True).encode() + b"\n"
 
     def write(f: Any) -> None:
@@ -300,7 +366,7 @@ def read_cached(file: Path, spec: EngineSpec) -> bytes | None:
     data = file.read_bytes()
     why = _cache_problem(data, spec)
     if why is None:
-        return data[data.index(b"\n", len(HEADER_MAGIC)) + 1:]
+        return data[data.index(b"\n", len(HEADER_MAGIC)) + 1 :]
     log.warning("%s: cached engine %s %s; rebuilding it", spec.flavour, file, why)
     return None
 
@@ -310,7 +376,7 @@ def _cache_problem(data: bytes, spec: EngineSpec) -> str | None:
         return "is not a synthmatch engine file"
     end = data.find(b"\n", len(HEADER_MAGIC))
     try:
-        header = json.loads(data[len(HEADER_MAGIC):end]) if end > 0 else None
+        header = json.loads(data[len(HEADER_MAGIC) : end]) if end > 0 else None
     except ValueError:
         header = None
     if not isinstance(header, dict):
@@ -319,7 +385,7 @@ def _cache_problem(data: bytes, spec: EngineSpec) -> str | None:
         theirs: dict = header["spec"] if isinstance(header.get("spec"), dict) else {}
         changed = sorted(k for k, v in spec.to_json().items() if theirs.get(k) != v)
         return f"was built for another {', '.join(changed) or 'spec'}"
-    plan = data[end + 1:]
+    plan = data[end + 1 :]
     if len(plan) != header.get("plan_bytes") or hashlib.sha256(plan).hexdigest() != header.get("plan_sha256"):
         return "is truncated or damaged (plan checksum)"
     return None
@@ -337,9 +403,16 @@ class BuiltEngine:
         return len(self.plan)
 
 
-def ensure_engine(model: str | Path, flavour: str = "tensorrt-rtx", cache_dir: str | Path | None = None,
-                  precision: str | None = None, max_batch: int = MAX_BATCH, rebuild: bool = False,
-                  gpu: Gpu | None = None, meta: ModelMeta | None = None) -> BuiltEngine:
+def ensure_engine(
+    model: str | Path,
+    flavour: str = "tensorrt-rtx",
+    cache_dir: str | Path | None = None,
+    precision: str | None = None,
+    max_batch: int = MAX_BATCH,
+    rebuild: bool = False,
+    gpu: Gpu | None = None,
+    meta: ModelMeta | None = None,
+) -> BuiltEngine:
     """The engine for `model` in `cache_dir` (default: default_cache_dir()/tensorrt), built when missing,
     stale or damaged (or with `rebuild`). gpu: the GPU it is for (needed by the "tensorrt" flavour; the
     TensorRT-RTX engine is portable). Raises ModelError for a bad model file, BackendUnavailable when the
@@ -363,11 +436,19 @@ def ensure_engine(model: str | Path, flavour: str = "tensorrt-rtx", cache_dir: s
 
 def build_main(args: Any) -> int:
     """`synthmatch engine build`: one line, what was built (or found) where."""
-    built = ensure_engine(args.model, flavour=args.flavour, cache_dir=args.cache_dir, precision=args.precision,
-                          rebuild=args.rebuild, gpu=_gpu_if_any())
+    built = ensure_engine(
+        args.model,
+        flavour=args.flavour,
+        cache_dir=args.cache_dir,
+        precision=args.precision,
+        rebuild=args.rebuild,
+        gpu=_gpu_if_any(),
+    )
     how = f"built in {built.build_s:.1f} s" if built.build_s is not None else "cached"
-    print(f"{built.spec.flavour} {built.spec.flavour_version} {built.spec.precision} engine for {args.model}: "
-          f"{built.file} ({built.size / 1e6:.1f} MB, {how})")
+    print(
+        f"{built.spec.flavour} {built.spec.flavour_version} {built.spec.precision} engine for {args.model}: "
+        f"{built.file} ({built.size / 1e6:.1f} MB, {how})"
+    )
     return 0
 
 
@@ -398,21 +479,34 @@ def check_runnable(flavour: Flavour, runtime: Any, plan: bytes, gpu: Gpu | None)
     validity, diagnostics = rt.get_engine_validity(plan)
     if validity != rtx.EngineValidity.INVALID:
         return
-    why = [d.name.lower().replace("_", " ") for d in rtx.EngineInvalidityDiagnostics.__members__.values()
-           if int(diagnostics) & int(d)]
+    why = [
+        d.name.lower().replace("_", " ")
+        for d in rtx.EngineInvalidityDiagnostics.__members__.values()
+        if int(diagnostics) & int(d)
+    ]
     on = f"{gpu.name} ({gpu.sm})" if gpu else "this machine"
     if int(diagnostics) & int(rtx.EngineInvalidityDiagnostics.UNSUPPORTED_CC):
-        raise BackendUnavailable(f"{flavour.name}: {on} is outside TensorRT-RTX's GPUs (RTX-class, Turing and "
-                                 f"newer); use --backend tensorrt (TensorRT 10, NVIDIA's index) or cuda")
-    raise BackendUnavailable(f"{flavour.name}: cannot run engines on {on}: "
-                             f"{', '.join(why) or 'no usable CUDA driver or GPU'}")
+        raise BackendUnavailable(
+            f"{flavour.name}: {on} is outside TensorRT-RTX's GPUs (RTX-class, Turing and "
+            f"newer); use --backend tensorrt (TensorRT 10, NVIDIA's index) or cuda"
+        )
+    raise BackendUnavailable(
+        f"{flavour.name}: cannot run engines on {on}: {', '.join(why) or 'no usable CUDA driver or GPU'}"
+    )
 
 
 class TensorRTEngine(Engine):
     """An engine of either flavour on the first CUDA GPU, built (or found cached) at start."""
 
-    def __init__(self, path: str | Path, meta: ModelMeta, cache_dir: str | Path, flavour: str = "tensorrt",
-                 precision: str | None = None, max_batch: int = MAX_BATCH):
+    def __init__(
+        self,
+        path: str | Path,
+        meta: ModelMeta,
+        cache_dir: str | Path,
+        flavour: str = "tensorrt",
+        precision: str | None = None,
+        max_batch: int = MAX_BATCH,
+    ):
         super().__init__(meta)
         self.flavour = flavour_named(flavour)
         self.name = self.flavour.name
@@ -438,10 +532,13 @@ class TensorRTEngine(Engine):
         self._stream = torch.cuda.Stream(device)
         # TensorRT: CUDA graphs captured here per batch size; TensorRT-RTX replays its own
         self._graphs: dict[int, Any] | None = None if self.flavour.jit else {}
-        self.detail = (f"{gpu.name} {built.spec.precision} {self.name} {built.spec.flavour_version} "
-                       f"cache {built.file.name}")
-        self._run(np.zeros((1, meta.num_samples), np.float32),  # warm-up: JIT / lazy kernel loading
-                  np.full(1, meta.reference_note, np.float32) if meta.takes_note else None)
+        self.detail = (
+            f"{gpu.name} {built.spec.precision} {self.name} {built.spec.flavour_version} cache {built.file.name}"
+        )
+        self._run(
+            np.zeros((1, meta.num_samples), np.float32),  # warm-up: JIT / lazy kernel loading
+            np.full(1, meta.reference_note, np.float32) if meta.takes_note else None,
+        )
         self._rt_cache.save()
 
     def _deserialize(self, lib: ModuleType, built: BuiltEngine, gpu: Gpu) -> trt.ICudaEngine:
@@ -449,8 +546,10 @@ class TensorRTEngine(Engine):
         check_runnable(self.flavour, self._runtime, built.plan, gpu)
         engine: trt.ICudaEngine | None = self._runtime.deserialize_cuda_engine(built.plan)
         if engine is None:
-            raise BackendError(f"{self.name}: the engine {built.file} does not deserialize on {gpu.name} "
-                               f"(see the TensorRT log above); delete it to rebuild, or use --backend cuda")
+            raise BackendError(
+                f"{self.name}: the engine {built.file} does not deserialize on {gpu.name} "
+                f"(see the TensorRT log above); delete it to rebuild, or use --backend cuda"
+            )
         for name in (INPUT_NAME, OUTPUT_NAME) + ((NOTE_NAME,) if self.meta.takes_note else ()):
             if _dtype_name(engine.get_tensor_dtype(name)) != "float32":
                 raise BackendError(f"{self.name}: tensor {name!r} of {built.file} is not float32")
@@ -497,8 +596,9 @@ class TensorRTEngine(Engine):
             with torch.cuda.graph(graph, stream=self._stream):
                 context.execute_async_v3(self._stream.cuda_stream)
         except Exception as e:  # capture unsupported by this engine/driver: plain enqueues are correct too
-            log.warning("%s: CUDA graph capture failed (%s: %s); running without graphs", self.name,
-                        type(e).__name__, e)
+            log.warning(
+                "%s: CUDA graph capture failed (%s: %s); running without graphs", self.name, type(e).__name__, e
+            )
             self._graphs = None
             return None
         self._graphs[b] = graph
@@ -510,7 +610,7 @@ class TensorRTEngine(Engine):
             raise BackendError(f"{self.name}: engine used after close()")
         outs = []
         for start in range(0, audio.shape[0], self.max_batch):
-            chunk = torch.from_numpy(audio[start:start + self.max_batch])
+            chunk = torch.from_numpy(audio[start : start + self.max_batch])
             b = chunk.shape[0]
             if b != self._batch:  # set only on change: an unchanged shape keeps the captured graphs valid
                 ok = context.set_input_shape(INPUT_NAME, (b, self.meta.num_samples))
@@ -522,7 +622,7 @@ class TensorRTEngine(Engine):
             with torch.cuda.stream(self._stream):
                 self._in[:b].copy_(chunk)
                 if notes is not None:
-                    self._note[:b].copy_(torch.from_numpy(notes[start:start + b]))
+                    self._note[:b].copy_(torch.from_numpy(notes[start : start + b]))
                 self._enqueue(b)
                 out = self._out[:b].to("cpu")
             self._stream.synchronize()

@@ -147,7 +147,7 @@ def cqt_kernels(spec: CQTSpec, sample_rate: int, num_samples: int) -> CQTKernels
     n_frames, pad = num_samples // hop, spec.max_window // 2
     groups = []
     for g in range(0, len(freqs), spec.group):
-        f, n = freqs[g: g + spec.group], lengths[g: g + spec.group]
+        f, n = freqs[g : g + spec.group], lengths[g : g + spec.group]
         length = int(n.max())
         t = np.arange(length) - length // 2  # sample offsets from the frame centre
         cos = np.zeros((len(f), length))
@@ -170,7 +170,7 @@ def log_cqt(audio: np.ndarray, spec: CQTSpec, sample_rate: int, k: CQTKernels | 
     for g in k.groups:
         length = g.cos.shape[1]
         starts = g.offset + k.hop * np.arange(k.n_frames)
-        frames = np.stack([x[..., s: s + length] for s in starts], axis=-2)  # (..., F, length)
+        frames = np.stack([x[..., s : s + length] for s in starts], axis=-2)  # (..., F, length)
         rows.append(np.swapaxes((frames @ g.cos.T) ** 2 + (frames @ g.sin.T) ** 2, -1, -2))
     power = np.concatenate(rows, axis=-2)  # (..., n_bins, F)
     return (np.log(power + spec.log_eps) - spec.norm_mean) / (2 * spec.norm_std)

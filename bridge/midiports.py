@@ -26,8 +26,12 @@ from pathlib import Path
 
 import rtmidi
 
-API_IDS = {"jack": rtmidi.API_UNIX_JACK, "alsa": rtmidi.API_LINUX_ALSA,
-           "coremidi": rtmidi.API_MACOSX_CORE, "winmm": rtmidi.API_WINDOWS_MM}
+API_IDS = {
+    "jack": rtmidi.API_UNIX_JACK,
+    "alsa": rtmidi.API_LINUX_ALSA,
+    "coremidi": rtmidi.API_MACOSX_CORE,
+    "winmm": rtmidi.API_WINDOWS_MM,
+}
 APIS = ("auto", "jack", "alsa", "coremidi", "winmm")
 CLIENT_NAME = "synthmatch"
 
@@ -91,7 +95,7 @@ def compiled_apis() -> list[str]:
 
 
 def resolve_api(api: str) -> str:
-    """"auto" -> "jack" when a JACK server answers and rtmidi has JACK, else the platform's own API
+    """ "auto" -> "jack" when a JACK server answers and rtmidi has JACK, else the platform's own API
     (alsa on Linux, coremidi on macOS, winmm on Windows)."""
     if api not in APIS:
         raise MidiPortError(f"unknown MIDI api {api!r}: use one of {', '.join(APIS)}")
@@ -131,8 +135,7 @@ def pick_port(names: list[str], wanted: str, what: str = "port") -> int:
     if not hits:
         raise MidiPortError(f"no MIDI {what} matches {wanted!r}; available:\n  {listing}")
     amb = "\n  ".join(names[i] for i in hits)
-    raise MidiPortError(f"MIDI {what} {wanted!r} is ambiguous, it matches:\n  {amb}\n"
-                        "give a longer part of the name")
+    raise MidiPortError(f"MIDI {what} {wanted!r} is ambiguous, it matches:\n  {amb}\ngive a longer part of the name")
 
 
 _RETIRED: list[object] = []  # dead-server rtmidi objects, kept alive on purpose (module docstring)

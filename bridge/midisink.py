@@ -53,8 +53,9 @@ def bend_value(midi: float, note: int, bend_range: float) -> int:
     return max(0, min(16383, int(round(8192 + b * 8192))))
 
 
-def cc_messages(q: Sequence[int], previous: Sequence[int | None], ccs: Sequence[int], channel: int,
-                resolution: int) -> list[tuple[int, list[mido.Message]]]:
+def cc_messages(
+    q: Sequence[int], previous: Sequence[int | None], ccs: Sequence[int], channel: int, resolution: int
+) -> list[tuple[int, list[mido.Message]]]:
     """(parameter index, messages) for each parameter whose quantised value differs from `previous`.
 
     channel is 1..16; 14-bit: [MSB on cc, LSB on cc + 32].
@@ -66,8 +67,10 @@ def cc_messages(q: Sequence[int], previous: Sequence[int | None], ccs: Sequence[
         if resolution == 7:
             msgs = [mido.Message("control_change", channel=channel - 1, control=ccs[i], value=v)]
         else:
-            msgs = [mido.Message("control_change", channel=channel - 1, control=ccs[i], value=v >> 7),
-                    mido.Message("control_change", channel=channel - 1, control=ccs[i] + 32, value=v & 0x7F)]
+            msgs = [
+                mido.Message("control_change", channel=channel - 1, control=ccs[i], value=v >> 7),
+                mido.Message("control_change", channel=channel - 1, control=ccs[i] + 32, value=v & 0x7F),
+            ]
         out.append((i, msgs))
     return out
 
@@ -84,16 +87,16 @@ class MidiCCSink:
         self.stats = SinkStats()
         self.api = midiports.resolve_api(cfg.api)  # fixed for the sink's life: port names are per API
         self._out: rtmidi.MidiOut | None = None
-        self._sent: list[int | None] = [None] * self.n   # last value on the wire, per parameter
-        self._wanted: list[int] | None = None             # newest quantised update
+        self._sent: list[int | None] = [None] * self.n  # last value on the wire, per parameter
+        self._wanted: list[int] | None = None  # newest quantised update
         self._jack_id: tuple[int, int] | None = None  # JACK api: the server instance we opened on
         self._backoff = cfg.retry_min_s
         self._retry_at = 0.0
         self._checked = 0.0
         self._settle_until = 0.0
         self._last_push = -1e9  # clock() of the last send_message
-        self._held: int | None = None   # the note this sink turned on and has not turned off
-        self._bend: int | None = None   # last pitch-bend value on the wire
+        self._held: int | None = None  # the note this sink turned on and has not turned off
+        self._bend: int | None = None  # last pitch-bend value on the wire
         self._notes_wanted: list[list[int]] = []  # note/bend messages deferred by a settling connection
         self.port_name = ""
         self._open()  # start-up errors (no such port, no server) are the user's to fix: raise
@@ -118,8 +121,9 @@ class MidiCCSink:
         self._out = out
         self._checked = self.clock()
         self._settle_until = self._checked + self.SETTLE_S if self.cfg.port else 0.0
-        log.info("MIDI CC out: %s (%s, channel %d, %d-bit)", self.port_name, self.api, self.cfg.channel,
-                 self.cfg.resolution)
+        log.info(
+            "MIDI CC out: %s (%s, channel %d, %d-bit)", self.port_name, self.api, self.cfg.channel, self.cfg.resolution
+        )
 
     def _lose(self, why: str, server_dead: bool) -> None:
         log.warning("MIDI port %s lost (%s); reopening with backoff", self.port_name, why)

@@ -17,22 +17,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synthmatch.bridge.errors import UsageError
 from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.errors import UsageError
 
 FORMAT = 2  # bump when the metadata layout changes incompatibly
 # 2: the model owns its front-end (model_config.frontend, .cqt) and head (model_config.head)
 FORMAT_ADVICE = {
     1: "a format-1 model predates the pitch-resolving front-end (log-mel only, barely better than a "
-       "constant patch on real sounds): use the shipped models/default.onnx, or re-export its checkpoint "
-       "with this version (`synthmatch export --checkpoint CKPT --out MODEL.onnx`)",
+    "constant patch on real sounds): use the shipped models/default.onnx, or re-export its checkpoint "
+    "with this version (`synthmatch export --checkpoint CKPT --out MODEL.onnx`)",
 }
 INPUT_NAME, OUTPUT_NAME = "audio", "params"
 NOTE_NAME = "note"  # optional second input: (batch,) float32 MIDI note played, for models told the note
 WEIGHTS_FORMAT = "synthmatch-weights"  # the torch weights file export writes beside model.onnx (model.pt)
 _PREFIX = "synthmatch."
-META_KEYS = ("format", "param_names", "contract_hash", "contract", "sample_rate", "num_samples",
-             "model_config", "summary", "version", "export_id", "synth")
+META_KEYS = (
+    "format",
+    "param_names",
+    "contract_hash",
+    "contract",
+    "sample_rate",
+    "num_samples",
+    "model_config",
+    "summary",
+    "version",
+    "export_id",
+    "synth",
+)
 REQUIRED = ("format", "param_names", "contract_hash", "sample_rate", "num_samples")
 
 
@@ -79,8 +90,9 @@ def synthmatch_version() -> str:
         return "0+unknown"
 
 
-def build_props(contract: Contract, model_config: dict, summary: dict, export_id: str,
-                synth: str = "reference") -> dict[str, str]:
+def build_props(
+    contract: Contract, model_config: dict, summary: dict, export_id: str, synth: str = "reference"
+) -> dict[str, str]:
     """The metadata_props (key -> JSON text) an export embeds for `contract`."""
     values: dict[str, Any] = {
         "format": FORMAT,
@@ -117,8 +129,7 @@ def embed(model_proto, props: dict[str, str]) -> None:
 
 
 def _fix(path: Path) -> str:
-    return (f"re-export it with `synthmatch export --checkpoint CKPT --out {path}` "
-            f"or download the model file again")
+    return f"re-export it with `synthmatch export --checkpoint CKPT --out {path}` or download the model file again"
 
 
 def load_proto(path: str | Path):
@@ -128,13 +139,17 @@ def load_proto(path: str | Path):
 
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{path}: model file not found; pass the path of an exported .onnx file "
-                         f"(make one with `synthmatch export --checkpoint CKPT --out {path}`)")
+        raise ModelError(
+            f"{path}: model file not found; pass the path of an exported .onnx file "
+            f"(make one with `synthmatch export --checkpoint CKPT --out {path}`)"
+        )
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as e:
-        raise ModelError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e}); the file is corrupt or "
-                         f"truncated: {_fix(path)}") from None
+        raise ModelError(
+            f"{path}: not a readable ONNX file ({type(e).__name__}: {e}); the file is corrupt or "
+            f"truncated: {_fix(path)}"
+        ) from None
     if not proto.graph.node:
         raise ModelError(f"{path}: the ONNX graph is empty (file truncated or not a model); {_fix(path)}")
     return proto
@@ -143,10 +158,12 @@ def load_proto(path: str | Path):
 def meta_from_proto(proto, path: str | Path) -> ModelMeta:
     """Read and validate the synthmatch metadata of a parsed ONNX model."""
     path = Path(path)
-    raw = {p.key[len(_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(_PREFIX)}
+    raw = {p.key[len(_PREFIX) :]: p.value for p in proto.metadata_props if p.key.startswith(_PREFIX)}
     if not raw:
-        raise ModelError(f"{path}: no synthmatch metadata in this ONNX file (not exported by `synthmatch "
-                         f"export`, or truncated); {_fix(path)}")
+        raise ModelError(
+            f"{path}: no synthmatch metadata in this ONNX file (not exported by `synthmatch "
+            f"export`, or truncated); {_fix(path)}"
+        )
     values: dict[str, Any] = {}
     for k, text in raw.items():
         try:
@@ -158,8 +175,10 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
         raise ModelError(f"{path}: metadata key {_PREFIX}{missing[0]} is missing; {_fix(path)}")
     if values["format"] != FORMAT:
         advice = FORMAT_ADVICE.get(values["format"], "re-export the model with this version")
-        raise ModelError(f"{path}: model file format {values['format']}, this synthmatch ({synthmatch_version()}) "
-                         f"reads format {FORMAT}; {advice}")
+        raise ModelError(
+            f"{path}: model file format {values['format']}, this synthmatch ({synthmatch_version()}) "
+            f"reads format {FORMAT}; {advice}"
+        )
     names = values["param_names"]
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise ModelError(f"{path}: metadata {_PREFIX}param_names must be a list of names; {_fix(path)}")
@@ -168,15 +187,25 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
     ins = [i.name for i in proto.graph.input]
     outs = [o.name for o in proto.graph.output]
     if INPUT_NAME not in ins or OUTPUT_NAME not in outs or not set(ins) <= {INPUT_NAME, NOTE_NAME}:
-        raise ModelError(f"{path}: graph inputs {ins} / outputs {outs}; a synthmatch model has input "
-                         f"{INPUT_NAME!r} (and optionally {NOTE_NAME!r}) and output {OUTPUT_NAME!r}; {_fix(path)}")
+        raise ModelError(
+            f"{path}: graph inputs {ins} / outputs {outs}; a synthmatch model has input "
+            f"{INPUT_NAME!r} (and optionally {NOTE_NAME!r}) and output {OUTPUT_NAME!r}; {_fix(path)}"
+        )
     return ModelMeta(
-        path=str(path), names=tuple(names), contract_hash=str(values["contract_hash"]),
-        sample_rate=int(values["sample_rate"]), num_samples=int(values["num_samples"]),
-        contract=values.get("contract") or {}, model_config=values.get("model_config") or {},
-        summary=values.get("summary") or {}, version=str(values.get("version", "")),
-        export_id=str(values.get("export_id", "")), format=int(values["format"]),
-        synth=values.get("synth") or "reference", takes_note=NOTE_NAME in ins)
+        path=str(path),
+        names=tuple(names),
+        contract_hash=str(values["contract_hash"]),
+        sample_rate=int(values["sample_rate"]),
+        num_samples=int(values["num_samples"]),
+        contract=values.get("contract") or {},
+        model_config=values.get("model_config") or {},
+        summary=values.get("summary") or {},
+        version=str(values.get("version", "")),
+        export_id=str(values.get("export_id", "")),
+        format=int(values["format"]),
+        synth=values.get("synth") or "reference",
+        takes_note=NOTE_NAME in ins,
+    )
 
 
 def read_meta(path: str | Path) -> ModelMeta:
@@ -187,22 +216,27 @@ def read_meta(path: str | Path) -> ModelMeta:
 def check_contract(meta: ModelMeta, contract: Contract) -> None:
     """Refuse a model made for another contract. Raises ContractMismatch saying which side to change."""
     where = contract.source
-    fix = ("re-export the model from a checkpoint trained on this contract, or run with --contract pointing "
-           "at the contract it was trained with")
+    fix = (
+        "re-export the model from a checkpoint trained on this contract, or run with --contract pointing "
+        "at the contract it was trained with"
+    )
     if tuple(meta.names) != tuple(contract.names):
         raise ContractMismatch(
             f"{meta.path}: the model predicts parameters ({', '.join(meta.names)}) but {where} names "
-            f"({', '.join(contract.names)}); {fix}")
+            f"({', '.join(contract.names)}); {fix}"
+        )
     if meta.sample_rate != contract.audio.sample_rate or meta.num_samples != contract.audio.num_samples:
         raise ContractMismatch(
             f"{meta.path}: the model takes {meta.num_samples} samples at {meta.sample_rate} Hz but {where} says "
-            f"{contract.audio.num_samples} at {contract.audio.sample_rate} Hz; {fix}")
+            f"{contract.audio.num_samples} at {contract.audio.sample_rate} Hz; {fix}"
+        )
     if meta.contract_hash != contract.hash:
         changed = _changed_sections(meta.contract, contract.hashed_content())
         detail = f" (differs in: {', '.join(changed)})" if changed else ""
         raise ContractMismatch(
             f"{meta.path}: model was exported for contract {meta.contract_hash}, {where} is {contract.hash}"
-            f"{detail}; {fix}")
+            f"{detail}; {fix}"
+        )
 
 
 def _changed_sections(a: dict, b: dict) -> list[str]:

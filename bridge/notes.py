@@ -27,18 +27,19 @@ log = logging.getLogger("synthmatch.notes")
 
 @dataclass
 class NoteSettings:
-    detect: bool = True            # detect each window's note (off: every update carries fallback_note)
-    normalise: str = "off"         # off | full | pitch: how the C4 model hears other notes (bridge/notenorm.py)
-    fallback_note: int = 60        # MIDI note for silent or unpitched input (C4)
-    min_confidence: float = 0.5    # voicing confidence below this = unpitched
-    f_min: float = 40.0            # Hz, lowest f0 searched
-    f_max: float = 2000.0          # Hz, highest f0 searched
-    track_s: float = 0.3           # continuous: the note is detected on the newest track_s of the window
-    hysteresis: float = 0.6        # continuous: semitones beyond the held note's +-0.5 before it changes
+    detect: bool = True  # detect each window's note (off: every update carries fallback_note)
+    normalise: str = "off"  # off | full | pitch: how the C4 model hears other notes (bridge/notenorm.py)
+    fallback_note: int = 60  # MIDI note for silent or unpitched input (C4)
+    min_confidence: float = 0.5  # voicing confidence below this = unpitched
+    f_min: float = 40.0  # Hz, lowest f0 searched
+    f_max: float = 2000.0  # Hz, highest f0 searched
+    track_s: float = 0.3  # continuous: the note is detected on the newest track_s of the window
+    hysteresis: float = 0.6  # continuous: semitones beyond the held note's +-0.5 before it changes
 
     def pitch(self) -> PitchSettings:
-        return PitchSettings(fallback_note=self.fallback_note, f_min=self.f_min, f_max=self.f_max,
-                             min_confidence=self.min_confidence)
+        return PitchSettings(
+            fallback_note=self.fallback_note, f_min=self.f_min, f_max=self.f_max, min_confidence=self.min_confidence
+        )
 
     def check(self, where: str = "notes") -> None:
         """ValueError naming the key."""
@@ -88,8 +89,12 @@ class NoteStage:
         if not est.voiced:
             self.fallbacks += 1
             if self.fallbacks <= 10 or self.fallbacks % 100 == 0:  # continuous mode: do not flood
-                log.info("no note heard (%s): using the fallback note %d (%d times so far)", est.reason,
-                         est.note, self.fallbacks)
+                log.info(
+                    "no note heard (%s): using the fallback note %d (%d times so far)",
+                    est.reason,
+                    est.note,
+                    self.fallbacks,
+                )
         return est
 
     def snapshot(self, window: np.ndarray, m: int) -> NoteEstimate:
@@ -98,7 +103,7 @@ class NoteStage:
 
     def track(self, window: np.ndarray) -> tuple[NoteEstimate, int | None, bool]:
         """Continuous: (estimate on the newest track_s, held note, whether the held note changed)."""
-        est = self._detect(window[-int(self.s.track_s * self.sr):])
+        est = self._detect(window[-int(self.s.track_s * self.sr) :])
         held, changed = self.tracker.update(est)
         return est, held, changed
 

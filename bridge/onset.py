@@ -8,7 +8,8 @@ After an onset the detector disarms until the level falls `hysteresis_db` below 
 (re-arm), and no onset fires within `holdoff_s` of the previous one.
 
 The level is a follower of the frame RMS that rises at once and falls at most `release_db_s`, so
-the flicker of a decaying tail neither re-arms nor re-triggers. The reported position is the exact sample where the sound starts: from the first sample at threshold
+the flicker of a decaying tail neither re-arms nor re-triggers. The reported position is the exact
+sample where the sound starts: from the first sample at threshold
 the detector walks back (at most `lookback_ms`) to the end of the last run of `quiet_run` samples below
 `floor_db`. A note rendered after digital silence is thus found at its first audible sample, which is
 where the training sounds start (sample 0 = note-on); the analysis window starts there.
@@ -36,14 +37,14 @@ def rms_dbfs(x: np.ndarray) -> float:
 
 @dataclass
 class OnsetSettings:
-    threshold_db: float = -40.0   # frame RMS (dBFS) that starts a note
-    hysteresis_db: float = 6.0    # re-arm once the level falls this far below the threshold
-    holdoff_s: float = 0.3        # no second onset within this time of the previous one
-    rise_db: float = 18.0         # a jump this far above the quietest recent frame also triggers; 0 = off
-    release_db_s: float = 60.0    # the level follower falls at most this fast (dB/s): tails do not flicker
-    floor_db: float = -70.0       # below this a sample counts as quiet when locating the exact start
-    lookback_ms: float = 300.0    # how far back from the threshold crossing the start may lie (slow attacks)
-    frame: int = 64               # samples per level frame (4 ms at 16 kHz)
+    threshold_db: float = -40.0  # frame RMS (dBFS) that starts a note
+    hysteresis_db: float = 6.0  # re-arm once the level falls this far below the threshold
+    holdoff_s: float = 0.3  # no second onset within this time of the previous one
+    rise_db: float = 18.0  # a jump this far above the quietest recent frame also triggers; 0 = off
+    release_db_s: float = 60.0  # the level follower falls at most this fast (dB/s): tails do not flicker
+    floor_db: float = -70.0  # below this a sample counts as quiet when locating the exact start
+    lookback_ms: float = 300.0  # how far back from the threshold crossing the start may lie (slow attacks)
+    frame: int = 64  # samples per level frame (4 ms at 16 kHz)
 
     def validate(self, where: str = "onset") -> None:
         from synthmatch.bridge.errors import UsageError
@@ -51,8 +52,7 @@ class OnsetSettings:
         if self.frame < 8:
             raise UsageError(f"{where}.frame = {self.frame}: needs at least 8 samples")
         if min(self.hysteresis_db, self.holdoff_s, self.lookback_ms, self.rise_db) < 0 or self.release_db_s <= 0:
-            raise UsageError(f"{where}: hysteresis_db, holdoff_s, lookback_ms, rise_db must be >= 0, "
-                             "release_db_s > 0")
+            raise UsageError(f"{where}: hysteresis_db, holdoff_s, lookback_ms, rise_db must be >= 0, release_db_s > 0")
         if not -200 < self.threshold_db <= 0:
             raise UsageError(f"{where}.threshold_db = {self.threshold_db}: a level in dBFS, -200 < dB <= 0")
         if self.floor_db >= self.threshold_db:
@@ -102,14 +102,14 @@ class OnsetDetector:
             if i0 < 0:  # frame began before the stream (first partial frame): skip it
                 self._frame_pos += f
                 continue
-            fr = buf[i0:i0 + f]
+            fr = buf[i0 : i0 + f]
             # level follower: rises at once, falls at most release_db_s
             level = max(rms_dbfs(fr), self.level_db - self.release_per_frame)
             onset = self._decide(level, fr, buf, base, i0)
             if onset is not None:
                 onsets.append(onset)
             self._levels.append(level)
-            del self._levels[:-self.RISE_FRAMES]
+            del self._levels[: -self.RISE_FRAMES]
             self.level_db = level
             self._frame_pos += f
         keep = self.lookback + self.QUIET_RUN + f
@@ -122,8 +122,13 @@ class OnsetDetector:
         if not self.armed and level < self.rearm_db:
             self.armed = True
         trig = level >= self.s.threshold_db and (
-            self.armed or (self.s.rise_db > 0 and len(self._levels) == self.RISE_FRAMES
-                           and level - min(self._levels) >= self.s.rise_db))
+            self.armed
+            or (
+                self.s.rise_db > 0
+                and len(self._levels) == self.RISE_FRAMES
+                and level - min(self._levels) >= self.s.rise_db
+            )
+        )
         if not trig:
             return None
         above = np.flatnonzero(np.abs(fr) >= self.thr)

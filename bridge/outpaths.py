@@ -22,8 +22,9 @@ def writable_dir(path: str | Path, what: str) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise UsageError(f"{what} {path}: cannot write there ({e.strerror or e}); choose a directory you can "
-                         "write to") from None
+        raise UsageError(
+            f"{what} {path}: cannot write there ({e.strerror or e}); choose a directory you can write to"
+        ) from None
     return path
 
 

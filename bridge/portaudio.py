@@ -23,7 +23,7 @@ from pathlib import Path
 log = logging.getLogger("synthmatch.bridge")
 
 _graveyard: list[object] = []  # abandoned streams and library handles: referenced forever, never used
-_tainted = False               # the current instance lost a stream: it must never be terminated
+_tainted = False  # the current instance lost a stream: it must never be terminated
 
 
 def _loaded_library_path(sd) -> Path | None:
@@ -124,4 +124,3 @@ def safe_exit(sd) -> None:
     atexit.unregister(sd._exit_handler)
     atexit.register(_exit_handler, sd)
     sd._synthmatch_safe_exit = True
-

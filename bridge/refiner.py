@@ -20,7 +20,6 @@ import multiprocessing as mp
 import os
 import queue
 import signal
-import sys
 import time
 from typing import Any
 
@@ -31,7 +30,7 @@ from synthmatch.bridge.childproc import die_with_parent
 log = logging.getLogger("synthmatch.refiner")
 
 READY_TIMEOUT_S = 120.0  # importing torch and building the synth: seconds on a cold disk
-PARENT_CHECK_S = 0.5     # the idle child looks this often whether its parent still lives
+PARENT_CHECK_S = 0.5  # the idle child looks this often whether its parent still lives
 
 
 class RefinerError(RuntimeError):
@@ -96,8 +95,12 @@ class Refiner:
     def __init__(self, contract, passes: int, threads: int = 1, ready_timeout: float = READY_TIMEOUT_S):
         ctx = mp.get_context("spawn")  # no fork of a process holding audio streams and MIDI clients
         self._requests, self._results = ctx.Queue(), ctx.Queue()
-        self._proc = ctx.Process(target=_serve, name="synthmatch-refiner", daemon=True,
-                                 args=(self._requests, self._results, contract, passes, threads, os.getpid()))
+        self._proc = ctx.Process(
+            target=_serve,
+            name="synthmatch-refiner",
+            daemon=True,
+            args=(self._requests, self._results, contract, passes, threads, os.getpid()),
+        )
         try:  # a signal may interrupt the start or the wait (bridge.daemon.Shutdown): never leave the child
             self._proc.start()
             self.renders = self._wait_ready(ready_timeout)
@@ -105,8 +108,7 @@ class Refiner:
             self.close(timeout=0.0)  # not ready: nothing to finish, terminate at once
             raise
         self.last_submitted: int | None = None  # the child always answers the newest request it was given
-        log.info("refinement: %d passes, %d renders per snapshot, %d torch thread(s)", passes, self.renders,
-                 threads)
+        log.info("refinement: %d passes, %d renders per snapshot, %d torch thread(s)", passes, self.renders, threads)
 
     def _wait_ready(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -122,19 +124,24 @@ class Refiner:
                     except queue.Empty:
                         pass
                     self.close()
-                    raise RefinerError(f"the refinement process exited (status {self._proc.exitcode}) while "
-                                       "starting; run `python -c 'import torch'` to see why, or set "
-                                       "refine.passes = 0") from None
+                    raise RefinerError(
+                        f"the refinement process exited (status {self._proc.exitcode}) while "
+                        "starting; run `python -c 'import torch'` to see why, or set "
+                        "refine.passes = 0"
+                    ) from None
         if msg is None:
             self.close()
-            raise RefinerError(f"the refinement process did not start within {timeout:.0f} s; check that "
-                               "`python -c 'import torch'` works in this environment, or set refine.passes = 0"
-                               ) from None
+            raise RefinerError(
+                f"the refinement process did not start within {timeout:.0f} s; check that "
+                "`python -c 'import torch'` works in this environment, or set refine.passes = 0"
+            ) from None
         if msg[0] != "ready":
             self.close()
-            raise RefinerError(f"refinement needs the training extra (torch and the reference synth): "
-                               f"{msg[1]}; install it with pip install 'synthmatch[train]', or set "
-                               "refine.passes = 0")
+            raise RefinerError(
+                f"refinement needs the training extra (torch and the reference synth): "
+                f"{msg[1]}; install it with pip install 'synthmatch[train]', or set "
+                "refine.passes = 0"
+            )
         return int(msg[1])
 
     def submit(self, ident: int, window: np.ndarray, values: np.ndarray) -> None:

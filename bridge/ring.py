@@ -29,14 +29,14 @@ class Ring:
         self.capacity = int(capacity)
         self.channels = int(channels)
         self._buf = np.zeros((self.capacity, self.channels), dtype=np.float32)
-        self.written = 0          # absolute count of frames ever written (producer-owned)
-        self.read_pos = 0         # where the consumer has read up to (consumer-owned, producer may look)
+        self.written = 0  # absolute count of frames ever written (producer-owned)
+        self.read_pos = 0  # where the consumer has read up to (consumer-owned, producer may look)
         self.last_write_time = 0.0  # time.monotonic() of the newest block, s (for latency figures)
         # arrival stamps of the last STAMPS writes: (end position, monotonic time), preallocated
         self._stamp_end = np.zeros(self.STAMPS, dtype=np.int64)
         self._stamp_t = np.zeros(self.STAMPS, dtype=np.float64)
         self._writes = 0
-        self.overflows = 0        # times the reader found data overwritten before it read it
+        self.overflows = 0  # times the reader found data overwritten before it read it
         self.lost_frames = 0
 
     # ---- producer side (called from the audio callback: copies only, no allocation) ----
@@ -50,13 +50,13 @@ class Ring:
         base = self.written
         if n > self.capacity:  # only the newest capacity frames can survive anyway
             base += n - self.capacity
-            block = block[n - self.capacity:]
+            block = block[n - self.capacity :]
             n = self.capacity
         start = base % self.capacity
         first = min(n, self.capacity - start)
-        self._buf[start:start + first] = block[:first]
+        self._buf[start : start + first] = block[:first]
         if first < n:
-            self._buf[:n - first] = block[first:]
+            self._buf[: n - first] = block[first:]
         t = time.monotonic()
         i = self._writes % self.STAMPS
         self._stamp_end[i] = base + n
@@ -88,9 +88,9 @@ class Ring:
             out = np.empty((n, self.channels), dtype=np.float32)
         s = start % self.capacity
         first = min(n, self.capacity - s)
-        out[:first] = self._buf[s:s + first]
+        out[:first] = self._buf[s : s + first]
         if first < n:
-            out[first:n] = self._buf[:n - first]
+            out[first:n] = self._buf[: n - first]
         return out
 
     def read_since(self, pos: int, max_frames: int | None = None) -> tuple[np.ndarray, int]:

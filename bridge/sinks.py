@@ -42,12 +42,12 @@ class Update:
     t_audio: float | None = None
     t_infer_done: float | None = None
     mode: str = ""
-    note: int | None = None         # MIDI note the sound plays (detected, or the fallback note); None: no note
-    f0_hz: float | None = None      # detected fundamental, Hz; None when the note fell back
-    midi: float | None = None       # fractional MIDI pitch (f0's), for pitch bend
+    note: int | None = None  # MIDI note the sound plays (detected, or the fallback note); None: no note
+    f0_hz: float | None = None  # detected fundamental, Hz; None when the note fell back
+    midi: float | None = None  # fractional MIDI pitch (f0's), for pitch bend
     confidence: float | None = None  # voicing confidence of the detection, 0..1
-    new_note: bool = False          # this update starts a note (a snapshot, or a tracked note change)
-    note_off: bool = False          # no values: the held note ends (continuous mode's silence gate)
+    new_note: bool = False  # this update starts a note (a snapshot, or a tracked note change)
+    note_off: bool = False  # no values: the held note ends (continuous mode's silence gate)
 
 
 class Sink(Protocol):
@@ -57,12 +57,12 @@ class Sink(Protocol):
 
 @dataclass
 class SinkStats:
-    updates: int = 0     # send() calls
-    sent: int = 0        # messages (MIDI CC messages, OSC messages inside bundles, JSON lines)
-    errors: int = 0      # failed sends (port gone, ICMP refused, ...)
-    reopens: int = 0     # successful reopen after a loss (MIDI)
-    dropped: int = 0     # updates that found the output down
-    deferred: int = 0    # updates held while a new MIDI connection settled (sent after it)
+    updates: int = 0  # send() calls
+    sent: int = 0  # messages (MIDI CC messages, OSC messages inside bundles, JSON lines)
+    errors: int = 0  # failed sends (port gone, ICMP refused, ...)
+    reopens: int = 0  # successful reopen after a loss (MIDI)
+    dropped: int = 0  # updates that found the output down
+    deferred: int = 0  # updates held while a new MIDI connection settled (sent after it)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -89,37 +89,60 @@ def checked_values(values: Sequence[float], n: int, where: str = "update") -> li
 @dataclass
 class MidiSinkConfig:
     enabled: bool = False
-    port: str = ""           # send into an existing input port whose name contains this (the DAW's/synth's)
+    port: str = ""  # send into an existing input port whose name contains this (the DAW's/synth's)
     virtual: str = "cc_out"  # else (port = "") create this virtual port for the DAW to connect to
-    channel: int = 1         # 1..16
+    channel: int = 1  # 1..16
     ccs: list[int] = field(default_factory=list)  # one CC per parameter; [] = the contract's cc column
-    resolution: int = 7      # 7: one CC per parameter; 14: MSB on cc, then LSB on cc + 32
-    api: str = "auto"        # "auto" (JACK if a server answers, else ALSA/CoreMIDI/WinMM) | "jack" | "alsa" | ...
+    resolution: int = 7  # 7: one CC per parameter; 14: MSB on cc, then LSB on cc + 32
+    api: str = "auto"  # "auto" (JACK if a server answers, else ALSA/CoreMIDI/WinMM) | "jack" | "alsa" | ...
     client_name: str = "synthmatch"
-    check_interval_s: float = 0.5   # how often the port's presence / the JACK server is checked
-    retry_min_s: float = 0.5        # reopen backoff after a loss: doubles up to retry_max_s
+    check_interval_s: float = 0.5  # how often the port's presence / the JACK server is checked
+    retry_min_s: float = 0.5  # reopen backoff after a loss: doubles up to retry_max_s
     retry_max_s: float = 5.0
-    notes: bool = False             # also send note-on/note-off for the detected note (voice-to-MIDI)
-    velocity: int = 100             # note-on velocity, 1..127
-    pitch_bend: bool = False        # also send 14-bit pitch bend: the detected pitch's distance from the note
-    bend_range: float = 2.0         # semitones at full bend: set the synth's pitch-bend range to the same
+    notes: bool = False  # also send note-on/note-off for the detected note (voice-to-MIDI)
+    velocity: int = 100  # note-on velocity, 1..127
+    pitch_bend: bool = False  # also send 14-bit pitch bend: the detected pitch's distance from the note
+    bend_range: float = 2.0  # semitones at full bend: set the synth's pitch-bend range to the same
 
 
 OSC_PRESETS: dict[str, dict[str, Any]] = {
     # address template, argument tokens, default port, value scale, index fields defaults
-    "generic": dict(address="/synthmatch/param/{name}", args=["value"], port=9000, value_max=1.0,
-                    track=1, fx=1, device=0),
+    "generic": dict(
+        address="/synthmatch/param/{name}", args=["value"], port=9000, value_max=1.0, track=1, fx=1, device=0
+    ),
     # REAPER Default.ReaperOSC: FX_PARAM_VALUE n/track/@/fx/@/fxparam/@/value (1-based, normalised)
-    "reaper": dict(address="/track/{track}/fx/{fx}/fxparam/{index1}/value", args=["value"], port=8000,
-                   value_max=1.0, track=1, fx=1, device=0),
+    "reaper": dict(
+        address="/track/{track}/fx/{fx}/fxparam/{index1}/value",
+        args=["value"],
+        port=8000,
+        value_max=1.0,
+        track=1,
+        fx=1,
+        device=0,
+    ),
     # AbletonOSC (listens on 11000): /live/device/set/parameter/value track_id device_id parameter_id
     # value, 0-based; parameter 0 of a plugin device is "Device On", hence index1
-    "ableton": dict(address="/live/device/set/parameter/value", args=["track", "device", "index1", "value"],
-                    port=11000, value_max=1.0, track=0, device=0, fx=1),
+    "ableton": dict(
+        address="/live/device/set/parameter/value",
+        args=["track", "device", "index1", "value"],
+        port=11000,
+        value_max=1.0,
+        track=0,
+        device=0,
+        fx=1,
+    ),
     # DrivenByMoss OSC: /device/param/{1-8}/value {0..resolution-1} on the cursor device's remote-control
     # page; pages of 8 are selected with /device/page/{n}/selected (sent before each page's values)
-    "bitwig": dict(address="/device/param/{slot}/value", args=["value"], port=8000, value_max=127.0,
-                   track=1, fx=1, device=0, page_select="/device/page/{page}/selected"),
+    "bitwig": dict(
+        address="/device/param/{slot}/value",
+        args=["value"],
+        port=8000,
+        value_max=127.0,
+        track=1,
+        fx=1,
+        device=0,
+        page_select="/device/page/{page}/selected",
+    ),
 }
 OSC_FIELDS = ("name", "index", "index1", "slot", "page", "track", "fx", "device")
 
@@ -128,24 +151,24 @@ OSC_FIELDS = ("name", "index", "index1", "slot", "page", "track", "fx", "device"
 class OscSinkConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = 0            # 0 = the preset's usual port (generic 9000, reaper 8000, ableton 11000, bitwig 8000)
+    port: int = 0  # 0 = the preset's usual port (generic 9000, reaper 8000, ableton 11000, bitwig 8000)
     preset: str = "generic"  # generic | reaper | ableton | bitwig
-    address: str = ""        # template overriding the preset's, fields {name} {index} {index1} {slot} {page}
-                             # {track} {fx} {device}
+    address: str = ""  # template overriding the preset's, fields {name} {index} {index1} {slot} {page}
+    # {track} {fx} {device}
     args: list[str] = field(default_factory=list)  # argument tokens ("value" or a field); [] = preset's
-    track: int = -1          # -1 = preset default (reaper 1-based, ableton 0-based)
+    track: int = -1  # -1 = preset default (reaper 1-based, ableton 0-based)
     fx: int = -1
     device: int = -1
     indices: list[int] = field(default_factory=list)  # target parameter index per parameter; [] = 0..15
-    value_max: float = 0.0   # values are sent as v * value_max; 0 = preset's (1.0; bitwig 127)
+    value_max: float = 0.0  # values are sent as v * value_max; 0 = preset's (1.0; bitwig 127)
     note_address: str = "/synthmatch/note"  # one more message per update: note (i), f0 Hz (f, 0 when it
-                                            # fell back), confidence (f); a note-off sends note, 0, 0; "" = none
+    # fell back), confidence (f); a note-off sends note, 0, 0; "" = none
 
 
 @dataclass
 class PrintSinkConfig:
     enabled: bool = False
-    physical: bool = False   # also print physical units (Hz, s, semitones)
+    physical: bool = False  # also print physical units (Hz, s, semitones)
 
 
 @dataclass
@@ -197,8 +220,10 @@ def validate_midi(cfg: MidiSinkConfig, contract, where: str = "output.midi") -> 
         if not isinstance(cc, int) or isinstance(cc, bool) or not 0 <= cc <= 127:
             raise SinkConfigError(f"{k} = {cc!r}: CC numbers are integers 0..127")
         if cc >= 120:
-            raise SinkConfigError(f"{k} = {cc}: CC 120..127 are channel mode messages (all notes off, "
-                                  "reset all controllers...); pick another CC")
+            raise SinkConfigError(
+                f"{k} = {cc}: CC 120..127 are channel mode messages (all notes off, "
+                "reset all controllers...); pick another CC"
+            )
         used = [cc] + ([cc + 32] if cfg.resolution == 14 else [])
         for u in used:
             if u in owner:
@@ -206,8 +231,7 @@ def validate_midi(cfg: MidiSinkConfig, contract, where: str = "output.midi") -> 
                 raise SinkConfigError(f"{k} = {cc}{what} collides with {owner[u]}")
             owner[u] = f"{key}[{i}] ({contract.params[i].name})" + ("" if u == cc else f" 14-bit LSB {u}")
         if cfg.resolution == 14 and cc >= 32:
-            raise SinkConfigError(f"{k} = {cc}: with resolution 14 the MSB CC must be 0..31 "
-                                  "(its LSB is CC + 32)")
+            raise SinkConfigError(f"{k} = {cc}: with resolution 14 the MSB CC must be 0..31 (its LSB is CC + 32)")
     return ccs
 
 
@@ -228,13 +252,15 @@ def osc_settings(cfg: OscSinkConfig, where: str = "output.osc") -> dict[str, Any
     try:
         s["address"].format(**{f: 0 for f in OSC_FIELDS})
     except (KeyError, IndexError, ValueError) as e:
-        raise SinkConfigError(f"{where}.address = {s['address']!r}: unknown template field {e}; "
-                              f"fields: {', '.join('{' + f + '}' for f in OSC_FIELDS)}") from None
+        raise SinkConfigError(
+            f"{where}.address = {s['address']!r}: unknown template field {e}; "
+            f"fields: {', '.join('{' + f + '}' for f in OSC_FIELDS)}"
+        ) from None
     for t in s["args"]:
         if t != "value" and t not in OSC_FIELDS:
-            raise SinkConfigError(f"{where}.args: {t!r} is neither \"value\" nor one of {', '.join(OSC_FIELDS)}")
+            raise SinkConfigError(f'{where}.args: {t!r} is neither "value" nor one of {", ".join(OSC_FIELDS)}')
     if cfg.note_address and not cfg.note_address.startswith("/"):
-        raise SinkConfigError(f"{where}.note_address = {cfg.note_address!r}: an OSC address starts with / (\"\" = none)")
+        raise SinkConfigError(f'{where}.note_address = {cfg.note_address!r}: an OSC address starts with / ("" = none)')
     if not 0 < s["port"] < 65536:
         raise SinkConfigError(f"{where}.port = {s['port']}: must be 1..65535")
     return s
@@ -247,8 +273,9 @@ def validate_outputs(out: OutputSettings, contract) -> None:
     if out.osc.enabled:
         osc_settings(out.osc)
         if out.osc.indices and len(out.osc.indices) != len(contract.params):
-            raise SinkConfigError(f"output.osc.indices: {len(out.osc.indices)} entries for "
-                                  f"{len(contract.params)} parameters")
+            raise SinkConfigError(
+                f"output.osc.indices: {len(out.osc.indices)} entries for {len(contract.params)} parameters"
+            )
 
 
 def build_sinks(out: OutputSettings, contract) -> list[Sink]:
@@ -309,8 +336,16 @@ class OscSink:
 
     def _fields(self, i: int) -> dict[str, Any]:
         s, idx = self.settings, self.indices[i]
-        return dict(name=self.names[i], index=idx, index1=idx + 1, slot=idx % 8 + 1, page=idx // 8 + 1,
-                    track=s["track"], fx=s["fx"], device=s["device"])
+        return dict(
+            name=self.names[i],
+            index=idx,
+            index1=idx + 1,
+            slot=idx % 8 + 1,
+            page=idx // 8 + 1,
+            track=s["track"],
+            fx=s["fx"],
+            device=s["device"],
+        )
 
     def bundle(self, values: Sequence[float], note: tuple[int, float, float] | None = None):
         """The OscBundle for these 16 values, and (note, f0 Hz, confidence) when given (also used by tests
@@ -325,8 +360,7 @@ class OscSink:
             f = self._fields(i)
             if s.get("page_select") and f["page"] != page:
                 page = f["page"]
-                bundle.add_content(osc_message_builder.OscMessageBuilder(
-                    s["page_select"].format(**f)).build())
+                bundle.add_content(osc_message_builder.OscMessageBuilder(s["page_select"].format(**f)).build())
             msg = osc_message_builder.OscMessageBuilder(s["address"].format(**f))
             for tok in s["args"]:
                 if tok == "value":
@@ -362,15 +396,24 @@ class OscSink:
             except ConnectionRefusedError:  # reports an earlier datagram's ICMP; this one did not go out
                 self.stats.errors += 1
                 if self.stats.errors == 1 or self.stats.errors % 1000 == 0:
-                    log.warning("no OSC receiver at %s:%s (port unreachable, %d times); still sending",
-                                self.cfg.host, self.settings["port"], self.stats.errors)
+                    log.warning(
+                        "no OSC receiver at %s:%s (port unreachable, %d times); still sending",
+                        self.cfg.host,
+                        self.settings["port"],
+                        self.stats.errors,
+                    )
                 self._sock.send(b.dgram)
         except OSError as e:  # refused again, network unreachable, buffer full
             self.stats.errors += 1
             self.stats.dropped += 1
             if self.stats.errors in (1, 2, 10, 100) or self.stats.errors % 1000 == 0:
-                log.warning("OSC to %s:%s failed (%s); %d failures so far", self.cfg.host,
-                            self.settings["port"], e, self.stats.errors)
+                log.warning(
+                    "OSC to %s:%s failed (%s); %d failures so far",
+                    self.cfg.host,
+                    self.settings["port"],
+                    e,
+                    self.stats.errors,
+                )
             return 0
         n = b.num_contents
         self.stats.sent += n
@@ -406,14 +449,19 @@ class PrintSink:
         now = time.monotonic()
         ms = lambda a, b: None if a is None or b is None else round((b - a) * 1000.0, 2)  # noqa: E731
         rec: dict[str, Any] = {
-            "t": round(time.time(), 3), "mode": u.mode,
-            "latency_ms": ms(u.t_audio, now), "infer_ms": ms(u.t_audio, u.t_infer_done),
+            "t": round(time.time(), 3),
+            "mode": u.mode,
+            "latency_ms": ms(u.t_audio, now),
+            "infer_ms": ms(u.t_audio, u.t_infer_done),
             "values": {n: round(v, self.digits) for n, v in zip(self.names, vals)},
         }
         if u.note is not None:
-            rec["note"] = {"midi": u.note, "f0_hz": None if u.f0_hz is None else round(u.f0_hz, 2),
-                           "confidence": None if u.confidence is None else round(u.confidence, 3),
-                           "new": u.new_note}
+            rec["note"] = {
+                "midi": u.note,
+                "f0_hz": None if u.f0_hz is None else round(u.f0_hz, 2),
+                "confidence": None if u.confidence is None else round(u.confidence, 3),
+                "new": u.new_note,
+            }
         if self.physical:
             rec["physical"] = {n: round(x, 6) for n, x in self.contract.to_physical(vals).items()}
         return json.dumps(rec)

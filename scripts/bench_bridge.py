@@ -7,7 +7,8 @@ OSC sink sending UDP bundles to a local socket. Every hop produces an update (ga
 limit off) so the latency figures cover every inference.
 
 Measured: end-to-end latency = block arrival in the ring -> update handed to the sink's socket
-(p50/p99), inference time p50/p99, the per-update overhead (latency minus that update's inference), CPU share of this process, input overflows (file: the producer never
+(p50/p99), inference time p50/p99, the per-update overhead (latency minus that update's inference),
+CPU share of this process, input overflows (file: the producer never
 drops; ring overflows = the worker fell behind), resident memory after warm-up and at the end.
 
     python scripts/bench_bridge.py --minutes 10 [--model models/default.onnx] [--hop 0.05]
@@ -66,7 +67,7 @@ def test_signal(contract, seconds: float = 8.0, sr: int = 48000) -> np.ndarray:
     x = np.zeros(int(seconds * 16000), np.float32)
     for i, a in enumerate(notes):
         s = i * 2 * 16000
-        x[s:s + a.size] += a[:x.size - s]
+        x[s : s + a.size] += a[: x.size - s]
     x = x / max(1e-6, np.abs(x).max()) * 0.5 + 1e-3 * np.random.default_rng(0).standard_normal(x.size)
     y = soxr.resample(x.astype(np.float32), 16000, sr).astype(np.float32)
     return np.stack([y, 0.8 * y], axis=1)
@@ -81,7 +82,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds before the first memory reading")
     args = ap.parse_args()
 
-    from synthmatch.bridge import config, contract as contract_mod
+    from synthmatch.bridge import config
+    from synthmatch.bridge import contract as contract_mod
     from synthmatch.bridge.audio import open_source
     from synthmatch.bridge.daemon import Daemon
     from synthmatch.bridge.engine import load_engine
@@ -97,13 +99,18 @@ def main() -> int:
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the OSC receiver: drained by the kernel buffer
     rx.bind(("127.0.0.1", 0))
     rx.setblocking(False)
-    cfg = config.from_dict({
-        "mode": "continuous", "threads": args.threads,
-        "input": {"source": f"file:{wav}", "loop": True, "blocksize": 256},
-        "continuous": {"hop_s": args.hop, "deadband": 0.0, "max_rate_hz": 0.0, "gate_db": -200.0},
-        "output": {"osc": {"enabled": True, "port": rx.getsockname()[1]}},
-        "control": {"enabled": False}, "log": {"status_line": False},
-    }, contract=c)
+    cfg = config.from_dict(
+        {
+            "mode": "continuous",
+            "threads": args.threads,
+            "input": {"source": f"file:{wav}", "loop": True, "blocksize": 256},
+            "continuous": {"hop_s": args.hop, "deadband": 0.0, "max_rate_hz": 0.0, "gate_db": -200.0},
+            "output": {"osc": {"enabled": True, "port": rx.getsockname()[1]}},
+            "control": {"enabled": False},
+            "log": {"status_line": False},
+        },
+        contract=c,
+    )
     engine = load_engine(model, backend="onnxruntime", contract=c, threads=args.threads)
     sinks = build_sinks(cfg.output, c)
     source = open_source(cfg.input)
@@ -134,15 +141,23 @@ def main() -> int:
     report = {
         "input": "file at real pace, 48 kHz stereo, 256-frame blocks, looped (resampled to 16 kHz)",
         "model": str(model) if args.model else "ast-tiny, random weights (exported by the benchmark)",
-        "backend": f"{engine.name} threads={args.threads}", "hop_s": args.hop,
-        "minutes": round(wall / 60, 2), "updates": k["updates"], "osc_bundles_received": received,
-        "latency_ms_p50": k["latency_ms_p50"], "latency_ms_p99": lat_p99,
-        "infer_ms_p50": k["infer_ms_p50"], "infer_ms_p99": inf_p99,
+        "backend": f"{engine.name} threads={args.threads}",
+        "hop_s": args.hop,
+        "minutes": round(wall / 60, 2),
+        "updates": k["updates"],
+        "osc_bundles_received": received,
+        "latency_ms_p50": k["latency_ms_p50"],
+        "latency_ms_p99": lat_p99,
+        "infer_ms_p50": k["infer_ms_p50"],
+        "infer_ms_p99": inf_p99,
         "latency_minus_infer_p99_ms": None if lat_p99 is None else round(lat_p99 - inf_p99, 3),
-        "overhead_ms_p50": k["overhead_ms_p50"], "overhead_ms_p99": k["overhead_ms_p99"],
+        "overhead_ms_p50": k["overhead_ms_p50"],
+        "overhead_ms_p99": k["overhead_ms_p99"],
         "goal_p99_within_infer_p99_plus_3ms": None if lat_p99 is None else lat_p99 <= inf_p99 + 3.0,
-        "cpu_share_of_one_core": round(cpu / wall, 3), "cpu_count": os.cpu_count(),
-        "input_overflows": k["input_overflows"], "ring_overflows": k["ring_overflows"],
+        "cpu_share_of_one_core": round(cpu / wall, 3),
+        "cpu_count": os.cpu_count(),
+        "input_overflows": k["input_overflows"],
+        "ring_overflows": k["ring_overflows"],
         "skipped_hops": k["skipped_hops"],
         "rss_mb_after_warmup": None if rss_start is None else round(rss_start, 1),
         "rss_mb_end": round(rss_end, 1),

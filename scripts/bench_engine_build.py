@@ -44,13 +44,19 @@ def main(argv: list[str] | None = None) -> int:
                 row["export_s"] = round(time.perf_counter() - t0, 1)
             times, built = [], None
             for _ in range(args.runs):
-                built = ensure_engine(path, args.flavour, cache_dir=Path(tmp) / "cache", rebuild=True,
-                                      gpu=_gpu_if_any())
+                built = ensure_engine(
+                    path, args.flavour, cache_dir=Path(tmp) / "cache", rebuild=True, gpu=_gpu_if_any()
+                )
                 times.append(built.build_s or 0.0)
             assert built is not None
-            row.update(onnx_mb=round(path.stat().st_size / 1e6, 1), engine_mb=round(built.size / 1e6, 1),
-                       build_s_median=round(statistics.median(times), 2), build_s=[round(t, 2) for t in times],
-                       flavour_version=built.spec.flavour_version, precision=built.spec.precision)
+            row.update(
+                onnx_mb=round(path.stat().st_size / 1e6, 1),
+                engine_mb=round(built.size / 1e6, 1),
+                build_s_median=round(statistics.median(times), 2),
+                build_s=[round(t, 2) for t in times],
+                flavour_version=built.spec.flavour_version,
+                precision=built.spec.precision,
+            )
             report["results"].append(row)
             print(json.dumps(row), file=sys.stderr)  # progress
     print(json.dumps(report, indent=2))

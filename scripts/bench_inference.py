@@ -34,7 +34,9 @@ def test_audio(contract, batch: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(contract.audio.num_samples) / contract.audio.sample_rate
     f0 = 55.0 * 2 ** (rng.uniform(0, 5, batch))[:, None]
-    tone = sum(np.sin(2 * np.pi * f0 * k * t[None]) / k for k in range(1, 8)) * np.exp(-rng.uniform(0.2, 3, (batch, 1)) * t)
+    tone = sum(np.sin(2 * np.pi * f0 * k * t[None]) / k for k in range(1, 8)) * np.exp(
+        -rng.uniform(0.2, 3, (batch, 1)) * t
+    )
     return (0.3 * tone + 0.01 * rng.standard_normal((batch, t.size))).astype(np.float32)
 
 
@@ -80,9 +82,14 @@ def time_engine(engine, contract, runs: int, iters: int, iters32: int, batch: in
         for _ in range(iters32):
             engine.infer(many)
         thr.append(batch * iters32 / (time.perf_counter() - t0))
-    return {"p50_ms_b1": round(statistics.median(p50s), 3), "p99_ms_b1": round(statistics.median(p99s), 3),
-            f"throughput_b{batch}_per_s": round(statistics.median(thr), 1),
-            "runs": runs, "iters_b1": iters, "iters_b32": iters32}
+    return {
+        "p50_ms_b1": round(statistics.median(p50s), 3),
+        "p99_ms_b1": round(statistics.median(p99s), 3),
+        f"throughput_b{batch}_per_s": round(statistics.median(thr), 1),
+        "runs": runs,
+        "iters_b1": iters,
+        "iters_b32": iters32,
+    }
 
 
 def open_backend(path: Path, backend: str, contract, threads: int | None, cache_dir: Path):
@@ -97,8 +104,11 @@ def open_backend(path: Path, backend: str, contract, threads: int | None, cache_
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count()}
+    info = {
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
     try:
         import onnxruntime
 
@@ -146,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                     report["results"].append({**row, "skipped": reason})
                     continue
                 try:
-                    row.update(detail=engine.detail, **time_engine(engine, contract, args.runs, args.iters,
-                                                                   args.iters32))
+                    row.update(
+                        detail=engine.detail, **time_engine(engine, contract, args.runs, args.iters, args.iters32)
+                    )
                 finally:
                     engine.close()
                 row["model_mb"] = round(path.stat().st_size / 1e6, 1)

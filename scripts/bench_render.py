@@ -34,9 +34,15 @@ def median_seconds(fn, repeats: int, sync=lambda: None) -> float:
 
 
 def row(what: str, device: str, batch: int, seconds: float, duration_s: float) -> dict:
-    return {"what": what, "device": device, "batch": batch, "median_s": round(seconds, 5),
-            "ms_per_sound": round(1000 * seconds / batch, 3), "renders_per_s": round(batch / seconds, 1),
-            "x_realtime": round(batch * duration_s / seconds, 1)}
+    return {
+        "what": what,
+        "device": device,
+        "batch": batch,
+        "median_s": round(seconds, 5),
+        "ms_per_sound": round(1000 * seconds / batch, 3),
+        "renders_per_s": round(batch / seconds, 1),
+        "x_realtime": round(batch * duration_s / seconds, 1),
+    }
 
 
 def main() -> None:
@@ -53,29 +59,51 @@ def main() -> None:
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         for batch in args.batches + ([4096] if device == "cuda" else []):
             v = torch.from_numpy(sample_params(c, 0, range(batch))).to(device)
-            results.append(row("reference_synth", device, batch,
-                               median_seconds(lambda: synth.render(v), args.repeats, sync), dur))
+            results.append(
+                row("reference_synth", device, batch, median_seconds(lambda: synth.render(v), args.repeats, sync), dur)
+            )
 
     try:
         import pedalboard
 
         audio = synth.render(torch.from_numpy(sample_params(c, 0, range(1))))[0].numpy()
-        board = pedalboard.Pedalboard([pedalboard.LadderFilter(cutoff_hz=1000, resonance=0.5),
-                                       pedalboard.Reverb(room_size=0.6, wet_level=0.4)])
+        board = pedalboard.Pedalboard(
+            [pedalboard.LadderFilter(cutoff_hz=1000, resonance=0.5), pedalboard.Reverb(room_size=0.6, wet_level=0.4)]
+        )
         for batch in args.batches:
+
             def run():
                 for _ in range(batch):
                     board.process(audio, c.audio.sample_rate, reset=True)
-            results.append(row("pedalboard LadderFilter+Reverb (effects only)", "cpu", batch,
-                               median_seconds(run, args.repeats), dur))
+
+            results.append(
+                row(
+                    "pedalboard LadderFilter+Reverb (effects only)",
+                    "cpu",
+                    batch,
+                    median_seconds(run, args.repeats),
+                    dur,
+                )
+            )
     except ImportError:
         results.append({"what": "pedalboard", "skipped": "pedalboard not installed"})
 
-    print(json.dumps({"benchmark": "render", "contract": c.hash, "torch": torch.__version__,
-                      "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                      "machine": platform.machine(), "repeats": args.repeats,
-                      "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-                      "results": results}, indent=1))
+    print(
+        json.dumps(
+            {
+                "benchmark": "render",
+                "contract": c.hash,
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "cpu_count": os.cpu_count(),
+                "machine": platform.machine(),
+                "repeats": args.repeats,
+                "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+                "results": results,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -36,13 +36,21 @@ def main() -> None:
     stores = {
         "audio_float32": (audio.numpy(), lambda x: x.astype(np.float32)),  # astype copies
         "audio_float16": (audio.numpy().astype(np.float16), lambda x: x.astype(np.float32)),
-        "audio_int16": (np.clip(np.round(audio.numpy() * INT16_SCALE), -32768, 32767).astype(np.int16),
-                        lambda x: x.astype(np.float32) / INT16_SCALE),
+        "audio_int16": (
+            np.clip(np.round(audio.numpy() * INT16_SCALE), -32768, 32767).astype(np.int16),
+            lambda x: x.astype(np.float32) / INT16_SCALE,
+        ),
         "logmel_float16": (ref.numpy().astype(np.float16), lambda x: x.astype(np.float32)),
     }
     rng = np.random.default_rng(0)
-    out = {"benchmark": "shard_stores", "contract": c.hash, "count": args.count, "batch": args.batch,
-           "torch_threads": torch.get_num_threads(), "stores": {}}
+    out = {
+        "benchmark": "shard_stores",
+        "contract": c.hash,
+        "count": args.count,
+        "batch": args.batch,
+        "torch_threads": torch.get_num_threads(),
+        "stores": {},
+    }
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         for name, (arr, decode) in stores.items():
             path = Path(tmp) / f"{name}.npy"
@@ -66,9 +74,11 @@ def main() -> None:
             out["stores"][name] = {
                 "bytes_per_example": round(per_example),
                 "gb_per_million": round(per_example * 1e6 / 1e9, 1),
-                "logmel_abs_err_mean": float(err.mean()), "logmel_abs_err_p99": float(err.flatten().quantile(0.99)),
+                "logmel_abs_err_mean": float(err.mean()),
+                "logmel_abs_err_p99": float(err.flatten().quantile(0.99)),
                 "logmel_abs_err_max": float(err.max()),
-                "read_examples_per_s": round(n / t_read), "to_model_input_examples_per_s": round(n / t_input),
+                "read_examples_per_s": round(n / t_read),
+                "to_model_input_examples_per_s": round(n / t_input),
             }
     print(json.dumps(out, indent=1))
 

@@ -70,11 +70,14 @@ def main() -> None:
                     sink.send([((k + 1) % 2) * 0.5 + 0.1] * 16)
                     rx.wait_for(1)
                     lat.append(time.perf_counter() - t)
-                res[f"midi_{bits}bit_latency_ms"] = {"median": round(statistics.median(lat) * 1e3, 2),
-                                                    "max": round(max(lat) * 1e3, 2)}
+                res[f"midi_{bits}bit_latency_ms"] = {
+                    "median": round(statistics.median(lat) * 1e3, 2),
+                    "max": round(max(lat) * 1e3, 2),
+                }
             sink.close()
-        sink = MidiCCSink(MidiSinkConfig(enabled=True, api="jack", virtual="r", check_interval_s=0.01,
-                                         retry_min_s=0.02), c)
+        sink = MidiCCSink(
+            MidiSinkConfig(enabled=True, api="jack", virtual="r", check_interval_s=0.01, retry_min_s=0.02), c
+        )
         server.kill()
         t = time.perf_counter()
         server.start()

@@ -19,8 +19,8 @@ import json
 import math
 import os
 import platform
-import sys
 import statistics
+import sys
 import time
 
 import torch
@@ -53,8 +53,9 @@ def cpu_worker_render_s(batch: int) -> float:
         torch.set_num_threads(threads)
 
 
-def bench_model(name: str, device: torch.device, batch: int, steps: int, amps: list[str],
-                worker_s: float | None = None) -> list[dict]:
+def bench_model(
+    name: str, device: torch.device, batch: int, steps: int, amps: list[str], worker_s: float | None = None
+) -> list[dict]:
     c = contract_mod.default()
     data = OnTheFly(c, seed=0, batch_size=batch, device=device)
     audio, target = data.batch(0)
@@ -96,15 +97,22 @@ def bench_model(name: str, device: torch.device, batch: int, steps: int, amps: l
             _sync(device)
             times.append(time.perf_counter() - t)
         step_s = statistics.median(times)
-        rows.append({"model": name, "device": device.type, "amp": amp, "batch": batch,
-                     "params": count_params(model), "step_ms": round(1000 * step_s, 2),
-                     "train_samples_per_s": round(batch / step_s, 1),
-                     "render_ms_per_batch": round(1000 * render_s, 2),
-                     "data_share": round(render_s / (render_s + step_s), 3)})
+        rows.append(
+            {
+                "model": name,
+                "device": device.type,
+                "amp": amp,
+                "batch": batch,
+                "params": count_params(model),
+                "step_ms": round(1000 * step_s, 2),
+                "train_samples_per_s": round(batch / step_s, 1),
+                "render_ms_per_batch": round(1000 * render_s, 2),
+                "data_share": round(render_s / (render_s + step_s), 3),
+            }
+        )
         if worker_s is not None:
             rows[-1]["cpu_worker_render_ms_per_batch"] = round(1000 * worker_s, 1)
             rows[-1]["cpu_workers_needed"] = math.ceil(worker_s / step_s)
-        del model, opt
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
@@ -117,8 +125,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 3 CPU, 20 CUDA)")
     ap.add_argument("--models", nargs="+", default=list(MODEL_CONFIGS), choices=list(MODEL_CONFIGS))
     args = ap.parse_args()
-    devices = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])) if args.device == "auto" \
-        else [args.device]
+    devices = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])) if args.device == "auto" else [args.device]
     results, worker_cache = [], {}
     for dev_name in devices:
         device = torch.device(dev_name)
@@ -136,9 +143,13 @@ def main() -> None:
                 worker_s = worker_cache[batch]
             results += bench_model(name, device, batch, steps, model_amps, worker_s)
             print(json.dumps(results[-1]), flush=True, file=sys.stderr)
-    info = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    info = {
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     print(json.dumps({"info": info, "results": results}, indent=1))
 
 

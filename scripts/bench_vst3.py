@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource
@@ -74,18 +73,39 @@ def breakdown(c, plugin: str, profile: str, n: int = 30) -> dict:
     durations = (2.0, 4.0, 8.0)  # pedalboard calls of several lengths: cost = fixed + per_second * d
     costs = []
     for d in durations:
-        costs.append(_median_time(lambda: [s.plugin.process(s._midi, duration=d, sample_rate=r.sample_rate,
-                                                            num_channels=r.channels, buffer_size=r.block_size,
-                                                            reset=True) for _ in range(10)], 3) / 10)
+        costs.append(
+            _median_time(
+                lambda: [
+                    s.plugin.process(
+                        s._midi,
+                        duration=d,
+                        sample_rate=r.sample_rate,
+                        num_channels=r.channels,
+                        buffer_size=r.block_size,
+                        reset=True,
+                    )
+                    for _ in range(10)
+                ],
+                3,
+            )
+            / 10
+        )
     per_second, fixed = np.polyfit(durations, costs, 1)
     dsp = per_second * c.audio.duration_s
-    return {"render_ms": round(full * 1e3, 3), "plugin_call_ms": round(process * 1e3, 3),
-            "plugin_processing_ms_est": round(dsp * 1e3, 3),
-            "pedalboard_fixed_ms_per_call_est": round(fixed * 1e3, 3),
-            "param_mapping_ms": round(raw * 1e3, 3), "mixdown_resample_ms": round(post * 1e3, 3),
-            "overhead_ms": round((full - dsp) * 1e3, 3), "overhead_share": round((full - dsp) / full, 3),
-            "native_rate": r.sample_rate, "block_size": r.block_size, "reset_mode": s.reset_mode,
-            "x_realtime_one_core": round(c.audio.duration_s / full, 1)}
+    return {
+        "render_ms": round(full * 1e3, 3),
+        "plugin_call_ms": round(process * 1e3, 3),
+        "plugin_processing_ms_est": round(dsp * 1e3, 3),
+        "pedalboard_fixed_ms_per_call_est": round(fixed * 1e3, 3),
+        "param_mapping_ms": round(raw * 1e3, 3),
+        "mixdown_resample_ms": round(post * 1e3, 3),
+        "overhead_ms": round((full - dsp) * 1e3, 3),
+        "overhead_share": round((full - dsp) / full, 3),
+        "native_rate": r.sample_rate,
+        "block_size": r.block_size,
+        "reset_mode": s.reset_mode,
+        "x_realtime_one_core": round(c.audio.duration_s / full, 1),
+    }
 
 
 def _children_cpu() -> float:
@@ -111,10 +131,16 @@ def throughput(c, plugin: str, profile: str, workers: int, count: int) -> dict:
     spec = SynthSpec("vst3", plugin, profile)
     startup, startup_cpu, _ = _render_wall(c, spec, workers, workers, 1)
     wall, cpu, s = _render_wall(c, spec, workers, count, count // (2 * workers))
-    return {"workers": workers, "count": count, "seconds": round(wall, 2), "startup_s": round(startup, 2),
-            "worker_cpu_ms_per_render": round((cpu - startup_cpu) / count * 1e3, 3),
-            "renders_per_s": round(count / wall, 1), "steady_renders_per_s": round(count / max(wall - startup, 1e-9), 1),
-            "bytes_per_example": s["bytes_per_example"]}
+    return {
+        "workers": workers,
+        "count": count,
+        "seconds": round(wall, 2),
+        "startup_s": round(startup, 2),
+        "worker_cpu_ms_per_render": round((cpu - startup_cpu) / count * 1e3, 3),
+        "renders_per_s": round(count / wall, 1),
+        "steady_renders_per_s": round(count / max(wall - startup, 1e-9), 1),
+        "bytes_per_example": s["bytes_per_example"],
+    }
 
 
 def main() -> None:
@@ -132,13 +158,19 @@ def main() -> None:
             profile = with_reset(c, args.profile, reset, folder)
             runs = [throughput(c, args.plugin, profile, w, args.count) for w in (1, 2)]
             one, two = runs[0]["steady_renders_per_s"], runs[1]["steady_renders_per_s"]
-            out[reset] = {"throughput": runs, "scaling_1_to_2": round(two / one, 2),
-                          "scaling_1_to_2_whole_run": round(runs[1]["renders_per_s"] / runs[0]["renders_per_s"], 2),
-                          "cpu_per_render_1_over_2": round(runs[0]["worker_cpu_ms_per_render"]
-                                                           / runs[1]["worker_cpu_ms_per_render"], 3),
-                          "per_render": breakdown(c, args.plugin, profile),
-                          "per_million": {"core_hours": round(1e6 / one / 3600, 2),
-                                          "logmel_GB": round(runs[0]["bytes_per_example"] * 1e6 / 1e9, 1)}}
+            out[reset] = {
+                "throughput": runs,
+                "scaling_1_to_2": round(two / one, 2),
+                "scaling_1_to_2_whole_run": round(runs[1]["renders_per_s"] / runs[0]["renders_per_s"], 2),
+                "cpu_per_render_1_over_2": round(
+                    runs[0]["worker_cpu_ms_per_render"] / runs[1]["worker_cpu_ms_per_render"], 3
+                ),
+                "per_render": breakdown(c, args.plugin, profile),
+                "per_million": {
+                    "core_hours": round(1e6 / one / 3600, 2),
+                    "logmel_GB": round(runs[0]["bytes_per_example"] * 1e6 / 1e9, 1),
+                },
+            }
     out["loadavg_1min_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     print(json.dumps(out, indent=1))
 

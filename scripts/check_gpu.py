@@ -26,7 +26,6 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-
 from bench_inference import DEFAULT_MODEL, MODELS, export_random, machine, open_backend, test_audio, time_engine
 
 GPU_BACKENDS = ("tensorrt", "tensorrt-rtx", "cuda")
@@ -54,8 +53,17 @@ def main(argv: list[str] | None = None) -> int:
 
     reason = gpu_absent_reason()
     if reason:
-        print(json.dumps({"gpu": False, "reason": reason, "machine": machine(),
-                          "note": "nothing to check; GPU backends are skipped on this machine"}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "gpu": False,
+                    "reason": reason,
+                    "machine": machine(),
+                    "note": "nothing to check; GPU backends are skipped on this machine",
+                },
+                indent=2,
+            )
+        )
         return 0
 
     from synthmatch.bridge import contract as contract_mod

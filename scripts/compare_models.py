@@ -37,11 +37,22 @@ def train_config(name: str, args: argparse.Namespace) -> train.TrainConfig:
     path = CONFIG_DIR / "train" / f"{name}.toml"
     base = train.TrainConfig.load(path) if path.exists() else train.TrainConfig(model=name)
     return dataclasses.replace(
-        base, steps=args.steps, batch_size=args.batch_size, warmup_steps=min(base.warmup_steps, args.steps // 10),
-        val_every=max(1, args.steps // 4), ckpt_every=args.steps, log_every=max(1, args.steps // 20),
-        val_size=args.val_size, train_seed=args.train_seed, seed=args.seed, workers=args.workers,
-        cache_dir=args.cache_dir, amp="none" if args.device == "cpu" else base.amp, contract=args.contract or "",
-        **({"lr": args.lr} if args.lr else {}))
+        base,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        warmup_steps=min(base.warmup_steps, args.steps // 10),
+        val_every=max(1, args.steps // 4),
+        ckpt_every=args.steps,
+        log_every=max(1, args.steps // 20),
+        val_size=args.val_size,
+        train_seed=args.train_seed,
+        seed=args.seed,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        amp="none" if args.device == "cpu" else base.amp,
+        contract=args.contract or "",
+        **({"lr": args.lr} if args.lr else {}),
+    )
 
 
 def paper_key(name: str) -> str | None:
@@ -50,14 +61,18 @@ def paper_key(name: str) -> str | None:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | params | train s | param MSE | SC mean | SC median | multi-scale | "
-             "paper param MSE | paper SC |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | params | train s | param MSE | SC mean | SC median | multi-scale | paper param MSE | paper SC |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         p = PAPER.get(paper_key(r["model"]) or "", {})
-        lines.append(f"| {r['model']} | {r['params']:,} | {r['train_seconds']:.0f} | {r['param_mse']:.4f} | "
-                     f"{r['spectral_convergence']:.3f} | {r['spectral_convergence_median']:.3f} | "
-                     f"{r['multiscale_spectral_distance']:.3f} | {p.get('param_mse', '-')} | "
-                     f"{p.get('spectral_convergence', '-')} |")
+        lines.append(
+            f"| {r['model']} | {r['params']:,} | {r['train_seconds']:.0f} | {r['param_mse']:.4f} | "
+            f"{r['spectral_convergence']:.3f} | {r['spectral_convergence_median']:.3f} | "
+            f"{r['multiscale_spectral_distance']:.3f} | {p.get('param_mse', '-')} | "
+            f"{p.get('spectral_convergence', '-')} |"
+        )
     return "\n".join(lines)
 
 
@@ -99,20 +114,37 @@ def main() -> int:
                 return model(torch.from_numpy(x).to(args.device)).float().cpu()
 
         result = evaluate(predict_fn, c, test_audio, test_params)
-        rows.append({"model": name, "params": sum(p.numel() for p in model.parameters()),
-                     "train_seconds": seconds, "best_step": ckpt["step"], **result})
+        rows.append(
+            {
+                "model": name,
+                "params": sum(p.numel() for p in model.parameters()),
+                "train_seconds": seconds,
+                "best_step": ckpt["step"],
+                **result,
+            }
+        )
         print(table(rows[-1:]), file=sys.stderr)
 
-    report = {"budget": {"steps": args.steps, "batch_size": args.batch_size,
-                         "examples": args.steps * args.batch_size, "train_seed": args.train_seed},
-              "test": {"size": args.test_size, "split": "test"}, "device": args.device,
-              "paper": PAPER, "results": rows}
+    report = {
+        "budget": {
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "examples": args.steps * args.batch_size,
+            "train_seed": args.train_seed,
+        },
+        "test": {"size": args.test_size, "split": "test"},
+        "device": args.device,
+        "paper": PAPER,
+        "results": rows,
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(report, indent=1) + "\n")
-    md = (f"# Model comparison: {args.steps} steps x {args.batch_size} examples each, "
-          f"test split of {args.test_size}\n\n{table(rows)}\n\nPaper columns: Bruford et al., DAFx 2024 "
-          "(Massive presets, full-scale training); the rows here use this repository's reference synth and "
-          "the budget above.\n")
+    md = (
+        f"# Model comparison: {args.steps} steps x {args.batch_size} examples each, "
+        f"test split of {args.test_size}\n\n{table(rows)}\n\nPaper columns: Bruford et al., DAFx 2024 "
+        "(Massive presets, full-scale training); the rows here use this repository's reference synth and "
+        "the budget above.\n"
+    )
     (out / "compare.md").write_text(md)
     print(table(rows))
     return 0

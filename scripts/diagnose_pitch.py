@@ -49,16 +49,23 @@ def main() -> None:
         sc, msd = _spectral(audio, rerender(c, x))
         out["variants"][name] = {
             "param_mse": round(float(np.mean((x - params) ** 2)), 4),
-            "sc_mean": round(float(sc.mean()), 3), "sc_median": round(float(np.median(sc)), 3),
-            "msd_mean": round(float(msd.mean()), 3), "msd_median": round(float(np.median(msd)), 3)}
+            "sc_mean": round(float(sc.mean()), 3),
+            "sc_median": round(float(np.median(sc)), 3),
+            "msd_mean": round(float(msd.mean()), 3),
+            "msd_median": round(float(np.median(msd)), 3),
+        }
     for o, kk in zip(PITCHES, k):
         err = np.abs(pred[:, kk] - params[:, kk]) * span
         gain = params[:, c.names.index(o.replace("pitch", "gain"))]
         rows = {}
         for lo, hi, label in ((0, 1 / 3, "quiet"), (1 / 3, 2 / 3, "middle"), (2 / 3, 1.01, "loud")):
             e = err[(gain >= lo) & (gain < hi)]
-            rows[label] = {"count": int(e.size), "median": round(float(np.median(e)), 1),
-                           "within_1": round(float(np.mean(e < 1)), 2), "within_3": round(float(np.mean(e < 3)), 2)}
+            rows[label] = {
+                "count": int(e.size),
+                "median": round(float(np.median(e)), 1),
+                "within_1": round(float(np.mean(e < 1)), 2),
+                "within_3": round(float(np.mean(e < 3)), 2),
+            }
         out["pitch_error_semitones"][o] = rows
     print(json.dumps(out, indent=1))
 

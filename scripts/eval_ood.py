@@ -28,7 +28,8 @@ import mido
 import numpy as np
 import torch
 
-from synthmatch.bridge import audiofile, contract as contract_mod
+from synthmatch.bridge import audiofile
+from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.pitch import detect
 from synthmatch.training.match import DEFAULT_MODEL, aligned_window, predict
 from synthmatch.training.metrics import multiscale_spectral_distance, spectral_convergence
@@ -38,10 +39,22 @@ from synthmatch.training.synth import ReferenceSynth
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 INSTRUMENTS = {  # GM program numbers, 0-based
-    "square lead": 80, "saw lead": 81, "synth bass": 38, "warm pad": 89, "new age pad": 88,
-    "synth brass": 62, "brass section": 61, "string ensemble": 48, "drawbar organ": 16,
-    "church organ": 19, "acoustic piano": 0, "electric piano": 4, "flute": 73, "oboe": 68,
-    "vibraphone": 11, "violin": 40,
+    "square lead": 80,
+    "saw lead": 81,
+    "synth bass": 38,
+    "warm pad": 89,
+    "new age pad": 88,
+    "synth brass": 62,
+    "brass section": 61,
+    "string ensemble": 48,
+    "drawbar organ": 16,
+    "church organ": 19,
+    "acoustic piano": 0,
+    "electric piano": 4,
+    "flute": 73,
+    "oboe": 68,
+    "vibraphone": 11,
+    "violin": 40,
 }
 
 
@@ -52,14 +65,21 @@ def render_gm(program: int, note: int, hold_s: float, total_s: float, sr: int, w
     midi.tracks.append(track)
     tempo = 500000  # us per beat: 480 ticks = 0.5 s
     ticks = lambda s: int(round(s / 0.5 * 480))  # noqa: E731
-    track += [mido.MetaMessage("set_tempo", tempo=tempo), mido.Message("program_change", program=program),
-              mido.Message("note_on", note=note, velocity=100, time=ticks(0.1)),
-              mido.Message("note_off", note=note, velocity=0, time=ticks(hold_s)),
-              mido.MetaMessage("end_of_track", time=ticks(total_s - hold_s))]
+    track += [
+        mido.MetaMessage("set_tempo", tempo=tempo),
+        mido.Message("program_change", program=program),
+        mido.Message("note_on", note=note, velocity=100, time=ticks(0.1)),
+        mido.Message("note_off", note=note, velocity=0, time=ticks(hold_s)),
+        mido.MetaMessage("end_of_track", time=ticks(total_s - hold_s)),
+    ]
     mid_path, wav_path = workdir / f"gm{program}-{note}.mid", workdir / f"gm{program}-{note}.wav"
     midi.save(mid_path)
-    subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.6", "-r", "44100", "-F", str(wav_path), str(SOUNDFONT),
-                    str(mid_path)], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["fluidsynth", "-ni", "-q", "-g", "0.6", "-r", "44100", "-F", str(wav_path), str(SOUNDFONT), str(mid_path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return audiofile.read_mono(wav_path, sr)
 
 
@@ -68,8 +88,12 @@ def main() -> None:
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     ap.add_argument("--out-dir", default="out/ood", help="target and match WAVs go here")
     ap.add_argument("--random", type=int, default=100, help="random patches for the best-of-N baseline")
-    ap.add_argument("--refine-passes", type=int, default=3,
-                    help="also score the match refined by re-rendering, as `synthmatch match` does (0: off)")
+    ap.add_argument(
+        "--refine-passes",
+        type=int,
+        default=3,
+        help="also score the match refined by re-rendering, as `synthmatch match` does (0: off)",
+    )
     ap.add_argument("--notes", default="60", help="comma-separated MIDI notes each instrument plays (default 60)")
     ap.add_argument("--markdown", action="store_true", help="also print a markdown table")
     args = ap.parse_args()
@@ -106,32 +130,58 @@ def main() -> None:
             refined_audio = synth.render(torch.from_numpy(refined))
         for i, (name, program, note) in enumerate(cases):
             audiofile.write(out / f"{name.replace(' ', '_')}-{note}.match.wav", matched[i].numpy(), sr)
-            target = targets_t[i: i + 1]
+            target = targets_t[i : i + 1]
             random_audio = synth.render(randoms, note=float(heard[i]))
             sc_random = spectral_convergence(target.expand(len(random_audio), -1), random_audio)
             best = int(torch.argmin(sc_random))
             score = lambda audio: {  # noqa: E731
                 "sc": round(float(spectral_convergence(target, audio[None] if audio.dim() == 1 else audio)), 3),
-                "msd": round(float(multiscale_spectral_distance(target, audio[None] if audio.dim() == 1 else audio)), 3)}
-            rows.append({"instrument": name, "program": program, "note": note, "heard": int(heard[i]),
-                         "model": score(matched[i]), "mean_patch": score(mean_audio[i]),
-                         "best_of_random": score(random_audio[best])})
+                "msd": round(
+                    float(multiscale_spectral_distance(target, audio[None] if audio.dim() == 1 else audio)), 3
+                ),
+            }
+            rows.append(
+                {
+                    "instrument": name,
+                    "program": program,
+                    "note": note,
+                    "heard": int(heard[i]),
+                    "model": score(matched[i]),
+                    "mean_patch": score(mean_audio[i]),
+                    "best_of_random": score(random_audio[best]),
+                }
+            )
             if refined_audio is not None:
                 rows[-1]["refined"] = score(refined_audio[i])
                 audiofile.write(out / f"{name.replace(' ', '_')}-{note}.refined.wav", refined_audio[i].numpy(), sr)
 
     systems = ["model", "refined"] if args.refine_passes else ["model"]
     med = lambda key, m: float(np.median([r[key][m] for r in rows]))  # noqa: E731
-    summary = {"cases": len(rows), "notes": notes,
-               "heard_within_1_semitone": sum(abs(r["heard"] - r["note"]) <= 1 for r in rows)}
+    summary = {
+        "cases": len(rows),
+        "notes": notes,
+        "heard_within_1_semitone": sum(abs(r["heard"] - r["note"]) <= 1 for r in rows),
+    }
     for s in systems:
         for base in ("mean_patch", "best_of_random"):
             for m in ("sc", "msd"):
                 summary[f"{s}_beats_{base}_{m}"] = sum(r[s][m] < r[base][m] for r in rows)
-    summary["median"] = {k: {"sc": med(k, "sc"), "msd": med(k, "msd")}
-                         for k in systems + ["mean_patch", "best_of_random"]}
-    print(json.dumps({"benchmark": "ood_gm", "model": args.model, "contract": c.hash,
-                      "random_patches": args.random, "rows": rows, "summary": summary}, indent=1))
+    summary["median"] = {
+        k: {"sc": med(k, "sc"), "msd": med(k, "msd")} for k in systems + ["mean_patch", "best_of_random"]
+    }
+    print(
+        json.dumps(
+            {
+                "benchmark": "ood_gm",
+                "model": args.model,
+                "contract": c.hash,
+                "random_patches": args.random,
+                "rows": rows,
+                "summary": summary,
+            },
+            indent=1,
+        )
+    )
     if args.markdown:
         cols = systems + ["mean_patch", "best_of_random"]
         names = {"model": "model", "refined": "refined", "mean_patch": "mean patch", "best_of_random": "best of 100"}

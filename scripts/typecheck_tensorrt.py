@@ -40,8 +40,9 @@ def find_stubs() -> Path | None:
 def repair(text: str) -> str:
     text = re.sub(r"\bin: ", "in_: ", text)  # `def f(self, in: list[...], out: ...)`
     # add_scale_nd's channel_axis (int in tensorrt-stubs, typing.SupportsInt from stubgen) lacks its default
-    text = re.sub(r"channel_axis: ((?:typing\.Supports)?[Ii]nt)\) -> IScaleLayer", r"channel_axis: \1 = ...) -> IScaleLayer",
-                  text)
+    text = re.sub(
+        r"channel_axis: ((?:typing\.Supports)?[Ii]nt)\) -> IScaleLayer", r"channel_axis: \1 = ...) -> IScaleLayer", text
+    )
     if re.search(r"^bool: DataType", text, re.M):
         # the module defines `bool` (trt.bool, a DataType) and so shadows the builtin in every annotation
         lines = ["import builtins"]
@@ -70,14 +71,26 @@ def prepare_rtx(dest: Path) -> None:
     a tensorrt_rtx package that re-exports it as the real one does."""
     if importlib.util.find_spec("tensorrt_rtx_bindings") is None:
         raise FileNotFoundError("tensorrt_rtx is not installed (pip install tensorrt-rtx-cu12)")
-    r = subprocess.run([sys.executable, "-c", "import sys; from mypy.stubgen import main; main(sys.argv[1:])", "-p", "tensorrt_rtx_bindings", "-o", str(dest)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from mypy.stubgen import main; main(sys.argv[1:])",
+            "-p",
+            "tensorrt_rtx_bindings",
+            "-o",
+            str(dest),
+        ],
+        capture_output=True,
+        text=True,
+    )
     gen = dest / "tensorrt_rtx_bindings" / "tensorrt_rtx.pyi"
     if r.returncode != 0 or not gen.is_file():
         raise FileNotFoundError(f"stubgen could not read tensorrt_rtx_bindings: {r.stdout}{r.stderr}")
     # pybind11's buffer protocol is invisible to stubgen; the real IHostMemory has it (memoryview(plan))
     text = repair(gen.read_text()).replace(
-        "class IHostMemory:\n", "class IHostMemory:\n    def __buffer__(self, flags: int, /) -> memoryview: ...\n", 1)
+        "class IHostMemory:\n", "class IHostMemory:\n    def __buffer__(self, flags: int, /) -> memoryview: ...\n", 1
+    )
     gen.write_text(text)
     pkg = dest / "tensorrt_rtx" / "__init__.pyi"
     pkg.parent.mkdir(parents=True, exist_ok=True)
@@ -110,8 +123,16 @@ def main(argv: list[str]) -> int:
         files = [str(view / "synthmatch" / Path(f).resolve().relative_to(ROOT)) for f in files]  # as installed
         for switch, flavour in (("--always-false", "tensorrt"), ("--always-true", "tensorrt-rtx")):
             print(f"mypy, shared code as {flavour}:", flush=True)
-            cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-                   "--explicit-package-bases", f"{switch}=CHECK_RTX", *files]
+            cmd = [
+                sys.executable,
+                "-m",
+                "mypy",
+                "--config-file",
+                str(ROOT / "pyproject.toml"),
+                "--explicit-package-bases",
+                f"{switch}=CHECK_RTX",
+                *files,
+            ]
             rc = subprocess.run(cmd, cwd=view, env=env).returncode  # not ROOT: its bridge/ is no top-level package
             if rc:
                 return rc

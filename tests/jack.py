@@ -97,8 +97,7 @@ class JackServer:
 
     # 1024 frames = 21 ms per cycle: a client must stall that long to miss one (an xrun loses that
     # cycle's MIDI); at 256 frames, under load, the test logs showed 10-30 xruns per run of the suite
-    def __init__(self, name: str | None = None, rate: int = 48000, period: int = 1024,
-                 log: Path | None = None):
+    def __init__(self, name: str | None = None, rate: int = 48000, period: int = 1024, log: Path | None = None):
         """name=None claims one from the test pool (claim_name), released by close()."""
         self._name_lock: IO | None = None
         if name is None:
@@ -118,9 +117,12 @@ class JackServer:
             return
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            ["jackd", "--no-realtime", "-n", self.name, "-d", "dummy", "-r", str(self.rate),
-             "-p", str(self.period)], stdout=out, stderr=subprocess.STDOUT, env=self.env,
-            preexec_fn=_die_with_parent)
+            ["jackd", "--no-realtime", "-n", self.name, "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            preexec_fn=_die_with_parent,
+        )
         if self.log:
             out.close()
         deadline = time.monotonic() + timeout
@@ -129,9 +131,11 @@ class JackServer:
                 tail = self._log_tail()
                 hint = ""
                 if "Too many servers" in tail:
-                    hint = (f"\njackd's registry ({REGISTRY}) is full of servers that died without "
-                            "unregistering: with no jackd running (pgrep jackd), remove it "
-                            f"(rm {REGISTRY}) and run again")
+                    hint = (
+                        f"\njackd's registry ({REGISTRY}) is full of servers that died without "
+                        "unregistering: with no jackd running (pgrep jackd), remove it "
+                        f"(rm {REGISTRY}) and run again"
+                    )
                 raise JackError(f"jackd -n {self.name} exited with {self.proc.returncode}{hint}{tail}")
             if time.monotonic() > deadline:
                 self.kill()
@@ -140,14 +144,12 @@ class JackServer:
         # the socket accepts before the engine is fully registered: wait for the system ports
         while "system:capture_1" not in self.ports():
             if time.monotonic() > deadline:
-                raise JackError(f"jackd -n {self.name} has no system ports after {timeout} s"
-                                + self._log_tail())
+                raise JackError(f"jackd -n {self.name} has no system ports after {timeout} s" + self._log_tail())
             time.sleep(0.05)
         self.starts += 1
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None and bool(
-            midiports.jack_server_alive(self.name))
+        return self.proc is not None and self.proc.poll() is None and bool(midiports.jack_server_alive(self.name))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Clean shutdown (SIGTERM, SIGKILL after `timeout`)."""
@@ -188,13 +190,11 @@ class JackServer:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                r = subprocess.run(list(args), capture_output=True, text=True, env=self.env,
-                                   timeout=self.TRY_S)
+                r = subprocess.run(list(args), capture_output=True, text=True, env=self.env, timeout=self.TRY_S)
                 break
             except subprocess.TimeoutExpired:
                 if time.monotonic() > deadline:
-                    raise JackError(f"{' '.join(args)} did not answer within {timeout} s"
-                                    + self._log_tail()) from None
+                    raise JackError(f"{' '.join(args)} did not answer within {timeout} s" + self._log_tail()) from None
         if check and r.returncode != 0:
             raise JackError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()[-500:]}")
         return r.stdout
@@ -265,8 +265,10 @@ class JackServer:
         deadline = time.monotonic() + timeout
         while (name in self.ports()) != present:
             if time.monotonic() > deadline:
-                raise JackError(f"port {name} {'never appeared' if present else 'did not go away'}; "
-                                f"ports: {self.ports()}" + self._log_tail())
+                raise JackError(
+                    f"port {name} {'never appeared' if present else 'did not go away'}; "
+                    f"ports: {self.ports()}" + self._log_tail()
+                )
             time.sleep(0.05)  # each poll is a client open/close on the server: keep them sparse
 
     def close(self) -> None:
@@ -322,8 +324,7 @@ class _Collector:
                     return list(self.messages[:n])
                 got = list(self.messages)
             if time.monotonic() > deadline:
-                raise self.server.missed(f"{self.port}: {len(got)} of {n} MIDI messages: {got}",
-                                         self._log_mark)
+                raise self.server.missed(f"{self.port}: {len(got)} of {n} MIDI messages: {got}", self._log_mark)
             time.sleep(0.01)
 
     def clear(self) -> None:
@@ -344,8 +345,7 @@ class MidiDump(_Collector):
         cmd = ["jack_midi_dump", "-a", client]
         if shutil.which("stdbuf"):
             cmd = ["stdbuf", "-oL"] + cmd  # line-buffer its stdout so events arrive as they happen
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, env=server.env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=server.env)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         server.wait_for_port(self.port)

@@ -28,8 +28,9 @@ ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOM
 TRAIN_HINT = "pip install 'synthmatch[train]'"
 MIN_RUNTIME_PASSED = 100  # tests/bridge without torch: 139 passed when this was written
 
-pytestmark = pytest.mark.skipif(not SYNTHMATCH.exists(),
-                                reason=".venv-runtime missing (the built wheel, no torch): bash scripts/setup.sh --dev")
+pytestmark = pytest.mark.skipif(
+    not SYNTHMATCH.exists(), reason=".venv-runtime missing (the built wheel, no torch): bash scripts/setup.sh --dev"
+)
 
 # Run by the runtime venv's python: what is importable there, the installed files and their RECORD hashes.
 PROBE = r"""
@@ -48,8 +49,11 @@ print(json.dumps({
     "files": {str(f): f.hash.value for f in dist.files if f.hash and f.parts[0] == "synthmatch"},
 }))
 """
-PACKAGE_DATA = [("synthmatch.configs", "contract.toml"), ("synthmatch.configs", "bridge.toml"),
-                ("synthmatch.models", "default.onnx")]
+PACKAGE_DATA = [
+    ("synthmatch.configs", "contract.toml"),
+    ("synthmatch.configs", "bridge.toml"),
+    ("synthmatch.models", "default.onnx"),
+]
 
 
 def run(cmd, cwd, timeout=120) -> subprocess.CompletedProcess:
@@ -83,7 +87,7 @@ def stale_files(installed_files: dict) -> list[str]:
 
     def source(installed_path: str) -> Path:
         prefix = max((p for p in dirs if installed_path.startswith(p)), key=len, default="")
-        return ROOT / (dirs.get(prefix, "") + installed_path[len(prefix):])
+        return ROOT / (dirs.get(prefix, "") + installed_path[len(prefix) :])
 
     stale = [source(p) for p, h in installed_files.items() if not source(p).is_file() or record_hash(source(p)) != h]
     installed_sources = {source(p) for p in installed_files}
@@ -101,8 +105,9 @@ def current(installed):
 
 def test_the_wheel_is_this_tree(installed):
     stale = stale_files(installed["files"])
-    assert not stale, f"the wheel in .venv-runtime is older than the tree ({', '.join(stale[:5])}): " \
-                      "bash scripts/setup.sh --dev"
+    assert not stale, (
+        f"the wheel in .venv-runtime is older than the tree ({', '.join(stale[:5])}): bash scripts/setup.sh --dev"
+    )
 
 
 def test_only_synthmatch_is_installed_and_its_data_travels_with_it(installed):
@@ -139,8 +144,10 @@ def three_tones(path: Path, sr: int = 44100) -> list[int]:
 
 def test_bridge_matches_three_notes_with_the_shipped_model(outside, current):
     notes = three_tones(outside / "tones.wav")
-    r = run([SYNTHMATCH, "bridge", "--input", "file:tones.wav", "--print", "--mode", "trigger", "--fast",
-             "--no-control"], cwd=outside)
+    r = run(
+        [SYNTHMATCH, "bridge", "--input", "file:tones.wav", "--print", "--mode", "trigger", "--fast", "--no-control"],
+        cwd=outside,
+    )
     assert r.returncode == 0, r.stderr
     updates = [json.loads(line) for line in r.stdout.splitlines()]
     assert [u["mode"] for u in updates] == ["trigger"] * len(notes), r.stdout
@@ -151,10 +158,15 @@ def test_bridge_matches_three_notes_with_the_shipped_model(outside, current):
     assert np.abs(values - values[0]).max() > 1e-3, values  # the model hears the difference between notes
 
 
-TRAINING_COMMANDS = [["match", "tones.wav"], ["render", "--random", "--out", "x.wav"], ["demo"],
-                     ["export", "--checkpoint", "a.pt", "--out", "a.onnx"],
-                     ["train", "--config", "a.toml", "--out", "run"], ["dataset", "verify", "data"],
-                     ["eval", "--baseline", "mean"]]  # valid arguments: argparse would exit 2 on its own
+TRAINING_COMMANDS = [
+    ["match", "tones.wav"],
+    ["render", "--random", "--out", "x.wav"],
+    ["demo"],
+    ["export", "--checkpoint", "a.pt", "--out", "a.onnx"],
+    ["train", "--config", "a.toml", "--out", "run"],
+    ["dataset", "verify", "data"],
+    ["eval", "--baseline", "mean"],
+]  # valid arguments: argparse would exit 2 on its own
 
 
 @pytest.mark.parametrize("args", TRAINING_COMMANDS, ids=lambda a: a[0])
@@ -170,8 +182,23 @@ def test_training_commands_without_torch_say_how_to_install_it(outside, current,
 def test_runtime_tests_pass_in_the_runtime_venv(tmp_path, current):
     """tests/bridge run by the runtime venv against the installed wheel: torch-needing tests skip (tiny_onnx,
     tiny_notes_onnx and the synth helpers importorskip it); the rest must pass, and enough must run."""
-    r = run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", tmp_path / "t", "tests/bridge",
-             "-m", "not jack"], cwd=ROOT, timeout=420)
+    r = run(
+        [
+            PYTHON,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--basetemp",
+            tmp_path / "t",
+            "tests/bridge",
+            "-m",
+            "not jack",
+        ],
+        cwd=ROOT,
+        timeout=420,
+    )
     summary = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
     passed = int(m.group(1)) if (m := re.search(r"(\d+) passed", summary)) else 0

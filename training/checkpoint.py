@@ -34,8 +34,8 @@ from torch import nn
 
 from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.atomic import write_atomic
-from synthmatch.bridge.errors import UsageError
 from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.errors import UsageError
 from synthmatch.training.models import ModelConfig, build_model
 
 FORMAT = "synthmatch-checkpoint"
@@ -58,10 +58,14 @@ def rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"kind": str(np_kind), "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
-                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
-        "python": {"version": int(py_version), "state": torch.tensor(py_state, dtype=torch.int64),
-                   "gauss": py_gauss},
+        "numpy": {
+            "kind": str(np_kind),
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "python": {"version": int(py_version), "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
     }
 
 
@@ -95,17 +99,30 @@ def _plain(x: Any, where: str) -> Any:
         return x.item()
     if isinstance(x, np.ndarray):
         return torch.from_numpy(x.copy())
-    raise TypeError(f"checkpoint field {where} holds a {type(x).__name__}; only tensors and plain "
-                    "dicts/lists/str/int/float/bool/None can be stored")
+    raise TypeError(
+        f"checkpoint field {where} holds a {type(x).__name__}; only tensors and plain "
+        "dicts/lists/str/int/float/bool/None can be stored"
+    )
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
 
 
-def save_checkpoint(path: str | Path, *, model: nn.Module, model_config: ModelConfig, contract: Contract,
-                    step: int, optimizer=None, scheduler=None, train_config: dict | None = None,
-                    metrics: dict | None = None, extra: dict | None = None, synth: str | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    model_config: ModelConfig,
+    contract: Contract,
+    step: int,
+    optimizer=None,
+    scheduler=None,
+    train_config: dict | None = None,
+    metrics: dict | None = None,
+    extra: dict | None = None,
+    synth: str | None = None,
+) -> Path:
     """Write a checkpoint atomically (tmp file in the same directory, fsync, os.replace). Returns path.
     synth: the data's synth identity; None: that of train_config's `data` (a shard dataset's manifest),
     "reference" for on-the-fly data."""
@@ -142,13 +159,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {e}); "
-                              "use another checkpoint (e.g. best.pt / last.pt) or retrain") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or corrupt: {e}); "
+            "use another checkpoint (e.g. best.pt / last.pt) or retrain"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a synthmatch checkpoint (no format = {FORMAT!r} field)")
     if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')} is not supported "
-                              f"(this code reads version {VERSION})")
+        raise CheckpointError(
+            f"{path}: checkpoint version {ckpt.get('version')} is not supported (this code reads version {VERSION})"
+        )
     return ckpt
 
 
@@ -182,11 +202,13 @@ def check_contract(ckpt: dict, contract: Contract, path: str | Path) -> None:
         f"{path}: trained with contract hash {ckpt['contract_hash']}, but {contract.source} has hash "
         f"{contract.hash} (differs at {', '.join(keys[:8]) or 'unknown keys'}). Either pass the contract "
         "the model was trained with (--contract), or retrain the model with this contract; "
-        "predictions would not mean the same parameters otherwise")
+        "predictions would not mean the same parameters otherwise"
+    )
 
 
-def load_model(path: str | Path, contract: Contract | None = None,
-               map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_model(
+    path: str | Path, contract: Contract | None = None, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
     """Rebuild the exact model stored in a checkpoint, in eval mode. contract defaults to the
     repository's (configs/contract.toml); a checkpoint of another contract is refused."""
     ckpt = load_checkpoint(path, map_location)

@@ -45,8 +45,14 @@ CACHE_FORMAT = 1  # bump when the cache file layout changes
 class Renderer:
     """Renders contiguous index ranges of one (contract, seed, presets) stream on one device."""
 
-    def __init__(self, contract: Contract, seed: int, device: str | torch.device = "cpu",
-                 presets: PresetSampling | None = None, notes: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        contract: Contract,
+        seed: int,
+        device: str | torch.device = "cpu",
+        presets: PresetSampling | None = None,
+        notes: tuple[int, int] | None = None,
+    ):
         self.contract, self.seed, self.presets = contract, int(seed), presets
         self.note_range = notes or (contract.audio.note, contract.audio.note)
         self.fixed_note = self.note_range[0] == self.note_range[1] == contract.audio.note
@@ -83,11 +89,15 @@ class Renderer:
         g0 = start // RENDER_GROUP * RENDER_GROUP
         g1 = -(-stop // RENDER_GROUP) * RENDER_GROUP
         p = torch.from_numpy(self.params(g0, g1))
-        audio = torch.cat([self._synth_render(chunk, g, g + len(chunk))
-                           for g, chunk in zip(range(g0, g1, RENDER_GROUP), p.split(RENDER_GROUP))])
+        audio = torch.cat(
+            [
+                self._synth_render(chunk, g, g + len(chunk))
+                for g, chunk in zip(range(g0, g1, RENDER_GROUP), p.split(RENDER_GROUP))
+            ]
+        )
         if (g0, g1) == (start, stop):
             return audio, p
-        return audio[start - g0: stop - g0].clone(), p[start - g0: stop - g0].clone()  # drop the extra rows
+        return audio[start - g0 : stop - g0].clone(), p[start - g0 : stop - g0].clone()  # drop the extra rows
 
 
 class OnTheFly(torch.utils.data.IterableDataset):
@@ -98,9 +108,18 @@ class OnTheFly(torch.utils.data.IterableDataset):
     batch order, so content and order do not depend on the worker count.
     """
 
-    def __init__(self, contract: Contract, seed: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                 start_step: int = 0, device: str | torch.device = "cpu",
-                 presets: PresetSampling | None = None, notes: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        contract: Contract,
+        seed: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_step: int = 0,
+        device: str | torch.device = "cpu",
+        presets: PresetSampling | None = None,
+        notes: tuple[int, int] | None = None,
+    ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -131,18 +150,31 @@ class OnTheFly(torch.utils.data.IterableDataset):
             yield (*self.batch(step), self.renderer.notes(i, i + self.batch_size))
             step += workers
 
-    def loader(self, num_workers: int = 0, prefetch_factor: int = 2, pin_memory: bool = False,
-               multiprocessing_context: str | None = None):
+    def loader(
+        self,
+        num_workers: int = 0,
+        prefetch_factor: int = 2,
+        pin_memory: bool = False,
+        multiprocessing_context: str | None = None,
+    ):
         """An iterable of batches: this dataset itself for num_workers=0 or a GPU device, else a
         DataLoader whose worker processes render whole batches on the CPU (one torch thread each)."""
         if num_workers <= 0:
             return self
         if self.device.type != "cpu":
-            raise ValueError("render on the GPU in the main process (num_workers=0), "
-                             "or on the CPU in workers (device='cpu'), not both")
+            raise ValueError(
+                "render on the GPU in the main process (num_workers=0), "
+                "or on the CPU in workers (device='cpu'), not both"
+            )
         return torch.utils.data.DataLoader(
-            self, batch_size=None, num_workers=num_workers, prefetch_factor=prefetch_factor,
-            persistent_workers=True, pin_memory=pin_memory, multiprocessing_context=multiprocessing_context)
+            self,
+            batch_size=None,
+            num_workers=num_workers,
+            prefetch_factor=prefetch_factor,
+            persistent_workers=True,
+            pin_memory=pin_memory,
+            multiprocessing_context=multiprocessing_context,
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -161,9 +193,15 @@ def _played(contract: Contract, notes: tuple[int, int] | None) -> tuple[int, int
     return None if notes is None or tuple(notes) == (n, n) else (int(notes[0]), int(notes[1]))
 
 
-def split_cache_path(contract: Contract, split: str, size: int, seed: int | None = None,
-                     cache_dir: str | Path = "data/cache", presets: PresetSampling | None = None,
-                     notes: tuple[int, int] | None = None) -> Path:
+def split_cache_path(
+    contract: Contract,
+    split: str,
+    size: int,
+    seed: int | None = None,
+    cache_dir: str | Path = "data/cache",
+    presets: PresetSampling | None = None,
+    notes: tuple[int, int] | None = None,
+) -> Path:
     seed = split_seed(split) if seed is None else int(seed)
     fp = sampling_fingerprint(contract, presets)[:8]
     played = _played(contract, notes)
@@ -171,11 +209,23 @@ def split_cache_path(contract: Contract, split: str, size: int, seed: int | None
     return Path(cache_dir) / f"{split}-{contract.hash}-{fp}-seed{seed}-n{size}{tag}.npz"
 
 
-def _meta(contract: Contract, split: str, size: int, seed: int, presets: PresetSampling | None,
-          notes: tuple[int, int] | None = None) -> dict:
-    meta = {"format": CACHE_FORMAT, "split": split, "size": size, "seed": seed,
-            "contract_hash": contract.hash, "sampling": sampling_fingerprint(contract, presets),
-            "render_group": RENDER_GROUP}
+def _meta(
+    contract: Contract,
+    split: str,
+    size: int,
+    seed: int,
+    presets: PresetSampling | None,
+    notes: tuple[int, int] | None = None,
+) -> dict:
+    meta = {
+        "format": CACHE_FORMAT,
+        "split": split,
+        "size": size,
+        "seed": seed,
+        "contract_hash": contract.hash,
+        "sampling": sampling_fingerprint(contract, presets),
+        "render_group": RENDER_GROUP,
+    }
     played = _played(contract, notes)
     return {**meta, "notes": list(played)} if played else meta
 
@@ -186,8 +236,12 @@ def _read_cache(path: Path, meta: dict) -> tuple[np.ndarray, np.ndarray] | None:
         with np.load(path, allow_pickle=False) as z:
             stored = json.loads(str(z["meta"]))
             audio, params = z["audio"], z["params"]
-        if (stored == meta and audio.dtype == params.dtype == np.float32 and audio.ndim == 2
-                and audio.shape[0] == params.shape[0] == meta["size"]):
+        if (
+            stored == meta
+            and audio.dtype == params.dtype == np.float32
+            and audio.ndim == 2
+            and audio.shape[0] == params.shape[0] == meta["size"]
+        ):
             return audio, params
         problem = "was written for other settings"
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
@@ -196,8 +250,14 @@ def _read_cache(path: Path, meta: dict) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
-def render_split(contract: Contract, seed: int, size: int, presets: PresetSampling | None = None,
-                 progress: bool = False, notes: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def render_split(
+    contract: Contract,
+    seed: int,
+    size: int,
+    presets: PresetSampling | None = None,
+    progress: bool = False,
+    notes: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Examples 0..size-1 of (seed) on the CPU -> (audio (size, T) float32, params (size, 16) float32)."""
     r = Renderer(contract, seed, "cpu", presets, notes)
     audio = np.empty((size, contract.audio.num_samples), np.float32)
@@ -205,7 +265,7 @@ def render_split(contract: Contract, seed: int, size: int, presets: PresetSampli
     step = 32 * RENDER_GROUP
     for start in range(0, size, step):
         a, p = r.render(start, min(start + step, size))
-        audio[start: start + len(a)], params[start: start + len(p)] = a.numpy(), p.numpy()
+        audio[start : start + len(a)], params[start : start + len(p)] = a.numpy(), p.numpy()
         if progress:
             print(f"\rrendering {min(start + step, size)}/{size}", end="", file=sys.stderr, flush=True)
     if progress:
@@ -213,9 +273,16 @@ def render_split(contract: Contract, seed: int, size: int, presets: PresetSampli
     return audio, params
 
 
-def cached_split(contract: Contract, split: str, size: int, seed: int | None = None,
-                 cache_dir: str | Path = "data/cache", presets: PresetSampling | None = None,
-                 progress: bool = False, notes: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def cached_split(
+    contract: Contract,
+    split: str,
+    size: int,
+    seed: int | None = None,
+    cache_dir: str | Path = "data/cache",
+    presets: PresetSampling | None = None,
+    progress: bool = False,
+    notes: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed split: (audio (size, T) float32, params (size, 16) float32) tensors on the CPU, played
     at `notes` (a [lo, hi] range; default the contract's note): split_notes gives each example's note.
 
@@ -232,15 +299,17 @@ def cached_split(contract: Contract, split: str, size: int, seed: int | None = N
     cached = _read_cache(path, meta) if path.exists() else None
     if cached is None:
         audio, params = render_split(contract, seed, size, presets, progress, notes)
-        write_atomic(path, lambda f: np.savez(f, audio=audio, params=params,
-                                              meta=np.array(json.dumps(meta, sort_keys=True))))
+        write_atomic(
+            path, lambda f: np.savez(f, audio=audio, params=params, meta=np.array(json.dumps(meta, sort_keys=True)))
+        )
     else:
         audio, params = cached
     return torch.from_numpy(audio), torch.from_numpy(params)
 
 
-def split_notes(contract: Contract, split: str, size: int, seed: int | None = None,
-                notes: tuple[int, int] | None = None) -> torch.Tensor:
+def split_notes(
+    contract: Contract, split: str, size: int, seed: int | None = None, notes: tuple[int, int] | None = None
+) -> torch.Tensor:
     """(size,) float32 MIDI notes the examples of cached_split(..., notes=notes) are played at."""
     seed = split_seed(split) if seed is None else int(seed)
     return Renderer(contract, seed, "cpu", notes=notes).notes(0, size)

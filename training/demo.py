@@ -12,10 +12,8 @@ import json
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
-
 
 AUDIBLE_DBFS = -24.0  # peak level a demo patch must reach: well above the daemon's onset threshold
 
@@ -26,7 +24,8 @@ def main(args) -> int:
     out = writable_dir(args.out_dir, "--out-dir")  # before rendering anything
     import torch
 
-    from synthmatch.bridge import audiofile, contract as contract_mod
+    from synthmatch.bridge import audiofile
+    from synthmatch.bridge import contract as contract_mod
     from synthmatch.training import match as match_mod
     from synthmatch.training.sampling import sample_params
     from synthmatch.training.synth import ReferenceSynth
@@ -51,20 +50,34 @@ def main(args) -> int:
     print(f"   {'parameter':<18} {'target':>7} {'match':>7}   physical target -> match")
     for p, t in zip(c.params, truth[0]):
         m = found[p.name]
-        print(f"   {p.name:<18} {t:7.3f} {m:7.3f}   {p.to_physical(float(t)):9.4g} -> "
-              f"{p.to_physical(float(m)):9.4g} {p.unit}")
+        print(
+            f"   {p.name:<18} {t:7.3f} {m:7.3f}   {p.to_physical(float(t)):9.4g} -> "
+            f"{p.to_physical(float(m)):9.4g} {p.unit}"
+        )
     mse = float(np.mean((np.array([found[n] for n in c.names]) - truth[0]) ** 2))
     model_mse = float(np.mean((np.array([refinement["model_values"][n] for n in c.names]) - truth[0]) ** 2))
     print(f"   parameter MSE {mse:.4f}; the network alone {model_mse:.4f} (the mean patch scores about 0.083)")
-    print(f"   spectral distance to the target: network {refinement['distance_model']:.3f} -> refined by "
-          f"re-rendering {refinement['distance_refined']:.3f} ({refinement['renders']} renders)")
+    print(
+        f"   spectral distance to the target: network {refinement['distance_model']:.3f} -> refined by "
+        f"re-rendering {refinement['distance_refined']:.3f} ({refinement['renders']} renders)"
+    )
 
     # three patches, one after another with silence between: the daemon's trigger mode sees three notes
     gap = np.zeros(sr // 2, dtype=np.float32)
     performance = np.concatenate([np.concatenate([a, gap]) for a in audio])
     audiofile.write(out / "performance.wav", performance, sr)
-    cmd = [sys.executable, "-m", "synthmatch.bridge.cli", "bridge", "--input", f"file:{out / 'performance.wav'}",
-           "--fast", "--print", "--mode", "trigger"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "synthmatch.bridge.cli",
+        "bridge",
+        "--input",
+        f"file:{out / 'performance.wav'}",
+        "--fast",
+        "--print",
+        "--mode",
+        "trigger",
+    ]
     print(f"\n3. streaming three notes through the daemon:\n   synthmatch {shlex.join(cmd[3:])}")
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     updates = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
@@ -75,6 +88,8 @@ def main(args) -> int:
     if run.returncode != 0 or not updates:
         print(run.stderr, file=sys.stderr)
         return run.returncode or 1
-    print(f"\n   {len(updates)} snapshots for 3 notes. Live: synthmatch bridge --input DEVICE --midi-port NAME "
-          f"(see README and docs/daw-guide.md)")
+    print(
+        f"\n   {len(updates)} snapshots for 3 notes. Live: synthmatch bridge --input DEVICE --midi-port NAME "
+        f"(see README and docs/daw-guide.md)"
+    )
     return 0

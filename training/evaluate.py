@@ -51,8 +51,8 @@ def predict(predict_fn: PredictFn, audio, batch_size: int = 64, n_params: int = 
     audio = audio.numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
     out = []
     for s in range(0, len(audio), batch_size):
-        x = np.ascontiguousarray(audio[s: s + batch_size], dtype=np.float32)
-        y = predict_fn(x) if notes is None else predict_fn(x, np.asarray(notes[s: s + batch_size], np.float32))
+        x = np.ascontiguousarray(audio[s : s + batch_size], dtype=np.float32)
+        y = predict_fn(x) if notes is None else predict_fn(x, np.asarray(notes[s : s + batch_size], np.float32))
         if isinstance(y, torch.Tensor):
             y = y.detach().float().cpu().numpy()
         out.append(np.asarray(y, dtype=np.float32))
@@ -77,14 +77,22 @@ def rerender(contract: Contract, pred: np.ndarray, notes=None) -> torch.Tensor:
 def _spectral(target: torch.Tensor, rendered: torch.Tensor, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     sc, mss = [], []
     for s in range(0, len(target), batch):
-        t, r = target[s: s + batch].float(), rendered[s: s + batch].float()
+        t, r = target[s : s + batch].float(), rendered[s : s + batch].float()
         sc.append(metrics.spectral_convergence(t, r))
         mss.append(metrics.multiscale_spectral_distance(t, r))
     return torch.cat(sc).double().numpy(), torch.cat(mss).double().numpy()
 
 
-def run(predict_fn: PredictFn, contract: Contract, audio, params, batch_size: int = 64,
-        refine_cfg=None, notes=None, told=None) -> EvalRun:
+def run(
+    predict_fn: PredictFn,
+    contract: Contract,
+    audio,
+    params,
+    batch_size: int = 64,
+    refine_cfg=None,
+    notes=None,
+    told=None,
+) -> EvalRun:
     """evaluate(), keeping predictions, re-rendered audio and per-example scores.
 
     notes: (N,) MIDI notes the examples play; told: (N,) notes the model is told and its predictions
@@ -94,7 +102,9 @@ def run(predict_fn: PredictFn, contract: Contract, audio, params, batch_size: in
     audio = torch.as_tensor(audio).float().cpu()
     params = torch.as_tensor(params).float().cpu()
     if len(audio) != len(params) or len(audio) == 0:
-        raise ValueError(f"need the same non-zero number of audio clips and patches; got {len(audio)} and {len(params)}")
+        raise ValueError(
+            f"need the same non-zero number of audio clips and patches; got {len(audio)} and {len(params)}"
+        )
     told = notes if told is None else told
     pred = predict(predict_fn, audio, batch_size, len(contract.params), told)
     if refine_cfg is not None and refine_cfg.passes:  # training.refine: search by re-rendering
@@ -121,9 +131,11 @@ def run(predict_fn: PredictFn, contract: Contract, audio, params, batch_size: in
     }
     if notes is not None:
         off = np.abs(np.asarray(told, np.float64) - np.asarray(notes, np.float64))
-        result["notes"] = {"range": [int(np.min(notes)), int(np.max(notes))],
-                           "told_is_true_note": float(np.mean(off == 0)),
-                           "told_within_1_semitone": float(np.mean(off <= 1))}
+        result["notes"] = {
+            "range": [int(np.min(notes)), int(np.max(notes))],
+            "told_is_true_note": float(np.mean(off == 0)),
+            "told_within_1_semitone": float(np.mean(off <= 1)),
+        }
     return EvalRun(result, pred, rendered, sc, mss)
 
 
@@ -140,27 +152,41 @@ def markdown(result: dict, title: str = "Evaluation") -> str:
     lines = [f"# {title}", ""]
     info = {k: result[k] for k in ("model", "split", "count", "seed", "contract_hash") if k in result}
     lines += [", ".join(f"{k}: `{v}`" for k, v in info.items()), ""]
-    lines += ["| metric | value |", "|---|---:|",
-              f"| parameter MSE | {result['param_mse']:.4f} |",
-              f"| spectral convergence (mean) | {result['spectral_convergence']:.3f} |",
-              f"| spectral convergence (median) | {result['spectral_convergence_median']:.3f} |",
-              f"| multi-scale spectral distance (mean) | {result['multiscale_spectral_distance']:.3f} |",
-              f"| multi-scale spectral distance (median) | {result['multiscale_spectral_distance_median']:.3f} |",
-              *([f"| oscillator pitch within 1 semitone (gain >= 1/3) | "
-                 f"{result['pitch_within_1_semitone']['within']:.1%} |"] if "pitch_within_1_semitone" in result else []),
-              ""]
+    lines += [
+        "| metric | value |",
+        "|---|---:|",
+        f"| parameter MSE | {result['param_mse']:.4f} |",
+        f"| spectral convergence (mean) | {result['spectral_convergence']:.3f} |",
+        f"| spectral convergence (median) | {result['spectral_convergence_median']:.3f} |",
+        f"| multi-scale spectral distance (mean) | {result['multiscale_spectral_distance']:.3f} |",
+        f"| multi-scale spectral distance (median) | {result['multiscale_spectral_distance_median']:.3f} |",
+        *(
+            [
+                f"| oscillator pitch within 1 semitone (gain >= 1/3) | "
+                f"{result['pitch_within_1_semitone']['within']:.1%} |"
+            ]
+            if "pitch_within_1_semitone" in result
+            else []
+        ),
+        "",
+    ]
     lines += ["| parameter | MSE |", "|---|---:|"]
     lines += [f"| {n} | {v:.4f} |" for n, v in result["param_mse_per_param"].items()]
     sc = result["sc_stft"]
-    lines += ["", f"Spectral convergence: linear STFT magnitude, n_fft {sc['n_fft']}, hop {sc['hop_length']}, "
-              f"Hann window, centred; per example, then averaged. Multi-scale distance: FFT sizes "
-              f"{', '.join(map(str, result['mss_stft']['n_ffts']))}, hop n_fft/4, SC + log-magnitude L1 per "
-              "scale, averaged. Parameter MSE on normalised values in [0, 1].", ""]
+    lines += [
+        "",
+        f"Spectral convergence: linear STFT magnitude, n_fft {sc['n_fft']}, hop {sc['hop_length']}, "
+        f"Hann window, centred; per example, then averaged. Multi-scale distance: FFT sizes "
+        f"{', '.join(map(str, result['mss_stft']['n_ffts']))}, hop n_fft/4, SC + log-magnitude L1 per "
+        "scale, averaged. Parameter MSE on normalised values in [0, 1].",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def plot_examples(contract: Contract, target: torch.Tensor, rendered: torch.Tensor, sc: np.ndarray,
-                  path: str | Path, count: int = 4) -> list[int]:
+def plot_examples(
+    contract: Contract, target: torch.Tensor, rendered: torch.Tensor, sc: np.ndarray, path: str | Path, count: int = 4
+) -> list[int]:
     """PNG of input vs re-rendered log-mel for `count` examples spread over the SC range (best to
     worst). Returns the example indices shown."""
     import matplotlib
@@ -182,8 +208,15 @@ def plot_examples(contract: Contract, target: torch.Tensor, rendered: torch.Tens
     for r, i in enumerate(picks):
         for col, (spec, name) in enumerate(((a[r], "input"), (b[r], "re-rendered prediction"))):
             ax = axes[r, col]
-            im = ax.imshow(spec, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma",
-                           extent=(0, seconds, 0, spec.shape[0]))
+            im = ax.imshow(
+                spec,
+                origin="lower",
+                aspect="auto",
+                vmin=lo,
+                vmax=hi,
+                cmap="magma",
+                extent=(0, seconds, 0, spec.shape[0]),
+            )
             ax.set_title(f"#{i} {name}" + (f"  (SC {sc[i]:.3f})" if col else ""), fontsize=9)
             ax.set_ylabel("mel band" if col == 0 else "")
             ax.set_xlabel("s" if r == count - 1 else "")
@@ -193,8 +226,14 @@ def plot_examples(contract: Contract, target: torch.Tensor, rendered: torch.Tens
     return picks
 
 
-def write_reports(run_: EvalRun, contract: Contract, target: torch.Tensor, out: str | Path,
-                  title: str = "Evaluation", examples: int = 4) -> dict[str, Path]:
+def write_reports(
+    run_: EvalRun,
+    contract: Contract,
+    target: torch.Tensor,
+    out: str | Path,
+    title: str = "Evaluation",
+    examples: int = 4,
+) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "eval.json", "md": out / "eval.md", "png": out / "eval.png"}
@@ -212,8 +251,9 @@ def write_reports(run_: EvalRun, contract: Contract, target: torch.Tensor, out: 
 def _torch_predictor(path: str, contract: Contract, device: str) -> PredictFn:
     from synthmatch.training.checkpoint import load_model
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       "cpu" if device == "auto" else device)
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+    )
     model, _ = load_model(path, contract, map_location=dev)
     model.to(dev).eval()
 
@@ -281,17 +321,28 @@ def main(args) -> int:
 
         refine_cfg = RefineConfig(passes=args.refine_passes)
     try:
-        r = run(predict_fn, c, audio, params, batch_size=args.batch_size, refine_cfg=refine_cfg, notes=played,
-                told=told)
+        r = run(
+            predict_fn, c, audio, params, batch_size=args.batch_size, refine_cfg=refine_cfg, notes=played, told=told
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
-    r.metrics = {"model": str(model), "split": args.split, "seed": split_seed(args.split),
-                 "refine_passes": args.refine_passes, **({"told": args.told} if notes else {}), **r.metrics}
+    r.metrics = {
+        "model": str(model),
+        "split": args.split,
+        "seed": split_seed(args.split),
+        "refine_passes": args.refine_passes,
+        **({"told": args.told} if notes else {}),
+        **r.metrics,
+    }
     out = Path(args.out) if args.out else Path(model).with_suffix("").parent / f"eval-{args.split}"
-    paths = write_reports(r, c, audio, out, title=f"Evaluation of {Path(model).name} on the {args.split} split",
-                          examples=args.examples)
+    paths = write_reports(
+        r, c, audio, out, title=f"Evaluation of {Path(model).name} on the {args.split} split", examples=args.examples
+    )
     m = r.metrics
-    print(f"param MSE {m['param_mse']:.4f}  SC {m['spectral_convergence']:.3f}  "
-          f"multi-scale {m['multiscale_spectral_distance']:.3f}  ({m['count']} examples)", file=sys.stderr)
+    print(
+        f"param MSE {m['param_mse']:.4f}  SC {m['spectral_convergence']:.3f}  "
+        f"multi-scale {m['multiscale_spectral_distance']:.3f}  ({m['count']} examples)",
+        file=sys.stderr,
+    )
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0 if math.isfinite(m["param_mse"]) else 1

@@ -31,9 +31,17 @@ from torch import nn
 
 from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.atomic import write_atomic
-from synthmatch.bridge.errors import UsageError
 from synthmatch.bridge.contract import Contract
-from synthmatch.bridge.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, WEIGHTS_FORMAT, ModelMeta, build_props, embed
+from synthmatch.bridge.errors import UsageError
+from synthmatch.bridge.modelfile import (
+    INPUT_NAME,
+    NOTE_NAME,
+    OUTPUT_NAME,
+    WEIGHTS_FORMAT,
+    ModelMeta,
+    build_props,
+    embed,
+)
 
 PARITY_TOL = 1e-4  # max abs difference torch vs ONNX Runtime, fp32 on the CPU
 
@@ -101,14 +109,33 @@ def _onnx_bytes(model: nn.Module, contract: Contract, opset: int) -> bytes:
         # the TorchScript exporter is deprecated in favour of dynamo (which needs onnxscript); still supported
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(model, example, buf, input_names=names, output_names=[OUTPUT_NAME],
-                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            model,
+            example,
+            buf,
+            input_names=names,
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     return buf.getvalue()
 
 
-def export_model(model: nn.Module, contract: Contract, path: str | Path, model_config: dict,
-                 summary: dict | None = None, *, opset: int = 17, weights: bool = True,
-                 check: bool = True, threads: int | None = None, synth: str = "reference") -> ExportResult:
+def export_model(
+    model: nn.Module,
+    contract: Contract,
+    path: str | Path,
+    model_config: dict,
+    summary: dict | None = None,
+    *,
+    opset: int = 17,
+    weights: bool = True,
+    check: bool = True,
+    threads: int | None = None,
+    synth: str = "reference",
+) -> ExportResult:
     """Export `model` (raw audio -> (B, 16)) to `path` with metadata; write model.pt beside it if `weights`.
 
     model_config: the ModelConfig as a dict (to_dict()), stored in the metadata and in model.pt.
@@ -132,9 +159,17 @@ def export_model(model: nn.Module, contract: Contract, path: str | Path, model_c
     if weights:
         wpath = weights_path_for(path)
         buf = io.BytesIO()
-        torch.save({"format": WEIGHTS_FORMAT, "version": 1, "model_config": model_config,
-                    "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "contract_hash": contract.hash, "export_id": export_id}, buf)
+        torch.save(
+            {
+                "format": WEIGHTS_FORMAT,
+                "version": 1,
+                "model_config": model_config,
+                "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "contract_hash": contract.hash,
+                "export_id": export_id,
+            },
+            buf,
+        )
         write_atomic(wpath, buf.getvalue())
     meta = read_meta(path)
     diff = float("nan")
@@ -142,8 +177,11 @@ def export_model(model: nn.Module, contract: Contract, path: str | Path, model_c
         audio = parity_audio(contract, batch=3)  # batch 3 != the traced 2: exercises the dynamic axis
         notes = parity_notes(contract, 3) if meta.takes_note else None
         with torch.no_grad():
-            ref = (model(torch.from_numpy(audio)) if notes is None
-                   else model(torch.from_numpy(audio), torch.from_numpy(notes))).numpy()
+            ref = (
+                model(torch.from_numpy(audio))
+                if notes is None
+                else model(torch.from_numpy(audio), torch.from_numpy(notes))
+            ).numpy()
         engine = OnnxRuntimeEngine(path, meta, threads=threads)
         try:
             got = engine.infer(audio, notes)
@@ -151,9 +189,11 @@ def export_model(model: nn.Module, contract: Contract, path: str | Path, model_c
             engine.close()
         diff = float(np.abs(got - ref).max())
         if not diff < PARITY_TOL:  # also catches NaN
-            raise ExportError(f"{path}: parity check failed: torch vs ONNX Runtime max abs diff {diff:.3g} "
-                              f">= {PARITY_TOL:g}; the exported graph does not compute the model. The file was "
-                              f"written for inspection but must not be used")
+            raise ExportError(
+                f"{path}: parity check failed: torch vs ONNX Runtime max abs diff {diff:.3g} "
+                f">= {PARITY_TOL:g}; the exported graph does not compute the model. The file was "
+                f"written for inspection but must not be used"
+            )
     return ExportResult(path, wpath, diff, meta)
 
 
@@ -175,7 +215,7 @@ def _notes(notes: list[str]) -> dict:
     for note in notes:
         key, sep, text = note.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--note {note!r}: write KEY=TEXT, e.g. hardware=\"2-core CPU\"")
+            raise UsageError(f'--note {note!r}: write KEY=TEXT, e.g. hardware="2-core CPU"')
         out[key.strip()] = text
     return out
 
@@ -185,8 +225,10 @@ def _test_metrics(path: str, checkpoint: str, contract) -> dict:
     try:
         report = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise UsageError(f"--test-eval {path}: cannot read an eval.json ({e}); pass the file "
-                         f"`synthmatch eval --checkpoint {checkpoint} --split test` writes") from None
+        raise UsageError(
+            f"--test-eval {path}: cannot read an eval.json ({e}); pass the file "
+            f"`synthmatch eval --checkpoint {checkpoint} --split test` writes"
+        ) from None
     problems = []
     if report.get("split") != "test":
         problems.append(f"split is {report.get('split')!r}, not 'test'")
@@ -197,10 +239,20 @@ def _test_metrics(path: str, checkpoint: str, contract) -> dict:
     if report.get("refine_passes"):
         problems.append("it scores refined predictions, not the model alone")
     if problems:
-        raise UsageError(f"--test-eval {path}: " + "; ".join(problems) + f". Pass the eval.json that "
-                         f"`synthmatch eval --checkpoint {checkpoint} --split test` writes")
-    keep = ("split", "seed", "count", "param_mse", "spectral_convergence", "spectral_convergence_median",
-            "multiscale_spectral_distance", "multiscale_spectral_distance_median")
+        raise UsageError(
+            f"--test-eval {path}: " + "; ".join(problems) + f". Pass the eval.json that "
+            f"`synthmatch eval --checkpoint {checkpoint} --split test` writes"
+        )
+    keep = (
+        "split",
+        "seed",
+        "count",
+        "param_mse",
+        "spectral_convergence",
+        "spectral_convergence_median",
+        "multiscale_spectral_distance",
+        "multiscale_spectral_distance_median",
+    )
     return {**{k: report[k] for k in keep if k in report}, "per_param_mse": report["param_mse_per_param"]}
 
 
@@ -217,11 +269,21 @@ def main(args: argparse.Namespace) -> int:
     summary.update(_notes(args.note))
     if args.test_eval:
         summary["test_metrics"] = _test_metrics(args.test_eval, args.checkpoint, contract)
-    result = export_model(model, contract, out, ckpt["model_config"], summary,
-                          opset=args.opset, weights=not args.no_weights, synth=checkpoint_synth(ckpt))
+    result = export_model(
+        model,
+        contract,
+        out,
+        ckpt["model_config"],
+        summary,
+        opset=args.opset,
+        weights=not args.no_weights,
+        synth=checkpoint_synth(ckpt),
+    )
     size = out.stat().st_size / 1e6
-    print(f"exported {args.checkpoint} -> {out} ({size:.1f} MB, opset {args.opset}, contract {contract.hash}, "
-          f"step {ckpt.get('step')}, synth {checkpoint_synth(ckpt)})")
+    print(
+        f"exported {args.checkpoint} -> {out} ({size:.1f} MB, opset {args.opset}, contract {contract.hash}, "
+        f"step {ckpt.get('step')}, synth {checkpoint_synth(ckpt)})"
+    )
     if result.weights_path:
         print(f"weights for the cuda backend -> {result.weights_path}")
     print(f"parity torch vs onnxruntime: max abs diff {result.max_abs_diff:.2e} (limit {PARITY_TOL:g}) OK")

@@ -49,15 +49,16 @@ class ViewCache:
     batch(indices) -> (tuple of views (N, h, w) float32 tensors, params (N, 16) float32).
     count > 0 uses only examples 0..count-1 (and computes only the shards that hold them)."""
 
-    def __init__(self, ds: ShardDataset, views: torch.nn.Module, progress: bool = True,
-                 count: int = 0):
+    def __init__(self, ds: ShardDataset, views: torch.nn.Module, progress: bool = True, count: int = 0):
         self.ds = ds
         self.count = min(count, len(ds)) if count > 0 else len(ds)
         self.n_views = len(views.shapes)
         if ds.store == "logmel":
             if self.n_views != 1:
-                raise ShardError(f"{ds.root}: a logmel dataset holds the mel view only; this model also "
-                                 "needs the constant-Q view: render the dataset with --store audio")
+                raise ShardError(
+                    f"{ds.root}: a logmel dataset holds the mel view only; this model also "
+                    "needs the constant-Q view: render the dataset with --store audio"
+                )
             self._x = [[x] for x in ds._x]
             return
         self.dirs = view_dirs(views, ds)
@@ -80,7 +81,7 @@ class ViewCache:
                 for s in range(start, stop, CHUNK):
                     audio, _ = self.ds.batch(np.arange(s, min(s + CHUNK, stop)))
                     for o, v in zip(out, views(audio)):
-                        o[s - start: s - start + len(audio)] = v.numpy().astype(np.float16)
+                        o[s - start : s - start + len(audio)] = v.numpy().astype(np.float16)
             for f, o in zip(files, out):
                 tmp = f.with_name(f"{f.name}.tmp-{os.getpid()}")
                 with open(tmp, "wb") as fh:
@@ -89,8 +90,12 @@ class ViewCache:
                     os.fsync(fh.fileno())
                 os.replace(tmp, f)
             if progress:
-                print(f"\rfront-end views: shard {k + 1}/{-(-self.count // self.ds.plan.shard_size)}", end="", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"\rfront-end views: shard {k + 1}/{-(-self.count // self.ds.plan.shard_size)}",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
         return [np.load(f, mmap_mode="r") for f in files]
 
     def __len__(self) -> int:
@@ -112,8 +117,9 @@ class ViewCache:
             params[sel] = self.ds._params[k][row[sel]]
         return tuple(torch.from_numpy(o) for o in out), torch.from_numpy(params)
 
-    def batches(self, batch_size: int, rank: int = 0, world_size: int = 1, start_step: int = 0,
-                shuffle_seed: int | None = None):
+    def batches(
+        self, batch_size: int, rank: int = 0, world_size: int = 1, start_step: int = 0, shuffle_seed: int | None = None
+    ):
         """Infinite (views, params, notes) batches in ShardDataset.order's epoch-by-epoch order (a pure
         function of the step)."""
         step = start_step

@@ -31,7 +31,7 @@ class LogMel(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         spec = nn.functional.conv1d(audio.float().unsqueeze(1), self.basis, stride=self.hop)  # (B, 2*bins, F)
-        re, im = spec[:, : self.n_bins], spec[:, self.n_bins:]
+        re, im = spec[:, : self.n_bins], spec[:, self.n_bins :]
         mel = torch.matmul(self.mel, re * re + im * im)  # (B, n_mels, F)
         return (torch.log(mel + self.log_eps) - self.mean) / self.scale
 

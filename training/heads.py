@@ -56,8 +56,11 @@ class PitchClassHead(nn.Module):
         self.n_raw = len(self.other) + len(pitch) * (self.n_classes + 1)
         # audibility weights: oscillator k's pitch and position follow its gain (names oscK_*)
         gain = {n.split("_")[0]: i for i, n in enumerate(names) if n.endswith("_gain")}
-        weighted = [(i, gain[n.split("_")[0]]) for i, n in enumerate(names)
-                    if n.split("_")[0] in gain and not n.endswith("_gain")]
+        weighted = [
+            (i, gain[n.split("_")[0]])
+            for i, n in enumerate(names)
+            if n.split("_")[0] in gain and not n.endswith("_gain")
+        ]
         self.register_buffer("w_idx", torch.tensor([i for i, _ in weighted]), persistent=False)
         self.register_buffer("w_gain", torch.tensor([g for _, g in weighted]), persistent=False)
         order = torch.empty(len(names), dtype=torch.long)  # decode: [others, pitches] -> contract order

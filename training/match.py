@@ -20,21 +20,22 @@ from pathlib import Path
 
 import numpy as np
 
-from synthmatch.bridge.errors import UsageError
 from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.errors import UsageError
 from synthmatch.bridge.onset import OnsetSettings, offline_onsets, rms_dbfs
 
 DEFAULT_MODEL = Path(str(resources.files("synthmatch.models"))) / "default.onnx"  # package data
 SILENCE_DBFS = -70.0  # a whole file below this peak level is treated as silent
-SHORT_S = 0.25        # inputs shorter than this get a warning: the model listens to 4 s from the onset
-DC_OFFSET = 0.05      # |mean| above this (full scale 1.0) gets a warning
+SHORT_S = 0.25  # inputs shorter than this get a warning: the model listens to 4 s from the onset
+DC_OFFSET = 0.05  # |mean| above this (full scale 1.0) gets a warning
 PLUGIN_REFINE_PASSES = 1  # default through a plugin, which renders one patch at a time: 206 renders for
 #                           the test instrument's 7 mapped parameters (~1 s), 528 for all 16 (x render time)
 CLIPPED_FRACTION = 0.001  # more than this share of samples at full scale gets a warning
 
 
-def aligned_window(audio: np.ndarray, contract: Contract, settings: OnsetSettings | None = None,
-                   where: str = "input") -> tuple[np.ndarray, int]:
+def aligned_window(
+    audio: np.ndarray, contract: Contract, settings: OnsetSettings | None = None, where: str = "input"
+) -> tuple[np.ndarray, int]:
     """(T,) mono at the contract rate -> ((num_samples,) window starting at the first onset, onset).
 
     Raises UsageError for empty or silent audio."""
@@ -43,24 +44,27 @@ def aligned_window(audio: np.ndarray, contract: Contract, settings: OnsetSetting
         raise UsageError(f"{where}: no audio samples; give a file with sound in it")
     peak = float(np.max(np.abs(audio)))
     if peak == 0 or 20 * np.log10(peak) < SILENCE_DBFS:
-        raise UsageError(f"{where}: silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS); "
-                         f"record louder or check the file")
+        raise UsageError(
+            f"{where}: silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS); record louder or check the file"
+        )
     settings = settings or OnsetSettings()
     # a quiet recording still has a start: lower the threshold to 30 dB under its own peak if needed
     if 20 * np.log10(peak) - 30 < settings.threshold_db:
         level = 20 * np.log10(peak) - 30
-        settings = OnsetSettings(**{**settings.__dict__, "threshold_db": level,
-                                    "floor_db": min(settings.floor_db, level - 20)})
+        settings = OnsetSettings(
+            **{**settings.__dict__, "threshold_db": level, "floor_db": min(settings.floor_db, level - 20)}
+        )
     onsets = offline_onsets(audio, settings, contract.audio.sample_rate)
     start = onsets[0] if onsets else int(np.argmax(np.abs(audio) > 0))
     window = np.zeros(n, dtype=np.float32)
-    chunk = audio[start: start + n]
+    chunk = audio[start : start + n]
     window[: chunk.size] = chunk
     return window, start
 
 
-def predict(model: str | Path, audio: np.ndarray, contract: Contract, backend: str = "onnxruntime",
-            notes=None) -> np.ndarray:
+def predict(
+    model: str | Path, audio: np.ndarray, contract: Contract, backend: str = "onnxruntime", notes=None
+) -> np.ndarray:
     """(B, num_samples) [, (B,) MIDI notes played] -> (B, 16) normalised values from an exported model, in
     [0, 1]. notes reach a model told the note (bridge.engine.Engine.infer); a C4-only model ignores them.
 
@@ -75,13 +79,21 @@ def predict(model: str | Path, audio: np.ndarray, contract: Contract, backend: s
         engine.close()
     why = output_problem(out)
     if why is not None:
-        raise UsageError(f"{model}: for this input {why}; the model file is broken: re-export it with "
-                         "`synthmatch export` or pass another --model")
+        raise UsageError(
+            f"{model}: for this input {why}; the model file is broken: re-export it with "
+            "`synthmatch export` or pass another --model"
+        )
     return np.clip(out, 0.0, 1.0)
 
 
-def predict_at_note(model: str | Path, window: np.ndarray, note: int, contract: Contract,
-                    backend: str = "onnxruntime", mode: str = "pitch") -> np.ndarray:
+def predict_at_note(
+    model: str | Path,
+    window: np.ndarray,
+    note: int,
+    contract: Contract,
+    backend: str = "onnxruntime",
+    mode: str = "pitch",
+) -> np.ndarray:
     """(num_samples,) window played at MIDI `note` -> (16,) values for it. A model told the note hears
     it as the window's note; a C4-only model, as bridge.notenorm says (mode "pitch": the oscillator pitches
     from the window resampled to C4, the rest from the raw window, as the daemon does)."""
@@ -102,26 +114,47 @@ def input_warnings(audio: np.ndarray, report: dict, sample_rate: int) -> list[st
     if report.get("nonfinite"):
         out.append(f"{report['nonfinite']} samples are NaN or infinite (replaced by silence)")
     if report.get("clipped", 0) > CLIPPED_FRACTION * max(1, report.get("frames", audio.size)):
-        out.append(f"{report['clipped']} samples at full scale: the recording is clipped, so the match hears "
-                   "distortion; record it quieter")
+        out.append(
+            f"{report['clipped']} samples at full scale: the recording is clipped, so the match hears "
+            "distortion; record it quieter"
+        )
     if audio.size and abs(float(np.mean(audio))) > DC_OFFSET:
-        out.append(f"DC offset {float(np.mean(audio)):+.3f} (full scale 1); high-pass the file (e.g. sox ... "
-                   "highpass 10) for a better match")
+        out.append(
+            f"DC offset {float(np.mean(audio)):+.3f} (full scale 1); high-pass the file (e.g. sox ... "
+            "highpass 10) for a better match"
+        )
     duration = audio.size / sample_rate
     if duration < SHORT_S:
-        out.append(f"only {duration * 1000:.0f} ms of audio; the model listens to 4 s from the note's start, "
-                   "so give the whole note")
+        out.append(
+            f"only {duration * 1000:.0f} ms of audio; the model listens to 4 s from the note's start, "
+            "so give the whole note"
+        )
     return out
 
 
 def describe(values, contract: Contract) -> list[dict]:
-    return [{"name": p.name, "massive": p.massive, "cc": p.cc, "normalised": round(float(v), 4),
-             "physical": round(float(p.to_physical(float(v))), 4), "unit": p.unit}
-            for p, v in zip(contract.params, values)]
+    return [
+        {
+            "name": p.name,
+            "massive": p.massive,
+            "cc": p.cc,
+            "normalised": round(float(v), 4),
+            "physical": round(float(p.to_physical(float(v))), 4),
+            "unit": p.unit,
+        }
+        for p, v in zip(contract.params, values)
+    ]
 
 
-def plot_compare(path: Path, target: np.ndarray, match: np.ndarray, values, contract: Contract,
-                 title: str, synth_name: str = "reference synth") -> None:
+def plot_compare(
+    path: Path,
+    target: np.ndarray,
+    match: np.ndarray,
+    values,
+    contract: Contract,
+    title: str,
+    synth_name: str = "reference synth",
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,17 +182,26 @@ def plot_compare(path: Path, target: np.ndarray, match: np.ndarray, values, cont
 class MatchResult:
     """What match_file found for one sound."""
 
-    values: dict[str, float]       # normalised [0, 1] per contract parameter name (what the synth is sent)
-    note: dict                     # the note heard: midi, f0_hz, confidence, heard (False: fallback used)
-    onset_s: float                 # where the matched 4 s window starts in the file
-    rendered: np.ndarray           # (num_samples,) float32: the synth playing `values` at the heard note
-    window: np.ndarray             # (num_samples,) float32: the input window the model heard
-    report: dict                   # params.json: the above plus physical values, model, synth, refinement
+    values: dict[str, float]  # normalised [0, 1] per contract parameter name (what the synth is sent)
+    note: dict  # the note heard: midi, f0_hz, confidence, heard (False: fallback used)
+    onset_s: float  # where the matched 4 s window starts in the file
+    rendered: np.ndarray  # (num_samples,) float32: the synth playing `values` at the heard note
+    window: np.ndarray  # (num_samples,) float32: the input window the model heard
+    report: dict  # params.json: the above plus physical values, model, synth, refinement
 
 
-def match_file(path: str | Path, model: str | Path | None = None, *, refine_passes: int | None = None,
-               synth: str = "reference", profile: str | None = None, backend: str = "onnxruntime",
-               channel: int | None = None, contract: Contract | None = None, warn=None) -> MatchResult:
+def match_file(
+    path: str | Path,
+    model: str | Path | None = None,
+    *,
+    refine_passes: int | None = None,
+    synth: str = "reference",
+    profile: str | None = None,
+    backend: str = "onnxruntime",
+    channel: int | None = None,
+    contract: Contract | None = None,
+    warn=None,
+) -> MatchResult:
     """Match one sound file: onset -> the 4 s window from it -> the note heard -> model -> refinement.
 
     model: an exported .onnx (default: the shipped one); refine_passes: re-rendering passes (default 3
@@ -168,7 +210,8 @@ def match_file(path: str | Path, model: str | Path | None = None, *, refine_pass
     stderr). Raises UsageError (one line, what to do) for bad files, models and synths."""
     import time
 
-    from synthmatch.bridge import audiofile, contract as contract_mod
+    from synthmatch.bridge import audiofile
+    from synthmatch.bridge import contract as contract_mod
     from synthmatch.bridge.modelfile import read_meta
     from synthmatch.bridge.pitch import detect
     from synthmatch.training.synths import REFERENCE, check_identity, open_synth
@@ -177,8 +220,9 @@ def match_file(path: str | Path, model: str | Path | None = None, *, refine_pass
     warn = warn or (lambda text: print(f"synthmatch match: warning: {path}: {text}", file=sys.stderr))
     model = Path(model) if model else DEFAULT_MODEL
     if not model.exists():
-        raise UsageError(f"{model}: no model file; train and export one (synthmatch train / export) "
-                         f"or pass --model PATH")
+        raise UsageError(
+            f"{model}: no model file; train and export one (synthmatch train / export) or pass --model PATH"
+        )
     try:
         found: dict = {}
         audio = audiofile.read_mono(path, c.audio.sample_rate, channel=channel, report=found)
@@ -188,9 +232,13 @@ def match_file(path: str | Path, model: str | Path | None = None, *, refine_pass
         warn(w)
     window, onset = aligned_window(audio, c, where=str(path))
     player = open_synth(synth, c, profile)  # a plugin that is missing or wrong fails here
-    check_identity(read_meta(model).synth, player.identity, str(model),
-                   "match with the synth and profile it was trained on (--synth/--profile), or train a model "
-                   "on this synth's data (docs/massive-guide.md)")
+    check_identity(
+        read_meta(model).synth,
+        player.identity,
+        str(model),
+        "match with the synth and profile it was trained on (--synth/--profile), or train a model "
+        "on this synth's data (docs/massive-guide.md)",
+    )
     heard = detect(window, c.audio.sample_rate)  # the note played: the model is told it, match.wav plays it
     if not heard.voiced:
         warn(f"no clear note ({heard.reason}); matched at the fallback note {heard.note}")
@@ -210,18 +258,33 @@ def match_file(path: str | Path, model: str | Path | None = None, *, refine_pass
         t0 = time.perf_counter()
         refined, before, after = refine(c, window[None], predicted[None], cfg, synth=player)
         values = refined[0]
-        refinement = {"passes": cfg.passes, "renders": cfg.renders_per_sound(c),
-                      "seconds": round(time.perf_counter() - t0, 2),
-                      "distance_model": round(float(before[0]), 4), "distance_refined": round(float(after[0]), 4),
-                      "model_values": {p.name: round(float(v), 4) for p, v in zip(c.params, predicted)}}
+        refinement = {
+            "passes": cfg.passes,
+            "renders": cfg.renders_per_sound(c),
+            "seconds": round(time.perf_counter() - t0, 2),
+            "distance_model": round(float(before[0]), 4),
+            "distance_refined": round(float(after[0]), 4),
+            "model_values": {p.name: round(float(v), 4) for p, v in zip(c.params, predicted)},
+        }
     rendered = player.render(values[None].copy())[0]
-    note = {"midi": heard.note, "f0_hz": None if heard.f0_hz is None else round(heard.f0_hz, 2),
-            "confidence": round(heard.confidence, 3), "heard": heard.voiced, "fallback_reason": heard.reason}
+    note = {
+        "midi": heard.note,
+        "f0_hz": None if heard.f0_hz is None else round(heard.f0_hz, 2),
+        "confidence": round(heard.confidence, 3),
+        "heard": heard.voiced,
+        "fallback_reason": heard.reason,
+    }
     named = {p.name: round(float(v), 4) for p, v in zip(c.params, values)}
     report = {
-        "input": str(path), "onset_s": round(onset / c.audio.sample_rate, 4),
-        "input_level_dbfs": round(rms_dbfs(window), 1), "model": str(model), "contract": c.hash,
-        "synth": player.identity, "note": note, "values": named, "params": describe(values, c),
+        "input": str(path),
+        "onset_s": round(onset / c.audio.sample_rate, 4),
+        "input_level_dbfs": round(rms_dbfs(window), 1),
+        "model": str(model),
+        "contract": c.hash,
+        "synth": player.identity,
+        "note": note,
+        "values": named,
+        "params": describe(values, c),
         "refinement": refinement,  # multi-scale spectral distance to the input, model alone vs refined
     }
     return MatchResult(named, note, report["onset_s"], np.asarray(rendered, np.float32), window, report)
@@ -234,9 +297,15 @@ def write_match(result: MatchResult, out: Path, contract: Contract) -> None:
     (out / "params.json").write_text(json.dumps(result.report, indent=1, allow_nan=False) + "\n")  # never NaN
     audiofile.write(out / "match.wav", result.rendered, contract.audio.sample_rate)
     identity = result.report["synth"]
-    plot_compare(out / "compare.png", result.window, result.rendered, list(result.values.values()), contract,
-                 f"{Path(result.report['input']).name}: matched parameters",
-                 "reference synth" if identity == "reference" else identity.split(" ")[0][len("vst3:"):])
+    plot_compare(
+        out / "compare.png",
+        result.window,
+        result.rendered,
+        list(result.values.values()),
+        contract,
+        f"{Path(result.report['input']).name}: matched parameters",
+        "reference synth" if identity == "reference" else identity.split(" ")[0][len("vst3:") :],
+    )
 
 
 def main(args) -> int:
@@ -245,12 +314,20 @@ def main(args) -> int:
 
     c = contract_mod.load(args.contract)
     if args.model and not Path(args.model).exists():  # before the output directory is made
-        raise UsageError(f"{args.model}: no model file; train and export one (synthmatch train / export) "
-                         f"or pass --model PATH")
+        raise UsageError(
+            f"{args.model}: no model file; train and export one (synthmatch train / export) or pass --model PATH"
+        )
     out = writable_dir(args.out_dir, "--out-dir")  # before any work: a bad place fails in a second
-    result = match_file(args.input, args.model, refine_passes=args.refine_passes, synth=args.synth,
-                        profile=args.profile, backend=args.backend, channel=args.channel, contract=c)
+    result = match_file(
+        args.input,
+        args.model,
+        refine_passes=args.refine_passes,
+        synth=args.synth,
+        profile=args.profile,
+        backend=args.backend,
+        channel=args.channel,
+        contract=c,
+    )
     write_match(result, out, c)
-    print(json.dumps({"out_dir": str(out), "onset_s": result.onset_s, "note": result.note,
-                      "values": result.values}))
+    print(json.dumps({"out_dir": str(out), "onset_s": result.onset_s, "note": result.note, "values": result.values}))
     return 0

@@ -18,11 +18,27 @@ import torch
 SC_N_FFT, SC_HOP = 1024, 256  # samples (64 ms / 16 ms at 16 kHz)
 MSS_N_FFTS = (256, 512, 1024, 2048)  # hop n_fft // 4
 MSS_LOG_EPS = 1e-7
-SC_STFT = {"n_fft": SC_N_FFT, "hop_length": SC_HOP, "win_length": SC_N_FFT, "window": "hann (periodic)",
-           "center": True, "pad_mode": "reflect", "magnitude": "linear |STFT|", "norm": "Frobenius per example"}
-MSS_STFT = {"n_ffts": list(MSS_N_FFTS), "hop_length": "n_fft // 4", "win_length": "n_fft",
-            "window": "hann (periodic)", "center": True, "pad_mode": "reflect", "log_eps": MSS_LOG_EPS,
-            "per_scale": "SC + mean |log(S + eps) - log(S_hat + eps)|", "combine": "mean over scales"}
+SC_STFT = {
+    "n_fft": SC_N_FFT,
+    "hop_length": SC_HOP,
+    "win_length": SC_N_FFT,
+    "window": "hann (periodic)",
+    "center": True,
+    "pad_mode": "reflect",
+    "magnitude": "linear |STFT|",
+    "norm": "Frobenius per example",
+}
+MSS_STFT = {
+    "n_ffts": list(MSS_N_FFTS),
+    "hop_length": "n_fft // 4",
+    "win_length": "n_fft",
+    "window": "hann (periodic)",
+    "center": True,
+    "pad_mode": "reflect",
+    "log_eps": MSS_LOG_EPS,
+    "per_scale": "SC + mean |log(S + eps) - log(S_hat + eps)|",
+    "combine": "mean over scales",
+}
 SC_EPS = 1e-8  # floor of ||S||_F (a silent target)
 
 
@@ -37,8 +53,16 @@ def param_mse(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, t
 def stft_magnitude(audio: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
     """(B, T) -> (B, n_fft // 2 + 1, frames) linear magnitude; Hann window of n_fft, centred frames."""
     window = torch.hann_window(n_fft, periodic=True, dtype=audio.dtype, device=audio.device)
-    spec = torch.stft(audio, n_fft, hop_length=hop_length, win_length=n_fft, window=window, center=True,
-                      pad_mode="reflect", return_complex=True)
+    spec = torch.stft(
+        audio,
+        n_fft,
+        hop_length=hop_length,
+        win_length=n_fft,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
     return spec.abs()
 
 

@@ -86,14 +86,16 @@ class ModelConfig:
             except TypeError as e:
                 raise ValueError(f"model cqt: {e}") from None
         elif self.cqt:
-            raise ValueError("model cqt settings need frontend = \"mel+cqt\"")
+            raise ValueError('model cqt settings need frontend = "mel+cqt"')
         if self.salience and (self.head != "pitch-cls" or self.frontend != "mel+cqt"):
-            raise ValueError("model salience needs head = \"pitch-cls\" and frontend = \"mel+cqt\"")
+            raise ValueError('model salience needs head = "pitch-cls" and frontend = "mel+cqt"')
         if self.note_input and (self.kind != "ast" or self.frontend != "mel+cqt"):
-            raise ValueError("model note_input needs kind = \"ast\" and frontend = \"mel+cqt\"")
+            raise ValueError('model note_input needs kind = "ast" and frontend = "mel+cqt"')
         if self.note_input and self.cqt_spec.bins_per_octave % 12:
-            raise ValueError(f"model note_input needs whole bins per semitone; cqt bins_per_octave = "
-                             f"{self.cqt_spec.bins_per_octave} is not a multiple of 12")
+            raise ValueError(
+                f"model note_input needs whole bins per semitone; cqt bins_per_octave = "
+                f"{self.cqt_spec.bins_per_octave} is not a multiple of 12"
+            )
         if len(self.cqt_patch) != 2 or min(self.cqt_patch) < 1:
             raise ValueError(f"model cqt_patch = {list(self.cqt_patch)} must be two positive ints [bins, stride]")
         for name in ("patch", "stride"):
@@ -141,11 +143,32 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     # the shipped default: ast-tiny reading the log-mel and the constant-Q view, pitch as classes with
     # harmonic-sum evidence; 16 x 32 mel patches (4 x 12 = 48 tokens) + 41 constant-Q tokens: about
     # ast-tiny's 96 tokens and cost
-    "ast-tiny-cqt": ModelConfig("ast", (16, 32), (16, 32), dim=128, depth=4, heads=4, head_hidden=128,
-                                frontend="mel+cqt", head="pitch-cls", salience=True),
+    "ast-tiny-cqt": ModelConfig(
+        "ast",
+        (16, 32),
+        (16, 32),
+        dim=128,
+        depth=4,
+        heads=4,
+        head_hidden=128,
+        frontend="mel+cqt",
+        head="pitch-cls",
+        salience=True,
+    ),
     # ast-tiny-cqt told the played note (any note, e.g. MIDI 36-84): pitch-relative constant-Q tokens
-    "ast-tiny-notes": ModelConfig("ast", (16, 32), (16, 32), dim=128, depth=4, heads=4, head_hidden=128,
-                                  frontend="mel+cqt", head="pitch-cls", salience=True, note_input=True),
+    "ast-tiny-notes": ModelConfig(
+        "ast",
+        (16, 32),
+        (16, 32),
+        dim=128,
+        depth=4,
+        heads=4,
+        head_hidden=128,
+        frontend="mel+cqt",
+        head="pitch-cls",
+        salience=True,
+        note_input=True,
+    ),
 }
 
 
@@ -239,8 +262,9 @@ class SoundMatcher(nn.Module):
         """Cached views (and the (B,) MIDI notes played) -> (B, 16) normalised values, as forward."""
         return self.head_out.decode(self.raw(views, note))
 
-    def loss(self, views: tuple[torch.Tensor, ...], target: torch.Tensor,
-             note: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(
+        self, views: tuple[torch.Tensor, ...], target: torch.Tensor, note: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Training loss of the head on (B, 16) normalised targets, computed in fp32."""
         return self.head_out.loss(self.raw(views, note).float(), target)
 
@@ -273,8 +297,9 @@ class Block(nn.Module):
         self.attn = Attention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -289,8 +314,9 @@ class AST(SoundMatcher):
         self.patch_embed = nn.Conv2d(1, d, kernel_size=config.patch, stride=config.stride)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(d, config.heads, config.mlp_ratio, config.dropout)
-                                    for _ in range(config.depth))
+        self.blocks = nn.ModuleList(
+            Block(d, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.depth)
+        )
         self.norm = nn.LayerNorm(d, eps=1e-6)
         if self.frontend.cqt is not None:  # tokens: (pb bins x all frames) every sb bins
             (n_bins, cqt_frames), (pb, sb) = self.frontend.shapes[1], config.cqt_patch
@@ -338,8 +364,7 @@ class MLP(SoundMatcher):
     def __init__(self, config: ModelConfig, contract: Contract):
         super().__init__(config, contract)
         n_in = sum(h * w for h, w in self.frontend.shapes)
-        self.net = _mlp([n_in] + [config.head_hidden] * (config.head_layers - 1) + [self.n_raw],
-                        config.dropout)
+        self.net = _mlp([n_in] + [config.head_hidden] * (config.head_layers - 1) + [self.n_raw], config.dropout)
 
     def body(self, views: tuple[torch.Tensor, ...], note: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(torch.cat([v.flatten(1) for v in views], dim=1))
@@ -354,21 +379,22 @@ class CNN(SoundMatcher):
         c_in, h, w = 1, self.n_mels, self.n_frames
         for c in config.channels:
             if min(h, w) < 2:
-                raise ValueError(f"cnn: {len(config.channels)} pooling stages shrink the "
-                                 f"{self.n_mels} x {self.n_frames} log-mel below 1 x 1; use fewer channels")
+                raise ValueError(
+                    f"cnn: {len(config.channels)} pooling stages shrink the "
+                    f"{self.n_mels} x {self.n_frames} log-mel below 1 x 1; use fewer channels"
+                )
             layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
             c_in, h, w = c, h // 2, w // 2
         self.convs = nn.Sequential(*layers)
         n_feat = c_in
         if self.frontend.cqt is not None:  # 1-d conv stages along frequency, the frames as channels
-            (n_bins, cqt_frames), c_prev, layers = self.frontend.shapes[1], self.frontend.shapes[1][1], []
+            c_prev, layers = self.frontend.shapes[1][1], []  # cqt_frames input channels
             for c in config.channels:
                 layers += [nn.Conv1d(c_prev, c, 3, padding=1), nn.BatchNorm1d(c), nn.ReLU(), nn.MaxPool1d(2)]
                 c_prev = c
             self.cqt_convs = nn.Sequential(*layers)
             n_feat += c_prev
-        self.head = _mlp([n_feat] + [config.head_hidden] * (config.head_layers - 1) + [self.n_raw],
-                         config.dropout)
+        self.head = _mlp([n_feat] + [config.head_hidden] * (config.head_layers - 1) + [self.n_raw], config.dropout)
 
     def body(self, views: tuple[torch.Tensor, ...], note: torch.Tensor | None = None) -> torch.Tensor:
         feats = [self.convs(views[0].unsqueeze(1)).mean(dim=(2, 3))]  # (B, C)

@@ -38,10 +38,13 @@ import numpy as np
 import torch
 
 from synthmatch.bridge.contract import Contract
-from synthmatch.training.metrics import (MSS_LOG_EPS, multiscale_spectral_distance, spectral_convergence_spec,
-                              stft_magnitude)
+from synthmatch.training.metrics import (
+    MSS_LOG_EPS,
+    multiscale_spectral_distance,
+    spectral_convergence_spec,
+    stft_magnitude,
+)
 from synthmatch.training.synth import ReferenceSynth
-
 
 SEARCH_N_FFTS = (512, 2048)  # hop n_fft // 2
 
@@ -60,8 +63,7 @@ class RefineConfig:
 
     def __post_init__(self):
         if self.passes < 0 or self.coarse < 2 or self.fine < 1 or self.render_batch < 1:
-            raise ValueError(f"RefineConfig: need passes >= 0, coarse >= 2, fine >= 1, render_batch >= 1; "
-                             f"got {self}")
+            raise ValueError(f"RefineConfig: need passes >= 0, coarse >= 2, fine >= 1, render_batch >= 1; got {self}")
 
     def grid_size(self, param) -> int:
         """Pass 0 values of one contract parameter: every semitone of a pitch, else `coarse`."""
@@ -105,8 +107,12 @@ def _renderer(synth) -> Callable[[np.ndarray], torch.Tensor]:
     return lambda p: synth.render(torch.from_numpy(p))
 
 
-def _score(render: Callable[[np.ndarray], torch.Tensor], patches: np.ndarray, batch: int,
-           distance: Callable[[slice, torch.Tensor], torch.Tensor]) -> np.ndarray:
+def _score(
+    render: Callable[[np.ndarray], torch.Tensor],
+    patches: np.ndarray,
+    batch: int,
+    distance: Callable[[slice, torch.Tensor], torch.Tensor],
+) -> np.ndarray:
     """Render patches (N, P) `batch` at a time -> (N,) distance(rows of the batch, its audio)."""
     out = np.empty(len(patches))
     for s in range(0, len(patches), batch):
@@ -116,8 +122,9 @@ def _score(render: Callable[[np.ndarray], torch.Tensor], patches: np.ndarray, ba
 
 
 @torch.no_grad()
-def refine(contract: Contract, audio, init: np.ndarray, cfg: RefineConfig = RefineConfig(),
-           synth=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def refine(
+    contract: Contract, audio, init: np.ndarray, cfg: RefineConfig = RefineConfig(), synth=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """audio (B, T) at the contract's rate, init (B, P) normalised -> (patches (B, P), distance before
     (B,), distance after (B,)), distances by training.metrics.multiscale_spectral_distance.
     synth: a ReferenceSynth (default) or a training.synths seam synth. Deterministic: no random candidates."""
@@ -148,8 +155,7 @@ def refine(contract: Contract, audio, init: np.ndarray, cfg: RefineConfig = Refi
 
     def full(patches: np.ndarray, target_idx: np.ndarray) -> np.ndarray:  # the metric itself
         idx = torch.from_numpy(target_idx)
-        return _score(render, patches, cfg.render_batch,
-                      lambda r, a: multiscale_spectral_distance(audio[idx[r]], a))
+        return _score(render, patches, cfg.render_batch, lambda r, a: multiscale_spectral_distance(audio[idx[r]], a))
 
     dist = search(best, owner)
     for p in range(cfg.passes):
@@ -158,9 +164,9 @@ def refine(contract: Contract, audio, init: np.ndarray, cfg: RefineConfig = Refi
             if p == 0:
                 grid = np.broadcast_to(np.linspace(0.0, 1.0, size, dtype=np.float32), (len(best), size))
             else:
-                step = 1.0 / (size - 1) / 2 ** p
+                step = 1.0 / (size - 1) / 2**p
                 offsets = np.concatenate([-np.arange(cfg.fine, 0, -1), np.arange(1, cfg.fine + 1)]) * step
-                grid = np.clip(best[:, k:k + 1] + offsets[None, :].astype(np.float32), 0.0, 1.0)
+                grid = np.clip(best[:, k : k + 1] + offsets[None, :].astype(np.float32), 0.0, 1.0)
             g = grid.shape[1]
             cand = np.repeat(best, g, axis=0)  # (rows * g, P): row-major
             cand[:, k] = grid.reshape(-1)

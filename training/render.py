@@ -24,8 +24,9 @@ def read_params(text: str, contract) -> list[float]:
         try:
             raw = path.read_text()
         except FileNotFoundError:
-            raise UsageError(f"{path}: no such file; give a JSON file or inline JSON "
-                             "'{\"osc1_pitch\": 0.5, ...}'") from None
+            raise UsageError(
+                f"{path}: no such file; give a JSON file or inline JSON '{{\"osc1_pitch\": 0.5, ...}}'"
+            ) from None
         except (PermissionError, UnicodeDecodeError) as e:
             raise UsageError(f"{path}: cannot read it as text ({e}); give a readable JSON file") from None
     try:
@@ -35,8 +36,10 @@ def read_params(text: str, contract) -> list[float]:
     if isinstance(d, dict) and isinstance(d.get("values"), dict):  # match's params.json
         d = d["values"]
     if not isinstance(d, dict):
-        raise UsageError(f"{where}: expected an object {{name: value}} with {len(contract.names)} parameters "
-                         "(or match's params.json)")
+        raise UsageError(
+            f"{where}: expected an object {{name: value}} with {len(contract.names)} parameters "
+            "(or match's params.json)"
+        )
     for name, v in d.items():
         if isinstance(v, bool):
             raise UsageError(f"{where}: {name} = {json.dumps(v)}: give a number in [0, 1], not true/false")
@@ -49,7 +52,8 @@ def main(args) -> int:
     out = writable_file(args.out, "--out")  # before rendering: a bad place fails at once
     import torch
 
-    from synthmatch.bridge import audiofile, contract as contract_mod
+    from synthmatch.bridge import audiofile
+    from synthmatch.bridge import contract as contract_mod
     from synthmatch.training.sampling import sample_params
     from synthmatch.training.synth import ReferenceSynth
 

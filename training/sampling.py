@@ -105,10 +105,19 @@ def read_presets_csv(contract: Contract, path: str | Path) -> np.ndarray:
     unknown = sorted(set(header) - set(contract.names) - {LABEL_COLUMN})
     missing = [n for n in contract.names if n not in header]
     if unknown or missing:
-        raise ContractError(f"{path}: header " + "; ".join(filter(None, [
-            f"has unknown column(s) {', '.join(unknown)}" if unknown else "",
-            f"lacks column(s) {', '.join(missing)}" if missing else ""])) +
-            f". Columns: the parameter names ({', '.join(contract.names)}) and optionally {LABEL_COLUMN!r}")
+        raise ContractError(
+            f"{path}: header "
+            + "; ".join(
+                filter(
+                    None,
+                    [
+                        f"has unknown column(s) {', '.join(unknown)}" if unknown else "",
+                        f"lacks column(s) {', '.join(missing)}" if missing else "",
+                    ],
+                )
+            )
+            + f". Columns: the parameter names ({', '.join(contract.names)}) and optionally {LABEL_COLUMN!r}"
+        )
     cols = [header.index(n) for n in contract.names]
     out = np.empty((len(rows) - 1, len(cols)))
     for r, row in enumerate(rows[1:], start=2):
@@ -120,8 +129,9 @@ def read_presets_csv(contract: Contract, path: str | Path) -> np.ndarray:
             except ValueError:
                 v = math.nan
             if not 0.0 <= v <= 1.0:
-                raise ContractError(f"{path}: line {r}, {contract.names[k]} = {row[c]!r}: "
-                                    "expected a normalised number in [0, 1]")
+                raise ContractError(
+                    f"{path}: line {r}, {contract.names[k]} = {row[c]!r}: expected a normalised number in [0, 1]"
+                )
             out[r - 2, k] = v
     return out
 
@@ -159,15 +169,17 @@ def fit_presets(contract: Contract, path: str | Path, method: str = "beta") -> P
     return PresetSampling(str(path), method, len(x), tuple(fit(x[:, k]) for k in range(x.shape[1])))
 
 
-def sample_params(contract: Contract, seed: int, indices: Iterable[int],
-                  presets: PresetSampling | None = None) -> np.ndarray:
+def sample_params(
+    contract: Contract, seed: int, indices: Iterable[int], presets: PresetSampling | None = None
+) -> np.ndarray:
     """(len(indices), 16) float32 normalised patches; row j depends only on (seed, indices[j]) and the
     distributions (the contract's, or `presets` when given)."""
     if presets is None:
         samples = tuple(p.sample for p in contract.params)
     elif len(presets.samples) != len(contract.params):
-        raise ValueError(f"presets {presets.source} has {len(presets.samples)} distributions, "
-                         f"the contract {len(contract.params)}")
+        raise ValueError(
+            f"presets {presets.source} has {len(presets.samples)} distributions, the contract {len(contract.params)}"
+        )
     else:
         samples = presets.samples
     rows = []
@@ -196,5 +208,4 @@ def sample_notes(seed: int, indices: Iterable[int], notes: tuple[int, int]) -> n
     idx = [int(i) for i in indices]
     if lo == hi:
         return np.full(len(idx), lo, np.int64)
-    return np.array([np.random.default_rng([int(seed), i, NOTE_STREAM]).integers(lo, hi + 1) for i in idx],
-                    np.int64)
+    return np.array([np.random.default_rng([int(seed), i, NOTE_STREAM]).integers(lo, hi + 1) for i in idx], np.int64)

@@ -89,9 +89,16 @@ class Plan:
         return k * self.shard_size, min((k + 1) * self.shard_size, self.count)
 
 
-def make_plan(contract: Contract, seed: int, count: int, shard_size: int = DEFAULT_SHARD_SIZE,
-              store: str = DEFAULT_STORE, presets: PresetSampling | None = None, synth: str = "reference",
-              notes: tuple[int, int] | None = None) -> Plan:
+def make_plan(
+    contract: Contract,
+    seed: int,
+    count: int,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    store: str = DEFAULT_STORE,
+    presets: PresetSampling | None = None,
+    synth: str = "reference",
+    notes: tuple[int, int] | None = None,
+) -> Plan:
     if store not in STORES:
         raise ShardError(f"unknown store {store!r}; use one of {', '.join(STORES)}")
     if count < 1 or shard_size < 1:
@@ -102,8 +109,18 @@ def make_plan(contract: Contract, seed: int, count: int, shard_size: int = DEFAU
     else:
         shape, dtype = (contract.audio.num_samples,), "int16"
     notes = tuple(notes) if notes else (contract.audio.note, contract.audio.note)
-    return Plan(contract.hash, sampling_fingerprint(contract, presets), int(seed), int(count),
-                int(shard_size), store, dtype, shape, synth, (int(notes[0]), int(notes[1])))
+    return Plan(
+        contract.hash,
+        sampling_fingerprint(contract, presets),
+        int(seed),
+        int(count),
+        int(shard_size),
+        store,
+        dtype,
+        shape,
+        synth,
+        (int(notes[0]), int(notes[1])),
+    )
 
 
 def shard_files(root: Path, k: int) -> dict[str, Path]:
@@ -133,8 +150,12 @@ def _write_manifest(root: Path, plan: Plan, shards: dict[str, dict], merge: bool
                         shards.setdefault(k, entry)
             _write_manifest(root, plan, shards)
         return
-    data = {"format": FORMAT, **asdict(plan), "num_shards": plan.num_shards,
-            "shards": {k: shards[k] for k in sorted(shards)}}
+    data = {
+        "format": FORMAT,
+        **asdict(plan),
+        "num_shards": plan.num_shards,
+        "shards": {k: shards[k] for k in sorted(shards)},
+    }
     tmp = root / f"{MANIFEST}.tmp-{socket.gethostname()}-{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1)
@@ -148,13 +169,15 @@ def read_manifest(root: Path) -> tuple[Plan, dict[str, dict]]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ShardError(f"{path}: no manifest; {root} is not a sharded dataset "
-                         "(make one with `synthmatch dataset render`)") from None
+        raise ShardError(
+            f"{path}: no manifest; {root} is not a sharded dataset (make one with `synthmatch dataset render`)"
+        ) from None
     except json.JSONDecodeError as e:
         raise ShardError(f"{path}: manifest is not valid JSON ({e}); render the dataset again") from None
     if data.get("format") != FORMAT:
-        raise ShardError(f"{path}: format {data.get('format')!r}, this code reads format {FORMAT}; "
-                         "render the dataset again")
+        raise ShardError(
+            f"{path}: format {data.get('format')!r}, this code reads format {FORMAT}; render the dataset again"
+        )
     try:
         plan = Plan(**{f: data[f] for f in Plan.__dataclass_fields__ if f in data or f not in OPTIONAL})
     except KeyError as e:
@@ -169,8 +192,15 @@ def read_manifest(root: Path) -> tuple[Plan, dict[str, dict]]:
 _worker: dict = {}
 
 
-def _init_worker(contract: Contract, presets: PresetSampling | None, seed: int, synth=None, log=None,
-                 notes: tuple[int, int] | None = None, parent: int | None = None) -> None:
+def _init_worker(
+    contract: Contract,
+    presets: PresetSampling | None,
+    seed: int,
+    synth=None,
+    log=None,
+    notes: tuple[int, int] | None = None,
+    parent: int | None = None,
+) -> None:
     """synth: a training.synths.SynthSpec for a plugin (None: the reference synth, as training.data);
     log: where the plugin's own stderr chatter goes; parent: the render's pid (the worker dies with it)."""
     import torch
@@ -216,8 +246,8 @@ def _render_shard(plan: Plan, root: str, k: int) -> tuple[int, dict]:
     for s in range(start, stop, RENDER_CHUNK):
         e = min(s + RENDER_CHUNK, stop)
         audio, p = _worker["renderer"].render(s, e)
-        x[s - start: e - start] = _encode(audio, plan)
-        params[s - start: e - start] = p.numpy()
+        x[s - start : e - start] = _encode(audio, plan)
+        params[s - start : e - start] = p.numpy()
     entry: dict = {"count": stop - start}
     x.flush()
     params.flush()
@@ -253,8 +283,10 @@ def _shard_span(shards: tuple[int, int] | None, plan: Plan) -> tuple[int, int]:
         return 0, plan.num_shards
     a, b = shards
     if not 0 <= a < b <= plan.num_shards:
-        raise ShardError(f"--shards {a}:{b}: the dataset has shards 0..{plan.num_shards - 1}; give A:B with "
-                         f"0 <= A < B <= {plan.num_shards} (B exclusive)")
+        raise ShardError(
+            f"--shards {a}:{b}: the dataset has shards 0..{plan.num_shards - 1}; give A:B with "
+            f"0 <= A < B <= {plan.num_shards} (B exclusive)"
+        )
     return a, b
 
 
@@ -268,13 +300,15 @@ def _remove_leftovers(root: Path, ks) -> None:
         p.unlink(missing_ok=True)
 
 
-def _render_pool(plan: Plan, root: Path, todo: list[int], workers: int, initargs: tuple, done: dict,
-                 progress: bool) -> list[int]:
+def _render_pool(
+    plan: Plan, root: Path, todo: list[int], workers: int, initargs: tuple, done: dict, progress: bool
+) -> list[int]:
     """Render shards `todo` in a fresh process pool, entering each in the manifest as it finishes.
     Returns the shards left unfinished because a worker died (empty when all finished)."""
     ctx = get_context("spawn")  # fresh interpreters: no inherited torch threads or locks
-    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))), mp_context=ctx,
-                             initializer=_init_worker, initargs=initargs) as pool:
+    with ProcessPoolExecutor(
+        max_workers=max(1, min(workers, len(todo))), mp_context=ctx, initializer=_init_worker, initargs=initargs
+    ) as pool:
         pending = {pool.submit(_render_shard, plan, str(root), k): k for k in todo}
         try:
             while pending:
@@ -291,10 +325,20 @@ def _render_pool(plan: Plan, root: Path, todo: list[int], workers: int, initargs
     return []
 
 
-def render_dataset(contract: Contract, out: str | Path, count: int, seed: int = 0, workers: int = 1,
-                   shard_size: int = DEFAULT_SHARD_SIZE, store: str = DEFAULT_STORE,
-                   presets: PresetSampling | None = None, progress: bool = True, synth=None,
-                   shards: tuple[int, int] | None = None, notes: tuple[int, int] | None = None) -> dict:
+def render_dataset(
+    contract: Contract,
+    out: str | Path,
+    count: int,
+    seed: int = 0,
+    workers: int = 1,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    store: str = DEFAULT_STORE,
+    presets: PresetSampling | None = None,
+    progress: bool = True,
+    synth=None,
+    shards: tuple[int, int] | None = None,
+    notes: tuple[int, int] | None = None,
+) -> dict:
     """Render (or finish rendering) a sharded dataset in `workers` processes. Returns a summary.
 
     synth: a training.synths.SynthSpec (None: the reference synth); a plugin's profile then decides the
@@ -310,8 +354,10 @@ def render_dataset(contract: Contract, out: str | Path, count: int, seed: int = 
     else:
         synth = None
     if notes is not None and tuple(notes) != (contract.audio.note,) * 2 and identity != "reference":
-        raise ShardError(f"--notes {notes[0]}:{notes[1]}: note ranges render on the reference synth only so far; "
-                         "render a plugin's dataset at the contract's note (leave out --notes)")
+        raise ShardError(
+            f"--notes {notes[0]}:{notes[1]}: note ranges render on the reference synth only so far; "
+            "render a plugin's dataset at the contract's note (leave out --notes)"
+        )
     plan = make_plan(contract, seed, count, shard_size, store, presets, identity, notes)
     span = _shard_span(shards, plan)
     root.mkdir(parents=True, exist_ok=True)
@@ -320,10 +366,15 @@ def render_dataset(contract: Contract, out: str | Path, count: int, seed: int = 
     if (root / MANIFEST).exists():
         old, entries = read_manifest(root)
         if old != plan:
-            diff = [f"{k}: {getattr(old, k)!r} there, {getattr(plan, k)!r} asked"
-                    for k in Plan.__dataclass_fields__ if getattr(old, k) != getattr(plan, k)]
-            raise ShardError(f"{root / MANIFEST}: the directory holds another dataset ({'; '.join(diff)}). "
-                             "Rerun with the same settings to resume it, or choose another --out")
+            diff = [
+                f"{k}: {getattr(old, k)!r} there, {getattr(plan, k)!r} asked"
+                for k in Plan.__dataclass_fields__
+                if getattr(old, k) != getattr(plan, k)
+            ]
+            raise ShardError(
+                f"{root / MANIFEST}: the directory holds another dataset ({'; '.join(diff)}). "
+                "Rerun with the same settings to resume it, or choose another --out"
+            )
         for name, entry in entries.items():
             if not span[0] <= int(name) < span[1]:
                 done[name] = entry  # another range's shard: its own renderer checks it
@@ -362,9 +413,11 @@ def render_dataset(contract: Contract, out: str | Path, count: int, seed: int = 
         if worst >= MAX_CRASHES:
             bad = [f"{k:05d}" for k, n in crashes.items() if n >= MAX_CRASHES]
             where = f"shard(s) {', '.join(bad)}" if bad else "the workers at start-up"
-            raise ShardError(f"{root}: a render worker died {MAX_CRASHES} times on {where} ({len(done)} of "
-                             f"{plan.num_shards} shards finished); the synth crashes on these patches"
-                             f"{f' (see {log})' if log else ''}. Rerun to retry, or check the synth")
+            raise ShardError(
+                f"{root}: a render worker died {MAX_CRASHES} times on {where} ({len(done)} of "
+                f"{plan.num_shards} shards finished); the synth crashes on these patches"
+                f"{f' (see {log})' if log else ''}. Rerun to retry, or check the synth"
+            )
         if progress:
             print(f"\na render worker died; restarting, re-rendering {len(lost)} shard(s)", file=sys.stderr)
         todo = lost
@@ -374,12 +427,23 @@ def render_dataset(contract: Contract, out: str | Path, count: int, seed: int = 
     mine = {k: e for k, e in done.items() if span[0] <= int(k) < span[1]}
     nbytes = sum(e[k]["bytes"] for e in mine.values() for k in ("x", "params"))
     n_examples = sum(e["count"] for e in mine.values())
-    return {"out": str(root), "count": plan.count, "shards": plan.num_shards, "range": list(span),
-            "rendered_shards": rendered,
-            "finished_shards": len(done), "restarts": restarts,
-            "store": plan.store, "dtype": plan.dtype, "bytes": nbytes,
-            "bytes_per_example": round(nbytes / max(n_examples, 1), 1), "seconds": round(seconds, 2),
-            "contract_hash": plan.contract_hash, "seed": plan.seed, "synth": plan.synth}
+    return {
+        "out": str(root),
+        "count": plan.count,
+        "shards": plan.num_shards,
+        "range": list(span),
+        "rendered_shards": rendered,
+        "finished_shards": len(done),
+        "restarts": restarts,
+        "store": plan.store,
+        "dtype": plan.dtype,
+        "bytes": nbytes,
+        "bytes_per_example": round(nbytes / max(n_examples, 1), 1),
+        "seconds": round(seconds, 2),
+        "contract_hash": plan.contract_hash,
+        "seed": plan.seed,
+        "synth": plan.synth,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -401,11 +465,14 @@ class ShardDataset:
             raise ShardError(
                 f"{self.root / MANIFEST}: made for contract hash {self.plan.contract_hash}, but this contract "
                 f"({contract.source}) has hash {contract.hash}; render the dataset again with this contract "
-                "or pass the contract it was made with")
+                "or pass the contract it was made with"
+            )
         missing = [k for k in range(self.plan.num_shards) if f"{k:05d}" not in shards]
         if missing:
-            raise ShardError(f"{self.root}: unfinished dataset ({len(missing)} of {self.plan.num_shards} shards "
-                             "missing); rerun `synthmatch dataset render` with the same arguments to finish it")
+            raise ShardError(
+                f"{self.root}: unfinished dataset ({len(missing)} of {self.plan.num_shards} shards "
+                "missing); rerun `synthmatch dataset render` with the same arguments to finish it"
+            )
         self.store = self.plan.store
         self._x, self._params = [], []
         for k in range(self.plan.num_shards):
@@ -414,17 +481,23 @@ class ShardDataset:
                 path = self.root / entry[key]["file"]
                 size = path.stat().st_size if path.is_file() else None
                 if size != entry[key]["bytes"]:
-                    raise ShardError(f"{path}: {size if size is not None else 'no'} bytes, the manifest says "
-                                     f"{entry[key]['bytes']}: the shard is truncated or missing; rerun "
-                                     "`synthmatch dataset render` with the same arguments to re-render it")
+                    raise ShardError(
+                        f"{path}: {size if size is not None else 'no'} bytes, the manifest says "
+                        f"{entry[key]['bytes']}: the shard is truncated or missing; rerun "
+                        "`synthmatch dataset render` with the same arguments to re-render it"
+                    )
             if verify and (problem := _verify_entry(self.root, entry)):
-                raise ShardError(f"{problem}; rerun `synthmatch dataset render` with the same arguments to re-render it")
+                raise ShardError(
+                    f"{problem}; rerun `synthmatch dataset render` with the same arguments to re-render it"
+                )
             self._x.append(np.load(self.root / entry["x"]["file"], mmap_mode="r"))
             self._params.append(np.load(self.root / entry["params"]["file"], mmap_mode="r"))
             n = entry["count"]
             if self._x[-1].shape != (n, *self.plan.example_shape) or self._params[-1].shape != (n, 16):
-                raise ShardError(f"{self.root / entry['x']['file']}: shape {self._x[-1].shape} does not match "
-                                 "the manifest; render the dataset again")
+                raise ShardError(
+                    f"{self.root / entry['x']['file']}: shape {self._x[-1].shape} does not match "
+                    "the manifest; render the dataset again"
+                )
 
     def __len__(self) -> int:
         return self.plan.count
@@ -433,14 +506,15 @@ class ShardDataset:
         x = np.asarray(x, dtype=np.float32)
         return x / INT16_SCALE if self.plan.dtype == "int16" else x
 
-    def notes(self, indices) -> "torch.Tensor":
-        """(N,) float32 MIDI notes the examples at `indices` are played at (a function of the plan)."""
+    def notes(self, indices):
+        """(N,) float32 torch tensor: the MIDI notes the examples at `indices` are played at (from the plan)."""
         import torch
 
         from synthmatch.training.sampling import sample_notes
 
-        return torch.from_numpy(sample_notes(self.plan.seed, np.asarray(indices).tolist(), self.plan.notes)
-                                .astype(np.float32))
+        return torch.from_numpy(
+            sample_notes(self.plan.seed, np.asarray(indices).tolist(), self.plan.notes).astype(np.float32)
+        )
 
     def batch(self, indices) -> tuple:
         """Examples at `indices` (any order) -> (x (N, ...) float32, params (N, 16) float32) tensors."""
@@ -476,8 +550,9 @@ class ShardDataset:
             out[sel] = perm[g[sel] % n]
         return out
 
-    def batches(self, batch_size: int, rank: int = 0, world_size: int = 1, start_step: int = 0,
-                shuffle_seed: int | None = None):
+    def batches(
+        self, batch_size: int, rank: int = 0, world_size: int = 1, start_step: int = 0, shuffle_seed: int | None = None
+    ):
         """Infinite batches under training.data.OnTheFly's global-index rule: batch b of this rank holds
         positions (start_step + b) * batch_size * world_size + rank * batch_size + j (see `order`)."""
         step = start_step
@@ -504,9 +579,11 @@ def holdout(ds: ShardDataset, val_size: int, data_size: int = 0) -> tuple[int, n
         return None
     n = len(ds) - int(val_size)
     if n < 1:
-        raise ShardError(f"{ds.root}: val_size = {val_size} holds out every one of its {len(ds)} examples (a "
-                         "plugin's dataset validates on its own last val_size examples); lower val_size or "
-                         "render more examples")
+        raise ShardError(
+            f"{ds.root}: val_size = {val_size} holds out every one of its {len(ds)} examples (a "
+            "plugin's dataset validates on its own last val_size examples); lower val_size or "
+            "render more examples"
+        )
     return (min(n, data_size) if data_size > 0 else n), np.arange(n, len(ds))
 
 
@@ -553,8 +630,17 @@ def main(args) -> int:
             ds = ShardDataset(args.dir, c, verify=True)
         except ShardError as e:
             raise UsageError(str(e)) from None
-        print(json.dumps({"dir": str(args.dir), "ok": True, "count": len(ds), "store": ds.store,
-                          **{k: v for k, v in asdict(ds.plan).items() if k not in ("count", "store")}}))
+        print(
+            json.dumps(
+                {
+                    "dir": str(args.dir),
+                    "ok": True,
+                    "count": len(ds),
+                    "store": ds.store,
+                    **{k: v for k, v in asdict(ds.plan).items() if k not in ("count", "store")},
+                }
+            )
+        )
         return 0
     from synthmatch.training.synths import parse_spec
 
@@ -567,9 +653,19 @@ def main(args) -> int:
 
         presets = fit_presets(c, args.presets, args.presets_method)
     try:
-        summary = render_dataset(c, args.out, args.count, seed=args.seed, workers=args.workers,
-                                 shard_size=args.shard_size, store=args.store, presets=presets,
-                                 synth=spec, shards=parse_shards(args.shards), notes=_notes_arg(args.notes))
+        summary = render_dataset(
+            c,
+            args.out,
+            args.count,
+            seed=args.seed,
+            workers=args.workers,
+            shard_size=args.shard_size,
+            store=args.store,
+            presets=presets,
+            synth=spec,
+            shards=parse_shards(args.shards),
+            notes=_notes_arg(args.notes),
+        )
     except ShardError as e:
         raise UsageError(str(e)) from None
     print(json.dumps(summary))

@@ -59,8 +59,9 @@ def shape_spectrum(name: str, k: np.ndarray) -> np.ndarray:
     vowels = {"u": (1.2, 2.7), "o": (1.7, 3.1), "a": (3.0, 4.6), "e": (1.5, 7.6), "i": (1.1, 8.8)}
     if name.startswith("vowel_") and name[6:] in vowels:  # formants as harmonic numbers at C4
         return _vowel(k, *vowels[name[6:]])
-    raise ValueError(f"unknown wavetable shape {name!r}; known: sine, triangle, saw, square, pulseNN "
-                     f"(NN = duty %), vowel_u/o/a/e/i")
+    raise ValueError(
+        f"unknown wavetable shape {name!r}; known: sine, triangle, saw, square, pulseNN (NN = duty %), vowel_u/o/a/e/i"
+    )
 
 
 def wavetable_coefficients(shapes: tuple[str, ...], n: int = N_HARMONICS) -> np.ndarray:
@@ -95,8 +96,10 @@ class ReferenceSynth:
         self.chunk = chunk  # examples per inner step: bounds the (chunk, 3, T) phase tensors
         s = contract.synth
         if (s.filter1, s.filter2) != ("lowpass4", "highpass2"):
-            raise ValueError(f"{contract.source}: synth.filter1/filter2 must be lowpass4/highpass2 "
-                             f"(the only routing this synth implements), got {s.filter1}/{s.filter2}")
+            raise ValueError(
+                f"{contract.source}: synth.filter1/filter2 must be lowpass4/highpass2 "
+                f"(the only routing this synth implements), got {s.filter1}/{s.filter2}"
+            )
         self._coefs = [wavetable_coefficients(bank) for bank in s.wavetables]
         self._ir = reverb_ir(contract)
         self._cache: dict[torch.device, dict[str, torch.Tensor]] = {}
@@ -160,8 +163,9 @@ class ReferenceSynth:
         coef = torch.stack([self._morph(bank, p[f"osc{j + 1}_position"]) for j, bank in enumerate(c["coefs"])], 1)
 
         gain = torch.stack([p[f"osc{j}_gain"] for j in (1, 2, 3)], 1).unsqueeze(-1) * HEADROOM
-        response = self._lowpass4(freqs, p["filter1_cutoff"], p["filter1_resonance"]) * \
-            self._highpass2(freqs, p["filter2_cutoff"], p["filter2_resonance"])
+        response = self._lowpass4(freqs, p["filter1_cutoff"], p["filter1_resonance"]) * self._highpass2(
+            freqs, p["filter2_cutoff"], p["filter2_resonance"]
+        )
         amp = coef * response * gain * (freqs < sr / 2)  # band-limited: nothing at or above Nyquist
 
         # one filtered single cycle per oscillator: irfft scales by 1/N, Re(c e^{ik.}) = (c + c*) / 2

@@ -41,15 +41,20 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from synthmatch.bridge.errors import UsageError
-from synthmatch.bridge.contract import Contract
 from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge import tomlfile
-from synthmatch.training.checkpoint import check_contract, checkpoint_synth, load_checkpoint, save_checkpoint, set_rng_state
-from synthmatch.training.synths import check_identity
+from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.errors import UsageError
+from synthmatch.training.checkpoint import (
+    check_contract,
+    checkpoint_synth,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from synthmatch.training.models import ModelConfig, build_model, count_params, resolve_config
 from synthmatch.training.sampling import check_notes
-
+from synthmatch.training.synths import check_identity
 
 AMP = ("none", "bf16", "fp16")
 OPTIMIZERS = ("adam", "adamw")
@@ -124,8 +129,14 @@ class TrainConfig:
         if unknown:
             raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(types)}")
         for k, v in d.items():
-            want = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
-                    "str | dict": (str, dict), "list": (list,)}[types[k]]
+            want = {
+                "int": (int,),
+                "float": (int, float),
+                "str": (str,),
+                "bool": (bool,),
+                "str | dict": (str, dict),
+                "list": (list,),
+            }[types[k]]
             if not isinstance(v, want) or (isinstance(v, bool) and bool not in want):
                 raise UsageError(f"{where}: {k} = {v!r} must be of type {types[k]}")
         kw: dict[str, Any] = {k: float(v) if types[k] == "float" else v for k, v in d.items()}
@@ -160,8 +171,9 @@ class Dist:
 
 def _setup(device_arg: str) -> tuple[Dist, torch.device]:
     """Read torchrun's environment, pick the device, start the process group (gloo / NCCL)."""
-    env = Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-               int(os.environ.get("LOCAL_RANK", 0)))
+    env = Dist(
+        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    )
     if device_arg == "auto":
         device_arg = "cuda" if torch.cuda.is_available() else "cpu"
     if device_arg == "cuda":
@@ -184,6 +196,7 @@ def _setup(device_arg: str) -> tuple[Dist, torch.device]:
 
 def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
     """Multiplier of cfg.lr for the update after `s` completed steps."""
+
     def f(s: int) -> float:
         if s < cfg.warmup_steps:
             return (s + 1) / cfg.warmup_steps
@@ -191,14 +204,23 @@ def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
             span = max(1, cfg.steps - cfg.warmup_steps)
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (s - cfg.warmup_steps) / span)))
         return 1.0
+
     return f
 
 
 class FixedSet:
     """Batches from the fixed set of examples 0..N-1, cycled with the global-index rule of OnTheFly."""
 
-    def __init__(self, audio: torch.Tensor, params: torch.Tensor, notes: torch.Tensor, batch_size: int,
-                 rank: int, world: int, start_step: int):
+    def __init__(
+        self,
+        audio: torch.Tensor,
+        params: torch.Tensor,
+        notes: torch.Tensor,
+        batch_size: int,
+        rank: int,
+        world: int,
+        start_step: int,
+    ):
         self.audio, self.params, self.notes = audio, params, notes
         self.b, self.rank, self.world = batch_size, rank, world
         self.step = start_step
@@ -222,8 +244,9 @@ class TrainStep(nn.Module):
         return self.model.loss(views, target, note)
 
 
-def _shard_batches(cfg: TrainConfig, model: nn.Module, contract: Contract, per_rank: int, env: Dist,
-                   start_step: int, progress: bool):
+def _shard_batches(
+    cfg: TrainConfig, model: nn.Module, contract: Contract, per_rank: int, env: Dist, start_step: int, progress: bool
+):
     """Batches of cached front-end views from the dataset at cfg.data (computed once, on rank 0), and
     the dataset's held-out validation examples (x, params) for a plugin's dataset (training.shards.holdout;
     None: validate on the reference synth's val split)."""
@@ -276,8 +299,15 @@ def _presets(cfg: TrainConfig, contract: Contract):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, audio: torch.Tensor, params: torch.Tensor, notes: torch.Tensor,
-             cfg: TrainConfig, env: Dist, device: torch.device) -> tuple[float, list[float]]:
+def evaluate(
+    model: nn.Module,
+    audio: torch.Tensor,
+    params: torch.Tensor,
+    notes: torch.Tensor,
+    cfg: TrainConfig,
+    env: Dist,
+    device: torch.device,
+) -> tuple[float, list[float]]:
     """Mean squared error over the whole set (each rank takes rows rank::world), and per parameter."""
     was_training = model.training
     model.eval()
@@ -335,14 +365,15 @@ def _check_resume(stored: dict | None, cfg: TrainConfig, path: Path) -> None:
     if stored is None:
         return
     now = asdict(cfg)
-    changed = sorted(k for k in set(now) | set(stored)
-                     if k not in RESUMABLE_CHANGES and now.get(k) != stored.get(k))
+    changed = sorted(k for k in set(now) | set(stored) if k not in RESUMABLE_CHANGES and now.get(k) != stored.get(k))
     if cfg.schedule == "cosine" and now["steps"] != stored.get("steps"):
         changed.append("steps (the cosine schedule depends on it)")
     if changed:
         details = "; ".join(f"{k}: {stored.get(k)!r} -> {now.get(k)!r}" for k in changed if k in now)
-        raise UsageError(f"{path}: --resume with a config that changes {', '.join(changed)} ({details}); "
-                         "restore those values, or start a new run in another --out")
+        raise UsageError(
+            f"{path}: --resume with a config that changes {', '.join(changed)} ({details}); "
+            "restore those values, or start a new run in another --out"
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -358,23 +389,37 @@ def _init_weights(model: nn.Module, model_cfg: ModelConfig, path: Path, contract
     except Exception as e:
         raise UsageError(f"init_from = {str(path)!r}: not a readable weights file ({type(e).__name__})") from None
     if not isinstance(init, dict) or "model_state" not in init or "model_config" not in init:
-        raise UsageError(f"init_from = {str(path)!r}: no model weights in it; pass a checkpoint (.pt from "
-                         f"synthmatch train) or the .pt written beside an exported .onnx")
+        raise UsageError(
+            f"init_from = {str(path)!r}: no model weights in it; pass a checkpoint (.pt from "
+            f"synthmatch train) or the .pt written beside an exported .onnx"
+        )
     check_contract(init, contract, path)
     theirs, ours = dict(init["model_config"]), model_cfg.to_dict()
     widening = not theirs.get("note_input", False) and ours["note_input"]  # a C4 model, told the note from now
-    if {**theirs, "note_input": ours["note_input"]} != ours or (theirs.get("note_input", False) != ours["note_input"]
-                                                            and not widening):
-        raise UsageError(f"init_from = {str(path)!r}: its model config differs from this run's model; "
-                         f"set model to the same preset or table (or that table with note_input = true)")
+    if {**theirs, "note_input": ours["note_input"]} != ours or (
+        theirs.get("note_input", False) != ours["note_input"] and not widening
+    ):
+        raise UsageError(
+            f"init_from = {str(path)!r}: its model config differs from this run's model; "
+            f"set model to the same preset or table (or that table with note_input = true)"
+        )
     missing, unexpected = model.load_state_dict(init["model_state"], strict=not widening)
     if unexpected or any(not k.startswith("note_embed.") for k in missing):
-        raise UsageError(f"init_from = {str(path)!r}: its weights do not fit this model "
-                         f"({(unexpected or missing)[0]}); set model to the same preset or table")
+        raise UsageError(
+            f"init_from = {str(path)!r}: its weights do not fit this model "
+            f"({(unexpected or missing)[0]}); set model to the same preset or table"
+        )
 
 
-def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: str = "auto",
-        on_step: Callable[[int], None] | None = None, progress: bool = True) -> dict:
+def run(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    device: str = "auto",
+    on_step: Callable[[int], None] | None = None,
+    progress: bool = True,
+) -> dict:
     """Train; returns {"step", "best_val", "last_val", "out"}. on_step(step) runs after every step
     (after that step's validation and checkpoint), on every rank."""
     cfg.validate()
@@ -389,8 +434,15 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: str 
             dist.destroy_process_group()
 
 
-def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool,
-         on_step: Callable[[int], None] | None, progress: bool) -> dict:
+def _run(
+    cfg: TrainConfig,
+    out: Path,
+    env: Dist,
+    dev: torch.device,
+    resume: bool,
+    on_step: Callable[[int], None] | None,
+    progress: bool,
+) -> dict:
     from synthmatch.training import data
 
     if cfg.batch_size % env.world:
@@ -402,8 +454,7 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
     last, best = out / "last.pt", out / "best.pt"
     metrics_path = out / "metrics.jsonl"
     if last.exists() and not resume:
-        raise UsageError(f"{out} already holds a run ({last}); pass --resume to continue it "
-                         "or choose another --out")
+        raise UsageError(f"{out} already holds a run ({last}); pass --resume to continue it or choose another --out")
     if resume and not last.exists():
         raise UsageError(f"--resume: {last} does not exist; start without --resume")
 
@@ -422,8 +473,12 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
     if resume:
         ckpt = load_checkpoint(last)  # on the CPU; load_state_dict copies to the model's device
         check_contract(ckpt, contract, last)
-        check_identity(checkpoint_synth(ckpt), _data_synth(cfg), str(last),
-                       "resume on data of the synth it was trained on, or start a new run in another --out")
+        check_identity(
+            checkpoint_synth(ckpt),
+            _data_synth(cfg),
+            str(last),
+            "resume on data of the synth it was trained on, or start a new run in another --out",
+        )
         _check_resume(ckpt.get("train_config"), cfg, last)
         model.load_state_dict(ckpt["model_state"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -437,21 +492,31 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
     resolved = asdict(cfg)
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
-        info = {"train": resolved, "model_config": model_cfg.to_dict(), "params": count_params(model),
-                "contract": str(contract.source), "contract_hash": contract.hash, "world_size": env.world,
-                "device": str(dev)}
+        info = {
+            "train": resolved,
+            "model_config": model_cfg.to_dict(),
+            "params": count_params(model),
+            "contract": str(contract.source),
+            "contract_hash": contract.hash,
+            "world_size": env.world,
+            "device": str(dev),
+        }
         (out / "config.resolved.json").write_text(json.dumps(info, indent=2) + "\n")
         if resume and metrics_path.exists():  # drop what the killed run wrote after its checkpoint
-            keep = [r for r in map(_record, metrics_path.read_text().splitlines())
-                    if r is not None and r.get("step", math.inf) <= start_step]
+            keep = [
+                r
+                for r in map(_record, metrics_path.read_text().splitlines())
+                if r is not None and r.get("step", math.inf) <= start_step
+            ]
             metrics_path.write_text("".join(json.dumps(r) + "\n" for r in keep))
         elif not resume:  # a run killed before its first checkpoint may have left records
             metrics_path.unlink(missing_ok=True)
         for tmp in out.glob(".*.pt.*.tmp"):  # a save cut short by a kill (the target is intact)
             tmp.unlink(missing_ok=True)
     if env.world > 1:
-        step_module = nn.parallel.DistributedDataParallel(step_module,
-                                                          device_ids=[dev.index] if dev.type == "cuda" else None)
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
 
     # data: training stream (or fixed set) and the cached validation split
     presets = _presets(cfg, contract)
@@ -463,22 +528,24 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
     elif cfg.train_size:
         renderer = data.Renderer(contract, cfg.train_seed, "cpu", presets, notes)
         fa, fp = renderer.render(0, cfg.train_size)
-        batches = iter(FixedSet(fa, fp, renderer.notes(0, cfg.train_size), per_rank, env.rank, env.world,
-                                start_step))
+        batches = iter(FixedSet(fa, fp, renderer.notes(0, cfg.train_size), per_rank, env.rank, env.world, start_step))
     else:
         render_dev = dev if cfg.workers == 0 else torch.device("cpu")
-        stream = data.OnTheFly(contract, cfg.train_seed, per_rank, env.rank, env.world, start_step,
-                               render_dev, presets, notes)
+        stream = data.OnTheFly(
+            contract, cfg.train_seed, per_rank, env.rank, env.world, start_step, render_dev, presets, notes
+        )
         batches = iter(stream.loader(cfg.workers, pin_memory=dev.type == "cuda"))
     if held is not None:
         val_audio, val_params, val_notes = held
     else:
         if env.main:  # render (or read) the cache once, then the other ranks read it
-            data.cached_split(contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir, presets,
-                              progress=progress, notes=notes)
+            data.cached_split(
+                contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir, presets, progress=progress, notes=notes
+            )
         env.barrier()
-        val_audio, val_params = data.cached_split(contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir,
-                                                  presets, notes=notes)
+        val_audio, val_params = data.cached_split(
+            contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir, presets, notes=notes
+        )
         val_notes = data.split_notes(contract, "val", cfg.val_size, cfg.val_seed, notes)
 
     def log(rec: dict) -> None:
@@ -489,8 +556,15 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
     def validate(step: int) -> None:
         nonlocal best_val, last_val
         last_val, per_param = evaluate(model, val_audio, val_params, val_notes, cfg, env, dev)
-        log({"type": "val", "step": step, "val_loss": last_val, "time": time.time(),
-             "val_mse": dict(zip(contract.names, per_param))})
+        log(
+            {
+                "type": "val",
+                "step": step,
+                "val_loss": last_val,
+                "time": time.time(),
+                "val_mse": dict(zip(contract.names, per_param)),
+            }
+        )
         if last_val < best_val:
             best_val = last_val
             if env.main:
@@ -499,16 +573,26 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
             plot_metrics(metrics_path, out / "loss.png")
 
     def checkpoint(path: Path, step: int) -> None:
-        save_checkpoint(path, model=model, model_config=model_cfg, contract=contract, step=step,
-                        optimizer=optimizer, scheduler=scheduler, train_config=resolved,
-                        metrics={"best_val": best_val, "last_val": last_val}, synth=_data_synth(cfg),
-                        extra={"scaler": scaler.state_dict()} if scaler.is_enabled() else {})
+        save_checkpoint(
+            path,
+            model=model,
+            model_config=model_cfg,
+            contract=contract,
+            step=step,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            train_config=resolved,
+            metrics={"best_val": best_val, "last_val": last_val},
+            synth=_data_synth(cfg),
+            extra={"scaler": scaler.state_dict()} if scaler.is_enabled() else {},
+        )
 
     if start_step == 0:
         validate(0)  # the untrained model's loss: where the curve starts
     pbar = None
     if progress and env.main:
         from tqdm import tqdm  # type: ignore[import-untyped]
+
         pbar = tqdm(total=cfg.steps, initial=start_step, unit="step", dynamic_ncols=True)
     model.train()
     loss_sum = torch.zeros((), device=dev)
@@ -554,13 +638,23 @@ def _run(cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool
                 data_s = sum(a.elapsed_time(b) for a, b in render_events) / 1000
                 render_events.clear()
             elapsed = time.perf_counter() - t_window
-            rec = {"type": "train", "step": done, "loss": float(loss_sum) / n_window,
-                   "lr": scheduler.get_last_lr()[0], "samples_per_s": n_window * cfg.batch_size / elapsed,
-                   "data_share": data_s / elapsed, "time": time.time()}
+            rec = {
+                "type": "train",
+                "step": done,
+                "loss": float(loss_sum) / n_window,
+                "lr": scheduler.get_last_lr()[0],
+                "samples_per_s": n_window * cfg.batch_size / elapsed,
+                "data_share": data_s / elapsed,
+                "time": time.time(),
+            }
             log(rec)
             if pbar is not None:
-                pbar.set_postfix(loss=f"{rec['loss']:.4f}", val=f"{last_val:.4f}",
-                                 sps=f"{rec['samples_per_s']:.0f}", data=f"{rec['data_share']:.0%}")
+                pbar.set_postfix(
+                    loss=f"{rec['loss']:.4f}",
+                    val=f"{last_val:.4f}",
+                    sps=f"{rec['samples_per_s']:.0f}",
+                    data=f"{rec['data_share']:.0%}",
+                )
             loss_sum.zero_()
             t_window, data_s, n_window = time.perf_counter(), 0.0, 0
         if (cfg.val_every and done % cfg.val_every == 0) or done == cfg.steps:

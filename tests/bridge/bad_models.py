@@ -21,8 +21,10 @@ def write_model(path: Path, contract, outputs: int = 16, value: float = 0.5, on_
 
     n = contract.audio.num_samples
     consts = {"ones": np.ones((1, outputs), np.float32), "fill": np.full((1, outputs), value, np.float32)}
-    nodes = [helper.make_node("Abs", ["audio"], ["mag"]),
-             helper.make_node("ReduceMax", ["mag"], ["peak"], axes=[1], keepdims=1)]  # (B, 1)
+    nodes = [
+        helper.make_node("Abs", ["audio"], ["mag"]),
+        helper.make_node("ReduceMax", ["mag"], ["peak"], axes=[1], keepdims=1),
+    ]  # (B, 1)
     if on_sound == "nan":
         nodes += [helper.make_node("Neg", ["peak"], ["neg"]), helper.make_node("Sqrt", ["neg"], ["bump"])]
     elif on_sound == "range":
@@ -30,13 +32,17 @@ def write_model(path: Path, contract, outputs: int = 16, value: float = 0.5, on_
         nodes += [helper.make_node("Mul", ["peak", "hundred"], ["bump"])]
     else:
         nodes += [helper.make_node("Sub", ["peak", "peak"], ["bump"])]  # 0 (B, 1)
-    nodes += [helper.make_node("Mul", ["bump", "ones"], ["spread"]),   # (B, outputs)
-              helper.make_node("Add", ["spread", "fill"], ["params"])]
+    nodes += [
+        helper.make_node("Mul", ["bump", "ones"], ["spread"]),  # (B, outputs)
+        helper.make_node("Add", ["spread", "fill"], ["params"]),
+    ]
     graph = helper.make_graph(
-        nodes, "bad-model",
+        nodes,
+        "bad-model",
         [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", n])],
         [helper.make_tensor_value_info("params", TensorProto.FLOAT, ["batch", outputs])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in consts.items()])
+        initializer=[numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     embed(model, build_props(contract, {"name": "bad-model"}, {"note": "test model"}, "test"))

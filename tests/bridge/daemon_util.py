@@ -21,8 +21,15 @@ def loud_patches(contract, n: int, seed: int = 3) -> np.ndarray:
 
     v = np.array(sample_params(contract, seed, np.arange(n)), dtype=np.float32)
     names = list(contract.names)
-    for name, value in (("env_attack", 0.02), ("osc1_gain", 0.9), ("osc2_gain", 0.6), ("osc3_gain", 0.4),
-                        ("filter1_cutoff", 0.85), ("filter2_cutoff", 0.05), ("reverb_mix", 0.2)):
+    for name, value in (
+        ("env_attack", 0.02),
+        ("osc1_gain", 0.9),
+        ("osc2_gain", 0.6),
+        ("osc3_gain", 0.4),
+        ("filter1_cutoff", 0.85),
+        ("filter2_cutoff", 0.05),
+        ("reverb_mix", 0.2),
+    ):
         v[:, names.index(name)] = value
     return v
 
@@ -44,7 +51,7 @@ def notes_file(path, contract, starts, total, seed: int = 3) -> np.ndarray:
     x = np.zeros(total, np.float32)
     for s, a in zip(starts, notes):
         m = min(a.size, total - s)
-        x[s:s + m] += a[:m]
+        x[s : s + m] += a[:m]
     audiofile.write(path, x, SR)
     return x
 
@@ -107,8 +114,15 @@ def run_daemon(cfg, contract, engine, commands=None, timeout: float = 60.0):
     out = io.StringIO()
     taps: list[tuple[int, np.ndarray, np.ndarray]] = []
     source = open_source(cfg.input)
-    d = Daemon(cfg, contract, engine, [PrintSink(contract, stream=out)], source, commands=commands,
-               window_tap=lambda s, w, v: taps.append((s, w.copy(), v.copy())))
+    d = Daemon(
+        cfg,
+        contract,
+        engine,
+        [PrintSink(contract, stream=out)],
+        source,
+        commands=commands,
+        window_tap=lambda s, w, v: taps.append((s, w.copy(), v.copy())),
+    )
     d.start()
     try:
         assert d.done.wait(timeout), "daemon did not finish its file input in time"

@@ -16,7 +16,7 @@ def test_converter_is_the_identity_on_clean_16k_audio():
     rng = np.random.default_rng(0)
     x = (0.5 * rng.standard_normal((5000, 1))).clip(-1, 1).astype(np.float32)
     conv = Converter(16000, 16000, 1)
-    out = np.concatenate([conv(x[i:i + 333]) for i in range(0, 5000, 333)])
+    out = np.concatenate([conv(x[i : i + 333]) for i in range(0, 5000, 333)])
     np.testing.assert_array_equal(out, x[:, 0])
 
 
@@ -26,7 +26,7 @@ def test_converter_mixes_and_resamples_48k_stereo():
     left = 0.4 * np.sin(2 * np.pi * 1000 * t)
     stereo = np.stack([left, left], axis=1).astype(np.float32)
     conv = Converter(sr, 16000, 2)
-    out = np.concatenate([conv(stereo[i:i + 256]) for i in range(0, n, 256)])
+    out = np.concatenate([conv(stereo[i : i + 256]) for i in range(0, n, 256)])
     assert 0 <= 16000 - out.size < 400  # the streaming resampler (soxr HQ) holds back ~21 ms
     spec = np.abs(np.fft.rfft(out[2000:14000] * np.hanning(12000)))
     assert abs(np.argmax(spec) * 16000 / 12000 - 1000) < 2
@@ -44,7 +44,7 @@ def test_converter_sanitises_nan_inf_clipping_and_dc():
     assert conv.nonfinite == 3 and conv.clipped == 2
     dc = Converter(16000, 16000, 1)
     offset = np.full((16000 * 10, 1), 0.5, np.float32)
-    outs = [dc(offset[i:i + 1600]) for i in range(0, offset.shape[0], 1600)]
+    outs = [dc(offset[i : i + 1600]) for i in range(0, offset.shape[0], 1600)]
     assert abs(float(outs[-1].mean())) < 0.01  # the offset is gone after a few time constants
 
 
@@ -76,9 +76,11 @@ class _Devices:
     default = type("D", (), {"device": [0, 0]})()
 
     def query_devices(self):
-        return [{"name": "USB Audio CODEC", "max_input_channels": 2, "default_samplerate": 48000.0},
-                {"name": "USB Audio Interface 2", "max_input_channels": 8, "default_samplerate": 44100.0},
-                {"name": "HDMI out", "max_input_channels": 0, "default_samplerate": 48000.0}]
+        return [
+            {"name": "USB Audio CODEC", "max_input_channels": 2, "default_samplerate": 48000.0},
+            {"name": "USB Audio Interface 2", "max_input_channels": 8, "default_samplerate": 44100.0},
+            {"name": "HDMI out", "max_input_channels": 0, "default_samplerate": 48000.0},
+        ]
 
 
 def test_device_lookup_by_substring():
@@ -98,11 +100,13 @@ def test_jack_system_device_is_found_by_name(jack_server):
     import subprocess
     import sys
 
-    code = ("import sounddevice as sd\nfrom synthmatch.bridge import portaudio\nfrom synthmatch.bridge.audio import find_device\n"
-            "from synthmatch.bridge.errors import UsageError\nportaudio.rescan(sd)\nprint(find_device(sd, 'sys')[1:3])\n"
-            "try:\n    find_device(sd, 'nosuchcard')\nexcept UsageError as e:\n    print(e)\n")
-    r = subprocess.run([sys.executable, "-c", code], env=jack_server.env, capture_output=True, text=True,
-                       timeout=30)
+    code = (
+        "import sounddevice as sd\nfrom synthmatch.bridge import portaudio\n"
+        "from synthmatch.bridge.audio import find_device\n"
+        "from synthmatch.bridge.errors import UsageError\nportaudio.rescan(sd)\nprint(find_device(sd, 'sys')[1:3])\n"
+        "try:\n    find_device(sd, 'nosuchcard')\nexcept UsageError as e:\n    print(e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=jack_server.env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     first, second = r.stdout.splitlines()[:2]
     assert first == "('system', 2)"

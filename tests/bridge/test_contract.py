@@ -88,8 +88,11 @@ def test_malformed_contract_raises_naming_file_and_key(tmp_path, case):
 
 def test_cli_exits_2_with_the_message(tmp_path):
     path = write(tmp_path, MALFORMED["duplicate name"][0])
-    run = subprocess.run([sys.executable, "-m", "synthmatch.bridge.cli", "params", "--contract", str(path)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "synthmatch.bridge.cli", "params", "--contract", str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2
     assert str(path) in run.stderr and "duplicate" in run.stderr and "Traceback" not in run.stderr
 
@@ -104,6 +107,7 @@ def test_values_from_dict_lists_valid_names():
 
 
 def test_importing_the_runtime_does_not_import_torch():
-    code = "import synthmatch.bridge.contract, synthmatch.bridge.frontend, synthmatch.bridge.cli, synthmatch.bridge.audiofile, sys; print('torch' in sys.modules)"
+    modules = ", ".join(f"synthmatch.bridge.{m}" for m in ("contract", "frontend", "cli", "audiofile"))
+    code = f"import {modules}, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -45,18 +45,24 @@ def wait_for(pred, timeout=3.0):
 def test_commands_from_real_udp(client):
     with ControlServer(port=0, modes=MODES) as srv:
         assert srv.address[0] == "127.0.0.1"
-        for dgram in (osc("/synthmatch/trigger"),
-                      osc("/synthmatch/trigger", ("f", 1.0)),       # a TouchOSC button press
-                      osc("/synthmatch/trigger", ("f", 0.0)),       # ... and its release: ignored
-                      osc("/synthmatch/freeze", ("i", 1)),
-                      osc("/synthmatch/freeze", ("F", False)),
-                      osc("/synthmatch/mode", ("s", "manual"))):
+        for dgram in (
+            osc("/synthmatch/trigger"),
+            osc("/synthmatch/trigger", ("f", 1.0)),  # a TouchOSC button press
+            osc("/synthmatch/trigger", ("f", 0.0)),  # ... and its release: ignored
+            osc("/synthmatch/freeze", ("i", 1)),
+            osc("/synthmatch/freeze", ("F", False)),
+            osc("/synthmatch/mode", ("s", "manual")),
+        ):
             client.sendto(dgram, srv.address)
         assert wait_for(lambda: srv.stats.accepted == 5)
         cmds = srv.commands.drain()
     assert [(c.kind, c.value, c.source) for c in cmds] == [
-        ("trigger", None, "osc"), ("trigger", None, "osc"), ("freeze", True, "osc"), ("freeze", False, "osc"),
-        ("mode", "manual", "osc")]
+        ("trigger", None, "osc"),
+        ("trigger", None, "osc"),
+        ("freeze", True, "osc"),
+        ("freeze", False, "osc"),
+        ("mode", "manual", "osc"),
+    ]
     assert srv.stats.malformed == 0 and srv.stats.received == 6
 
 
@@ -84,17 +90,17 @@ def test_status_without_provider_is_queued_and_answered_by_the_daemon(client):
 
 def test_malformed_messages_are_ignored_and_counted(client, caplog):
     bad = [
-        osc("/synthmatch/freeze"),                                   # missing argument
-        osc("/synthmatch/freeze", ("s", "yes")),                     # wrong type
-        osc("/synthmatch/freeze", ("i", 1), ("i", 0)),               # too many
-        osc("/synthmatch/mode", ("i", 2)),                           # wrong type
-        osc("/synthmatch/mode", ("s", "jazz")),                      # unknown mode
-        osc("/synthmatch/trigger", ("s", "now")),                    # wrong type
-        osc("/synthmatch/status", ("i", 1)),                         # status takes nothing
-        osc("/synthmatch/explode"),                                  # unknown address
-        osc("/other/thing", ("f", 1.0)),                             # not ours
-        b"hello, not OSC",                                           # not OSC at all
-        b"/synthmatch/trigger\0\0\0\0,x\0\0",                        # broken OSC (unknown type tag)
+        osc("/synthmatch/freeze"),  # missing argument
+        osc("/synthmatch/freeze", ("s", "yes")),  # wrong type
+        osc("/synthmatch/freeze", ("i", 1), ("i", 0)),  # too many
+        osc("/synthmatch/mode", ("i", 2)),  # wrong type
+        osc("/synthmatch/mode", ("s", "jazz")),  # unknown mode
+        osc("/synthmatch/trigger", ("s", "now")),  # wrong type
+        osc("/synthmatch/status", ("i", 1)),  # status takes nothing
+        osc("/synthmatch/explode"),  # unknown address
+        osc("/other/thing", ("f", 1.0)),  # not ours
+        b"hello, not OSC",  # not OSC at all
+        b"/synthmatch/trigger\0\0\0\0,x\0\0",  # broken OSC (unknown type tag)
     ]
     with ControlServer(port=0, modes=MODES) as srv:
         for dgram in bad:
@@ -135,12 +141,15 @@ def test_midi_footswitch_through_jack(jack):
         assert trig.port_name == "pedal:out"
         mark = jack.log_mark()
         jack.settle()  # the trigger's connection to the pedal takes effect at a cycle boundary
-        for msg in ([0xB1, 64, 127], [0xB1, 64, 127],   # press (held: the repeat does not fire again)
-                    [0xB1, 64, 0],                      # release
-                    [0xB0, 64, 127],                    # other channel: ignored
-                    [0xB1, 1, 127],                     # other CC: ignored
-                    [0x91, 60, 100],                    # a note: ignored in CC mode
-                    [0xB1, 64, 100]):                   # second press
+        for msg in (
+            [0xB1, 64, 127],
+            [0xB1, 64, 127],  # press (held: the repeat does not fire again)
+            [0xB1, 64, 0],  # release
+            [0xB0, 64, 127],  # other channel: ignored
+            [0xB1, 1, 127],  # other CC: ignored
+            [0x91, 60, 100],  # a note: ignored in CC mode
+            [0xB1, 64, 100],
+        ):  # second press
             pedal.send_message(msg)
         jack.wait_until(lambda: trig.stats.received == 7, "the 7 pedal messages", mark)
         cmds = q.drain()
@@ -159,10 +168,10 @@ def test_midi_note_trigger_virtual_port(jack):
         pad.open_port(pad.get_ports().index("sm-pad:trigger_in"), "out")
         mark = jack.log_mark()
         jack.settle()
-        pad.send_message([0x99, 36, 90])   # channel 10 note-on: fires (channel 0 = any)
-        pad.send_message([0x89, 36, 0])    # note-off
-        pad.send_message([0x99, 36, 0])    # note-on velocity 0 = note-off
-        pad.send_message([0x99, 38, 90])   # other note
+        pad.send_message([0x99, 36, 90])  # channel 10 note-on: fires (channel 0 = any)
+        pad.send_message([0x89, 36, 0])  # note-off
+        pad.send_message([0x99, 36, 0])  # note-on velocity 0 = note-off
+        pad.send_message([0x99, 38, 90])  # other note
         jack.wait_until(lambda: trig.stats.received == 4, "the 4 pad messages", mark)
         assert len(q.drain()) == 1
     finally:
@@ -171,6 +180,7 @@ def test_midi_note_trigger_virtual_port(jack):
 
 
 # ---- hostile datagrams (issue 14): decoded with bounds, counted, never a stall ----------------------
+
 
 def _bundle(*elements: bytes, size: int | None = None) -> bytes:
     """#bundle, time tag 'immediately', then each element with its size (or `size` for all of them)."""

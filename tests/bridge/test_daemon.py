@@ -12,10 +12,19 @@ import time
 import numpy as np
 import pytest
 
-from synthmatch.bridge import audiofile, contract as contract_mod
+from synthmatch.bridge import audiofile
+from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.onset import OnsetSettings, offline_onsets
-from tests.bridge.daemon_util import (SHUTDOWN_S, SR, bridge_cmd, exit_counters, make_config, notes_file, run_daemon,
-                                      sigterm_bridge)
+from tests.bridge.daemon_util import (
+    SHUTDOWN_S,
+    SR,
+    bridge_cmd,
+    exit_counters,
+    make_config,
+    notes_file,
+    run_daemon,
+    sigterm_bridge,
+)
 
 N = 64000
 
@@ -51,13 +60,13 @@ def test_trigger_three_notes_three_snapshots_equal_offline_inference(c, engine, 
     assert [t[0] for t in taps] == expected_onsets
     for (start, window, values), line, true_start in zip(taps, lines, starts):
         assert 0 <= start - true_start <= 16  # the rendered note's first audible sample
-        np.testing.assert_array_equal(window, x[start:start + N])
+        np.testing.assert_array_equal(window, x[start : start + N])
         # the daemon's inference at the window's detected note equals the offline call (notes.normalise,
         # default "off": the raw window)
-        offline = d.notes.infer(engine, x[start:start + N], line["note"]["midi"])
+        offline = d.notes.infer(engine, x[start : start + N], line["note"]["midi"])
         np.testing.assert_allclose(values, offline, atol=1e-6)
         absolute = [i for i, p in enumerate(c.params) if p.unit != "semitones"]
-        np.testing.assert_allclose(values[absolute], engine.infer(x[start:start + N][None])[0][absolute], atol=1e-5)
+        np.testing.assert_allclose(values[absolute], engine.infer(x[start : start + N][None])[0][absolute], atol=1e-5)
         sent = np.array([line["values"][n] for n in c.names])
         np.testing.assert_allclose(sent, np.clip(offline, 0, 1), atol=1e-5)  # print rounds to 5 digits
         assert line["mode"] == "trigger" and line["latency_ms"] >= 0
@@ -72,13 +81,17 @@ def test_analysed_window_is_sample_identical_to_the_file_slice(c, engine, tmp_pa
     d, taps, lines = run_daemon(cfg, c, engine)
     (onset,) = offline_onsets(x, OnsetSettings(), SR)
     assert [t[0] for t in taps] == [onset] and len(lines) == 1
-    np.testing.assert_array_equal(taps[0][1], x[onset:onset + N])
+    np.testing.assert_array_equal(taps[0][1], x[onset : onset + N])
 
 
 def test_continuous_mode_gates_silence_and_smooths(c, engine, three_notes):
     path, starts, x = three_notes
-    cfg = make_config(c, mode="continuous", input={"source": f"file:{path}", "fast": True},
-                      continuous={"hop_s": 0.25, "smoothing_s": 0.5, "deadband": 0.0, "max_rate_hz": 0})
+    cfg = make_config(
+        c,
+        mode="continuous",
+        input={"source": f"file:{path}", "fast": True},
+        continuous={"hop_s": 0.25, "smoothing_s": 0.5, "deadband": 0.0, "max_rate_hz": 0},
+    )
     d, taps, lines = run_daemon(cfg, c, engine)
     # the gate (silence after notes 1 and 3, then the end of input) ends the note held at that moment;
     # note 2 runs into note 3's onset without silence, so it changes note without a note-off line
@@ -97,7 +110,7 @@ def test_continuous_mode_gates_silence_and_smooths(c, engine, three_notes):
     # each window ends on a hop boundary and is the file's slice
     for start, window, _ in taps:
         assert (start + N) % int(0.25 * SR) == 0
-        np.testing.assert_array_equal(window, x[start:start + N])
+        np.testing.assert_array_equal(window, x[start : start + N])
     # one-pole smoothing: the first update is the raw output, later ones move part of the way
     raw = np.array([t[2] for t in taps])
     sent = np.array([[ln["values"][n] for n in c.names] for ln in lines])
@@ -109,15 +122,14 @@ def test_continuous_mode_gates_silence_and_smooths(c, engine, three_notes):
 def test_garbage_input_sends_no_garbage(c, engine, tmp_path):
     rng = np.random.default_rng(1)
     x = np.zeros(9 * SR, np.float32)
-    x[SR:2 * SR] = np.nan
-    x[2 * SR:3 * SR] = rng.choice([np.inf, -np.inf, 0.5], size=SR)
-    x[3 * SR:5 * SR] = np.sign(np.sin(np.arange(2 * SR) * 0.05)) * 8.0  # badly clipped square
-    x[5 * SR:7 * SR] = 0.5 + 0.01 * rng.standard_normal(2 * SR)       # DC offset with a little noise
+    x[SR : 2 * SR] = np.nan
+    x[2 * SR : 3 * SR] = rng.choice([np.inf, -np.inf, 0.5], size=SR)
+    x[3 * SR : 5 * SR] = np.sign(np.sin(np.arange(2 * SR) * 0.05)) * 8.0  # badly clipped square
+    x[5 * SR : 7 * SR] = 0.5 + 0.01 * rng.standard_normal(2 * SR)  # DC offset with a little noise
     path = tmp_path / "garbage.wav"
     audiofile.write(path, x, SR)
     for mode in ("continuous", "trigger"):
-        cfg = make_config(c, mode=mode, input={"source": f"file:{path}", "fast": True},
-                          continuous={"max_rate_hz": 0})
+        cfg = make_config(c, mode=mode, input={"source": f"file:{path}", "fast": True}, continuous={"max_rate_hz": 0})
         d, taps, lines = run_daemon(cfg, c, engine)
         assert d.converter.nonfinite >= SR and d.converter.clipped > 0
         for _, window, _ in taps:
@@ -161,7 +173,7 @@ def test_manual_capture_armed_over_osc(c, engine, tmp_path):
 
     path = tmp_path / "two.wav"
     x = notes_file(path, c, [int(0.1 * SR), int(1.0 * SR)], int(1.5 * SR))
-    x[int(0.5 * SR):int(1.0 * SR)] = 0.0  # the first note stops: the detector re-arms
+    x[int(0.5 * SR) : int(1.0 * SR)] = 0.0  # the first note stops: the detector re-arms
     audiofile.write(path, x, SR)
     cfg = make_config(c, mode="manual", input={"source": f"file:{path}"}, onset={"holdoff_s": 0.1})
     q = CommandQueue()
@@ -190,9 +202,22 @@ def test_manual_capture_armed_over_osc(c, engine, tmp_path):
 
 def test_sigterm_shuts_down_promptly_and_prints_counters(c, tiny_onnx, three_notes):
     path, _, _ = three_notes
-    p = subprocess.Popen(bridge_cmd("--input", f"file:{path}", "--model", str(tiny_onnx), "--mode",
-                                     "continuous", "--print", "--set", "control.port=0"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        bridge_cmd(
+            "--input",
+            f"file:{path}",
+            "--model",
+            str(tiny_onnx),
+            "--mode",
+            "continuous",
+            "--print",
+            "--set",
+            "control.port=0",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = ""
         deadline = time.monotonic() + 30
@@ -210,9 +235,22 @@ def test_sigterm_shuts_down_promptly_and_prints_counters(c, tiny_onnx, three_not
 
 def test_sigusr1_dumps_every_thread_and_the_bridge_runs_on(c, tiny_onnx, three_notes):
     path, _, _ = three_notes
-    p = subprocess.Popen(bridge_cmd("--input", f"file:{path}", "--model", str(tiny_onnx), "--mode",
-                                     "continuous", "--print", "--set", "control.port=0"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        bridge_cmd(
+            "--input",
+            f"file:{path}",
+            "--model",
+            str(tiny_onnx),
+            "--mode",
+            "continuous",
+            "--print",
+            "--set",
+            "control.port=0",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line, deadline = "", time.monotonic() + 30
         while "bridge running" not in line:
@@ -234,11 +272,16 @@ def test_corrupt_model_is_a_clear_error(tmp_path, three_notes):
     path, _, _ = three_notes
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
-    r = subprocess.run(bridge_cmd("--input", f"file:{path}", "--model", str(bad), "--check"),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        bridge_cmd("--input", f"file:{path}", "--model", str(bad), "--check"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "bad.onnx" in r.stderr
-    r = subprocess.run(bridge_cmd("--model", str(tmp_path / "missing.onnx"), "--check"),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        bridge_cmd("--model", str(tmp_path / "missing.onnx"), "--check"), capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 2 and "missing.onnx" in r.stderr
 
 
@@ -269,18 +312,41 @@ def test_captures_through_jack_and_recovers_when_jackd_is_killed(jack_server, c,
     env = jack_server.env
 
     def player():
-        p = subprocess.Popen([sys.executable, "-m", "tests.bridge.jack_player", str(loop), "player"],
-                             env=env, stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "tests.bridge.jack_player", str(loop), "player"],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert p.stdout.readline().strip() == "playing"
         jack_server.wait_for_port("synthmatch:in_0", 15)
         jack_server.connect("player:out_0", "synthmatch:in_0")
         jack_server.connect("player:out_0", "synthmatch:in_1")
         return p
 
-    d = subprocess.Popen(bridge_cmd("--input", "system", "--model", str(tiny_onnx), "--mode", "continuous",
-                                     "--print", "--set", "control.port=0", "--set", "continuous.hop_s=0.25",
-                                     "--set", "continuous.deadband=0", "--set", "continuous.max_rate_hz=0"),
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    d = subprocess.Popen(
+        bridge_cmd(
+            "--input",
+            "system",
+            "--model",
+            str(tiny_onnx),
+            "--mode",
+            "continuous",
+            "--print",
+            "--set",
+            "control.port=0",
+            "--set",
+            "continuous.hop_s=0.25",
+            "--set",
+            "continuous.deadband=0",
+            "--set",
+            "continuous.max_rate_hz=0",
+        ),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     p = None
     try:
         p = player()
@@ -319,8 +385,11 @@ def test_idle_worker_sleeps_until_the_next_window_can_arrive(c, engine, tmp_path
     path = tmp_path / "quiet.wav"
     audiofile.write(path, np.zeros(SR, np.float32), SR)
     plans = {}
-    for name, sections in {"continuous": dict(mode="continuous"), "trigger": dict(mode="trigger"),
-                           "fast": dict(mode="continuous", input={"source": f"file:{path}", "fast": True})}.items():
+    for name, sections in {
+        "continuous": dict(mode="continuous"),
+        "trigger": dict(mode="trigger"),
+        "fast": dict(mode="continuous", input={"source": f"file:{path}", "fast": True}),
+    }.items():
         cfg = make_config(c, **{"input": {"source": f"file:{path}"}, **sections})
         d = Daemon(cfg, c, engine, [], open_source(cfg.input))
         d._block_s = 256 / 48000  # blocks of 5.3 ms have been arriving

@@ -15,8 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_devices(env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "synthmatch.bridge.cli", "devices"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "synthmatch.bridge.cli", "devices"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_devices_without_sound_card_or_jack(tmp_path):
@@ -36,9 +42,10 @@ def test_devices_lists_jack_audio_and_midi(jack):
         r = run_devices(jack.env)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    audio = lines[1:lines.index("")]
-    assert any("[JACK Audio Connection Kit]" in ln and "2 ch" in ln and f"{jack.rate} Hz" in ln
-               for ln in audio), r.stdout
+    audio = lines[1 : lines.index("")]
+    assert any("[JACK Audio Connection Kit]" in ln and "2 ch" in ln and f"{jack.rate} Hz" in ln for ln in audio), (
+        r.stdout
+    )
     jack_section = r.stdout.split("MIDI (jack):")[1].split("MIDI (alsa)")[0]
     send_to, receive_from = jack_section.split("can receive from")
     assert "devices-rx:midi_in" in send_to and "devices-rx:midi_in" not in receive_from

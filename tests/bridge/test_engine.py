@@ -16,8 +16,14 @@ import numpy as np
 import pytest
 
 from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.engine import (BackendError, BackendUnavailable, OnnxRuntimeEngine, choose, load_engine,
-                           nvidia_driver_absent)
+from synthmatch.bridge.engine import (
+    BackendError,
+    BackendUnavailable,
+    OnnxRuntimeEngine,
+    choose,
+    load_engine,
+    nvidia_driver_absent,
+)
 from synthmatch.bridge.modelfile import ModelError, read_meta
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,8 +34,11 @@ def _audio(batch: int, seed: int = 0) -> np.ndarray:
     """Decaying harmonic tones at different pitches + a little noise: (batch, 64000) float32."""
     rng = np.random.default_rng(seed)
     t = np.arange(C.audio.num_samples) / C.audio.sample_rate
-    rows = [sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)) * 0.3 * np.exp(-2 * t)
-            + 0.01 * rng.standard_normal(t.size) for f0 in 110 * 2 ** (np.arange(batch) / 5)]
+    rows = [
+        sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)) * 0.3 * np.exp(-2 * t)
+        + 0.01 * rng.standard_normal(t.size)
+        for f0 in 110 * 2 ** (np.arange(batch) / 5)
+    ]
     return np.stack(rows).astype(np.float32)
 
 
@@ -110,9 +119,11 @@ def test_fallback_when_a_backend_fails_to_build(tiny_onnx, tmp_path, caplog):
     shutil.copy(tiny_onnx, model)
     model.with_suffix(".pt").write_bytes(b"PK\x03\x04 not a torch file")  # damaged weights file
     meta = read_meta(model)
-    candidates = [("tensorrt", partial(_open_tensorrt, cache_dir=tmp_path)),
-                  ("cuda", partial(TorchEngine, device="cpu")),  # the torch backend, really built
-                  ("onnxruntime", _open_onnxruntime)]
+    candidates = [
+        ("tensorrt", partial(_open_tensorrt, cache_dir=tmp_path)),
+        ("cuda", partial(TorchEngine, device="cpu")),  # the torch backend, really built
+        ("onnxruntime", _open_onnxruntime),
+    ]
     with caplog.at_level(logging.INFO, logger="synthmatch.engine"):
         engine = choose(model, meta, candidates)
     lines = [r for r in caplog.records if r.name == "synthmatch.engine"]
@@ -127,19 +138,25 @@ def test_fallback_when_a_backend_fails_to_build(tiny_onnx, tmp_path, caplog):
 
 
 def test_runtime_modules_do_not_import_torch(tiny_onnx):
-    code = ("import sys, numpy as np\n"
-            "import synthmatch.bridge.engine, synthmatch.bridge.engine_tensorrt, synthmatch.bridge.engine_cuda, synthmatch.bridge.modelfile\n"
-            f"e = synthmatch.bridge.engine.load_engine({str(tiny_onnx)!r}, 'onnxruntime')\n"
-            "assert e.infer(np.zeros((1, 64000), np.float32)).shape == (1, 16)\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    code = (
+        "import sys, numpy as np\n"
+        "import synthmatch.bridge.engine, synthmatch.bridge.engine_tensorrt\n"
+        "import synthmatch.bridge.engine_cuda, synthmatch.bridge.modelfile\n"
+        f"e = synthmatch.bridge.engine.load_engine({str(tiny_onnx)!r}, 'onnxruntime')\n"
+        "assert e.infer(np.zeros((1, 64000), np.float32)).shape == (1, 16)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
-@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("mypy", "tensorrt_stubs", "tensorrt_rtx")),
-                    reason="needs mypy, tensorrt-stubs and tensorrt_rtx (bash scripts/setup.sh --dev installs them)")
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("mypy", "tensorrt_stubs", "tensorrt_rtx")),
+    reason="needs mypy, tensorrt-stubs and tensorrt_rtx (bash scripts/setup.sh --dev installs them)",
+)
 def test_tensorrt_backend_type_checks_against_stubs():
-    r = subprocess.run([sys.executable, "scripts/typecheck_tensorrt.py"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "scripts/typecheck_tensorrt.py"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -150,8 +167,14 @@ def test_check_gpu_script_without_gpu_says_so():
     if not nvidia_driver_absent():
         pytest.skip("this machine has an NVIDIA driver: check_gpu.py would really run")
     pytest.importorskip("torch")  # without it the script's reason is that torch is missing, not the GPU
-    r = subprocess.run([sys.executable, "scripts/check_gpu.py"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = subprocess.run(
+        [sys.executable, "scripts/check_gpu.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["gpu"] is False and "CUDA" in report["reason"]

@@ -19,9 +19,18 @@ trt = pytest.importorskip("tensorrt_rtx")  # bash scripts/setup.sh --dev install
 
 from synthmatch.bridge.cli import main as cli  # noqa: E402
 from synthmatch.bridge.engine import BackendError, BackendUnavailable, load_engine, nvidia_driver_absent  # noqa: E402
-from synthmatch.bridge.engine_tensorrt import (FLAVOURS, HEADER_MAGIC, EngineSpec, TensorRTEngine, cache_file,  # noqa: E402
-                                    check_runnable, ensure_engine, network_io, parse)
-from synthmatch.bridge.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, ModelError, read_meta  # noqa: E402
+from synthmatch.bridge.engine_tensorrt import (  # noqa: E402
+    FLAVOURS,
+    HEADER_MAGIC,
+    EngineSpec,
+    TensorRTEngine,
+    cache_file,
+    check_runnable,
+    ensure_engine,
+    network_io,
+    parse,
+)
+from synthmatch.bridge.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, read_meta  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "models" / "default.onnx"
@@ -95,7 +104,7 @@ def test_engine_is_built_from_the_model_and_cached(which, ast_paper, tmp_path):
     _assert_well_formed(built.plan)
     data = built.file.read_bytes()
     assert data.startswith(HEADER_MAGIC) and data.endswith(built.plan)
-    header = json.loads(data[len(HEADER_MAGIC):data.index(b"\n", len(HEADER_MAGIC))])
+    header = json.loads(data[len(HEADER_MAGIC) : data.index(b"\n", len(HEADER_MAGIC))])
     assert header["spec"] == built.spec.to_json() and header["plan_bytes"] == built.size
 
     again = ensure_engine(path, "rtx", cache_dir=tmp_path)  # found, not rebuilt
@@ -104,13 +113,22 @@ def test_engine_is_built_from_the_model_and_cached(which, ast_paper, tmp_path):
 
 
 def test_cache_key_covers_every_field():
-    base = EngineSpec("tensorrt-rtx", "1.7.1.116", "0.1.0", "ab" * 32, "c7557209ebec47a1", "fp32", ("default",),
-                      64000, 32)
+    base = EngineSpec(
+        "tensorrt-rtx", "1.7.1.116", "0.1.0", "ab" * 32, "c7557209ebec47a1", "fp32", ("default",), 64000, 32
+    )
     key = base.key()
     assert key == EngineSpec(**base.__dict__).key() and len(key) == 20
-    changes = dict(flavour="tensorrt", flavour_version="1.6.1.120", synthmatch_version="0.2.0",
-                   model_sha256="cd" * 32, export_id="0123456789abcdef", precision="fp16",
-                   targets=("sm89", "NVIDIA GeForce RTX 4090"), num_samples=48000, max_batch=16)
+    changes = dict(
+        flavour="tensorrt",
+        flavour_version="1.6.1.120",
+        synthmatch_version="0.2.0",
+        model_sha256="cd" * 32,
+        export_id="0123456789abcdef",
+        precision="fp16",
+        targets=("sm89", "NVIDIA GeForce RTX 4090"),
+        num_samples=48000,
+        max_batch=16,
+    )
     keys = {EngineSpec(**{**base.__dict__, k: v}).key() for k, v in changes.items()}
     assert len(keys) == len(changes) and key not in keys
 
@@ -129,12 +147,15 @@ def test_a_changed_model_gets_its_own_engine_and_a_foreign_one_is_rebuilt(tmp_pa
     assert json.loads(b.file.read_bytes().split(b"\n")[1])["spec"]["model_sha256"] == b.spec.model_sha256
 
 
-@pytest.mark.parametrize("damage, why", [
-    (lambda d: d[:-1000], "truncated or damaged"),
-    (lambda d: d[:-10] + bytes(10), "truncated or damaged"),
-    (lambda d: b"\x00" * 64, "not a synthmatch engine file"),
-    (lambda d: HEADER_MAGIC + b"{not json\n" + d[-100:], "damaged header"),
-])
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda d: d[:-1000], "truncated or damaged"),
+        (lambda d: d[:-10] + bytes(10), "truncated or damaged"),
+        (lambda d: b"\x00" * 64, "not a synthmatch engine file"),
+        (lambda d: HEADER_MAGIC + b"{not json\n" + d[-100:], "damaged header"),
+    ],
+)
 def test_a_damaged_cache_file_is_rebuilt(damage, why, tmp_path, caplog):
     good = ensure_engine(DEFAULT, cache_dir=tmp_path)
     good.file.write_bytes(damage(good.file.read_bytes()))
@@ -153,10 +174,13 @@ def test_engine_build_command(tmp_path, capsys):
     assert "cached" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--model", "{tmp}/missing.onnx"], "missing.onnx: model file not found"),
-    (["--precision", "fp16"], "an fp16 engine needs an fp16 export"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "{tmp}/missing.onnx"], "missing.onnx: model file not found"),
+        (["--precision", "fp16"], "an fp16 engine needs an fp16 export"),
+    ],
+)
 def test_engine_build_command_errors_in_one_line(argv, message, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path) for a in argv]
     assert cli(["engine", "build", "--cache-dir", str(tmp_path), *argv]) == 2

@@ -89,11 +89,18 @@ def _osc(address: str, *args: tuple[str, object]) -> bytes:
 def _fuzz_datagrams(rng: random.Random, n: int):
     """n datagrams: valid commands, bundles, and mutations of them (bit flips, truncation, random int32 at
     aligned offsets, which hits size fields: negative, huge, unaligned), plus random bytes."""
-    valid = [_osc("/synthmatch/trigger"), _osc("/synthmatch/trigger", ("f", 1.0)),
-             _osc("/synthmatch/freeze", ("i", 1)), _osc("/synthmatch/freeze", ("i", 0)),
-             _osc("/synthmatch/mode", ("s", "continuous")), _osc("/synthmatch/mode", ("s", "trigger")),
-             _osc("/synthmatch/mode", ("s", "manual")), _osc("/synthmatch/status"),
-             _osc("/synthmatch/freeze", ("f", float("nan"))), _osc("/synthmatch/mode", ("b", b"\xff" * 7))]
+    valid = [
+        _osc("/synthmatch/trigger"),
+        _osc("/synthmatch/trigger", ("f", 1.0)),
+        _osc("/synthmatch/freeze", ("i", 1)),
+        _osc("/synthmatch/freeze", ("i", 0)),
+        _osc("/synthmatch/mode", ("s", "continuous")),
+        _osc("/synthmatch/mode", ("s", "trigger")),
+        _osc("/synthmatch/mode", ("s", "manual")),
+        _osc("/synthmatch/status"),
+        _osc("/synthmatch/freeze", ("f", float("nan"))),
+        _osc("/synthmatch/mode", ("b", b"\xff" * 7)),
+    ]
 
     def bundle(elems):
         return b"#bundle\0" + struct.pack(">Q", 1) + b"".join(struct.pack(">i", len(e)) + e for e in elems)
@@ -113,9 +120,11 @@ def _fuzz_datagrams(rng: random.Random, n: int):
                 d[rng.randrange(len(d))] ^= 1 << rng.randrange(8)
         elif kind < 0.65 and len(d) >= 8:
             off = rng.randrange(0, len(d) - 3, 4)
-            d[off:off + 4] = struct.pack(">i", rng.choice([-4, -1, -2**31, 2**31 - 1, 3, 0, 4096, rng.randint(-99, 99)]))
+            d[off : off + 4] = struct.pack(
+                ">i", rng.choice([-4, -1, -(2**31), 2**31 - 1, 3, 0, 4096, rng.randint(-99, 99)])
+            )
         elif kind < 0.8:
-            d = d[:rng.randrange(1, len(d) + 1)]
+            d = d[: rng.randrange(1, len(d) + 1)]
         elif kind < 0.9:
             d = bytearray(b"#bundle\0" + bytes(rng.randrange(256) for _ in range(rng.randrange(0, 64))))
         else:
@@ -142,8 +151,19 @@ def _status(port: int, timeout: float = 2.0) -> dict:
 
 
 def test_fuzzed_control_port_keeps_the_daemon_answering_and_stoppable(c, tiny_onnx, long_notes):
-    b = Bridge("--input", f"file:{long_notes}", "--model", str(tiny_onnx), "--mode", "continuous", "--print",
-               "--set", "control.port=0", "--set", "log.interval_s=0")
+    b = Bridge(
+        "--input",
+        f"file:{long_notes}",
+        "--model",
+        str(tiny_onnx),
+        "--mode",
+        "continuous",
+        "--print",
+        "--set",
+        "control.port=0",
+        "--set",
+        "log.interval_s=0",
+    )
     try:
         port = int(b.wait_for(r"control: OSC on 127\.0\.0\.1:(\d+)").group(1))
         b.wait_for("bridge running")
@@ -187,6 +207,7 @@ def test_fuzzed_control_port_keeps_the_daemon_answering_and_stoppable(c, tiny_on
 
 # ---- signals and the refinement child --------------------------------------------------------------
 
+
 def _descendants(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     kids = [int(k) for k in out]
@@ -202,11 +223,13 @@ def _cmdline(pid: int) -> str:
 
 def _gone(pids: list[int], timeout: float = 3.0) -> list[int]:
     """The pids still running after `timeout` s (zombies count as gone)."""
+
     def alive(pid):
         try:
             return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
         except OSError:
             return False
+
     deadline = time.monotonic() + timeout
     while any(map(alive, pids)) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -215,8 +238,18 @@ def _gone(pids: list[int], timeout: float = 3.0) -> list[int]:
 
 @pytest.fixture
 def refine_args(tiny_onnx, long_notes):
-    return ["--input", f"file:{long_notes}", "--mode", "trigger", "--model", str(tiny_onnx), "--no-control",
-            "--print", "--refine-passes", "1"]
+    return [
+        "--input",
+        f"file:{long_notes}",
+        "--mode",
+        "trigger",
+        "--model",
+        str(tiny_onnx),
+        "--no-control",
+        "--print",
+        "--refine-passes",
+        "1",
+    ]
 
 
 def test_sigterm_while_the_refiner_starts_leaves_no_process(refine_args):
@@ -265,12 +298,16 @@ def test_the_refiner_dies_with_a_killed_parent(refine_args):
 
 # ---- model outputs -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kw, why", [
-    ({"outputs": 15}, r"outputs shape \(1, 15\).*16 parameters"),
-    ({"outputs": 17}, r"outputs shape \(1, 17\).*16 parameters"),
-    ({"value": float("nan")}, "not finite"),
-    ({"value": 5.0}, r"outside the normalised \[0, 1\]"),
-])
+
+@pytest.mark.parametrize(
+    "kw, why",
+    [
+        ({"outputs": 15}, r"outputs shape \(1, 15\).*16 parameters"),
+        ({"outputs": 17}, r"outputs shape \(1, 17\).*16 parameters"),
+        ({"value": float("nan")}, "not finite"),
+        ({"value": 5.0}, r"outside the normalised \[0, 1\]"),
+    ],
+)
 def test_check_refuses_a_model_with_unusable_outputs(c, tmp_path, kw, why):
     model = write_model(tmp_path / "bad.onnx", c, **kw)
     r = subprocess.run(bridge_cmd("--model", str(model), "--check"), capture_output=True, text=True, timeout=60)
@@ -285,8 +322,14 @@ def test_outputs_gone_bad_on_sound_are_never_sent_nor_counted_as_updates(c, tmp_
     model = write_model(tmp_path / "bad.onnx", c, on_sound=on_sound)  # fine on silence: passes the load check
     path = tmp_path / "three.wav"
     notes_file(path, c, [8000, 8000 + 5 * SR, 8000 + 10 * SR], 16 * SR)
-    r = subprocess.run(bridge_cmd("--input", f"file:{path}", "--fast", "--mode", "trigger", "--print",
-                                  "--no-control", "--model", str(model)), capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        bridge_cmd(
+            "--input", f"file:{path}", "--fast", "--mode", "trigger", "--print", "--no-control", "--model", str(model)
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.stdout == ""  # nothing printed (sent)
     counters = exit_counters(r.stderr)
     assert counters["inferences"] == 3 and counters["bad_outputs"] == 3 and counters["updates"] == 0, counters
@@ -295,6 +338,7 @@ def test_outputs_gone_bad_on_sound_are_never_sent_nor_counted_as_updates(c, tmp_
 
 # ---- a MIDI output with no MIDI system; --seconds ---------------------------------------------------
 
+
 def test_midi_output_without_jack_or_alsa_is_a_one_line_error(tiny_onnx, tmp_path):
     if Path("/dev/snd/seq").exists():
         pytest.skip("this machine has an ALSA sequencer")
@@ -302,8 +346,21 @@ def test_midi_output_without_jack_or_alsa_is_a_one_line_error(tiny_onnx, tmp_pat
 
     audiofile.write(tmp_path / "quiet.wav", np.zeros(SR, np.float32), SR)
     env = {**os.environ, "JACK_DEFAULT_SERVER": f"none-{os.getpid()}", "JACK_NO_START_SERVER": "1"}
-    r = subprocess.run(bridge_cmd("--input", f"file:{tmp_path / 'quiet.wav'}", "--model", str(tiny_onnx), "--midi-port", "synth",
-                                  "--no-control"), capture_output=True, text=True, timeout=60, env=env)
+    r = subprocess.run(
+        bridge_cmd(
+            "--input",
+            f"file:{tmp_path / 'quiet.wav'}",
+            "--model",
+            str(tiny_onnx),
+            "--midi-port",
+            "synth",
+            "--no-control",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "output.midi:" in r.stderr and "start the JACK server" in r.stderr
 
@@ -315,6 +372,7 @@ def test_seconds_must_be_positive(seconds):
 
 
 # ---- in-process: manual "now" on silence, sinks that fail ----------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def engine(tiny_onnx, c):
@@ -373,8 +431,12 @@ def test_contract_mismatch_advice_names_what_the_bridge_accepts(tiny_onnx, tmp_p
     text = contract_mod.DEFAULT_CONTRACT.read_text().replace("note_off_s = 3.0", "note_off_s = 2.5")
     other = tmp_path / "contract.toml"  # a valid contract with another hash
     other.write_text(text)
-    r = subprocess.run(bridge_cmd("--model", str(tiny_onnx), "--set", f'contract="{other}"', "--check"),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        bridge_cmd("--model", str(tiny_onnx), "--set", f'contract="{other}"', "--check"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2, r.stderr
     line = [ln for ln in r.stderr.splitlines() if "error:" in ln][-1]
     assert "exported for contract" in line and "differs in: synth" in line, line
@@ -397,7 +459,11 @@ def test_an_update_every_sink_refused_is_a_failure_not_an_update(c, engine, tmp_
 
 
 def test_file_input_that_is_a_directory_says_so(tiny_onnx, tmp_path):
-    r = subprocess.run(bridge_cmd("--input", f"file:{tmp_path}", "--model", str(tiny_onnx), "--no-control"),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        bridge_cmd("--input", f"file:{tmp_path}", "--model", str(tiny_onnx), "--no-control"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"input: {tmp_path}: is a directory; give an audio file" in r.stderr

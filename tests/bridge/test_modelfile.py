@@ -10,9 +10,9 @@ import pytest
 
 from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.contract import DEFAULT_CONTRACT
-from synthmatch.bridge.tomlfile import tomllib
 from synthmatch.bridge.engine import load_engine
 from synthmatch.bridge.modelfile import ContractMismatch, ModelError, check_contract, read_meta
+from synthmatch.bridge.tomlfile import tomllib
 
 C = contract_mod.default()
 

@@ -20,7 +20,7 @@ def signal_with_notes(starts, total, **kw) -> np.ndarray:
     x = np.zeros(total, np.float32)
     for s in starts:
         b = burst(min(SR, total - s), **kw)
-        x[s:s + b.size] += b
+        x[s : s + b.size] += b
     return x
 
 
@@ -41,7 +41,7 @@ def test_holdoff_and_hysteresis_block_retriggers():
     assert offline_onsets(x, OnsetSettings(holdoff_s=0.3, rise_db=0), SR) == [1000]
     # a note that never falls below threshold - hysteresis does not re-arm (rise detection off)
     tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * SR) / SR + 0.3)).astype(np.float32)
-    tone[SR:SR + 400] *= 0.7  # a 3 dB dip is not a new note
+    tone[SR : SR + 400] *= 0.7  # a 3 dB dip is not a new note
     x = np.concatenate([np.zeros(500, np.float32), tone])
     assert offline_onsets(x, OnsetSettings(rise_db=0), SR) == [500]
 
@@ -66,5 +66,5 @@ def test_streaming_equals_offline_for_any_block_size(block):
     d = OnsetDetector(s, SR)
     found = []
     for i in range(0, x.size, block):
-        found += d.process(x[i:i + block], i)
+        found += d.process(x[i : i + block], i)
     assert found == expected

@@ -35,9 +35,24 @@ def test_each_snapshot_is_followed_by_its_refinement_unless_a_newer_one_came_fir
 
     path = tmp_path / "three.wav"
     x = notes_file(path, c, [8000, 8000 + 5 * SR + 123, 8000 + 10 * SR + 777], 16 * SR)
-    r = subprocess.run(bridge_cmd("--input", f"file:{path}", "--fast", "--mode", "trigger", "--model",
-                                  str(tiny_onnx), "--print", "--no-control", "--refine-passes", "1"),
-                       capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        bridge_cmd(
+            "--input",
+            f"file:{path}",
+            "--fast",
+            "--mode",
+            "trigger",
+            "--model",
+            str(tiny_onnx),
+            "--print",
+            "--no-control",
+            "--refine-passes",
+            "1",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stderr
     lines = [json.loads(s) for s in r.stdout.splitlines()]
     assert [u["mode"] for u in lines] == ["trigger"] * 3 + ["trigger+refined"], r.stdout
@@ -45,7 +60,7 @@ def test_each_snapshot_is_followed_by_its_refinement_unless_a_newer_one_came_fir
     assert counters["refined"] == 1 and counters["refine_ms_p50"] > 0
 
     onset = offline_onsets(x, OnsetSettings(), SR)[2]
-    window = x[onset:onset + N][None]
+    window = x[onset : onset + N][None]
     engine = load_engine(tiny_onnx, backend="onnxruntime", contract=c, threads=1)
     net = np.clip(engine.infer(window), 0, 1)
     engine.close()
@@ -74,17 +89,35 @@ def test_without_torch_the_refiner_says_how_to_install_it(c, tmp_path, monkeypat
 
 
 def test_config_rejects_negative_passes(c, tiny_onnx):
-    r = subprocess.run(bridge_cmd("--model", str(tiny_onnx), "--check", "--set", "refine.passes=-1"),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        bridge_cmd("--model", str(tiny_onnx), "--check", "--set", "refine.passes=-1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "refine.passes = -1" in r.stderr, r.stderr
 
 
 def test_sigterm_with_a_search_in_flight_exits_at_once_and_leaves_no_child(c, tiny_onnx, tmp_path):
     path = tmp_path / "one.wav"
     notes_file(path, c, [1600], 6 * SR)
-    p = subprocess.Popen(bridge_cmd("--input", f"file:{path}", "--mode", "trigger", "--model", str(tiny_onnx),
-                                    "--print", "--no-control", "--refine-passes", "3"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        bridge_cmd(
+            "--input",
+            f"file:{path}",
+            "--mode",
+            "trigger",
+            "--model",
+            str(tiny_onnx),
+            "--print",
+            "--no-control",
+            "--refine-passes",
+            "3",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert json.loads(p.stdout.readline())["mode"] == "trigger"  # real time: ~4 s; its search starts now
         time.sleep(0.3)

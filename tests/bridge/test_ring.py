@@ -22,8 +22,8 @@ def test_wraps_and_addresses_windows_by_absolute_position():
     assert r.written == pos == 241
     w = r.window(150, 80)
     np.testing.assert_array_equal(w[:, 0], ramp(150, 80))
-    assert r.window(100, 10) is None          # overwritten (older than capacity)
-    assert r.window(200, 50) is None          # not written yet
+    assert r.window(100, 10) is None  # overwritten (older than capacity)
+    assert r.window(200, 50) is None  # not written yet
     latest, start = r.latest(64)
     assert start == 241 - 64
     np.testing.assert_array_equal(latest[:, 0], ramp(start, 64))
@@ -57,7 +57,7 @@ def test_concurrent_producer_consumer_lose_nothing_when_consumer_keeps_up():
             n = min(block, total - pos)
             while r.space() < n:  # a polite producer (the file source's fast mode)
                 pass
-            r.write(src[pos:pos + n])
+            r.write(src[pos : pos + n])
             pos += n
         done.set()
 
@@ -84,7 +84,7 @@ def test_arrival_time_of_the_block_holding_a_position():
         r.write(ramp(100 * k, 100))
         times.append(r.last_write_time)
         time.sleep(0.002)
-    assert r.arrival_time(100) == times[0]    # frame 99: the first block
-    assert r.arrival_time(101) == times[1]    # frame 100: the second
+    assert r.arrival_time(100) == times[0]  # frame 99: the first block
+    assert r.arrival_time(101) == times[1]  # frame 100: the second
     assert r.arrival_time(500) == times[4]
     assert times[0] < times[1] < times[4]

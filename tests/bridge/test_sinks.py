@@ -16,11 +16,20 @@ import numpy as np
 import pytest
 
 from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge import midiports
-from synthmatch.bridge.midisink import MidiCCSink, cc_messages, quantise
 from synthmatch.bridge.midiports import MidiPortError
-from synthmatch.bridge.sinks import (MidiSinkConfig, OscSink, OscSinkConfig, OutputSettings, PrintSink, SinkConfigError,
-                          Update, config_from_dict, validate_midi, validate_outputs)
+from synthmatch.bridge.midisink import MidiCCSink, cc_messages, quantise
+from synthmatch.bridge.sinks import (
+    MidiSinkConfig,
+    OscSink,
+    OscSinkConfig,
+    OutputSettings,
+    PrintSink,
+    SinkConfigError,
+    Update,
+    config_from_dict,
+    validate_midi,
+    validate_outputs,
+)
 from tests.jack import MidiDump, MidiReceiver
 
 C = contract_mod.default()
@@ -51,10 +60,10 @@ def test_cc_golden_bytes_14bit_msb_then_lsb_and_only_changed():
     assert q[:4] == [16383, 8192, 0, 5461]
     pairs = cc_messages(q, [None] * N, CCS, channel=16, resolution=14)
     assert [" ".join(m.hex() for m in ms) for _, ms in pairs[:4]] == [
-        "BF 0E 7F BF 2E 7F",   # CC14 = 127, CC46 = 127
-        "BF 0F 40 BF 2F 00",   # 8192 = 64 << 7 | 0
+        "BF 0E 7F BF 2E 7F",  # CC14 = 127, CC46 = 127
+        "BF 0F 40 BF 2F 00",  # 8192 = 64 << 7 | 0
         "BF 10 00 BF 30 00",
-        "BF 11 2A BF 31 55",   # 5461 = 42 << 7 | 85
+        "BF 11 2A BF 31 55",  # 5461 = 42 << 7 | 85
     ]
     prev = list(q)
     prev[3] = 5460
@@ -66,21 +75,28 @@ def test_cc_golden_bytes_14bit_msb_then_lsb_and_only_changed():
 # config validation
 
 
-@pytest.mark.parametrize("kw, fragment", [
-    (dict(channel=0), "output.midi.channel = 0"),
-    (dict(channel=17), "output.midi.channel = 17"),
-    (dict(ccs=[14] * N), "output.midi.ccs[1] (osc1_position) = 14 collides with output.midi.ccs[0]"),
-    (dict(ccs=[128] + CCS[1:]), "output.midi.ccs[0] (osc1_pitch) = 128: CC numbers are integers 0..127"),
-    (dict(ccs=[123] + CCS[1:]), "channel mode messages"),
-    (dict(ccs=CCS[:5]), "output.midi.ccs: 5 CC numbers for 16 parameters"),
-    (dict(resolution=14, ccs=[14, 46] + CCS[2:]), "ccs[1] (osc1_position) = 46 collides with "
-                                                  "output.midi.ccs[0] (osc1_pitch) 14-bit LSB 46"),
-    (dict(resolution=14, ccs=[40] + CCS[1:]), "ccs[0] (osc1_pitch) = 40: with resolution 14 the MSB"),
-    (dict(resolution=14, ccs=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 47]),
-     "ccs[15] (reverb_mix) = 47 collides with output.midi.ccs[14] (env_decay) 14-bit LSB 47"),
-    (dict(resolution=10), "output.midi.resolution = 10"),
-    (dict(api="coreaudio"), "output.midi.api = 'coreaudio'"),
-])
+@pytest.mark.parametrize(
+    "kw, fragment",
+    [
+        (dict(channel=0), "output.midi.channel = 0"),
+        (dict(channel=17), "output.midi.channel = 17"),
+        (dict(ccs=[14] * N), "output.midi.ccs[1] (osc1_position) = 14 collides with output.midi.ccs[0]"),
+        (dict(ccs=[128] + CCS[1:]), "output.midi.ccs[0] (osc1_pitch) = 128: CC numbers are integers 0..127"),
+        (dict(ccs=[123] + CCS[1:]), "channel mode messages"),
+        (dict(ccs=CCS[:5]), "output.midi.ccs: 5 CC numbers for 16 parameters"),
+        (
+            dict(resolution=14, ccs=[14, 46] + CCS[2:]),
+            "ccs[1] (osc1_position) = 46 collides with output.midi.ccs[0] (osc1_pitch) 14-bit LSB 46",
+        ),
+        (dict(resolution=14, ccs=[40] + CCS[1:]), "ccs[0] (osc1_pitch) = 40: with resolution 14 the MSB"),
+        (
+            dict(resolution=14, ccs=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 47]),
+            "ccs[15] (reverb_mix) = 47 collides with output.midi.ccs[14] (env_decay) 14-bit LSB 47",
+        ),
+        (dict(resolution=10), "output.midi.resolution = 10"),
+        (dict(api="coreaudio"), "output.midi.api = 'coreaudio'"),
+    ],
+)
 def test_midi_config_errors_name_the_key(kw, fragment):
     with pytest.raises(SinkConfigError) as e:
         validate_midi(MidiSinkConfig(**kw), C)
@@ -114,8 +130,7 @@ def parse_cc(raw: list[bytes]) -> list[tuple[int, int, int]]:
 
 @pytest.mark.jack
 def test_virtual_port_7bit_into_rtmidi_and_jack_midi_dump(jack):
-    sink = MidiCCSink(MidiSinkConfig(enabled=True, virtual="cc7", channel=5, api="jack",
-                                     client_name="sm-7bit"), C)
+    sink = MidiCCSink(MidiSinkConfig(enabled=True, virtual="cc7", channel=5, api="jack", client_name="sm-7bit"), C)
     try:
         with MidiReceiver(jack, "rx7") as rx, MidiDump(jack, "dump7") as dump:
             jack.connect("sm-7bit:cc7", rx.port)
@@ -157,8 +172,13 @@ class HeldClock:
 def test_named_port_14bit_msb_before_lsb(jack):
     clock = HeldClock()
     with MidiReceiver(jack, "massive14", "midi_in") as rx:
-        sink = MidiCCSink(MidiSinkConfig(enabled=True, port="massive14", resolution=14, channel=1,
-                                         api="jack", client_name="sm-14bit"), C, clock=clock)
+        sink = MidiCCSink(
+            MidiSinkConfig(
+                enabled=True, port="massive14", resolution=14, channel=1, api="jack", client_name="sm-14bit"
+            ),
+            C,
+            clock=clock,
+        )
         try:
             assert sink.port_name == "massive14:midi_in"
             assert ("massive14:midi_in", "sm-14bit:cc_out") in jack.connections()
@@ -171,13 +191,13 @@ def test_named_port_14bit_msb_before_lsb(jack):
             got = parse_cc(rx.wait_for(2 * N))
             for i, v in enumerate(values):
                 q = int(v * 16383 + 0.5)
-                assert got[2 * i] == (1, CCS[i], q >> 7)          # MSB first
+                assert got[2 * i] == (1, CCS[i], q >> 7)  # MSB first
                 assert got[2 * i + 1] == (1, CCS[i] + 32, q & 127)  # then LSB
             # a change visible only at 14 bits still goes out, as a full pair
             v2 = list(values)
             v2[0] += 1.0 / 16383
             assert sink.send(v2) == 2
-            assert [c for _, c, _ in parse_cc(rx.wait_for(2 * N + 2))[2 * N:]] == [CCS[0], CCS[0] + 32]
+            assert [c for _, c, _ in parse_cc(rx.wait_for(2 * N + 2))[2 * N :]] == [CCS[0], CCS[0] + 32]
         finally:
             sink.close()
 
@@ -185,8 +205,9 @@ def test_named_port_14bit_msb_before_lsb(jack):
 @pytest.mark.jack
 def test_update_deferred_by_a_settling_connection_is_sent_on_close(jack):
     with MidiReceiver(jack, "late", "in") as rx:
-        sink = MidiCCSink(MidiSinkConfig(enabled=True, port="late", api="jack", client_name="sm-late"), C,
-                          clock=HeldClock())
+        sink = MidiCCSink(
+            MidiSinkConfig(enabled=True, port="late", api="jack", client_name="sm-late"), C, clock=HeldClock()
+        )
         assert sink.send(ramp(0.4)) == 0 and sink.stats.deferred == 1
         sink.close()  # waits out the settle and sends it: closing right after a match loses nothing
         assert parse_cc(rx.wait_for(N)) == [(1, cc, int(v * 127 + 0.5)) for cc, v in zip(CCS, ramp(0.4))]
@@ -206,8 +227,18 @@ def test_missing_and_ambiguous_port_list_candidates(jack):
 @pytest.mark.jack
 def test_receiver_disappears_and_returns(jack):
     rx = MidiReceiver(jack, "flaky", "in")
-    sink = MidiCCSink(MidiSinkConfig(enabled=True, port="flaky", api="jack", client_name="sm-flaky",
-                                     check_interval_s=0.01, retry_min_s=0.01, retry_max_s=0.05), C)
+    sink = MidiCCSink(
+        MidiSinkConfig(
+            enabled=True,
+            port="flaky",
+            api="jack",
+            client_name="sm-flaky",
+            check_interval_s=0.01,
+            retry_min_s=0.01,
+            retry_max_s=0.05,
+        ),
+        C,
+    )
     try:
         time.sleep(sink.SETTLE_S)
         assert sink.send(ramp()) == N
@@ -241,8 +272,18 @@ def test_receiver_disappears_and_returns(jack):
 
 @pytest.mark.jack
 def test_jack_server_killed_and_restarted(jack_server):
-    sink = MidiCCSink(MidiSinkConfig(enabled=True, virtual="cc", api="jack", client_name="sm-crash",
-                                     check_interval_s=0.01, retry_min_s=0.02, retry_max_s=0.1), C)
+    sink = MidiCCSink(
+        MidiSinkConfig(
+            enabled=True,
+            virtual="cc",
+            api="jack",
+            client_name="sm-crash",
+            check_interval_s=0.01,
+            retry_min_s=0.02,
+            retry_max_s=0.1,
+        ),
+        C,
+    )
     try:
         jack_server.kill()
         time.sleep(0.02)
@@ -297,11 +338,13 @@ def test_osc_golden_datagram_generic():
         dgram = sink.bundle(values).dgram
     finally:
         sink.close()
-    first = bytes.fromhex("2f73796e74686d617463682f706172616d2f6f7363315f706974636800000000"  # address
-                          "2c660000"    # ",f" type tags
-                          "00000000")   # 0.0f
+    first = bytes.fromhex(
+        "2f73796e74686d617463682f706172616d2f6f7363315f706974636800000000"  # address
+        "2c660000"  # ",f" type tags
+        "00000000"
+    )  # 0.0f
     assert dgram[:16] == b"#bundle\0" + bytes.fromhex("0000000000000001")
-    assert dgram[16:20] == struct.pack(">i", len(first)) and dgram[20:20 + len(first)] == first
+    assert dgram[16:20] == struct.pack(">i", len(first)) and dgram[20 : 20 + len(first)] == first
     expected = b"#bundle\0" + struct.pack(">Q", 1)
     for name, v in zip(C.names, values):
         msg = osc_string(f"/synthmatch/param/{name}") + osc_string(",f") + struct.pack(">f", v)
@@ -365,8 +408,7 @@ def test_osc_presets_ableton_and_bitwig_messages():
 @pytest.mark.skipif(shutil.which("oscdump") is None, reason="liblo-tools (oscdump) not installed")
 def test_osc_into_oscdump():
     port = free_udp_port()
-    proc = subprocess.Popen(["oscdump", "-L", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+    proc = subprocess.Popen(["oscdump", "-L", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
@@ -384,7 +426,7 @@ def test_osc_into_oscdump():
     rows = [ln.split() for ln in lines if ln.strip()]
     assert len(rows) >= N
     first = rows[:N]
-    assert len({r[0] for r in first}) == 1          # one timestamp: one bundle
+    assert len({r[0] for r in first}) == 1  # one timestamp: one bundle
     assert [r[1] for r in first] == [f"/synth/{i + 1}/{n}" for i, n in enumerate(C.names)]
     assert all(r[2] == "f" for r in first)
     assert [float(r[3]) for r in first] == pytest.approx(ramp(), abs=1e-6)

@@ -25,9 +25,17 @@ def _trained(tmp_path):
     x = torch.randn(2, C.audio.num_samples) * 0.1
     model(x).mean().backward()
     opt.step(), sched.step()
-    path = save_checkpoint(tmp_path / "run" / "last.pt", model=model, model_config=CFG, contract=C, step=1,
-                           optimizer=opt, scheduler=sched, train_config={"lr": 1e-3, "model": "x"},
-                           metrics={"val_loss": np.float32(0.5)})
+    path = save_checkpoint(
+        tmp_path / "run" / "last.pt",
+        model=model,
+        model_config=CFG,
+        contract=C,
+        step=1,
+        optimizer=opt,
+        scheduler=sched,
+        train_config={"lr": 1e-3, "model": "x"},
+        metrics={"val_loss": np.float32(0.5)},
+    )
     return model, opt, path, x
 
 

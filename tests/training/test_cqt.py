@@ -30,9 +30,12 @@ def test_two_tones_a_semitone_apart_are_two_peaks(hz, kernels):
     both = ref.log_cqt(_tone(hz) + _tone(up), SPEC, SR, kernels).mean(-1)  # time-averaged spectrum
     a, b = (int(np.argmin(np.abs(np.log2(kernels.freqs / f)))) for f in (hz, up))
     assert b - a == SPEC.bins_per_octave // 12  # one semitone = 3 bins
-    dip = both[a + 1: b].min()
+    dip = both[a + 1 : b].min()
+
     # a dip of at least 3 dB of power between the two peaks: log power is scaled by 1 / (2 std)
-    db = lambda x: 10 * np.log10(np.e) * x * 2 * SPEC.norm_std
+    def db(x):
+        return 10 * np.log10(np.e) * x * 2 * SPEC.norm_std
+
     assert db(min(both[a], both[b]) - dip) > 3.0
     # the log-mel puts both tones into the same band or neighbouring ones, with no dip
     mel = ref.log_mel(_tone(hz) + _tone(up), C).mean(-1)
@@ -55,9 +58,19 @@ def test_torch_numpy_and_onnx_runtime_agree(tmp_path):
     assert out.shape == (3, len(ref.cqt_freqs(SPEC, SR)), N // int(SPEC.hop_s * SR))
     assert np.abs(out - ref.log_cqt(audio.numpy(), SPEC, SR)).max() < 1e-4
     path = tmp_path / "cqt.onnx"
-    torch.onnx.export(module, (audio[:1],), str(path), input_names=["audio"], output_names=["cqt"],
-                      dynamic_axes={"audio": {0: "batch"}, "cqt": {0: "batch"}}, opset_version=17, dynamo=False)
-    (onnx_out,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"audio": audio.numpy()})
+    torch.onnx.export(
+        module,
+        (audio[:1],),
+        str(path),
+        input_names=["audio"],
+        output_names=["cqt"],
+        dynamic_axes={"audio": {0: "batch"}, "cqt": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    (onnx_out,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"audio": audio.numpy()}
+    )
     assert np.abs(onnx_out - out).max() < 1e-4
 
 

@@ -96,9 +96,15 @@ def test_parity_failure_is_loud(tmp_path):
 def test_cli_export_from_checkpoint(tmp_path, capsys):
     cfg = resolve_config({"base": "ast-tiny", **SMALL["ast-tiny"]})
     model = build_model(cfg, C)
-    ckpt = save_checkpoint(tmp_path / "run" / "best.pt", model=model, model_config=cfg, contract=C, step=1234,
-                           train_config={"data": {"train": "data/train", "n": 100000}, "lr": 3e-4},
-                           metrics={"test": {"param_mae": 0.11}, "val_loss": 0.02})
+    ckpt = save_checkpoint(
+        tmp_path / "run" / "best.pt",
+        model=model,
+        model_config=cfg,
+        contract=C,
+        step=1234,
+        train_config={"data": {"train": "data/train", "n": 100000}, "lr": 3e-4},
+        metrics={"test": {"param_mae": 0.11}, "val_loss": 0.02},
+    )
     out = tmp_path / "models" / "default.onnx"
     assert cli(["export", "--checkpoint", str(ckpt), "--out", str(out), "--opset", "17"]) == 0
     text = capsys.readouterr().out
@@ -120,8 +126,23 @@ def test_cli_export_embeds_its_test_eval_and_notes(tmp_path, capsys):
     assert cli(["eval", "--checkpoint", str(ckpt), "--out", str(tmp_path / "ev"), "--device", "cpu", *common]) == 0
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
     out = tmp_path / "m.onnx"
-    assert cli(["export", "--checkpoint", str(ckpt), "--out", str(out), "--no-weights",
-                "--test-eval", str(tmp_path / "ev" / "eval.json"), "--note", "hardware=2-core CPU, 3 s"]) == 0
+    assert (
+        cli(
+            [
+                "export",
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(out),
+                "--no-weights",
+                "--test-eval",
+                str(tmp_path / "ev" / "eval.json"),
+                "--note",
+                "hardware=2-core CPU, 3 s",
+            ]
+        )
+        == 0
+    )
     meta = read_meta(out)
     assert meta.summary["test_metrics"]["param_mse"] == report["param_mse"]
     assert meta.summary["test_metrics"]["per_param_mse"] == report["param_mse_per_param"]
@@ -129,8 +150,21 @@ def test_cli_export_embeds_its_test_eval_and_notes(tmp_path, capsys):
     # an eval of something else is refused, naming why
     other = save_checkpoint(tmp_path / "other.pt", model=build_model(cfg, C), model_config=cfg, contract=C, step=8)
     capsys.readouterr()
-    assert cli(["export", "--checkpoint", str(other), "--out", str(out), "--no-weights",
-                "--test-eval", str(tmp_path / "ev" / "eval.json")]) == 2
+    assert (
+        cli(
+            [
+                "export",
+                "--checkpoint",
+                str(other),
+                "--out",
+                str(out),
+                "--no-weights",
+                "--test-eval",
+                str(tmp_path / "ev" / "eval.json"),
+            ]
+        )
+        == 2
+    )
     assert "not " + str(other) in capsys.readouterr().err
     assert cli(["export", "--checkpoint", str(ckpt), "--out", str(out), "--note", "no-equals-sign"]) == 2
 

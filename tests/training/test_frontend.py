@@ -39,8 +39,9 @@ def test_a_tone_lands_in_the_right_mel_band():
     t = np.arange(C.audio.num_samples) / C.audio.sample_rate
     for hz in (200.0, 1000.0, 4000.0):
         mel = ref.log_mel(np.sin(2 * np.pi * hz * t), C).mean(-1)
-        centre_hz = ref.mel_to_hz(np.linspace(ref.hz_to_mel(C.frontend.f_min), ref.hz_to_mel(C.frontend.f_max),
-                                              C.frontend.n_mels + 2)[1:-1])
+        centre_hz = ref.mel_to_hz(
+            np.linspace(ref.hz_to_mel(C.frontend.f_min), ref.hz_to_mel(C.frontend.f_max), C.frontend.n_mels + 2)[1:-1]
+        )
         assert abs(np.log2(centre_hz[np.argmax(mel)] / hz)) < 0.15
 
 
@@ -48,8 +49,16 @@ def test_onnx_runtime_export_matches_torch(audio, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     module = LogMel(C).eval()
     path = tmp_path / "frontend.onnx"
-    torch.onnx.export(module, (audio[:1],), str(path), input_names=["audio"], output_names=["logmel"],
-                      dynamic_axes={"audio": {0: "batch"}, "logmel": {0: "batch"}}, opset_version=17, dynamo=False)
+    torch.onnx.export(
+        module,
+        (audio[:1],),
+        str(path),
+        input_names=["audio"],
+        output_names=["logmel"],
+        dynamic_axes={"audio": {0: "batch"}, "logmel": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"audio": audio.numpy()})
     assert np.abs(out - module(audio).numpy()).max() < 1e-4

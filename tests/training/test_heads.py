@@ -54,16 +54,29 @@ def test_a_silent_oscillator_has_no_pitch_to_learn():
     assert torch.all(head.weights(target)[:, names.index("osc2_pitch")] == 1)
     off = target.clone()
     off[:, 0] = (off[:, 0] + 0.3) % 1.0
-    assert head.loss(_raw_for(head, off), target) == pytest.approx(float(head.loss(_raw_for(head, target), target)), abs=1e-5)
+    assert head.loss(_raw_for(head, off), target) == pytest.approx(
+        float(head.loss(_raw_for(head, target), target)), abs=1e-5
+    )
 
 
-@pytest.mark.parametrize("cfg", [
-    {"base": "ast-tiny", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32, "frontend": "mel+cqt", "head": "pitch-cls"},
-    {"base": "mlp", "head_hidden": 32, "frontend": "mel+cqt", "head": "pitch-cls"},
-    {"base": "cnn", "channels": [4, 8], "head_hidden": 16, "frontend": "mel+cqt", "head": "pitch-cls"},
-    {"base": "ast-tiny", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32, "frontend": "mel+cqt"},
-    {"base": "ast-tiny-cqt", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32, "salience": True},
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {
+            "base": "ast-tiny",
+            "depth": 1,
+            "dim": 32,
+            "heads": 2,
+            "head_hidden": 32,
+            "frontend": "mel+cqt",
+            "head": "pitch-cls",
+        },
+        {"base": "mlp", "head_hidden": 32, "frontend": "mel+cqt", "head": "pitch-cls"},
+        {"base": "cnn", "channels": [4, 8], "head_hidden": 16, "frontend": "mel+cqt", "head": "pitch-cls"},
+        {"base": "ast-tiny", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32, "frontend": "mel+cqt"},
+        {"base": "ast-tiny-cqt", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32, "salience": True},
+    ],
+)
 def test_every_kind_trains_a_few_steps_on_the_new_front_end(cfg):
     torch.manual_seed(0)
     model = build_model(cfg, C)

@@ -44,6 +44,7 @@ def one_error(err: str, command: str) -> str:
 
 # ---- match: output place checked before the model is even loaded ----------------------------------
 
+
 @pytest.mark.parametrize("case", ["file", "readonly"])
 def test_match_out_dir_is_checked_before_any_work(tmp_path, capsys, note, case):
     out = tmp_path / "taken"
@@ -59,12 +60,16 @@ def test_match_out_dir_is_checked_before_any_work(tmp_path, capsys, note, case):
 
 # ---- match: model outputs --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kw, why", [
-    ({"on_sound": "nan"}, "not finite"),
-    ({"on_sound": "range"}, r"outside the normalised [0, 1]"),
-    ({"outputs": 15}, "outputs shape (1, 15)"),
-    ({"outputs": 17}, "outputs shape (1, 17)"),
-])
+
+@pytest.mark.parametrize(
+    "kw, why",
+    [
+        ({"on_sound": "nan"}, "not finite"),
+        ({"on_sound": "range"}, r"outside the normalised [0, 1]"),
+        ({"outputs": 15}, "outputs shape (1, 15)"),
+        ({"outputs": 17}, "outputs shape (1, 17)"),
+    ],
+)
 def test_match_refuses_unusable_model_outputs_and_writes_nothing(tmp_path, capsys, note, kw, why):
     model = write_model(tmp_path / "bad.onnx", C, **kw)
     out = tmp_path / "out"
@@ -84,6 +89,7 @@ def test_match_of_a_good_model_writes_strict_json(tmp_path, capsys, note):
 
 # ---- match: inputs ------------------------------------------------------------------------------------
 
+
 def test_match_names_a_directory_and_a_permission_problem(tmp_path, capsys, note):
     assert cli(["match", str(tmp_path), "--out-dir", str(tmp_path / "o")]) == 2
     assert "is a directory; give an audio file" in one_error(capsys.readouterr().err, "match")
@@ -100,8 +106,10 @@ def _warnings(tmp_path, capsys, audio: np.ndarray) -> str:
     path = tmp_path / "in.wav"
     sf.write(path, audio.astype(np.float32), SR, subtype="FLOAT")
     model = write_model(tmp_path / "half.onnx", C, value=0.5)
-    assert cli(["match", str(path), "--out-dir", str(tmp_path / "out"), "--model", str(model),
-                "--refine-passes", "0"]) == 0
+    assert (
+        cli(["match", str(path), "--out-dir", str(tmp_path / "out"), "--model", str(model), "--refine-passes", "0"])
+        == 0
+    )
     return capsys.readouterr().err
 
 
@@ -119,6 +127,7 @@ def test_match_warns_about_nan_dc_clipping_and_very_short_input(tmp_path, capsys
 
 
 # ---- render ---------------------------------------------------------------------------------------------
+
 
 def test_render_refuses_bad_output_paths_and_seeds(tmp_path, capsys):
     assert cli(["render", "--random", "--out", str(tmp_path)]) == 2

@@ -9,7 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from synthmatch.bridge import audiofile, contract as contract_mod
+from synthmatch.bridge import audiofile
+from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.cli import main as cli
 from synthmatch.bridge.modelfile import read_meta
 from synthmatch.training.match import DEFAULT_MODEL, aligned_window, predict
@@ -81,7 +82,9 @@ def test_match_writes_params_wav_and_png(patches, tmp_path, capsys):
     refinement = report["refinement"]
     assert refinement["distance_refined"] < refinement["distance_model"]
     window, _ = aligned_window(audiofile.read_mono(path, SR), C)
-    direct = multiscale_spectral_distance(torch.from_numpy(window[None]), torch.from_numpy(wav[None].astype(np.float32)))
+    direct = multiscale_spectral_distance(
+        torch.from_numpy(window[None]), torch.from_numpy(wav[None].astype(np.float32))
+    )
     assert float(direct[0]) == pytest.approx(refinement["distance_refined"], abs=2e-3)
     assert (tmp_path / "out" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -93,8 +96,12 @@ def bad_files(tmp_path: Path) -> dict:
     sf.write(silent, np.zeros(SR, np.float32), SR)
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(range(256)))
-    return {"missing": (tmp_path / "nope.wav", "no such file"), "empty": (empty, "no audio"),
-            "silent": (silent, "silent"), "corrupt": (corrupt, "cannot read audio")}
+    return {
+        "missing": (tmp_path / "nope.wav", "no such file"),
+        "empty": (empty, "no audio"),
+        "silent": (silent, "silent"),
+        "corrupt": (corrupt, "cannot read audio"),
+    }
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "silent", "corrupt"])
@@ -118,8 +125,7 @@ def test_the_readme_library_example_runs(tmp_path):
     root = Path(__file__).resolve().parents[2]
     code = re.search(r"### As a library.*?```python\n(.*?)```", (root / "README.md").read_text(), re.S).group(1)
     t = np.arange(32000) / 16000
-    sf.write(tmp_path / "take.wav", (0.3 * np.sign(np.sin(2 * np.pi * 196 * t)) * np.exp(-t)).astype(np.float32),
-             16000)
+    sf.write(tmp_path / "take.wav", (0.3 * np.sign(np.sin(2 * np.pi * 196 * t)) * np.exp(-t)).astype(np.float32), 16000)
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     note, cutoff = r.stdout.split()

@@ -57,6 +57,9 @@ def test_metrics_on_synth_sounds_are_per_example_and_ordered():
     near_sc, far_sc = metrics.spectral_convergence(audio, 1.1 * audio), metrics.spectral_convergence(audio, other)
     assert torch.allclose(near_sc, torch.full((4,), 0.1), atol=1e-4)
     assert (far_sc > 0.3).all()
-    near, far = metrics.multiscale_spectral_distance(audio, 1.1 * audio), metrics.multiscale_spectral_distance(audio, other)
+    near, far = (
+        metrics.multiscale_spectral_distance(audio, 1.1 * audio),
+        metrics.multiscale_spectral_distance(audio, other),
+    )
     assert (near < far).all() and (near > 0).all()
     assert metrics.SC_STFT["n_fft"] == 1024 and metrics.SC_STFT["hop_length"] == 256

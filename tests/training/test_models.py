@@ -43,6 +43,7 @@ def test_ast_paper_size_and_grid():
 
 def test_grid_follows_contract():
     import dataclasses
+
     short = dataclasses.replace(C, audio=dataclasses.replace(C.audio, duration_s=2.0))
     assert short.num_frames == 198
     assert patch_grid(MODEL_CONFIGS["ast-paper"], short) == (9, (198 - 16) // 6 + 1)

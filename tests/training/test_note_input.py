@@ -63,8 +63,7 @@ def test_splits_at_a_note_range_are_cached_apart(tmp_path):
 
 
 def test_a_sharded_dataset_records_its_notes_and_gives_them_back(tmp_path):
-    render_dataset(C, tmp_path / "d", 6, seed=2, workers=1, shard_size=3, store="audio", progress=False,
-                   notes=(40, 80))
+    render_dataset(C, tmp_path / "d", 6, seed=2, workers=1, shard_size=3, store="audio", progress=False, notes=(40, 80))
     ds = ShardDataset(tmp_path / "d", C)
     assert ds.plan.notes == (40, 80)
     want = Renderer(C, 2, notes=(40, 80))
@@ -72,15 +71,17 @@ def test_a_sharded_dataset_records_its_notes_and_gives_them_back(tmp_path):
     x, _ = ds.batch(np.arange(6))
     assert torch.allclose(x, want.render(0, 6)[0], atol=1.0 / 32767)
     with pytest.raises(ShardError, match="another dataset"):  # a resume must name the same range
-        render_dataset(C, tmp_path / "d", 6, seed=2, workers=1, shard_size=3, store="audio", progress=False,
-                       notes=(36, 84))
+        render_dataset(
+            C, tmp_path / "d", 6, seed=2, workers=1, shard_size=3, store="audio", progress=False, notes=(36, 84)
+        )
 
 
 def test_the_relative_view_puts_the_played_note_where_c4_is():
     model = build_model(resolve_config(SMALL_NOTES), C).eval()
     t = np.arange(C.audio.num_samples) / C.audio.sample_rate
     tone = lambda midi: torch.from_numpy(  # noqa: E731
-        (0.3 * np.sin(2 * np.pi * 440 * 2 ** ((midi - 69) / 12) * t)).astype(np.float32))[None]
+        (0.3 * np.sin(2 * np.pi * 440 * 2 ** ((midi - 69) / 12) * t)).astype(np.float32)
+    )[None]
     with torch.no_grad():
         c4 = model.frontend(tone(60))[1].mean(-1)[0]
         for note in (48, 67):
@@ -129,10 +130,22 @@ def test_init_from_a_c4_model_widens_it_to_take_the_note(tmp_path):
     torch.manual_seed(4)
     c4 = build_model(c4_cfg, C)
     save_checkpoint(tmp_path / "c4.pt", model=c4, model_config=c4_cfg, contract=C, step=0)
-    cfg = TrainConfig.from_dict({"model": SMALL_NOTES, "batch_size": 4, "steps": 1, "val_size": 4,
-                                 "val_every": 0, "ckpt_every": 0, "log_every": 1, "warmup_steps": 0,
-                                 "init_from": str(tmp_path / "c4.pt"), "notes": [48, 72], "plot": False,
-                                 "cache_dir": str(tmp_path / "cache")})
+    cfg = TrainConfig.from_dict(
+        {
+            "model": SMALL_NOTES,
+            "batch_size": 4,
+            "steps": 1,
+            "val_size": 4,
+            "val_every": 0,
+            "ckpt_every": 0,
+            "log_every": 1,
+            "warmup_steps": 0,
+            "init_from": str(tmp_path / "c4.pt"),
+            "notes": [48, 72],
+            "plot": False,
+            "cache_dir": str(tmp_path / "cache"),
+        }
+    )
     summary = run(cfg, tmp_path / "run", device="cpu", progress=False)
     assert np.isfinite(summary["last_val"])
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
@@ -146,8 +159,19 @@ def test_eval_at_other_notes_told_the_true_or_the_heard_note(tmp_path, capsys):
     cfg = resolve_config(SMALL_NOTES)
     torch.manual_seed(5)
     export_model(build_model(cfg, C), C, tmp_path / "n.onnx", cfg.to_dict())
-    common = ["eval", "--model", str(tmp_path / "n.onnx"), "--split", "test", "--size", "8", "--notes", "36:84",
-              "--cache-dir", str(tmp_path / "cache")]
+    common = [
+        "eval",
+        "--model",
+        str(tmp_path / "n.onnx"),
+        "--split",
+        "test",
+        "--size",
+        "8",
+        "--notes",
+        "36:84",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert cli(common + ["--out", str(tmp_path / "true")]) == 0
     assert cli(common + ["--told", "heard", "--out", str(tmp_path / "heard")]) == 0
     true = json.loads((tmp_path / "true" / "eval.json").read_text())

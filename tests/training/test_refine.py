@@ -29,8 +29,12 @@ def patch(**values) -> np.ndarray:
 
 
 def test_a_wrong_pitch_is_found_by_ear(synth):
-    truth = np.stack([patch(osc1_pitch=0.5 + 7 * SEMITONE, osc1_gain=0.8, filter1_cutoff=0.8),
-                      patch(osc1_pitch=0.5 - 12 * SEMITONE, osc1_gain=0.6, filter1_cutoff=0.9)])
+    truth = np.stack(
+        [
+            patch(osc1_pitch=0.5 + 7 * SEMITONE, osc1_gain=0.8, filter1_cutoff=0.8),
+            patch(osc1_pitch=0.5 - 12 * SEMITONE, osc1_gain=0.6, filter1_cutoff=0.9),
+        ]
+    )
     audio = synth.render(torch.from_numpy(truth))
     guess = truth.copy()
     guess[:, 0] = [0.5 - 5 * SEMITONE, 0.5 + 3 * SEMITONE]  # the network's kind of mistake

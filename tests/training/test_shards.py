@@ -76,10 +76,24 @@ def test_audio_store_is_int16_of_the_synth_output(c, tmp_path):
 
 def test_killed_render_resumes_to_identical_bytes(c, reference, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "synthmatch.bridge.cli", "dataset", "render", "--count", str(COUNT), "--out", str(out),
-           "--workers", "1", "--seed", "4", "--shard-size", str(SHARD)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "synthmatch.bridge.cli",
+        "dataset",
+        "render",
+        "--count",
+        str(COUNT),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--seed",
+        "4",
+        "--shard-size",
+        str(SHARD),
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest, done = out / MANIFEST, 0
     deadline = time.monotonic() + 60
     try:
@@ -127,8 +141,23 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_render_workers_end_with_a_killed_render(tmp_path):
-    cmd = [sys.executable, "-m", "synthmatch.bridge.cli", "dataset", "render", "--count", "4096", "--out", str(tmp_path / "d"),
-           "--workers", "2", "--shard-size", "64", "--store", "audio"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "synthmatch.bridge.cli",
+        "dataset",
+        "render",
+        "--count",
+        "4096",
+        "--out",
+        str(tmp_path / "d"),
+        "--workers",
+        "2",
+        "--shard-size",
+        "64",
+        "--store",
+        "audio",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[int] = []
     try:
@@ -143,8 +172,11 @@ def test_render_workers_end_with_a_killed_render(tmp_path):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
         time.sleep(0.05)
-    alive = [w for w in workers if Path(f"/proc/{w}/stat").exists()
-             and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    alive = [
+        w
+        for w in workers
+        if Path(f"/proc/{w}/stat").exists() and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    ]
     assert not alive, f"workers {alive} outlived the render"
 
 
@@ -153,7 +185,9 @@ def test_truncated_shard_is_detected(c, reference, tmp_path):
         (tmp_path / p.name).write_bytes(p.read_bytes())
     victim = tmp_path / "shard-00003.x.npy"
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-    with pytest.raises(ShardError, match=r"shard-00003\.x\.npy: \d+ bytes, the manifest says \d+: the shard is truncated"):
+    with pytest.raises(
+        ShardError, match=r"shard-00003\.x\.npy: \d+ bytes, the manifest says \d+: the shard is truncated"
+    ):
         ShardDataset(tmp_path, c)
     assert cli.main(["dataset", "verify", str(tmp_path)]) == 2
     # same size, flipped bytes: only the checksum sees it

@@ -24,11 +24,22 @@ def patch(**physical_or_normalised) -> dict:
     """A quiet, dry, sustained single-sine patch; keyword values are normalised unless given as
     ('phys', x). Oscillators 2 and 3 are muted unless set."""
     v = {
-        "osc1_pitch": 0.5, "osc1_position": 0.0, "osc1_gain": 1.0,
-        "osc2_pitch": 0.5, "osc2_position": 0.0, "osc2_gain": 0.0,
-        "osc3_pitch": 0.5, "osc3_position": 0.0, "osc3_gain": 0.0,
-        "filter1_cutoff": 1.0, "filter1_resonance": 0.0, "filter2_cutoff": 0.0, "filter2_resonance": 0.0,
-        "env_attack": 0.0, "env_decay": 0.0, "reverb_mix": 0.0,
+        "osc1_pitch": 0.5,
+        "osc1_position": 0.0,
+        "osc1_gain": 1.0,
+        "osc2_pitch": 0.5,
+        "osc2_position": 0.0,
+        "osc2_gain": 0.0,
+        "osc3_pitch": 0.5,
+        "osc3_position": 0.0,
+        "osc3_gain": 0.0,
+        "filter1_cutoff": 1.0,
+        "filter1_resonance": 0.0,
+        "filter2_cutoff": 0.0,
+        "filter2_resonance": 0.0,
+        "env_attack": 0.0,
+        "env_decay": 0.0,
+        "reverb_mix": 0.0,
     }
     for name, value in physical_or_normalised.items():
         v[name] = C.param(name).to_normalised(value[1]) if isinstance(value, tuple) else value
@@ -41,7 +52,7 @@ def render(synth, *patches) -> np.ndarray:
 
 
 def spectrum(x: np.ndarray, start_s=1.0, stop_s=2.9, pad=8):
-    seg = x[int(start_s * SR): int(stop_s * SR)]
+    seg = x[int(start_s * SR) : int(stop_s * SR)]
     mag = np.abs(np.fft.rfft(seg * np.hanning(len(seg)), n=pad * len(seg)))
     return np.fft.rfftfreq(pad * len(seg), 1 / SR), mag
 
@@ -91,7 +102,9 @@ def test_resonance_raises_a_peak_near_the_cutoff(synth):
 
 def test_highpass_cutoff_removes_low_harmonics(synth):
     saw = dict(osc1_position=POSITION["saw"])
-    open_, closed = render(synth, patch(**saw, filter2_cutoff=("phys", 20)), patch(**saw, filter2_cutoff=("phys", 1500)))
+    open_, closed = render(
+        synth, patch(**saw, filter2_cutoff=("phys", 20)), patch(**saw, filter2_cutoff=("phys", 1500))
+    )
     f, m_open = spectrum(open_)
     _, m_closed = spectrum(closed)
     fundamental = np.abs(f - C4) < 5
@@ -118,8 +131,8 @@ def test_reverb_mix_lengthens_the_tail_after_note_off(synth):
 
     def seconds_to_minus_20_db(x):
         energy = frame_energy(x)
-        held = energy[int((off - 0.5) * SR / 160): int(off * SR / 160)].mean()
-        after = energy[int(off * SR / 160):] < 1e-2 * held
+        held = energy[int((off - 0.5) * SR / 160) : int(off * SR / 160)].mean()
+        after = energy[int(off * SR / 160) :] < 1e-2 * held
         return (np.argmax(after) if after.any() else len(after)) * 160 / SR
 
     dry_s, wet_s = seconds_to_minus_20_db(dry), seconds_to_minus_20_db(wet)
@@ -146,8 +159,9 @@ def test_position_changes_the_harmonic_spectrum(synth):
         f, m = spectrum(x)
         return np.array([m[np.abs(f - k * C4) < 3].max() for k in range(1, 9)])
 
-    sine, saw, square = (harmonic_levels(render(synth, patch(osc1_position=POSITION[s]))[0])
-                         for s in ("sine", "saw", "square"))
+    sine, saw, square = (
+        harmonic_levels(render(synth, patch(osc1_position=POSITION[s]))[0]) for s in ("sine", "saw", "square")
+    )
     assert sine[1:].max() < 1e-3 * sine[0]
     assert saw[1] / saw[0] == pytest.approx(0.5, rel=0.05)  # saw: 1/k
     assert square[1] < 1e-3 * square[0] and square[2] / square[0] == pytest.approx(1 / 3, rel=0.05)
@@ -168,6 +182,7 @@ def test_no_aliasing_at_plus_24_semitones(synth):
 
 def test_each_oscillator_has_its_own_bank(synth):
     """Same pitch, position and gain on oscillators 1, 2 and 3 sound different: the banks tell them apart."""
+
     def alone(j):
         return patch(**{"osc1_gain": 0.0, f"osc{j}_gain": 1.0, f"osc{j}_position": 0.6})
 
@@ -182,7 +197,7 @@ def test_sample_i_is_identical_for_batch_sizes_1_7_and_64(synth):
     v = torch.from_numpy(sample_params(C, 123, range(64)))
     whole = synth.render(v)
     sevens = torch.cat([synth.render(chunk) for chunk in v.split(7)])
-    ones = torch.cat([synth.render(v[i: i + 1]) for i in (0, 31, 63)])
+    ones = torch.cat([synth.render(v[i : i + 1]) for i in (0, 31, 63)])
     assert torch.allclose(whole, sevens, atol=1e-6, rtol=0)
     assert torch.allclose(whole[[0, 31, 63]], ones, atol=1e-6, rtol=0)
     # and the patch itself is f(seed, i)

@@ -30,13 +30,26 @@ def _toml(d: dict) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
         return json.dumps(v)
+
     return "".join(f"{k} = {val(v)}\n" for k, v in d.items())
 
 
 def _config(tmp_path: Path, name: str, **kw) -> Path:
-    base = dict(model=TINY, batch_size=4, steps=6, lr=1e-3, warmup_steps=2, val_every=3, ckpt_every=2,
-                log_every=1, val_size=8, val_batch_size=8, workers=0, plot=False,
-                cache_dir=str(tmp_path / "cache"))
+    base = dict(
+        model=TINY,
+        batch_size=4,
+        steps=6,
+        lr=1e-3,
+        warmup_steps=2,
+        val_every=3,
+        ckpt_every=2,
+        log_every=1,
+        val_size=8,
+        val_batch_size=8,
+        workers=0,
+        plot=False,
+        cache_dir=str(tmp_path / "cache"),
+    )
     path = tmp_path / f"{name}.toml"
     path.write_text(_toml({**base, **kw}))
     return path
@@ -48,8 +61,19 @@ def _env() -> dict:
 
 
 def _train_cli(config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "synthmatch.bridge.cli", "train", "--config", str(config), "--out", str(out),
-           "--device", "cpu", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "synthmatch.bridge.cli",
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *extra,
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
 
 
@@ -72,10 +96,26 @@ def one_thread():
 
 def test_overfits_fixed_set(tmp_path, one_thread):
     """A short run on a fixed 16-example set; validating on that same set shows a real drop."""
-    cfg = TrainConfig.from_dict(dict(
-        model=TINY, batch_size=16, steps=80, lr=3e-3, warmup_steps=0, grad_clip=1.0, val_every=40,
-        ckpt_every=40, log_every=10, train_seed=7, train_size=16, val_seed=7, val_size=16,
-        val_batch_size=16, plot=True, cache_dir=str(tmp_path / "cache")))
+    cfg = TrainConfig.from_dict(
+        dict(
+            model=TINY,
+            batch_size=16,
+            steps=80,
+            lr=3e-3,
+            warmup_steps=0,
+            grad_clip=1.0,
+            val_every=40,
+            ckpt_every=40,
+            log_every=10,
+            train_seed=7,
+            train_size=16,
+            val_seed=7,
+            val_size=16,
+            val_batch_size=16,
+            plot=True,
+            cache_dir=str(tmp_path / "cache"),
+        )
+    )
     out = tmp_path / "run"
     result = run(cfg, out, device="cpu", progress=False)
     vals = [r for r in _records(out) if r["type"] == "val"]
@@ -115,8 +155,14 @@ def test_kill_and_resume_is_exact(tmp_path, capsys):
     r = _train_cli(config, full)
     assert r.returncode == 0, r.stderr
     # killed after step 5: last.pt holds step 4, step 5's work is lost and redone
-    k = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(config), str(killed), "5"], cwd=ROOT, env=_env(),
-                       capture_output=True, text=True, timeout=300)
+    k = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(config), str(killed), "5"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert k.returncode == -signal.SIGKILL, k.stderr
     assert load_checkpoint(killed / "last.pt")["step"] == 4
     with open(killed / "metrics.jsonl", "a") as f:  # as if killed in the middle of writing a record
@@ -146,15 +192,33 @@ def test_ddp_two_processes_match_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     r = _train_cli(config, one)
     assert r.returncode == 0, r.stderr
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "synthmatch.bridge.cli", "train", "--config", str(config), "--out", str(two), "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "synthmatch.bridge.cli",
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        str(two),
+        "--device",
+        "cpu",
+    ]
     r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((two / "config.resolved.json").read_text())["world_size"] == 2
     a, b = _weights(one / "last.pt"), _weights(two / "last.pt")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
-    vals = lambda out: [r["val_loss"] for r in _records(out) if r["type"] == "val"]
+
+    def vals(out):
+        return [r["val_loss"] for r in _records(out) if r["type"] == "val"]
+
     assert vals(one) == pytest.approx(vals(two), rel=1e-5)
     torch.manual_seed(0)  # config seed 0: the initial weights; they moved far beyond the tolerance
     init = build_model(TINY, default()).state_dict()
@@ -218,15 +282,23 @@ def test_training_from_shards_resumes_exactly_and_reads_epochs(tmp_path, audio_s
     views = list(audio_shards.glob("views-*/shard-*.npy"))
     assert len(views) == 3 * 2  # 3 shards x 2 views (mel, constant-Q), computed once
     assert sorted({v.parent.name.split("-")[1] for v in views}) == ["cqt", "mel"]
-    k = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(config), str(killed), "5"], cwd=ROOT, env=_env(),
-                       capture_output=True, text=True, timeout=300)
+    k = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(config), str(killed), "5"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert k.returncode == -signal.SIGKILL, k.stderr
     r = _train_cli(config, killed, "--resume")
     assert r.returncode == 0, r.stderr
     a, b = _weights(full / "last.pt"), _weights(killed / "last.pt")
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    assert [os.path.getmtime(v) for v in views] == [os.path.getmtime(v) for v in audio_shards.glob("views-*/shard-*.npy")]
+    assert [os.path.getmtime(v) for v in views] == [
+        os.path.getmtime(v) for v in audio_shards.glob("views-*/shard-*.npy")
+    ]
 
 
 def test_shard_batches_are_the_cached_views_of_the_right_rows(audio_shards):

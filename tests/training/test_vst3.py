@@ -68,9 +68,17 @@ def test_parameters_names_and_ranges():
     plugin = load_plugin(SMTEST)
     assert plugin.is_instrument and plugin.name == "SMTest"
     params = {p.name: p for p in plugin._parameters}
-    expected = {"Shape": ("0.0", "1.0"), "Tune": ("-24.0", "24.0"), "Cutoff": ("20.0", "20000.0"),
-                "Resonance": ("0.0", "1.0"), "Attack": ("0.001", "4.0"), "Decay": ("0.01", "5.0"),
-                "Sustain": ("0.0", "1.0"), "Release": ("0.001", "4.0"), "Gain": ("0.0", "1.0")}
+    expected = {
+        "Shape": ("0.0", "1.0"),
+        "Tune": ("-24.0", "24.0"),
+        "Cutoff": ("20.0", "20000.0"),
+        "Resonance": ("0.0", "1.0"),
+        "Attack": ("0.001", "4.0"),
+        "Decay": ("0.01", "5.0"),
+        "Sustain": ("0.0", "1.0"),
+        "Release": ("0.001", "4.0"),
+        "Gain": ("0.0", "1.0"),
+    }
     for name, (lo, hi) in expected.items():
         p = params[name]
         assert p.is_automatable
@@ -189,19 +197,48 @@ def test_profile_loader_rejects_bad_profiles(c, tmp_path):
 
 
 def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
-    rc = cli.main(["dataset", "render", "--synth", f"vst3:{PLUGINS / 'SMTestFx.vst3'}", "--profile",
-                   str(_profile_file(tmp_path, "SMTestFx")), "--count", "4", "--out", str(tmp_path / "d")])
+    rc = cli.main(
+        [
+            "dataset",
+            "render",
+            "--synth",
+            f"vst3:{PLUGINS / 'SMTestFx.vst3'}",
+            "--profile",
+            str(_profile_file(tmp_path, "SMTestFx")),
+            "--count",
+            "4",
+            "--out",
+            str(tmp_path / "d"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "is an effect" in err and "Traceback" not in err
-    rc = cli.main(["dataset", "render", "--synth", f"vst3:{SMTEST}", "--profile", "smtest", "--count", "4",
-                   "--shard-size", "2", "--shards", "1:5", "--out", str(tmp_path / "e")])
+    rc = cli.main(
+        [
+            "dataset",
+            "render",
+            "--synth",
+            f"vst3:{SMTEST}",
+            "--profile",
+            "smtest",
+            "--count",
+            "4",
+            "--shard-size",
+            "2",
+            "--shards",
+            "1:5",
+            "--out",
+            str(tmp_path / "e"),
+        ]
+    )
     assert rc == 2 and "give A:B with 0 <= A < B <= 2" in capsys.readouterr().err
 
 
 def _render(c, out: Path, workers: int, plugin: Path = SMTEST, profile="smtest", **kw) -> dict:
     spec = SynthSpec("vst3", str(plugin), str(profile))
-    return render_dataset(c, out, 6, seed=3, workers=workers, shard_size=2, store="audio", progress=False,
-                          synth=spec, **kw)
+    return render_dataset(
+        c, out, 6, seed=3, workers=workers, shard_size=2, store="audio", progress=False, synth=spec, **kw
+    )
 
 
 def _shards(d: Path) -> dict[str, bytes]:
@@ -276,12 +313,30 @@ TINY = '{ base = "ast-tiny", depth = 1, dim = 32, heads = 2, head_hidden = 32 }'
 def plugin_model(c, tmp_path_factory):
     """A 4-step model trained on 24 examples rendered through the test instrument, exported."""
     d = tmp_path_factory.mktemp("vst3-e2e")
-    rc = cli.main(["dataset", "render", "--synth", f"vst3:{SMTEST}", "--profile", "smtest", "--count", "24",
-                   "--shard-size", "12", "--store", "audio", "--out", str(d / "data")])
+    rc = cli.main(
+        [
+            "dataset",
+            "render",
+            "--synth",
+            f"vst3:{SMTEST}",
+            "--profile",
+            "smtest",
+            "--count",
+            "24",
+            "--shard-size",
+            "12",
+            "--store",
+            "audio",
+            "--out",
+            str(d / "data"),
+        ]
+    )
     assert rc == 0
-    (d / "train.toml").write_text(f'model = {TINY}\ndata = "{d / "data"}"\nsteps = 4\nbatch_size = 4\n'
-                                  f'warmup_steps = 1\nval_size = 4\nval_batch_size = 4\nval_every = 0\n'
-                                  f'plot = false\ncache_dir = "{d / "cache"}"\n')
+    (d / "train.toml").write_text(
+        f'model = {TINY}\ndata = "{d / "data"}"\nsteps = 4\nbatch_size = 4\n'
+        f"warmup_steps = 1\nval_size = 4\nval_batch_size = 4\nval_every = 0\n"
+        f'plot = false\ncache_dir = "{d / "cache"}"\n'
+    )
     assert cli.main(["train", "--config", str(d / "train.toml"), "--out", str(d / "run"), "--device", "cpu"]) == 0
     assert cli.main(["export", "--checkpoint", str(d / "run" / "last.pt"), "--out", str(d / "model.onnx")]) == 0
     return d
@@ -305,8 +360,20 @@ def test_match_through_the_plugin_and_refusals(c, synth, plugin_model, tmp_path,
     target = sample_params(c, 5, range(1), synth.sampling)
     audiofile.write(tmp_path / "target.wav", synth.render(target)[0], c.audio.sample_rate)
     model = str(plugin_model / "model.onnx")
-    rc = cli.main(["match", str(tmp_path / "target.wav"), "--model", model, "--synth", f"vst3:{SMTEST}",
-                   "--profile", "smtest", "--out-dir", str(tmp_path / "m")])
+    rc = cli.main(
+        [
+            "match",
+            str(tmp_path / "target.wav"),
+            "--model",
+            model,
+            "--synth",
+            f"vst3:{SMTEST}",
+            "--profile",
+            "smtest",
+            "--out-dir",
+            str(tmp_path / "m"),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "m" / "params.json").read_text())
     assert report["synth"] == synth.identity
@@ -322,8 +389,18 @@ def test_match_through_the_plugin_and_refusals(c, synth, plugin_model, tmp_path,
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert f"trained on synth {synth.identity!r}, not on 'reference'" in err
-    rc = cli.main(["match", str(tmp_path / "target.wav"), "--synth", f"vst3:{SMTEST}", "--profile", "smtest",
-                   "--out-dir", str(tmp_path / "s")])  # the shipped reference model, for the plugin
+    rc = cli.main(
+        [
+            "match",
+            str(tmp_path / "target.wav"),
+            "--synth",
+            f"vst3:{SMTEST}",
+            "--profile",
+            "smtest",
+            "--out-dir",
+            str(tmp_path / "s"),
+        ]
+    )  # the shipped reference model, for the plugin
     err = capsys.readouterr().err
     assert rc == 2 and f"trained on synth 'reference', not on {synth.identity!r}" in err
 
@@ -351,8 +428,9 @@ def test_probe_describes_the_plugin_through_its_profile(synth, capsys):
     assert "Sustain" not in out["other_parameters"] and out["mean_patch"]["peak"] > 0.01
 
 
-def test_training_on_plugin_shards_validates_on_their_tail_and_refuses_another_synths(c, synth, plugin_model,
-                                                                                       tmp_path, capsys):
+def test_training_on_plugin_shards_validates_on_their_tail_and_refuses_another_synths(
+    c, synth, plugin_model, tmp_path, capsys
+):
     import shutil
 
     from synthmatch.training.checkpoint import load_model
@@ -370,7 +448,17 @@ def test_training_on_plugin_shards_validates_on_their_tail_and_refuses_another_s
     config = (plugin_model / "train.toml").read_text().replace(str(plugin_model / "data"), str(tmp_path / "ref"))
     (tmp_path / "train.toml").write_text(config.replace("steps = 4", "steps = 6"))
     capsys.readouterr()
-    rc = cli.main(["train", "--config", str(tmp_path / "train.toml"), "--out", str(tmp_path / "run"), "--resume",
-                   "--device", "cpu"])
+    rc = cli.main(
+        [
+            "train",
+            "--config",
+            str(tmp_path / "train.toml"),
+            "--out",
+            str(tmp_path / "run"),
+            "--resume",
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and f"was trained on synth {synth.identity!r}, not on 'reference'" in err and "Traceback" not in err

@@ -87,10 +87,11 @@ def parse_spec(spec: str, profile: str | Path | None = None) -> SynthSpec:
         return SynthSpec(REFERENCE)
     kind, sep, path = spec.partition(":")
     if kind != "vst3" or not sep or not path:
-        raise SynthError(f"unknown synth {spec!r}; use \"reference\" or \"vst3:PATH\" (PATH: a .vst3 bundle)")
+        raise SynthError(f'unknown synth {spec!r}; use "reference" or "vst3:PATH" (PATH: a .vst3 bundle)')
     if not profile:
-        raise SynthError(f"{spec}: a plugin needs --profile (a configs/synths/ name or a TOML file), "
-                         "e.g. --profile smtest")
+        raise SynthError(
+            f"{spec}: a plugin needs --profile (a configs/synths/ name or a TOML file), e.g. --profile smtest"
+        )
     return SynthSpec("vst3", str(Path(path).expanduser()), str(profile))
 
 

@@ -150,8 +150,9 @@ def _table(cls, raw, where: str, source: str):
 
 def _check_map(m: ParamMap, where: str, source: str, contract: Contract) -> None:
     if m.param not in contract.names:
-        raise ProfileError(f"{source}: {where}.param = {m.param!r} is not a contract parameter; "
-                           f"valid: {', '.join(contract.names)}")
+        raise ProfileError(
+            f"{source}: {where}.param = {m.param!r} is not a contract parameter; valid: {', '.join(contract.names)}"
+        )
     if m.map not in MAPS:
         raise ProfileError(f"{source}: {where}.map = {m.map!r}; use one of {', '.join(MAPS)}")
     if m.map == "raw":
@@ -159,8 +160,10 @@ def _check_map(m: ParamMap, where: str, source: str, contract: Contract) -> None
             raise ProfileError(f"{source}: {where}.raw must be [lo, hi] within [0, 1], got {list(m.raw)}")
         return
     if m.plugin_min is None or m.plugin_max is None or m.plugin_min == m.plugin_max:
-        raise ProfileError(f"{source}: {where}: map \"physical\" needs plugin_min and plugin_max "
-                           "(the plugin's range in its own units), different from each other")
+        raise ProfileError(
+            f'{source}: {where}: map "physical" needs plugin_min and plugin_max '
+            "(the plugin's range in its own units), different from each other"
+        )
     if m.plugin_curve not in ("linear", "log"):
         raise ProfileError(f"{source}: {where}.plugin_curve = {m.plugin_curve!r}; use linear or log")
     if m.plugin_curve == "log" and min(m.plugin_min, m.plugin_max) <= 0:
@@ -174,7 +177,7 @@ def from_dict(raw: dict, contract: Contract, source: str = "<dict>") -> Profile:
         raise ProfileError(f"{source}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
     for key in ("name", "plugin"):
         if not isinstance(raw.get(key), str) or not raw[key]:
-            raise ProfileError(f"{source}: missing {key} = \"...\" (a string)")
+            raise ProfileError(f'{source}: missing {key} = "..." (a string)')
     maps = tuple(_table(ParamMap, m, f"param[{i}]", source) for i, m in enumerate(raw.get("param", [])))
     for i, m in enumerate(maps):
         _check_map(m, f"param[{i}]", source, contract)
@@ -187,13 +190,17 @@ def from_dict(raw: dict, contract: Contract, source: str = "<dict>") -> Profile:
     unmapped = _numbers(raw.get("unmapped", {}), "unmapped", source, "a normalised value in [0, 1]")
     for name, _ in unmapped:
         if name not in contract.names:
-            raise ProfileError(f"{source}: unmapped.{name} is not a contract parameter; valid: {', '.join(contract.names)}")
+            raise ProfileError(
+                f"{source}: unmapped.{name} is not a contract parameter; valid: {', '.join(contract.names)}"
+            )
         if name in seen:
             raise ProfileError(f"{source}: {name} is both mapped (param[{seen[name]}]) and in [unmapped]; keep one")
     loose = [n for n in contract.names if n not in seen and n not in dict(unmapped)]
     if loose:
-        raise ProfileError(f"{source}: contract parameter(s) {', '.join(loose)} neither mapped nor pinned; add a "
-                           "[[param]] for each, or list it under [unmapped] with the value it is fixed at")
+        raise ProfileError(
+            f"{source}: contract parameter(s) {', '.join(loose)} neither mapped nor pinned; add a "
+            "[[param]] for each, or list it under [unmapped] with the value it is fixed at"
+        )
     doubled = sorted({m.plugin for m in maps} & {n for n, _ in fixed})
     if doubled:
         raise ProfileError(f"{source}: plugin parameter {doubled[0]!r} is both mapped and in [fixed]; keep one")
@@ -201,18 +208,22 @@ def from_dict(raw: dict, contract: Contract, source: str = "<dict>") -> Profile:
     if sampling.kind not in SAMPLING_KINDS:
         raise ProfileError(f"{source}: sampling.kind = {sampling.kind!r}; use one of {', '.join(SAMPLING_KINDS)}")
     if sampling.kind == "presets" and not sampling.presets:
-        raise ProfileError(f"{source}: sampling.kind = \"presets\" needs sampling.presets = \"file.csv\"")
+        raise ProfileError(f'{source}: sampling.kind = "presets" needs sampling.presets = "file.csv"')
     if sampling.method not in FIT_METHODS:
         raise ProfileError(f"{source}: sampling.method = {sampling.method!r}; use one of {', '.join(FIT_METHODS)}")
     render = _table(Render, raw.get("render", {}), "render", source)
-    if not (1 <= render.velocity <= 127 and render.sample_rate >= 8000 and render.block_size >= 16
-            and render.channels >= 1):
-        raise ProfileError(f"{source}: [render] needs velocity 1..127, sample_rate >= 8000, block_size >= 16, "
-                           f"channels >= 1 (got {asdict(render)})")
+    if not (
+        1 <= render.velocity <= 127 and render.sample_rate >= 8000 and render.block_size >= 16 and render.channels >= 1
+    ):
+        raise ProfileError(
+            f"{source}: [render] needs velocity 1..127, sample_rate >= 8000, block_size >= 16, "
+            f"channels >= 1 (got {asdict(render)})"
+        )
     if render.reset not in RESETS:
         raise ProfileError(f"{source}: render.reset = {render.reset!r}; use one of {', '.join(RESETS)}")
-    return Profile(raw["name"], raw["plugin"], maps, fixed, unmapped, sampling, render,
-                   str(raw.get("description", "")), source)
+    return Profile(
+        raw["name"], raw["plugin"], maps, fixed, unmapped, sampling, render, str(raw.get("description", "")), source
+    )
 
 
 def _numbers(table, where: str, source: str, what: str) -> tuple[tuple[str, float], ...]:

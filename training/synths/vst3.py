@@ -49,39 +49,56 @@ def load_plugin(path: str | Path, init_timeout_s: float = 10.0):
     """Load a VST3 bundle; every failure is a SynthError that says what was wrong."""
     p = Path(path)
     if not p.exists():
-        raise SynthError(f"{p}: no such plugin; give the path of a .vst3 bundle (a folder on Linux and macOS, "
-                         "a folder or file on Windows)")
+        raise SynthError(
+            f"{p}: no such plugin; give the path of a .vst3 bundle (a folder on Linux and macOS, "
+            "a folder or file on Windows)"
+        )
     if p.suffix.lower() != ".vst3":
         raise SynthError(f"{p}: not a .vst3 bundle; give the path of the plugin's .vst3 (see docs/massive-guide.md)")
     try:
         return _plugin_class()(str(p), initialization_timeout=float(init_timeout_s))
     except Exception as e:  # pedalboard raises ImportError, RuntimeError or ValueError
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SynthError(f"{p}: pedalboard cannot load it as a VST3 plugin ({first}); check that the file is "
-                         "a VST3 built for this machine") from None
+        raise SynthError(
+            f"{p}: pedalboard cannot load it as a VST3 plugin ({first}); check that the file is "
+            "a VST3 built for this machine"
+        ) from None
 
 
 class Vst3Synth(Synth):
-    def __init__(self, path: str | Path, contract: Contract, profile: str | Path | profile_mod.Profile,
-                 check_silence: bool = True):
+    def __init__(
+        self,
+        path: str | Path,
+        contract: Contract,
+        profile: str | Path | profile_mod.Profile,
+        check_silence: bool = True,
+    ):
         self.contract, self.path = contract, str(path)
         self.profile = profile if isinstance(profile, profile_mod.Profile) else profile_mod.load(profile, contract)
         self.plugin = load_plugin(path, self.profile.render.init_timeout_s)
         if not self.plugin.is_instrument:
-            raise SynthError(f"{path}: {self.plugin.name!r} is an effect (it takes no MIDI notes), not an "
-                             "instrument; give a synth plugin")
+            raise SynthError(
+                f"{path}: {self.plugin.name!r} is an effect (it takes no MIDI notes), not an "
+                "instrument; give a synth plugin"
+            )
         if self.plugin.name != self.profile.plugin:
-            raise SynthError(f"{path}: the plugin is {self.plugin.name!r} but profile {self.profile.source} is for "
-                             f"{self.profile.plugin!r}; pass that plugin's profile (or write one: configs/synths/)")
-        self.identity = (f"vst3:{self.plugin.name} {self.plugin.version} ({self.plugin.manufacturer_name}) "
-                         f"profile={self.profile.name}@{self.profile.fingerprint}")
+            raise SynthError(
+                f"{path}: the plugin is {self.plugin.name!r} but profile {self.profile.source} is for "
+                f"{self.profile.plugin!r}; pass that plugin's profile (or write one: configs/synths/)"
+            )
+        self.identity = (
+            f"vst3:{self.plugin.name} {self.plugin.version} ({self.plugin.manufacturer_name}) "
+            f"profile={self.profile.name}@{self.profile.fingerprint}"
+        )
         self.sampling = self.profile.presets_sampling(contract)
         self._bind()
         a, s = contract.audio, contract.synth
         import mido
 
-        self._midi = [mido.Message("note_on", note=a.note, velocity=self.profile.render.velocity, time=0.0),
-                      mido.Message("note_off", note=a.note, velocity=0, time=float(s.note_off_s))]
+        self._midi = [
+            mido.Message("note_on", note=a.note, velocity=self.profile.render.velocity, time=0.0),
+            mido.Message("note_off", note=a.note, velocity=0, time=float(s.note_off_s)),
+        ]
         self.reset_mode: str | None = None  # "clear" | "reinstantiate", chosen at the first render
         if check_silence:
             self._check_not_silent()
@@ -93,8 +110,10 @@ class Vst3Synth(Synth):
         missing = [n for n in self.profile.host_names() if n not in params]
         if missing:
             lines = "; ".join(f"{n!r} (closest: {profile_mod.closest(n, names)})" for n in missing)
-            raise SynthError(f"{self.profile.source}: plugin {self.plugin.name!r} has no parameter named {lines}. "
-                             "Use the names the plugin gives host automation (as a DAW's automation lane lists them)")
+            raise SynthError(
+                f"{self.profile.source}: plugin {self.plugin.name!r} has no parameter named {lines}. "
+                "Use the names the plugin gives host automation (as a DAW's automation lane lists them)"
+            )
         self._fixed = [(params[n], raw) for n, raw in self.profile.fixed]
         index = {n: i for i, n in enumerate(self.contract.names)}
         self._maps = [(index[m.param], params[m.plugin], m) for m in self.profile.maps]
@@ -105,8 +124,11 @@ class Vst3Synth(Synth):
 
     def parameters(self) -> list[dict]:
         """The plugin's automatable parameters: name, raw value, text, label."""
-        return [{"name": p.name, "raw": p.raw_value, "text": p.string_value, "label": p.label}
-                for p in self.plugin._parameters if p.is_automatable]
+        return [
+            {"name": p.name, "raw": p.raw_value, "text": p.string_value, "label": p.label}
+            for p in self.plugin._parameters
+            if p.is_automatable
+        ]
 
     def raw_values(self, patch: np.ndarray) -> list[tuple[int, float]]:
         """(16,) normalised -> [(plugin parameter position, raw host value)], fixed and mapped parameters."""
@@ -120,12 +142,17 @@ class Vst3Synth(Synth):
         for k, raw in self.raw_values(patch):
             params[k].raw_value = raw
         r = self.profile.render
-        return self.plugin.process(self._midi if midi is None else midi, duration=self.contract.audio.duration_s,
-                                   sample_rate=r.sample_rate, num_channels=r.channels, buffer_size=r.block_size,
-                                   reset=True)
+        return self.plugin.process(
+            self._midi if midi is None else midi,
+            duration=self.contract.audio.duration_s,
+            sample_rate=r.sample_rate,
+            num_channels=r.channels,
+            buffer_size=r.block_size,
+            reset=True,
+        )
 
     def _choose_reset(self) -> str:
-        """"clear" (reset in place) if the profile allows it and the plugin's reset is verified to clear
+        """ "clear" (reset in place) if the profile allows it and the plugin's reset is verified to clear
         its sound, else "reinstantiate" (pedalboard's default for instruments: a fresh instance)."""
         import pedalboard
 
@@ -163,10 +190,12 @@ class Vst3Synth(Synth):
         mean = np.array([distribution_mean(s) for s in self.sampling.samples], np.float32)
         peak = float(np.abs(self.render(mean[None])).max())
         if not peak > SILENCE_PEAK:
-            raise SynthError(f"{self.path}: {self.plugin.name!r} renders silence for the mean patch (peak "
-                             f"{peak:.1e}); check the profile's [fixed] values (volume, a loaded patch) and that "
-                             "the plugin plays MIDI note "
-                             f"{self.contract.audio.note}")
+            raise SynthError(
+                f"{self.path}: {self.plugin.name!r} renders silence for the mean patch (peak "
+                f"{peak:.1e}); check the profile's [fixed] values (volume, a loaded patch) and that "
+                "the plugin plays MIDI note "
+                f"{self.contract.audio.note}"
+            )
 
     def close(self) -> None:
         self.plugin = None  # type: ignore[assignment]
