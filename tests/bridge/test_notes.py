@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from synthmatch.bridge import audiofile, contract as contract_mod, notenorm
+from synthmatch.bridge import audiofile, notenorm
+from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.notes import NoteSettings, NoteStage, NoteTracker
 from synthmatch.bridge.pitch import PitchSettings, detect, hz_to_midi, midi_to_hz
 from tests.bridge.daemon_util import SR, make_config
@@ -30,9 +31,18 @@ def clear_patches(contract, count: int) -> np.ndarray:
     from synthmatch.training.sampling import sample_params
 
     v = np.array(sample_params(contract, 11, range(count)), dtype=np.float32)
-    for name, value in (("osc1_pitch", 0.5), ("osc1_gain", 0.9), ("osc2_pitch", 0.75), ("osc2_gain", 0.3),
-                        ("osc3_pitch", 0.5), ("osc3_gain", 0.3), ("filter1_cutoff", 0.9),
-                        ("filter2_cutoff", 0.05), ("env_attack", 0.1), ("reverb_mix", 0.2)):
+    for name, value in (
+        ("osc1_pitch", 0.5),
+        ("osc1_gain", 0.9),
+        ("osc2_pitch", 0.75),
+        ("osc2_gain", 0.3),
+        ("osc3_pitch", 0.5),
+        ("osc3_gain", 0.3),
+        ("filter1_cutoff", 0.9),
+        ("filter2_cutoff", 0.05),
+        ("env_attack", 0.1),
+        ("reverb_mix", 0.2),
+    ):
         v[:, contract.names.index(name)] = value
     return v
 
@@ -42,6 +52,28 @@ def at_notes(contract, notes) -> np.ndarray:
     from synthmatch.training.notesets import render_at
 
     return render_at(contract, clear_patches(contract, len(notes)), notes)
+
+
+def named_patch(contract, **physical) -> np.ndarray:
+    """(16,) normalised patch: every value 0.5 but those named (in physical units; positions and
+    resonances as they are), with filters open and a quick attack unless named."""
+    values = dict(
+        osc1_position=0.67,
+        osc2_position=0.0,
+        filter1_cutoff=6000.0,
+        filter1_resonance=0.2,
+        filter2_cutoff=20.0,
+        filter2_resonance=0.0,
+        env_attack=0.01,
+        env_decay=1.0,
+        reverb_mix=0.2,
+    )
+    values.update(physical)
+    v = np.full(len(contract.params), 0.5, np.float32)
+    for name, x in values.items():
+        p = contract.params[contract.names.index(name)]
+        v[contract.names.index(name)] = p.to_normalised(x) if p.unit else x
+    return v
 
 
 def vibrato_tone(note: float, seconds: float, depth: float = 0.5, rate: float = 5.5, level: float = 0.3):
@@ -66,6 +98,42 @@ def test_rendered_patches_are_detected_at_their_note(c):
         assert e.confidence > 0.8
 
 
+def test_a_lead_beside_quieter_oscillators_is_heard_at_the_lead(c):
+    """A saw lead with a square 17 semitones below (7-9 dB down) and a vowel 10.3 above (10-13 dB down):
+    the sum repeats only every 8 lead periods, and YIN alone read it one to three octaves low."""
+    from synthmatch.training.notesets import render_at
+
+    v = named_patch(c, osc1_pitch=0.0, osc1_gain=0.8, osc2_pitch=-17.0, osc2_gain=0.25, osc3_pitch=10.3, osc3_gain=0.3)
+    notes = [41, 53, 65, 77]
+    for note, x in zip(notes, render_at(c, np.repeat(v[None], len(notes), axis=0), notes)):
+        e = detect(x, SR)
+        assert e.voiced and e.note == note, (note, e)
+        assert abs(e.f0_hz - midi_to_hz(note)) / midi_to_hz(note) < 0.01
+
+
+def test_a_bright_low_note_is_heard_at_its_note_not_at_its_resonance(c):
+    """A square at MIDI 36-43 through a resonant lowpass at 1.2 kHz and a highpass at 500 Hz: most of
+    the energy sits on one harmonic near the resonance (the 17th at MIDI 37), yet the note is the key's."""
+    from synthmatch.training.notesets import render_at
+
+    v = named_patch(
+        c,
+        osc1_pitch=0.0,
+        osc1_position=1.0,
+        osc1_gain=0.9,
+        osc2_gain=0.0,
+        osc3_gain=0.0,
+        filter1_cutoff=1200.0,
+        filter1_resonance=0.95,
+        filter2_cutoff=500.0,
+        filter2_resonance=0.5,
+    )
+    notes = [36, 37, 38, 43]
+    for note, x in zip(notes, render_at(c, np.repeat(v[None], len(notes), axis=0), notes)):
+        e = detect(x, SR)
+        assert e.voiced and e.note == note, (note, e)
+
+
 def test_sine_f0_is_accurate_and_silence_and_noise_fall_back():
     t = np.arange(N) / SR
     e = detect(0.3 * np.sin(2 * np.pi * 440 * t), SR)
@@ -77,11 +145,16 @@ def test_sine_f0_is_accurate_and_silence_and_noise_fall_back():
     e = detect(noise, SR, settings)
     assert not e.voiced and e.note == 57 and e.f0_hz is None and e.reason.startswith("unpitched")
     assert detect(np.full(N, np.nan, np.float32), SR, settings).reason == "silent"  # NaN reads as silence
+    assert detect(np.full(N, 0.3, np.float32), SR, settings).reason == "silent"  # so does a DC offset
 
 
 def test_pitch_settings_reject_nonsense():
-    for bad in (PitchSettings(fallback_note=128), PitchSettings(f_min=500, f_max=400),
-                PitchSettings(min_confidence=1.5), PitchSettings(max_aperiodicity=0)):
+    for bad in (
+        PitchSettings(fallback_note=128),
+        PitchSettings(f_min=500, f_max=400),
+        PitchSettings(min_confidence=1.5),
+        PitchSettings(max_aperiodicity=0),
+    ):
         with pytest.raises(ValueError, match="pitch\\."):
             bad.check()
     with pytest.raises(ValueError, match="notes.normalise"):
@@ -99,7 +172,7 @@ def test_normalised_window_plays_the_reference_note_and_lasts_the_stretch(c):
     assert detect(y, SR).note == 60
     z, s = notenorm.to_reference(x48, 48, c)
     assert s == pytest.approx(0.5) and detect(z, SR).note == 60
-    assert np.all(z[N // 2 + 100:] == 0)  # a lower note only fills num_samples * s: the rest is padding
+    assert np.all(z[N // 2 + 100 :] == 0)  # a lower note only fills num_samples * s: the rest is padding
     same, s = notenorm.to_reference(x72, 60, c)
     assert s == 1.0 and np.array_equal(same, x72)
 
@@ -117,8 +190,11 @@ def test_from_reference_scales_times_and_cutoffs_and_reports_clipping(c):
     back, clipped = notenorm.from_reference(v, 4.0, c)
     assert "filter1_cutoff" in clipped and back[idx("filter1_cutoff")] == pytest.approx(1.0)
     mixed = notenorm.combine(np.zeros(16), np.ones(16), c, "pitch")
-    assert [i for i in range(16) if mixed[i] == 1] == notenorm.relative_params(c) == \
-        [idx("osc1_pitch"), idx("osc2_pitch"), idx("osc3_pitch")]
+    assert (
+        [i for i in range(16) if mixed[i] == 1]
+        == notenorm.relative_params(c)
+        == [idx("osc1_pitch"), idx("osc2_pitch"), idx("osc3_pitch")]
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -185,7 +261,7 @@ def run_with_midi(jack, c, engine, cfg, name: str):
             midi.close()
         assert d.error is None, d.error
         lines = [json.loads(line) for line in out.getvalue().splitlines()]
-        expect = sum(1 for l in lines if l.get("note", {}).get("new")) * 2  # one on + one off per note
+        expect = sum(1 for ln in lines if ln.get("note", {}).get("new")) * 2  # one on + one off per note
         deadline = time.monotonic() + 5
         while len([e for e in note_events(rx.messages) if e[0] != "bend"]) < expect and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -206,15 +282,27 @@ def test_three_notes_three_snapshots_three_note_pairs_on_jack(jack, c, engine, t
     notes = [45, 64, 52]
     x = np.zeros(15 * SR, np.float32)
     for k, a in enumerate(at_notes(c, notes)):
-        x[SR // 2 + 5 * SR * k:][: 4 * SR] += a[: 4 * SR]
+        x[SR // 2 + 5 * SR * k :][: 4 * SR] += a[: 4 * SR]
     path = tmp_path / "three.wav"
     audiofile.write(path, x, SR)
-    cfg = make_config(c, mode="trigger", input={"source": f"file:{path}", "fast": True},
-                      output={"midi": {"enabled": True, "virtual": "notes", "api": "jack", "notes": True,
-                                       "client_name": "sm-notes", "velocity": 90}})
+    cfg = make_config(
+        c,
+        mode="trigger",
+        input={"source": f"file:{path}", "fast": True},
+        output={
+            "midi": {
+                "enabled": True,
+                "virtual": "notes",
+                "api": "jack",
+                "notes": True,
+                "client_name": "sm-notes",
+                "velocity": 90,
+            }
+        },
+    )
     lines, events = run_with_midi(jack, c, engine, cfg, "trig")
-    assert [l["note"]["midi"] for l in lines] == notes
-    assert all(l["note"]["new"] and abs(hz_to_midi(l["note"]["f0_hz"]) - n) < 0.2 for l, n in zip(lines, notes))
+    assert [ln["note"]["midi"] for ln in lines] == notes
+    assert all(ln["note"]["new"] and abs(hz_to_midi(ln["note"]["f0_hz"]) - n) < 0.2 for ln, n in zip(lines, notes))
     assert events == [("on", 45, 90), ("off", 45, 0), ("on", 64, 90), ("off", 64, 0), ("on", 52, 90), ("off", 52, 0)]
 
 
@@ -228,13 +316,12 @@ def test_a_model_told_the_note_gets_the_detected_note_in_every_snapshot(c, tiny_
     x = np.zeros(15 * SR, np.float32)
     windows = []
     for k, a in enumerate(at_notes(c, notes)):
-        x[SR // 2 + 5 * SR * k:][: 4 * SR] += a[: 4 * SR]
+        x[SR // 2 + 5 * SR * k :][: 4 * SR] += a[: 4 * SR]
         windows.append(a[: 4 * SR].astype(np.float32))
     path = tmp_path / "three.wav"
     audiofile.write(path, x, SR)
     # normalise = "pitch" is for C4-only models: a model told the note hears the raw window
-    cfg = make_config(c, mode="trigger", input={"source": f"file:{path}", "fast": True},
-                      notes={"normalise": "pitch"})
+    cfg = make_config(c, mode="trigger", input={"source": f"file:{path}", "fast": True}, notes={"normalise": "pitch"})
     out = io.StringIO()
     with load_engine(tiny_notes_onnx, backend="onnxruntime", contract=c, threads=1) as engine:
         assert engine.meta.takes_note
@@ -248,7 +335,7 @@ def test_a_model_told_the_note_gets_the_detected_note_in_every_snapshot(c, tiny_
             source.stop()
         assert d.error is None, d.error
         lines = [json.loads(line) for line in out.getvalue().splitlines()]
-        assert [l["note"]["midi"] for l in lines] == notes
+        assert [ln["note"]["midi"] for ln in lines] == notes
         for line, w, n in zip(lines, windows, notes):
             told, c4 = engine.infer(w[None], [n])[0], engine.infer(w[None], [60])[0]
             sent = np.array([line["values"][name] for name in c.names])
@@ -257,14 +344,34 @@ def test_a_model_told_the_note_gets_the_detected_note_in_every_snapshot(c, tiny_
 
 @pytest.mark.jack
 def test_continuous_vibrato_one_note_on_and_pitch_bend_in_range(jack, c, engine, tmp_path):
-    x = np.concatenate([np.zeros(SR // 2, np.float32), vibrato_tone(57, 4.0), np.zeros(SR, np.float32),
-                        vibrato_tone(62, 2.5, depth=0.0), np.zeros(SR, np.float32)])
+    x = np.concatenate(
+        [
+            np.zeros(SR // 2, np.float32),
+            vibrato_tone(57, 4.0),
+            np.zeros(SR, np.float32),
+            vibrato_tone(62, 2.5, depth=0.0),
+            np.zeros(SR, np.float32),
+        ]
+    )
     path = tmp_path / "held.wav"
     audiofile.write(path, x, SR)
-    cfg = make_config(c, mode="continuous", input={"source": f"file:{path}", "fast": True},
-                      continuous={"hop_s": 0.1, "max_rate_hz": 0.0},
-                      output={"midi": {"enabled": True, "virtual": "bend", "api": "jack", "notes": True,
-                                       "pitch_bend": True, "bend_range": 2.0, "client_name": "sm-bend"}})
+    cfg = make_config(
+        c,
+        mode="continuous",
+        input={"source": f"file:{path}", "fast": True},
+        continuous={"hop_s": 0.1, "max_rate_hz": 0.0},
+        output={
+            "midi": {
+                "enabled": True,
+                "virtual": "bend",
+                "api": "jack",
+                "notes": True,
+                "pitch_bend": True,
+                "bend_range": 2.0,
+                "client_name": "sm-bend",
+            }
+        },
+    )
     lines, events = run_with_midi(jack, c, engine, cfg, "cont")
     ons = [e for e in events if e[0] == "on"]
     offs = [e for e in events if e[0] == "off"]
@@ -274,7 +381,7 @@ def test_continuous_vibrato_one_note_on_and_pitch_bend_in_range(jack, c, engine,
     semis = [(v - 8192) / 8192 * 2.0 for v in bends]
     assert max(abs(s) for s in semis) <= 0.6  # vibrato of +-0.5 semitone, over a +-2 semitone range
     assert max(semis) > 0.05 and min(semis) < -0.05  # and it does move with the vibrato
-    assert all(l["note"]["midi"] in (57, 62) for l in lines if "note" in l)
+    assert all(ln["note"]["midi"] in (57, 62) for ln in lines if "note" in ln)
 
 
 def test_osc_and_print_carry_the_note(c):
