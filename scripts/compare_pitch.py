@@ -14,14 +14,17 @@ misses. Latency: median per window on this machine, one thread, wall clock and t
 (the CPU figure is the one to trust on a loaded machine).
 
 Measured (200 patches, seed 41; 141 FluidR3 notes; a 2-core machine with a training run beside it):
-                          lead patches   FluidR3 sounding   FluidR3 keys   CPU ms p50 / wall ms p50
-  YIN only (before)          83.5 %          98.6 %            92.4 %          4.9 / 8-35
-  bridge.pitch now           99.5 %          98.6 %            90.3 %          5.1 / 5-7
-The old lead-patch definition (the lead 6 dB above each other oscillator, nothing more; 200 patches
-each of seeds 41 and 5) gave 78.0 % / 77.0 % before and 96.0 % / 99.0 % now. Still missed: FluidR3's
-church organ at keys 72 and 84 (read an octave low: its partials at 1 and 3/2 of the key's f0, at
-nearly equal level, do repeat at half the key's f0), and lead patches whose other oscillators sit just
-outside the rules (70 cents off a sub-octave, 2/5 of the lead's f0).
+                          lead patches   FluidR3 sounding   FluidR3 keys   CPU ms p50 per 4 s window
+  YIN only (before)          88.0 %          98.6 %            92.4 %          3.7
+  bridge.pitch now           99.5 %          98.6 %            92.4 %          3.3
+(seeds 5, 7 and 11: 99.5, 99.5 and 100 % now, 83.0, 83.5 and 85.0 % before; FluidR3 at 11 more keys, 38
+to 81: 173 of 173 now, 172 before). With the old lead-patch definition (only the 6 dB margin; seeds 41
+and 5) it was 78.0 % / 77.0 % before and is 96.0 % / 99.0 % now. Still missed: FluidR3's church organ
+at keys 72 and 84, read an octave low (its partials at 1 and 3/2 of the key's f0, at nearly equal
+level, do repeat at half the key's f0); FluidR3's drawbar organ against its keys (it sounds two
+octaves under them); and a few lead patches whose other oscillators sit just outside notesets' rules
+(seed 41's patch 73, MIDI 53, read a twelfth low: its louder other oscillator, 7 dB down, sits at 5/9
+of the lead's f0, so the sum repeats every 9 lead periods).
 
 Usage: python scripts/compare_pitch.py [--patches 200] [--libs /tmp/pitchlibs]
 """
