@@ -2,8 +2,8 @@
 
     detect(x, sr, settings) -> NoteEstimate(note, f0_hz, midi, confidence, voiced, reason)
 
-x: (T,) float mono at sr Hz (a 4 s window, or its newest part for note tracking). FRAMES frames of FRAME
-samples (64 ms at 16 kHz; scaled with sr) are taken among those within LOUD_DB of the loudest, and four
+x: (T,) float mono at sr Hz (a 4 s window, or its newest part for note tracking). FRAMES frames of FRAME_S
+seconds (1024 samples at 16 kHz) are taken among those within LOUD_DB of the loudest, and four
 steps follow:
   1. voicing (YIN, de Cheveigne & Kawahara 2002, steps 2-3): per frame the cumulative-mean-normalised
      difference d'(tau) for lags up to 1 / f_min; its minimum is the frame's aperiodicity, and frames
