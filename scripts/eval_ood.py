@@ -128,10 +128,13 @@ def main() -> None:
         if args.refine_passes:
             refined = refine(c, targets_t, values, RefineConfig(passes=args.refine_passes), synth=synth)[0]
             refined_audio = synth.render(torch.from_numpy(refined))
+        randoms_at: dict[float, torch.Tensor] = {}
         for i, (name, program, note) in enumerate(cases):
             audiofile.write(out / f"{name.replace(' ', '_')}-{note}.match.wav", matched[i].numpy(), sr)
             target = targets_t[i : i + 1]
-            random_audio = synth.render(randoms, note=float(heard[i]))
+            if heard[i] not in randoms_at:  # the random patches at this heard note, rendered once
+                randoms_at[heard[i]] = synth.render(randoms, note=float(heard[i]))
+            random_audio = randoms_at[heard[i]]
             sc_random = spectral_convergence(target.expand(len(random_audio), -1), random_audio)
             best = int(torch.argmin(sc_random))
             score = lambda audio: {  # noqa: E731

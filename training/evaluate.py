@@ -272,19 +272,6 @@ def heard_notes(audio: np.ndarray, contract: Contract) -> np.ndarray:
     return np.array([detect(x, contract.audio.sample_rate).note for x in audio], np.float32)
 
 
-def _note_range(text: str | None) -> tuple[int, int] | None:
-    from synthmatch.bridge.errors import UsageError
-    from synthmatch.training.sampling import check_notes
-
-    if text is None:
-        return None
-    a, sep, b = text.partition(":")
-    try:
-        return check_notes((int(a), int(b if sep else a)), "--notes")
-    except ValueError as e:
-        raise UsageError(f"--notes {text!r}: give LO:HI MIDI notes, e.g. 36:84 ({e})") from None
-
-
 def main(args) -> int:
     from synthmatch.bridge import contract as contract_mod
     from synthmatch.bridge.errors import UsageError
@@ -307,7 +294,12 @@ def main(args) -> int:
 
         engine = load_engine(args.model, backend=args.backend, contract=c)
         predict_fn, model = engine.infer, args.model
-    notes = _note_range(args.notes)
+    from synthmatch.training.sampling import parse_notes
+
+    try:
+        notes = parse_notes(args.notes)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     audio, params = cached_split(c, args.split, size, cache_dir=args.cache_dir, progress=True, notes=notes)
     played = told = None
     if notes is not None:

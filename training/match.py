@@ -190,6 +190,16 @@ class MatchResult:
     report: dict  # params.json: the above plus physical values, model, synth, refinement
 
 
+def model_path(model: str | Path | None) -> Path:
+    """The model file to use (default: the shipped one); UsageError if it does not exist."""
+    path = Path(model) if model else DEFAULT_MODEL
+    if not path.exists():
+        raise UsageError(
+            f"{path}: no model file; train and export one (synthmatch train / export) or pass --model PATH"
+        )
+    return path
+
+
 def match_file(
     path: str | Path,
     model: str | Path | None = None,
@@ -218,11 +228,7 @@ def match_file(
 
     c = contract or contract_mod.default()
     warn = warn or (lambda text: print(f"synthmatch match: warning: {path}: {text}", file=sys.stderr))
-    model = Path(model) if model else DEFAULT_MODEL
-    if not model.exists():
-        raise UsageError(
-            f"{model}: no model file; train and export one (synthmatch train / export) or pass --model PATH"
-        )
+    model = model_path(model)
     try:
         found: dict = {}
         audio = audiofile.read_mono(path, c.audio.sample_rate, channel=channel, report=found)
@@ -313,10 +319,7 @@ def main(args) -> int:
     from synthmatch.bridge.outpaths import writable_dir
 
     c = contract_mod.load(args.contract)
-    if args.model and not Path(args.model).exists():  # before the output directory is made
-        raise UsageError(
-            f"{args.model}: no model file; train and export one (synthmatch train / export) or pass --model PATH"
-        )
+    model_path(args.model)  # before the output directory is made
     out = writable_dir(args.out_dir, "--out-dir")  # before any work: a bad place fails in a second
     result = match_file(
         args.input,

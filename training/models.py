@@ -140,7 +140,7 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     # baselines: 5 linear layers / 5 conv stages
     "mlp": ModelConfig("mlp", head_hidden=512, head_layers=5, dropout=0.1),
     "cnn": ModelConfig("cnn", channels=(16, 32, 64, 128, 256), head_hidden=256, head_layers=2, dropout=0.1),
-    # the shipped default: ast-tiny reading the log-mel and the constant-Q view, pitch as classes with
+    # ast-tiny reading the log-mel and the constant-Q view (0.2's C4-only default), pitch as classes with
     # harmonic-sum evidence; 16 x 32 mel patches (4 x 12 = 48 tokens) + 41 constant-Q tokens: about
     # ast-tiny's 96 tokens and cost
     "ast-tiny-cqt": ModelConfig(
@@ -155,21 +155,10 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
         head="pitch-cls",
         salience=True,
     ),
-    # ast-tiny-cqt told the played note (any note, e.g. MIDI 36-84): pitch-relative constant-Q tokens
-    "ast-tiny-notes": ModelConfig(
-        "ast",
-        (16, 32),
-        (16, 32),
-        dim=128,
-        depth=4,
-        heads=4,
-        head_hidden=128,
-        frontend="mel+cqt",
-        head="pitch-cls",
-        salience=True,
-        note_input=True,
-    ),
 }
+# the shipped default: ast-tiny-cqt told the played note (any note, e.g. MIDI 36-84): pitch-relative
+# constant-Q tokens
+MODEL_CONFIGS["ast-tiny-notes"] = MODEL_CONFIGS["ast-tiny-cqt"].replace(note_input=True)
 
 
 def patch_grid(config: ModelConfig, contract: Contract) -> tuple[int, int]:

@@ -200,6 +200,18 @@ def check_notes(notes, where: str = "notes") -> tuple[int, int]:
     return lo, hi
 
 
+def parse_notes(text: str | None) -> tuple[int, int] | None:
+    """--notes text: "36:84" -> (36, 84), "60" -> (60, 60), None -> None (the contract's note). ValueError
+    with the whole message (what to give) for anything else."""
+    if text is None:
+        return None
+    a, sep, b = text.partition(":")
+    try:
+        return check_notes((int(a), int(b if sep else a)), "--notes")
+    except ValueError as e:
+        raise ValueError(f"--notes {text!r}: give LO:HI MIDI notes, e.g. 36:84 ({e})") from None
+
+
 def sample_notes(seed: int, indices: Iterable[int], notes: tuple[int, int]) -> np.ndarray:
     """(len(indices),) int64 MIDI notes uniform in [lo, hi]: the note example i is played at, a pure
     function of (seed, i), drawn from its own generator so the patch of example i is the same at any

@@ -602,19 +602,6 @@ def parse_shards(text: str | None) -> tuple[int, int] | None:
         raise ShardError(f"--shards {text!r}: give A:B, shard numbers from A up to B exclusive, e.g. 0:8") from None
 
 
-def _notes_arg(text: str | None) -> tuple[int, int] | None:
-    """ "36:84" -> (36, 84), "60" -> (60, 60); None -> None (the contract's note)."""
-    if text is None:
-        return None
-    from synthmatch.training.sampling import check_notes
-
-    a, sep, b = text.partition(":")
-    try:
-        return check_notes((int(a), int(b if sep else a)), "--notes")
-    except ValueError as e:
-        raise ShardError(f"--notes {text!r}: give LO:HI MIDI notes, e.g. 36:84 ({e})") from None
-
-
 def main(args) -> int:
     from synthmatch.bridge import contract as contract_mod
     from synthmatch.bridge.errors import UsageError
@@ -652,6 +639,8 @@ def main(args) -> int:
         from synthmatch.training.sampling import fit_presets
 
         presets = fit_presets(c, args.presets, args.presets_method)
+    from synthmatch.training.sampling import parse_notes
+
     try:
         summary = render_dataset(
             c,
@@ -664,9 +653,9 @@ def main(args) -> int:
             presets=presets,
             synth=spec,
             shards=parse_shards(args.shards),
-            notes=_notes_arg(args.notes),
+            notes=parse_notes(args.notes),
         )
-    except ShardError as e:
+    except (ShardError, ValueError) as e:  # ValueError: parse_notes, naming --notes
         raise UsageError(str(e)) from None
     print(json.dumps(summary))
     return 0

@@ -538,14 +538,12 @@ def _run(
     if held is not None:
         val_audio, val_params, val_notes = held
     else:
+        split = (contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir, presets)
         if env.main:  # render (or read) the cache once, then the other ranks read it
-            data.cached_split(
-                contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir, presets, progress=progress, notes=notes
-            )
+            val_audio, val_params = data.cached_split(*split, progress=progress, notes=notes)
         env.barrier()
-        val_audio, val_params = data.cached_split(
-            contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir, presets, notes=notes
-        )
+        if not env.main:
+            val_audio, val_params = data.cached_split(*split, notes=notes)
         val_notes = data.split_notes(contract, "val", cfg.val_size, cfg.val_seed, notes)
 
     def log(rec: dict) -> None:

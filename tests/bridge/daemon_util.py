@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import signal
@@ -69,6 +70,22 @@ def bridge_cmd(*args) -> list[str]:
 def exit_counters(stderr: str) -> dict:
     """The counters `synthmatch bridge` prints on stderr as it exits."""
     return json.loads(stderr.split("synthmatch bridge: counters ", 1)[1].splitlines()[0])
+
+
+@contextlib.contextmanager
+def running_bridge(*args: str, timeout: float = 30.0):
+    """`synthmatch bridge ARGS` (stdout and stderr piped) once it has logged "bridge running"; killed on
+    leaving if it still runs."""
+    p = subprocess.Popen(bridge_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line, deadline = "", time.monotonic() + timeout
+        while "bridge running" not in line:
+            line = p.stderr.readline()
+            assert line and time.monotonic() < deadline, "daemon did not start"
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
 
 
 def sigterm_bridge(p) -> tuple[float, str, dict]:

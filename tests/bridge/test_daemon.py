@@ -23,6 +23,7 @@ from tests.bridge.daemon_util import (
     make_config,
     notes_file,
     run_daemon,
+    running_bridge,
     sigterm_bridge,
 )
 
@@ -202,67 +203,22 @@ def test_manual_capture_armed_over_osc(c, engine, tmp_path):
 
 def test_sigterm_shuts_down_promptly_and_prints_counters(c, tiny_onnx, three_notes):
     path, _, _ = three_notes
-    p = subprocess.Popen(
-        bridge_cmd(
-            "--input",
-            f"file:{path}",
-            "--model",
-            str(tiny_onnx),
-            "--mode",
-            "continuous",
-            "--print",
-            "--set",
-            "control.port=0",
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = ""
-        deadline = time.monotonic() + 30
-        while "bridge running" not in line:
-            line = p.stderr.readline()
-            assert line and time.monotonic() < deadline, "daemon did not start"
+    args = ("--input", f"file:{path}", "--model", str(tiny_onnx), "--mode", "continuous", "--print")
+    with running_bridge(*args, "--set", "control.port=0") as p:
         time.sleep(0.3)
         elapsed, err, counters = sigterm_bridge(p)
-    finally:
-        if p.poll() is None:
-            p.kill()
     assert elapsed < SHUTDOWN_S, f"shutdown took {elapsed:.2f} s"
     assert counters["samples_16k"] > 0 and counters["input_overflows"] == 0
 
 
 def test_sigusr1_dumps_every_thread_and_the_bridge_runs_on(c, tiny_onnx, three_notes):
     path, _, _ = three_notes
-    p = subprocess.Popen(
-        bridge_cmd(
-            "--input",
-            f"file:{path}",
-            "--model",
-            str(tiny_onnx),
-            "--mode",
-            "continuous",
-            "--print",
-            "--set",
-            "control.port=0",
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line, deadline = "", time.monotonic() + 30
-        while "bridge running" not in line:
-            line = p.stderr.readline()
-            assert line and time.monotonic() < deadline, "daemon did not start"
+    args = ("--input", f"file:{path}", "--model", str(tiny_onnx), "--mode", "continuous", "--print")
+    with running_bridge(*args, "--set", "control.port=0") as p:
         p.send_signal(signal.SIGUSR1)
         dump = [p.stderr.readline() for _ in range(3)]
         assert p.poll() is None  # still running
         _, err, _ = sigterm_bridge(p)
-    finally:
-        if p.poll() is None:
-            p.kill()
     assert any(d.startswith(("Thread 0x", "Current thread 0x")) for d in dump), dump
     frames = "".join(dump) + err
     assert " in _run_guarded\n" in frames and "Current thread 0x" in frames, frames  # the worker and main
