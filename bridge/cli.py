@@ -13,11 +13,11 @@ import math
 import re
 import sys
 
-from synthmatch.bridge.errors import UsageError
+from synthmatch.bridge.core.errors import UsageError
 
 
 def _params(args: argparse.Namespace) -> int:
-    from synthmatch.bridge import contract
+    from synthmatch.bridge.core import contract
 
     c = contract.load(args.contract)
     print(f"contract {c.source}  hash {c.hash}")
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "engine",
-        "synthmatch.bridge.engine_tensorrt:build_main",  # "build" is its only action
+        "synthmatch.bridge.engines.tensorrt:build_main",  # "build" is its only action
         "TensorRT engines ahead of time (no GPU needed for tensorrt-rtx)",
     )
     esub = p.add_subparsers(dest="engine_command", required=True, metavar="ACTION")
@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "bridge",
-        "synthmatch.bridge.daemon:main",
+        "synthmatch.bridge.live.daemon:main",
         "listen to an audio input, infer the 16 parameters, send them as MIDI CC / OSC",
     )
     p.add_argument("--config", help="daemon TOML (default: configs/bridge.toml)")
@@ -353,7 +353,7 @@ def _missing_train_extra() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from synthmatch.bridge.contract import ContractError
+    from synthmatch.bridge.core.contract import ContractError
 
     needs_train = isinstance(args.handler, str) and args.handler.startswith(TRAINING)
     missing = _missing_train_extra() if needs_train else []

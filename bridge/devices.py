@@ -42,7 +42,7 @@ def audio_inputs() -> tuple[list[dict], str | None]:
 
 def midi_ports() -> dict[str, dict[str, list[str] | str]]:
     """{api: {"outputs": [...], "inputs": [...]}} or {api: {"error": why}} for each compiled API."""
-    from synthmatch.bridge import midiports
+    from synthmatch.bridge.outputs import midiports
 
     result: dict[str, dict] = {}
     for api in midiports.compiled_apis():

@@ -82,12 +82,12 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds before the first memory reading")
     args = ap.parse_args()
 
-    from synthmatch.bridge import config
-    from synthmatch.bridge import contract as contract_mod
-    from synthmatch.bridge.audio import open_source
-    from synthmatch.bridge.daemon import Daemon
-    from synthmatch.bridge.engine import load_engine
-    from synthmatch.bridge.sinks import build_sinks
+    from synthmatch.bridge.audio.input import open_source
+    from synthmatch.bridge.core import contract as contract_mod
+    from synthmatch.bridge.engines import load_engine
+    from synthmatch.bridge.live import config
+    from synthmatch.bridge.live.daemon import Daemon
+    from synthmatch.bridge.outputs.sinks import build_sinks
 
     c = contract_mod.default()
     tmp = Path(tempfile.mkdtemp(prefix="bench-bridge-"))

@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args(argv)
 
-    from synthmatch.bridge import contract as contract_mod
-    from synthmatch.bridge.engine_tensorrt import _gpu_if_any, ensure_engine
+    from synthmatch.bridge.core import contract as contract_mod
+    from synthmatch.bridge.engines.tensorrt import _gpu_if_any, ensure_engine
 
     report: dict = {"machine": machine(), "flavour": args.flavour, "runs": args.runs, "results": []}
     with tempfile.TemporaryDirectory(prefix="synthmatch-engine-") as tmp:

@@ -94,8 +94,8 @@ def time_engine(engine, contract, runs: int, iters: int, iters32: int, batch: in
 
 def open_backend(path: Path, backend: str, contract, threads: int | None, cache_dir: Path):
     """(engine, None) or (None, reason) for one explicitly named backend."""
-    from synthmatch.bridge.engine import load_engine
-    from synthmatch.bridge.modelfile import ModelError
+    from synthmatch.bridge.core.modelfile import ModelError
+    from synthmatch.bridge.engines import load_engine
 
     try:
         return load_engine(path, backend, contract=contract, threads=threads, cache_dir=cache_dir), None
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-default", action="store_true", help="skip models/default.onnx")
     args = ap.parse_args(argv)
 
-    from synthmatch.bridge import contract as contract_mod
+    from synthmatch.bridge.core import contract as contract_mod
 
     contract = contract_mod.default()
     report: dict = {"machine": machine(), "results": []}

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.sampling import sample_params
 from synthmatch.training.synth import ReferenceSynth
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.data import Renderer
 from synthmatch.training.frontend import LogMel
 from synthmatch.training.shards import INT16_SCALE

@@ -17,9 +17,9 @@ import socket
 import statistics
 import time
 
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.midisink import MidiCCSink
-from synthmatch.bridge.sinks import MidiSinkConfig, OscSink, OscSinkConfig, PrintSink
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.outputs.midi import MidiCCSink
+from synthmatch.bridge.outputs.sinks import MidiSinkConfig, OscSink, OscSinkConfig, PrintSink
 
 
 def stats_us(samples: list[float]) -> dict:

@@ -26,7 +26,7 @@ import time
 import torch
 from torch import nn
 
-from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.data import OnTheFly
 from synthmatch.training.models import MODEL_CONFIGS, build_model, count_params
 

@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
-    from synthmatch.bridge import contract as contract_mod
-    from synthmatch.bridge.engine import OnnxRuntimeEngine
-    from synthmatch.bridge.modelfile import read_meta
+    from synthmatch.bridge.core import contract as contract_mod
+    from synthmatch.bridge.core.modelfile import read_meta
+    from synthmatch.bridge.engines.ort import OnnxRuntimeEngine
 
     contract = contract_mod.default()
     audio = test_audio(contract, 16, seed=5)

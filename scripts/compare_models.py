@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.contract import CONFIG_DIR
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.core.contract import CONFIG_DIR
 from synthmatch.training import train
 from synthmatch.training.checkpoint import load_model
 from synthmatch.training.data import cached_split

@@ -53,7 +53,7 @@ def _median_midi(f0: np.ndarray) -> float | None:
 
 
 def ours(x):
-    from synthmatch.bridge.pitch import detect
+    from synthmatch.bridge.audio.pitch import detect
 
     e = detect(x, SR)
     return e.midi if e.voiced else None
@@ -154,7 +154,7 @@ def main() -> None:
         sys.path.append(args.libs)  # after the venv's own numpy
     from eval_ood import INSTRUMENTS  # noqa: E402  (on sys.path via training.notesets)
 
-    from synthmatch.bridge import contract as contract_mod
+    from synthmatch.bridge.core import contract as contract_mod
     from synthmatch.training.notesets import gm_notes, gm_sounding_note, lead_patches, random_notes, render_at
 
     c = contract_mod.default()

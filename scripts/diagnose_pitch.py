@@ -18,8 +18,8 @@ import json
 import numpy as np
 import torch
 
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.engine import load_engine
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.engines import load_engine
 from synthmatch.training.data import cached_split
 from synthmatch.training.evaluate import _spectral, predict, rerender
 from synthmatch.training.match import DEFAULT_MODEL

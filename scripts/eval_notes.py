@@ -43,7 +43,7 @@ GM_NOTES = [36, 43, 48, 55, 60, 67, 72, 79, 84]
 def detection(c, args) -> dict:
     from eval_ood import INSTRUMENTS
 
-    from synthmatch.bridge.pitch import PitchSettings, detect, midi_to_hz
+    from synthmatch.bridge.audio.pitch import PitchSettings, detect, midi_to_hz
     from synthmatch.training.notesets import gm_notes, gm_sounding_note, lead_patches, random_notes, render_at
 
     notes = random_notes(args.seed, args.patches)
@@ -70,8 +70,8 @@ def detection(c, args) -> dict:
 
 
 def latency(c, engine, windows: np.ndarray, repeats: int) -> dict:
-    from synthmatch.bridge import notenorm
-    from synthmatch.bridge.pitch import detect
+    from synthmatch.bridge.audio import notenorm
+    from synthmatch.bridge.audio.pitch import detect
 
     sr = c.audio.sample_rate
     t_det, t_inf, t_all = [], [], []
@@ -100,8 +100,8 @@ def latency(c, engine, windows: np.ndarray, repeats: int) -> dict:
 
 
 def mse_at_notes(c, engine, args) -> dict:
-    from synthmatch.bridge import notenorm
-    from synthmatch.bridge.pitch import detect
+    from synthmatch.bridge.audio import notenorm
+    from synthmatch.bridge.audio.pitch import detect
     from synthmatch.training.notesets import random_notes, render_at
     from synthmatch.training.sampling import sample_params
 
@@ -155,9 +155,9 @@ def main() -> None:
     ap.add_argument("--no-fluidr3", action="store_true", help="skip the FluidR3 notes (no fluidsynth)")
     args = ap.parse_args()
 
-    from synthmatch.bridge import contract as contract_mod
-    from synthmatch.bridge.engine import load_engine
-    from synthmatch.bridge.modelfile import read_meta
+    from synthmatch.bridge.core import contract as contract_mod
+    from synthmatch.bridge.core.modelfile import read_meta
+    from synthmatch.bridge.engines import load_engine
     from synthmatch.training.notesets import random_notes, render_at
     from synthmatch.training.sampling import sample_params
 

@@ -28,9 +28,9 @@ import mido
 import numpy as np
 import torch
 
-from synthmatch.bridge import audiofile
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.pitch import detect
+from synthmatch.bridge.audio.pitch import detect
+from synthmatch.bridge.core import audiofile
+from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.match import DEFAULT_MODEL, aligned_window, predict
 from synthmatch.training.metrics import multiscale_spectral_distance, spectral_convergence
 from synthmatch.training.refine import RefineConfig, refine

@@ -9,7 +9,7 @@ import json
 
 import torch
 
-from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.frontend import LogMel
 from synthmatch.training.sampling import sample_params
 from synthmatch.training.synth import ReferenceSynth

@@ -36,7 +36,7 @@ else
 fi
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" "$torch_spec"
 "${pip[@]}" -e ".[$extras]"
-# TensorRT 10's Python signatures for mypy over bridge/engine_tensorrt.py; --no-deps because its
+# TensorRT 10's Python signatures for mypy over bridge/engines/tensorrt.py; --no-deps because its
 # metadata requires the tensorrt wheels themselves, which PyPI does not carry.
 [[ "$extras" == *dev* ]] && "${pip[@]}" --no-deps "tensorrt-stubs==10.13.0.35.1"
 # TensorRT-RTX (PyPI): the tests build real engines with it, no GPU needed; the gpu extra installs it too.

@@ -1,6 +1,6 @@
 """Type-check the TensorRT backend against both flavours' signatures, on a machine without a GPU.
 
-    python scripts/typecheck_tensorrt.py [FILE ...]     (default: bridge/engine_tensorrt.py)
+    python scripts/typecheck_tensorrt.py [FILE ...]     (default: bridge/engines/tensorrt.py)
 
 TensorRT 10: tensorrt-stubs (install with `pip install --no-deps tensorrt-stubs`: their declared
 dependency is the full TensorRT runtime). The published stubs (10.8 to 10.13) are generated with two
@@ -108,7 +108,7 @@ def package_view(dest: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    files = argv or ["bridge/engine_tensorrt.py"]
+    files = argv or ["bridge/engines/tensorrt.py"]
     if importlib.util.find_spec("mypy") is None:
         print("mypy is not installed (pip install mypy)", file=sys.stderr)
         return 3

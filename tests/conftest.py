@@ -10,7 +10,7 @@ def tiny_onnx(tmp_path_factory):
     """Path of an exported "ast-tiny" model (random weights, seed 0) for the repository contract, with its
     model.pt beside it. Exported once per test session (a few seconds); treat the files as read-only."""
     torch = pytest.importorskip("torch")
-    from synthmatch.bridge import contract
+    from synthmatch.bridge.core import contract
     from synthmatch.training.export import export_model
     from synthmatch.training.models import build_model, resolve_config
 
@@ -28,7 +28,7 @@ def tiny_onnx(tmp_path_factory):
 def tiny_notes_onnx(tmp_path_factory):
     """Path of an exported small "ast-tiny-notes" model (told the note; random weights, seed 0)."""
     torch = pytest.importorskip("torch")
-    from synthmatch.bridge import contract
+    from synthmatch.bridge.core import contract
     from synthmatch.training.export import export_model
     from synthmatch.training.models import build_model, resolve_config
 

@@ -15,7 +15,7 @@ What clients see (measured with Debian jackd2 1.9.21, libportaudio2 19.6, python
   whose server was killed must skip it: `atexit.unregister(sd._exit_handler)`; tests that kill jackd
   while PortAudio uses it belong in a subprocess (the daemon as `synthmatch run ...`), not in pytest's.
 - python-rtmidi's wheel bundles libjack (1.9.22); it talks to the system jackd2 fine. Handling of its
-  clients after a server death: bridge/midiports.py (retire()).
+  clients after a server death: bridge/outputs/midiports.py (retire()).
 - jackd2 restarts under the same name after SIGKILL (stale /dev/shm entries are reused).
 """
 
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import IO, Callable
 
-from synthmatch.bridge import midiports
+from synthmatch.bridge.outputs import midiports
 
 JACK_TOOLS = ("jackd", "jack_lsp", "jack_connect", "jack_midi_dump")
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from synthmatch.bridge.contract import PARAM_NAMES
-from synthmatch.bridge.tomlfile import tomllib
+from synthmatch.bridge.core.contract import PARAM_NAMES
+from synthmatch.bridge.core.tomlfile import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv-runtime"

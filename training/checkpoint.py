@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.atomic import write_atomic
-from synthmatch.bridge.contract import Contract
-from synthmatch.bridge.errors import UsageError
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.core.atomic import write_atomic
+from synthmatch.bridge.core.contract import Contract
+from synthmatch.bridge.core.errors import UsageError
 from synthmatch.training.models import ModelConfig, build_model
 
 FORMAT = "synthmatch-checkpoint"

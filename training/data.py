@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthmatch.bridge.atomic import write_atomic
-from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.core.atomic import write_atomic
+from synthmatch.bridge.core.contract import Contract
 from synthmatch.training.sampling import PresetSampling, sample_notes, sample_params, sampling_fingerprint
 from synthmatch.training.synth import ReferenceSynth
 

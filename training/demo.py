@@ -19,13 +19,13 @@ AUDIBLE_DBFS = -24.0  # peak level a demo patch must reach: well above the daemo
 
 
 def main(args) -> int:
-    from synthmatch.bridge.outpaths import writable_dir
+    from synthmatch.bridge.core.outpaths import writable_dir
 
     out = writable_dir(args.out_dir, "--out-dir")  # before rendering anything
     import torch
 
-    from synthmatch.bridge import audiofile
-    from synthmatch.bridge import contract as contract_mod
+    from synthmatch.bridge.core import audiofile
+    from synthmatch.bridge.core import contract as contract_mod
     from synthmatch.training import match as match_mod
     from synthmatch.training.sampling import sample_params
     from synthmatch.training.synth import ReferenceSynth

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.core.contract import Contract
 from synthmatch.training import metrics
 from synthmatch.training.data import DEFAULT_SPLIT_SIZES, RENDER_GROUP, cached_split, split_seed
 from synthmatch.training.synth import ReferenceSynth
@@ -267,14 +267,14 @@ def _torch_predictor(path: str, contract: Contract, device: str) -> PredictFn:
 
 def heard_notes(audio: np.ndarray, contract: Contract) -> np.ndarray:
     """(N, T) windows -> (N,) MIDI notes bridge.pitch detects (the daemon's note; fallback when unpitched)."""
-    from synthmatch.bridge.pitch import detect
+    from synthmatch.bridge.audio.pitch import detect
 
     return np.array([detect(x, contract.audio.sample_rate).note for x in audio], np.float32)
 
 
 def main(args) -> int:
-    from synthmatch.bridge import contract as contract_mod
-    from synthmatch.bridge.errors import UsageError
+    from synthmatch.bridge.core import contract as contract_mod
+    from synthmatch.bridge.core.errors import UsageError
 
     c = contract_mod.load(args.contract)
     size = args.size if args.size is not None else DEFAULT_SPLIT_SIZES[args.split]
@@ -290,7 +290,7 @@ def main(args) -> int:
         if not args.out:
             raise UsageError("--baseline needs --out (there is no model file to write the report beside)")
     else:
-        from synthmatch.bridge.engine import load_engine
+        from synthmatch.bridge.engines import load_engine
 
         engine = load_engine(args.model, backend=args.backend, contract=c)
         predict_fn, model = engine.infer, args.model

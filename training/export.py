@@ -2,7 +2,7 @@
 
 The graph takes raw audio "audio" (batch x num_samples float32, dynamic batch) and returns "params"
 (batch x 16 float32 in [0, 1]); the log-mel front-end is inside it (every model owns one). The metadata
-(bridge/modelfile.py) carries the parameter names, the contract hash and hashed content, sample rate,
+(bridge/core/modelfile.py) carries the parameter names, the contract hash and hashed content, sample rate,
 window length, model config, a training summary, the synthmatch version and the identity of the synth
 the model was trained on (the checkpoint's; training.synths). Beside model.onnx goes
 model.pt: the weights as a weights_only state dict + model config, which the "cuda" backend rebuilds the
@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.atomic import write_atomic
-from synthmatch.bridge.contract import Contract
-from synthmatch.bridge.errors import UsageError
-from synthmatch.bridge.modelfile import (
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.core.atomic import write_atomic
+from synthmatch.bridge.core.contract import Contract
+from synthmatch.bridge.core.errors import UsageError
+from synthmatch.bridge.core.modelfile import (
     INPUT_NAME,
     NOTE_NAME,
     OUTPUT_NAME,
@@ -145,8 +145,8 @@ def export_model(
     """
     import onnx
 
-    from synthmatch.bridge.engine import OnnxRuntimeEngine
-    from synthmatch.bridge.modelfile import read_meta
+    from synthmatch.bridge.core.modelfile import read_meta
+    from synthmatch.bridge.engines.ort import OnnxRuntimeEngine
 
     path = Path(path)
     model = model.eval().float().cpu()

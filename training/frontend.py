@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from synthmatch.bridge import frontend as ref
-from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.core import frontend as ref
+from synthmatch.bridge.core.contract import Contract
 
 
 class LogMel(nn.Module):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.core.contract import Contract
 
 HEADS = ("mse", "pitch-cls")
 AUDIBLE_GAIN = 1 / 3  # gain (linear amplitude into the filters) from which an oscillator counts fully

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from synthmatch.bridge.contract import Contract
-from synthmatch.bridge.errors import UsageError
-from synthmatch.bridge.onset import OnsetSettings, offline_onsets, rms_dbfs
+from synthmatch.bridge.audio.onset import OnsetSettings, offline_onsets, rms_dbfs
+from synthmatch.bridge.core.contract import Contract
+from synthmatch.bridge.core.errors import UsageError
 
 DEFAULT_MODEL = Path(str(resources.files("synthmatch.models"))) / "default.onnx"  # package data
 SILENCE_DBFS = -70.0  # a whole file below this peak level is treated as silent
@@ -70,7 +70,7 @@ def predict(
 
     Outputs that are not finite or lie outside [0, 1] (beyond the engine's rounding tolerance) raise
     UsageError: a model that gives them is broken, and its numbers must not reach params.json."""
-    from synthmatch.bridge.engine import load_engine, output_problem
+    from synthmatch.bridge.engines import load_engine, output_problem
 
     engine = load_engine(model, backend=backend, contract=contract)
     try:
@@ -97,8 +97,8 @@ def predict_at_note(
     """(num_samples,) window played at MIDI `note` -> (16,) values for it. A model told the note hears
     it as the window's note; a C4-only model, as bridge.notenorm says (mode "pitch": the oscillator pitches
     from the window resampled to C4, the rest from the raw window, as the daemon does)."""
-    from synthmatch.bridge import notenorm
-    from synthmatch.bridge.modelfile import read_meta
+    from synthmatch.bridge.audio import notenorm
+    from synthmatch.bridge.core.modelfile import read_meta
 
     if mode == "off" or note == contract.audio.note or read_meta(model).takes_note:
         return predict(model, window[None], contract, backend=backend, notes=[note])[0]
@@ -160,7 +160,7 @@ def plot_compare(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from synthmatch.bridge.frontend import log_mel
+    from synthmatch.bridge.core.frontend import log_mel
 
     mels = log_mel(np.stack([target, match]), contract)
     fig = plt.figure(figsize=(11, 7), constrained_layout=True)
@@ -220,10 +220,10 @@ def match_file(
     stderr). Raises UsageError (one line, what to do) for bad files, models and synths."""
     import time
 
-    from synthmatch.bridge import audiofile
-    from synthmatch.bridge import contract as contract_mod
-    from synthmatch.bridge.modelfile import read_meta
-    from synthmatch.bridge.pitch import detect
+    from synthmatch.bridge.audio.pitch import detect
+    from synthmatch.bridge.core import audiofile
+    from synthmatch.bridge.core import contract as contract_mod
+    from synthmatch.bridge.core.modelfile import read_meta
     from synthmatch.training.synths import REFERENCE, check_identity, open_synth
 
     c = contract or contract_mod.default()
@@ -298,7 +298,7 @@ def match_file(
 
 def write_match(result: MatchResult, out: Path, contract: Contract) -> None:
     """params.json, match.wav and compare.png of a MatchResult into the directory `out`."""
-    from synthmatch.bridge import audiofile
+    from synthmatch.bridge.core import audiofile
 
     (out / "params.json").write_text(json.dumps(result.report, indent=1, allow_nan=False) + "\n")  # never NaN
     audiofile.write(out / "match.wav", result.rendered, contract.audio.sample_rate)
@@ -315,8 +315,8 @@ def write_match(result: MatchResult, out: Path, contract: Contract) -> None:
 
 
 def main(args) -> int:
-    from synthmatch.bridge import contract as contract_mod
-    from synthmatch.bridge.outpaths import writable_dir
+    from synthmatch.bridge.core import contract as contract_mod
+    from synthmatch.bridge.core.outpaths import writable_dir
 
     c = contract_mod.load(args.contract)
     model_path(args.model)  # before the output directory is made

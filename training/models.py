@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthmatch.bridge.contract import Contract
-from synthmatch.bridge.frontend import CQTSpec
+from synthmatch.bridge.core.contract import Contract
+from synthmatch.bridge.core.frontend import CQTSpec
 from synthmatch.training.frontend import LogCQT, LogMel
 from synthmatch.training.heads import HEADS, HarmonicSalience, make_head
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.core.contract import Contract
 
 NOTE_RANGE = (36, 84)  # MIDI, inclusive: C2 .. C6
 LEAD_MIN_DBFS = -50.0  # the lead oscillator alone must be at least this loud (RMS over the window)
@@ -82,7 +82,7 @@ def lead_patches(contract: Contract, seed: int, count: int, notes, margin_db: fl
 
     Drawn from the contract's sampling; the loudest oscillator by gain is set to unison; the patch is
     kept if the rules of the module docstring hold (margin_db for LEAD_MARGIN_DB), else redrawn."""
-    from synthmatch.bridge.onset import rms_dbfs
+    from synthmatch.bridge.audio.onset import rms_dbfs
     from synthmatch.training.sampling import sample_params
 
     idx = contract.names.index

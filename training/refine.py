@@ -21,7 +21,7 @@ from the network's scattered oscillator pitches another oscillator's harmonics s
 the mean patch every oscillator starts at unison, which is where most real instruments sit. Measured
 (docs/model-card.md): out of domain the two searches bring the median SC from 0.75 to 0.63 for twice
 the renders. About 3.3 s per sound on 2 CPU cores: `synthmatch match` runs it, and the daemon runs it in a
-second process for refined follow-up snapshots (bridge/refiner.py), never in its live path.
+second process for refined follow-up snapshots (bridge/live/refiner.py), never in its live path.
 
 Any synth behind the seam (training.synths) can be searched: `match --synth vst3:PATH` refines through
 the plugin, whose renders run one patch at a time (about 5 ms each for the test instrument, after the
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.core.contract import Contract
 from synthmatch.training.metrics import (
     MSS_LOG_EPS,
     multiscale_spectral_distance,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from synthmatch.bridge.errors import UsageError
+from synthmatch.bridge.core.errors import UsageError
 
 
 def read_params(text: str, contract) -> list[float]:
@@ -47,13 +47,13 @@ def read_params(text: str, contract) -> list[float]:
 
 
 def main(args) -> int:
-    from synthmatch.bridge.outpaths import writable_file
+    from synthmatch.bridge.core.outpaths import writable_file
 
     out = writable_file(args.out, "--out")  # before rendering: a bad place fails at once
     import torch
 
-    from synthmatch.bridge import audiofile
-    from synthmatch.bridge import contract as contract_mod
+    from synthmatch.bridge.core import audiofile
+    from synthmatch.bridge.core import contract as contract_mod
     from synthmatch.training.sampling import sample_params
     from synthmatch.training.synth import ReferenceSynth
 

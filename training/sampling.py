@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthmatch.bridge.contract import Contract, ContractError
+from synthmatch.bridge.core.contract import Contract, ContractError
 
 FIT_METHODS = ("beta", "kde")
 LABEL_COLUMN = "preset"  # optional non-numeric column naming each patch

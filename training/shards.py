@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.core.contract import Contract
 from synthmatch.training.sampling import PresetSampling, sampling_fingerprint
 
 FORMAT = 1
@@ -205,7 +205,7 @@ def _init_worker(
     log: where the plugin's own stderr chatter goes; parent: the render's pid (the worker dies with it)."""
     import torch
 
-    from synthmatch.bridge.childproc import die_with_parent
+    from synthmatch.bridge.core.childproc import die_with_parent
 
     if parent is not None and not die_with_parent(parent):
         os._exit(1)  # the render was killed while this worker started
@@ -603,8 +603,8 @@ def parse_shards(text: str | None) -> tuple[int, int] | None:
 
 
 def main(args) -> int:
-    from synthmatch.bridge import contract as contract_mod
-    from synthmatch.bridge.errors import UsageError
+    from synthmatch.bridge.core import contract as contract_mod
+    from synthmatch.bridge.core.errors import UsageError
 
     c = contract_mod.load(args.contract)
     if args.dataset_command == "probe":

@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.core.contract import Contract
 
 N_HARMONICS = 128  # enough for C4 at -24 semitones (65 Hz) up to 8 kHz: 122 harmonics (lower notes
 #                   with low offsets stop below 8 kHz: at MIDI 36 - 24 semitones, 16 Hz x 128 = 2 kHz)

@@ -41,10 +41,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge import tomlfile
-from synthmatch.bridge.contract import Contract
-from synthmatch.bridge.errors import UsageError
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.core import tomlfile
+from synthmatch.bridge.core.contract import Contract
+from synthmatch.bridge.core.errors import UsageError
 from synthmatch.training.checkpoint import (
     check_contract,
     checkpoint_synth,

@@ -17,7 +17,7 @@ def write_model(path: Path, contract, outputs: int = 16, value: float = 0.5, on_
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from synthmatch.bridge.modelfile import build_props, embed
+    from synthmatch.bridge.core.modelfile import build_props, embed
 
     n = contract.audio.num_samples
     consts = {"ones": np.ones((1, outputs), np.float32), "fill": np.full((1, outputs), value, np.float32)}

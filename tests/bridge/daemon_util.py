@@ -46,7 +46,7 @@ def render(contract, values: np.ndarray) -> np.ndarray:
 
 def notes_file(path, contract, starts, total, seed: int = 3) -> np.ndarray:
     """Write a 16 kHz float WAV with one rendered note at each start sample; returns the signal."""
-    from synthmatch.bridge import audiofile
+    from synthmatch.bridge.core import audiofile
 
     notes = render(contract, loud_patches(contract, len(starts), seed))
     x = np.zeros(total, np.float32)
@@ -108,7 +108,7 @@ def sigterm_bridge(p) -> tuple[float, str, dict]:
 
 def make_config(contract, **sections):
     """A BridgeConfig from nested dicts, e.g. make_config(c, mode="trigger", input={"source": ...})."""
-    from synthmatch.bridge import config
+    from synthmatch.bridge.live import config
 
     data = {"control": {"enabled": False}, "log": {"status_line": False}}
     for k, v in sections.items():
@@ -124,9 +124,9 @@ def run_daemon(cfg, contract, engine, commands=None, timeout: float = 60.0):
 
     taps: (start position, analysed window copy, raw model output) per inference.
     """
-    from synthmatch.bridge.audio import open_source
-    from synthmatch.bridge.daemon import Daemon
-    from synthmatch.bridge.sinks import PrintSink
+    from synthmatch.bridge.audio.input import open_source
+    from synthmatch.bridge.live.daemon import Daemon
+    from synthmatch.bridge.outputs.sinks import PrintSink
 
     out = io.StringIO()
     taps: list[tuple[int, np.ndarray, np.ndarray]] = []

@@ -16,7 +16,8 @@ import numpy as np
 def main() -> None:
     import sounddevice as sd
 
-    from synthmatch.bridge import audiofile, portaudio
+    from synthmatch.bridge.audio import portaudio
+    from synthmatch.bridge.core import audiofile
 
     path, name = sys.argv[1], sys.argv[2]
     portaudio.name_jack_client(sd, name)

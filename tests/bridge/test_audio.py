@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from synthmatch.bridge import audiofile
-from synthmatch.bridge.audio import Converter, FileSource, InputSettings, find_device
-from synthmatch.bridge.errors import UsageError
+from synthmatch.bridge.audio.input import Converter, FileSource, InputSettings, find_device
+from synthmatch.bridge.core import audiofile
+from synthmatch.bridge.core.errors import UsageError
 
 
 def test_converter_is_the_identity_on_clean_16k_audio():
@@ -101,9 +101,10 @@ def test_jack_system_device_is_found_by_name(jack_server):
     import sys
 
     code = (
-        "import sounddevice as sd\nfrom synthmatch.bridge import portaudio\n"
-        "from synthmatch.bridge.audio import find_device\n"
-        "from synthmatch.bridge.errors import UsageError\nportaudio.rescan(sd)\nprint(find_device(sd, 'sys')[1:3])\n"
+        "import sounddevice as sd\nfrom synthmatch.bridge.audio import portaudio\n"
+        "from synthmatch.bridge.audio.input import find_device\n"
+        "from synthmatch.bridge.core.errors import UsageError\n"
+        "portaudio.rescan(sd)\nprint(find_device(sd, 'sys')[1:3])\n"
         "try:\n    find_device(sd, 'nosuchcard')\nexcept UsageError as e:\n    print(e)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], env=jack_server.env, capture_output=True, text=True, timeout=30)

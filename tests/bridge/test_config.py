@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from synthmatch.bridge import config
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.errors import UsageError
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.core.errors import UsageError
+from synthmatch.bridge.live import config
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.contract import PARAM_NAMES, ContractError
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.core.contract import PARAM_NAMES, ContractError
 
 SOURCE = contract_mod.DEFAULT_CONTRACT.read_text()
 
@@ -107,7 +107,8 @@ def test_values_from_dict_lists_valid_names():
 
 
 def test_importing_the_runtime_does_not_import_torch():
-    modules = ", ".join(f"synthmatch.bridge.{m}" for m in ("contract", "frontend", "cli", "audiofile"))
+    runtime = ("core.contract", "core.frontend", "audio.input", "engines", "outputs.sinks", "live.daemon", "cli")
+    modules = ", ".join(f"synthmatch.bridge.{m}" for m in runtime)
     code = f"import {modules}, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

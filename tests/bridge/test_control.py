@@ -11,8 +11,8 @@ import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from synthmatch.bridge import midiports
-from synthmatch.bridge.control import CommandQueue, ControlCommand, ControlServer, MidiTrigger
+from synthmatch.bridge.live.control import CommandQueue, ControlCommand, ControlServer, MidiTrigger
+from synthmatch.bridge.outputs import midiports
 
 MODES = ("trigger", "continuous", "manual")
 
@@ -124,7 +124,7 @@ def test_queue_is_bounded(client):
 
 
 def test_port_in_use_is_a_usage_error():
-    from synthmatch.bridge.errors import UsageError
+    from synthmatch.bridge.core.errors import UsageError
 
     with ControlServer(port=0) as srv:
         with pytest.raises(UsageError, match=f"cannot listen on 127.0.0.1:{srv.address[1]}"):
@@ -250,7 +250,7 @@ def test_a_flood_is_logged_briefly_and_status_requests_are_rate_limited(client, 
 
 
 def test_an_address_of_another_machine_gets_advice_about_control_host():
-    from synthmatch.bridge.errors import UsageError
+    from synthmatch.bridge.core.errors import UsageError
 
     with pytest.raises(UsageError, match=r"8\.8\.8\.8 is not an address of this machine: set control\.host"):
         ControlServer(host="8.8.8.8", port=0)

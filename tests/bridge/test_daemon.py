@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from synthmatch.bridge import audiofile
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.onset import OnsetSettings, offline_onsets
+from synthmatch.bridge.audio.onset import OnsetSettings, offline_onsets
+from synthmatch.bridge.core import audiofile
+from synthmatch.bridge.core import contract as contract_mod
 from tests.bridge.daemon_util import (
     SHUTDOWN_S,
     SR,
@@ -37,7 +37,7 @@ def c():
 
 @pytest.fixture(scope="module")
 def engine(tiny_onnx, c):
-    from synthmatch.bridge.engine import load_engine
+    from synthmatch.bridge.engines import load_engine
 
     e = load_engine(tiny_onnx, backend="onnxruntime", contract=c, threads=1)
     yield e
@@ -151,7 +151,7 @@ def test_silence_sends_nothing(c, engine, tmp_path):
 
 
 def test_freeze_and_mode_switch_from_the_control_queue(c, engine, three_notes):
-    from synthmatch.bridge.control import CommandQueue, ControlCommand
+    from synthmatch.bridge.live.control import CommandQueue, ControlCommand
 
     path, _, _ = three_notes
     q = CommandQueue()
@@ -168,9 +168,9 @@ def test_manual_capture_armed_over_osc(c, engine, tmp_path):
     """Real-time file input; an OSC /synthmatch/trigger over UDP arms the capture of the next note."""
     from pythonosc.udp_client import SimpleUDPClient
 
-    from synthmatch.bridge.audio import open_source
-    from synthmatch.bridge.control import CommandQueue, ControlServer
-    from synthmatch.bridge.daemon import Daemon
+    from synthmatch.bridge.audio.input import open_source
+    from synthmatch.bridge.live.control import CommandQueue, ControlServer
+    from synthmatch.bridge.live.daemon import Daemon
 
     path = tmp_path / "two.wav"
     x = notes_file(path, c, [int(0.1 * SR), int(1.0 * SR)], int(1.5 * SR))
@@ -334,9 +334,9 @@ def test_captures_through_jack_and_recovers_when_jackd_is_killed(jack_server, c,
 
 def test_idle_worker_sleeps_until_the_next_window_can_arrive(c, engine, tmp_path):
     """The wake-up plan: long sleeps while a window is far off, fine polling when it may complete."""
-    from synthmatch.bridge import daemon as daemon_mod
-    from synthmatch.bridge.audio import open_source
-    from synthmatch.bridge.daemon import Daemon
+    from synthmatch.bridge.audio.input import open_source
+    from synthmatch.bridge.live import daemon as daemon_mod
+    from synthmatch.bridge.live.daemon import Daemon
 
     path = tmp_path / "quiet.wav"
     audiofile.write(path, np.zeros(SR, np.float32), SR)

@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.engine import (
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.core.modelfile import ModelError, read_meta
+from synthmatch.bridge.engines import (
     BackendError,
     BackendUnavailable,
-    OnnxRuntimeEngine,
     choose,
     load_engine,
     nvidia_driver_absent,
 )
-from synthmatch.bridge.modelfile import ModelError, read_meta
+from synthmatch.bridge.engines.ort import OnnxRuntimeEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 C = contract_mod.default()
@@ -63,7 +63,7 @@ def test_onnxruntime_engine_infers(tiny_onnx):
 
 def test_torch_backend_matches_onnxruntime_on_cpu(tiny_onnx):
     """The "cuda" backend's code path (weights file -> rebuilt torch model), run on the CPU in fp32."""
-    from synthmatch.bridge.engine_cuda import TorchEngine
+    from synthmatch.bridge.engines.cuda import TorchEngine
 
     meta = read_meta(tiny_onnx)
     ort = OnnxRuntimeEngine(tiny_onnx, meta)
@@ -76,7 +76,7 @@ def test_torch_backend_matches_onnxruntime_on_cpu(tiny_onnx):
 def test_torch_backend_refuses_a_stale_weights_file(tiny_onnx, tmp_path):
     import torch
 
-    from synthmatch.bridge.engine_cuda import TorchEngine
+    from synthmatch.bridge.engines.cuda import TorchEngine
 
     model = tmp_path / "m.onnx"
     shutil.copy(tiny_onnx, model)
@@ -112,8 +112,8 @@ def test_explicit_missing_backend_raises(tiny_onnx):
 
 def test_fallback_when_a_backend_fails_to_build(tiny_onnx, tmp_path, caplog):
     """A backend that is present but cannot build the model falls back, with one WARNING line."""
-    from synthmatch.bridge.engine import _open_onnxruntime, _open_tensorrt
-    from synthmatch.bridge.engine_cuda import TorchEngine
+    from synthmatch.bridge.engines import _open_onnxruntime, _open_tensorrt
+    from synthmatch.bridge.engines.cuda import TorchEngine
 
     model = tmp_path / "m.onnx"
     shutil.copy(tiny_onnx, model)
@@ -140,9 +140,9 @@ def test_fallback_when_a_backend_fails_to_build(tiny_onnx, tmp_path, caplog):
 def test_runtime_modules_do_not_import_torch(tiny_onnx):
     code = (
         "import sys, numpy as np\n"
-        "import synthmatch.bridge.engine, synthmatch.bridge.engine_tensorrt\n"
-        "import synthmatch.bridge.engine_cuda, synthmatch.bridge.modelfile\n"
-        f"e = synthmatch.bridge.engine.load_engine({str(tiny_onnx)!r}, 'onnxruntime')\n"
+        "import synthmatch.bridge.engines, synthmatch.bridge.engines.tensorrt\n"
+        "import synthmatch.bridge.engines.cuda, synthmatch.bridge.core.modelfile\n"
+        f"e = synthmatch.bridge.engines.load_engine({str(tiny_onnx)!r}, 'onnxruntime')\n"
         "assert e.infer(np.zeros((1, 64000), np.float32)).shape == (1, 16)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
@@ -181,7 +181,7 @@ def test_check_gpu_script_without_gpu_says_so():
 
 
 def test_cuda_graph_batch_buckets():
-    from synthmatch.bridge.engine_cuda import graph_batch
+    from synthmatch.bridge.engines.cuda import graph_batch
 
     sizes = {b: graph_batch(b) for b in range(1, 33)}
     assert all(b <= g <= 32 and g & (g - 1) == 0 for b, g in sizes.items())

@@ -18,8 +18,9 @@ import pytest
 trt = pytest.importorskip("tensorrt_rtx")  # bash scripts/setup.sh --dev installs tensorrt-rtx-cu12
 
 from synthmatch.bridge.cli import main as cli  # noqa: E402
-from synthmatch.bridge.engine import BackendError, BackendUnavailable, load_engine, nvidia_driver_absent  # noqa: E402
-from synthmatch.bridge.engine_tensorrt import (  # noqa: E402
+from synthmatch.bridge.core.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, read_meta  # noqa: E402
+from synthmatch.bridge.engines import BackendError, BackendUnavailable, load_engine, nvidia_driver_absent  # noqa: E402
+from synthmatch.bridge.engines.tensorrt import (  # noqa: E402
     FLAVOURS,
     HEADER_MAGIC,
     EngineSpec,
@@ -30,7 +31,6 @@ from synthmatch.bridge.engine_tensorrt import (  # noqa: E402
     network_io,
     parse,
 )
-from synthmatch.bridge.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, read_meta  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "models" / "default.onnx"
@@ -42,7 +42,7 @@ AST_PAPER_DEPTH1 = {"base": "ast-paper", "depth": 1}
 def ast_paper(tmp_path_factory) -> Path:
     """An exported ast-paper (depth 1, random weights, seed 0), parity-checked by export."""
     torch = pytest.importorskip("torch")
-    from synthmatch.bridge import contract
+    from synthmatch.bridge.core import contract
     from synthmatch.training.export import export_model
     from synthmatch.training.models import build_model, resolve_config
 

@@ -21,7 +21,7 @@ import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.core import contract as contract_mod
 from tests.bridge.bad_models import write_model
 from tests.bridge.daemon_util import SHUTDOWN_S, SR, bridge_cmd, exit_counters, notes_file
 
@@ -342,7 +342,7 @@ def test_outputs_gone_bad_on_sound_are_never_sent_nor_counted_as_updates(c, tmp_
 def test_midi_output_without_jack_or_alsa_is_a_one_line_error(tiny_onnx, tmp_path):
     if Path("/dev/snd/seq").exists():
         pytest.skip("this machine has an ALSA sequencer")
-    from synthmatch.bridge import audiofile
+    from synthmatch.bridge.core import audiofile
 
     audiofile.write(tmp_path / "quiet.wav", np.zeros(SR, np.float32), SR)
     env = {**os.environ, "JACK_DEFAULT_SERVER": f"none-{os.getpid()}", "JACK_NO_START_SERVER": "1"}
@@ -376,7 +376,7 @@ def test_seconds_must_be_positive(seconds):
 
 @pytest.fixture(scope="module")
 def engine(tiny_onnx, c):
-    from synthmatch.bridge.engine import load_engine
+    from synthmatch.bridge.engines import load_engine
 
     e = load_engine(tiny_onnx, backend="onnxruntime", contract=c, threads=1)
     yield e
@@ -385,9 +385,9 @@ def engine(tiny_onnx, c):
 
 def _manual_now(c, engine, path, sinks) -> "object":
     """Play path in real time in manual mode, start = now; trigger once 1.5 s in; -> the daemon."""
-    from synthmatch.bridge.audio import open_source
-    from synthmatch.bridge.control import CommandQueue, ControlCommand
-    from synthmatch.bridge.daemon import Daemon
+    from synthmatch.bridge.audio.input import open_source
+    from synthmatch.bridge.live.control import CommandQueue, ControlCommand
+    from synthmatch.bridge.live.daemon import Daemon
     from tests.bridge.daemon_util import make_config
 
     cfg = make_config(c, mode="manual", manual={"start": "now"}, input={"source": f"file:{path}"})
@@ -410,8 +410,8 @@ def _manual_now(c, engine, path, sinks) -> "object":
 def test_manual_now_refuses_silent_or_nan_input_like_match(c, engine, tmp_path, fill):
     import io
 
-    from synthmatch.bridge import audiofile
-    from synthmatch.bridge.sinks import PrintSink
+    from synthmatch.bridge.core import audiofile
+    from synthmatch.bridge.outputs.sinks import PrintSink
 
     x = {"silence": np.zeros(2 * SR), "nan": np.full(2 * SR, np.nan)}.get(fill)
     path = tmp_path / f"{fill}.wav"
@@ -449,7 +449,7 @@ def test_an_update_every_sink_refused_is_a_failure_not_an_update(c, engine, tmp_
     import dataclasses
     import io
 
-    from synthmatch.bridge.sinks import PrintSink
+    from synthmatch.bridge.outputs.sinks import PrintSink
 
     path = tmp_path / "note.wav"
     notes_file(path, c, [800], 2 * SR)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from synthmatch.bridge import midiports
+from synthmatch.bridge.outputs import midiports
 from tests.jack import MidiDump, MidiReceiver
 
 pytestmark = pytest.mark.jack

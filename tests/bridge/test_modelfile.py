@@ -8,11 +8,11 @@ import shutil
 import onnx
 import pytest
 
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.contract import DEFAULT_CONTRACT
-from synthmatch.bridge.engine import load_engine
-from synthmatch.bridge.modelfile import ContractMismatch, ModelError, check_contract, read_meta
-from synthmatch.bridge.tomlfile import tomllib
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.core.contract import DEFAULT_CONTRACT
+from synthmatch.bridge.core.modelfile import ContractMismatch, ModelError, check_contract, read_meta
+from synthmatch.bridge.core.tomlfile import tomllib
+from synthmatch.bridge.engines import load_engine
 
 C = contract_mod.default()
 
@@ -119,7 +119,7 @@ def test_an_older_format_is_refused_with_what_to_do(tiny_onnx, tmp_path):
 
 
 def test_the_shipped_model_resolves_pitch_and_carries_its_front_end():
-    from synthmatch.bridge.modelfile import FORMAT
+    from synthmatch.bridge.core.modelfile import FORMAT
 
     meta = read_meta(DEFAULT_CONTRACT.parents[1] / "models" / "default.onnx")
     assert meta.format == FORMAT and meta.model_config["frontend"] == "mel+cqt"

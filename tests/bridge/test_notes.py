@@ -11,10 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from synthmatch.bridge import audiofile, notenorm
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.notes import NoteSettings, NoteStage, NoteTracker
-from synthmatch.bridge.pitch import PitchSettings, detect, hz_to_midi, midi_to_hz
+from synthmatch.bridge.audio import notenorm
+from synthmatch.bridge.audio.notes import NoteSettings, NoteStage, NoteTracker
+from synthmatch.bridge.audio.pitch import PitchSettings, detect, hz_to_midi, midi_to_hz
+from synthmatch.bridge.core import audiofile
+from synthmatch.bridge.core import contract as contract_mod
 from tests.bridge.daemon_util import SR, make_config
 
 N = 64000
@@ -215,7 +216,7 @@ def test_tracker_holds_a_vibrato_note_and_follows_a_real_change():
     assert [h for _, h in changes] == [57, 59]
     assert changes[1][0] - 3 * SR <= hop + w  # heard within one hop of the window reaching the change
     t = NoteTracker(0.6)
-    from synthmatch.bridge.pitch import NoteEstimate
+    from synthmatch.bridge.audio.pitch import NoteEstimate
 
     assert t.update(NoteEstimate(60, 261.6, 60.0, 1, True)) == (60, True)
     assert t.update(NoteEstimate(60, None, 60.0, 0, False)) == (60, False)  # unpitched keeps the note
@@ -241,10 +242,10 @@ def note_events(raw: list[bytes]) -> list[tuple[str, int, int]]:
 def run_with_midi(jack, c, engine, cfg, name: str):
     """Run the daemon on cfg's file input with a JACK MIDI sink (notes on) and a print sink; returns
     (printed updates, note/bend events the receiver got)."""
-    from synthmatch.bridge.audio import open_source
-    from synthmatch.bridge.daemon import Daemon
-    from synthmatch.bridge.midisink import MidiCCSink
-    from synthmatch.bridge.sinks import PrintSink
+    from synthmatch.bridge.audio.input import open_source
+    from synthmatch.bridge.live.daemon import Daemon
+    from synthmatch.bridge.outputs.midi import MidiCCSink
+    from synthmatch.bridge.outputs.sinks import PrintSink
     from tests.jack import MidiReceiver
 
     out = io.StringIO()
@@ -272,7 +273,7 @@ def run_with_midi(jack, c, engine, cfg, name: str):
 
 @pytest.fixture(scope="module")
 def engine(tiny_onnx, c):
-    from synthmatch.bridge.engine import load_engine
+    from synthmatch.bridge.engines import load_engine
 
     e = load_engine(tiny_onnx, backend="onnxruntime", contract=c, threads=1)
     yield e
@@ -309,10 +310,10 @@ def test_three_notes_three_snapshots_three_note_pairs_on_jack(jack, c, engine, t
 
 
 def test_a_model_told_the_note_gets_the_detected_note_in_every_snapshot(c, tiny_notes_onnx, tmp_path):
-    from synthmatch.bridge.audio import open_source
-    from synthmatch.bridge.daemon import Daemon
-    from synthmatch.bridge.engine import load_engine
-    from synthmatch.bridge.sinks import PrintSink
+    from synthmatch.bridge.audio.input import open_source
+    from synthmatch.bridge.engines import load_engine
+    from synthmatch.bridge.live.daemon import Daemon
+    from synthmatch.bridge.outputs.sinks import PrintSink
 
     notes = [45, 64, 52]
     x = np.zeros(15 * SR, np.float32)
@@ -387,7 +388,7 @@ def test_continuous_vibrato_one_note_on_and_pitch_bend_in_range(jack, c, engine,
 
 
 def test_osc_and_print_carry_the_note(c):
-    from synthmatch.bridge.sinks import OscSink, OscSinkConfig, PrintSink, Update
+    from synthmatch.bridge.outputs.sinks import OscSink, OscSinkConfig, PrintSink, Update
 
     sink = OscSink(OscSinkConfig(enabled=True, port=9), c)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthmatch.bridge.onset import OnsetDetector, OnsetSettings, offline_onsets, rms_dbfs
+from synthmatch.bridge.audio.onset import OnsetDetector, OnsetSettings, offline_onsets, rms_dbfs
 
 SR = 16000
 

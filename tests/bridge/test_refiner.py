@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.onset import OnsetSettings, offline_onsets
-from synthmatch.bridge.refiner import Refiner, RefinerError
+from synthmatch.bridge.audio.onset import OnsetSettings, offline_onsets
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.live.refiner import Refiner, RefinerError
 from tests.bridge.daemon_util import SHUTDOWN_S, SR, bridge_cmd, exit_counters, notes_file, sigterm_bridge
 
 N = 64000
@@ -28,7 +28,7 @@ def test_each_snapshot_is_followed_by_its_refinement_unless_a_newer_one_came_fir
     follow-up of the newest only (the first two were superseded before their search finished), equal to
     training.refine on the same window, and closer to it than the network's snapshot."""
     torch = pytest.importorskip("torch")  # the module runs without torch: the next test needs its absence
-    from synthmatch.bridge.engine import load_engine
+    from synthmatch.bridge.engines import load_engine
     from synthmatch.training.metrics import multiscale_spectral_distance
     from synthmatch.training.refine import RefineConfig, refine
     from synthmatch.training.synth import ReferenceSynth

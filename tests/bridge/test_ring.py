@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from synthmatch.bridge.ring import Ring
+from synthmatch.bridge.audio.ring import Ring
 
 
 def ramp(start: int, n: int) -> np.ndarray:

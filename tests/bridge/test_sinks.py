@@ -15,10 +15,10 @@ import time
 import numpy as np
 import pytest
 
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.midiports import MidiPortError
-from synthmatch.bridge.midisink import MidiCCSink, cc_messages, quantise
-from synthmatch.bridge.sinks import (
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.outputs.midi import MidiCCSink, cc_messages, quantise
+from synthmatch.bridge.outputs.midiports import MidiPortError
+from synthmatch.bridge.outputs.sinks import (
     MidiSinkConfig,
     OscSink,
     OscSinkConfig,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint, set_rng_state
 from synthmatch.training.models import build_model, resolve_config
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge.contract import CONFIG_DIR, ContractError
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.core.contract import CONFIG_DIR, ContractError
 from synthmatch.training.data import OnTheFly, cached_split, split_cache_path
 from synthmatch.training.sampling import fit_presets, read_presets_csv, sample_params
 

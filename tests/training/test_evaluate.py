@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from synthmatch.bridge import cli
-from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.checkpoint import save_checkpoint
 from synthmatch.training.data import cached_split
 from synthmatch.training.evaluate import evaluate

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.cli import main as cli
-from synthmatch.bridge.engine import load_engine
-from synthmatch.bridge.modelfile import read_meta
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.core.modelfile import read_meta
+from synthmatch.bridge.engines import load_engine
 from synthmatch.training.checkpoint import save_checkpoint
 from synthmatch.training.export import PARITY_TOL, ExportError, export_model, parity_audio
 from synthmatch.training.models import MODEL_CONFIGS, build_model, patch_grid, resolve_config

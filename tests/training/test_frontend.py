@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthmatch.bridge import contract as contract_mod
-from synthmatch.bridge import frontend as ref
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.core import frontend as ref
 from synthmatch.training.frontend import LogMel
 from synthmatch.training.sampling import sample_params
 from synthmatch.training.synth import ReferenceSynth

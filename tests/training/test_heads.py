@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from synthmatch.bridge.contract import default
+from synthmatch.bridge.core.contract import default
 from synthmatch.training.heads import AUDIBLE_GAIN, PitchClassHead, make_head
 from synthmatch.training.models import build_model
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.cli import main as cli
+from synthmatch.bridge.core import contract as contract_mod
 from tests.bridge.bad_models import write_model
 
 C = contract_mod.default()

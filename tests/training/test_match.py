@@ -9,10 +9,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from synthmatch.bridge import audiofile
-from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.cli import main as cli
-from synthmatch.bridge.modelfile import read_meta
+from synthmatch.bridge.core import audiofile
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.core.modelfile import read_meta
 from synthmatch.training.match import DEFAULT_MODEL, aligned_window, predict
 from synthmatch.training.metrics import multiscale_spectral_distance
 from synthmatch.training.sampling import sample_params

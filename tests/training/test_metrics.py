@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training import metrics
 from synthmatch.training.data import OnTheFly
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.models import MODEL_CONFIGS, ModelConfig, build_model, count_params, patch_grid, resolve_config
 
 C = contract_mod.default()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from synthmatch.bridge import contract as contract_mod
 from synthmatch.bridge.cli import main as cli
-from synthmatch.bridge.engine import load_engine
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.engines import load_engine
 from synthmatch.training.data import OnTheFly, Renderer, cached_split, split_cache_path, split_notes
 from synthmatch.training.export import PARITY_TOL, export_model
 from synthmatch.training.models import build_model, resolve_config

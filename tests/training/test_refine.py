@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.metrics import multiscale_spectral_distance
 from synthmatch.training.refine import RefineConfig, refine
 from synthmatch.training.synth import ReferenceSynth

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from synthmatch.bridge import cli
-from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.data import OnTheFly
 from synthmatch.training.frontend import LogMel
 from synthmatch.training.shards import MANIFEST, ShardDataset, ShardError, render_dataset

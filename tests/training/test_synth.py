@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.sampling import sample_params
 from synthmatch.training.synth import ReferenceSynth
 

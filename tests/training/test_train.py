@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from synthmatch.bridge import cli
-from synthmatch.bridge.contract import default
+from synthmatch.bridge.core.contract import default
 from synthmatch.training.checkpoint import load_checkpoint, load_model
 from synthmatch.training.models import build_model
 from synthmatch.training.train import TrainConfig, run
@@ -242,8 +242,8 @@ def test_config_errors_exit_2(tmp_path, capsys):
 
 def test_init_from_an_exported_models_weights(tiny_onnx):
     """A run can start from the weights an export writes beside its .onnx (fine-tuning a shipped model)."""
-    from synthmatch.bridge import contract as contract_mod
-    from synthmatch.bridge.errors import UsageError
+    from synthmatch.bridge.core import contract as contract_mod
+    from synthmatch.bridge.core.errors import UsageError
     from synthmatch.training.models import build_model, resolve_config
     from synthmatch.training.train import _init_weights
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from synthmatch.bridge import cli
-from synthmatch.bridge import contract as contract_mod
+from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training import shards as shards_mod
 from synthmatch.training.sampling import sample_params
 from synthmatch.training.shards import MANIFEST, ShardDataset, ShardError, holdout, render_dataset
@@ -343,7 +343,7 @@ def plugin_model(c, tmp_path_factory):
 
 
 def test_model_trained_on_plugin_shards_carries_the_plugins_identity(c, synth, plugin_model):
-    from synthmatch.bridge.modelfile import read_meta
+    from synthmatch.bridge.core.modelfile import read_meta
     from synthmatch.training.checkpoint import checkpoint_synth, load_checkpoint
     from synthmatch.training.match import DEFAULT_MODEL
 
@@ -355,7 +355,7 @@ def test_model_trained_on_plugin_shards_carries_the_plugins_identity(c, synth, p
 
 
 def test_match_through_the_plugin_and_refusals(c, synth, plugin_model, tmp_path, capsys):
-    from synthmatch.bridge import audiofile
+    from synthmatch.bridge.core import audiofile
 
     target = sample_params(c, 5, range(1), synth.sampling)
     audiofile.write(tmp_path / "target.wav", synth.render(target)[0], c.audio.sample_rate)

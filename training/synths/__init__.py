@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthmatch.bridge.contract import Contract, ContractError
+from synthmatch.bridge.core.contract import Contract, ContractError
 from synthmatch.training.sampling import PresetSampling, sample_params
 
 REFERENCE = "reference"

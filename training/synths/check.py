@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.core.contract import Contract
 from synthmatch.training.sampling import distribution_mean
 from synthmatch.training.synths import SynthError, parse_spec
 

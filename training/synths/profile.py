@@ -32,8 +32,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from synthmatch.bridge import tomlfile
-from synthmatch.bridge.contract import CONFIG_DIR, Contract, ContractError
+from synthmatch.bridge.core import tomlfile
+from synthmatch.bridge.core.contract import CONFIG_DIR, Contract, ContractError
 from synthmatch.training.sampling import FIT_METHODS, PresetSampling, fit_presets
 
 PROFILE_DIR = CONFIG_DIR / "synths"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.core.contract import Contract
 from synthmatch.training.synth import ReferenceSynth
 from synthmatch.training.synths import REFERENCE, Synth
 

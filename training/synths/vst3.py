@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.core.contract import Contract
 from synthmatch.training.sampling import distribution_mean
 from synthmatch.training.synths import Synth, SynthError
 from synthmatch.training.synths import profile as profile_mod

@@ -254,7 +254,7 @@ class ControlServer:
         try:
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         except OSError as e:
-            from synthmatch.bridge.errors import UsageError
+            from synthmatch.bridge.core.errors import UsageError
 
             raise UsageError(
                 f"control server: cannot create a UDP socket ({e}); set control.enabled = false "
@@ -403,7 +403,7 @@ class ControlServer:
 
 def _listen_error(host: str, port: int, e: Exception):
     """The UsageError for a control address that cannot be bound, with advice that fits the cause."""
-    from synthmatch.bridge.errors import UsageError
+    from synthmatch.bridge.core.errors import UsageError
 
     if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
         fix = "another program (or a second synthmatch bridge) uses it: set control.port to a free port"
@@ -448,7 +448,7 @@ class MidiTrigger:
         client_name: str = "synthmatch-trigger",
         retry_s: float = 1.0,
     ):
-        from synthmatch.bridge import midiports
+        from synthmatch.bridge.outputs import midiports
 
         if (note is None) == (cc is None):
             raise ValueError("MidiTrigger: give exactly one of note or cc")
@@ -472,7 +472,7 @@ class MidiTrigger:
     def _open(self) -> None:
         import rtmidi
 
-        from synthmatch.bridge import midiports
+        from synthmatch.bridge.outputs import midiports
 
         rt = midiports.new_client("in", self.api, self.client_name)
         try:
@@ -527,7 +527,7 @@ class MidiTrigger:
         """Reopen a lost port (JACK server restarted, controller unplugged); cheap, call it every loop."""
         import rtmidi
 
-        from synthmatch.bridge import midiports
+        from synthmatch.bridge.outputs import midiports
 
         now = time.monotonic()
         if self._rt is not None:
@@ -552,7 +552,7 @@ class MidiTrigger:
             self._retry_at = now + self.retry_s
 
     def close(self) -> None:
-        from synthmatch.bridge import midiports
+        from synthmatch.bridge.outputs import midiports
 
         self._closed.set()
         if self._reader is not None:

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from synthmatch.bridge import tomlfile
+from synthmatch.bridge.core import tomlfile
 
 # configs/ as package data (synthmatch.configs): the repository's folder in a checkout, the installed
 # copy in a wheel. Never zipped, so a plain path.

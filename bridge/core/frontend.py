@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthmatch.bridge.contract import Contract
+from synthmatch.bridge.core.contract import Contract
 
 
 def hz_to_mel(f):

@@ -43,9 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from synthmatch.bridge.atomic import write_atomic
-from synthmatch.bridge.engine import MAX_BATCH, BackendError, BackendUnavailable, Engine, default_cache_dir
-from synthmatch.bridge.modelfile import (
+from synthmatch.bridge.core.atomic import write_atomic
+from synthmatch.bridge.core.modelfile import (
     INPUT_NAME,
     NOTE_NAME,
     OUTPUT_NAME,
@@ -54,6 +53,7 @@ from synthmatch.bridge.modelfile import (
     read_meta,
     synthmatch_version,
 )
+from synthmatch.bridge.engines.base import MAX_BATCH, BackendError, BackendUnavailable, Engine, default_cache_dir
 
 CHECK_RTX = False  # mypy only (--always-true/--always-false CHECK_RTX): which flavour `trt` names below
 if TYPE_CHECKING:
@@ -453,7 +453,7 @@ def build_main(args: Any) -> int:
 
 
 def _gpu_if_any() -> Gpu | None:
-    from synthmatch.bridge.engine import nvidia_driver_absent
+    from synthmatch.bridge.engines.base import nvidia_driver_absent
 
     if nvidia_driver_absent():
         return None

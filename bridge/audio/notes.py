@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthmatch.bridge import notenorm
-from synthmatch.bridge.pitch import NoteEstimate, PitchSettings, detect
+from synthmatch.bridge.audio import notenorm
+from synthmatch.bridge.audio.pitch import NoteEstimate, PitchSettings, detect
 
 log = logging.getLogger("synthmatch.notes")
 
@@ -28,7 +28,7 @@ log = logging.getLogger("synthmatch.notes")
 @dataclass
 class NoteSettings:
     detect: bool = True  # detect each window's note (off: every update carries fallback_note)
-    normalise: str = "off"  # off | full | pitch: how the C4 model hears other notes (bridge/notenorm.py)
+    normalise: str = "off"  # off | full | pitch: how the C4 model hears other notes (bridge/audio/notenorm.py)
     fallback_note: int = 60  # MIDI note for silent or unpitched input (C4)
     min_confidence: float = 0.5  # voicing confidence below this = unpitched
     f_min: float = 40.0  # Hz, lowest f0 searched

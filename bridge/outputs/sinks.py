@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import IO, Any, Protocol, Sequence
 
-from synthmatch.bridge.errors import UsageError
+from synthmatch.bridge.core.errors import UsageError
 
 log = logging.getLogger("synthmatch.sinks")
 
@@ -193,7 +193,7 @@ def resolve_ccs(cfg: MidiSinkConfig, contract) -> list[int]:
 
 def validate_midi(cfg: MidiSinkConfig, contract, where: str = "output.midi") -> list[int]:
     """Checks channel, resolution, api and CC numbers/collisions; returns the CC list."""
-    from synthmatch.bridge.midiports import APIS
+    from synthmatch.bridge.outputs.midiports import APIS
 
     if not 1 <= cfg.channel <= 16:
         raise SinkConfigError(f"{where}.channel = {cfg.channel}: MIDI channels are 1..16")
@@ -280,7 +280,7 @@ def validate_outputs(out: OutputSettings, contract) -> None:
 
 def build_sinks(out: OutputSettings, contract) -> list[Sink]:
     """The enabled sinks, opened (a MIDI port that cannot be found raises MidiPortError here)."""
-    from synthmatch.bridge.midisink import MidiCCSink
+    from synthmatch.bridge.outputs.midi import MidiCCSink
 
     sinks: list[Sink] = []
     if out.midi.enabled:

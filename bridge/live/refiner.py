@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from synthmatch.bridge.childproc import die_with_parent
+from synthmatch.bridge.core.childproc import die_with_parent
 
 log = logging.getLogger("synthmatch.refiner")
 

@@ -47,7 +47,7 @@ class OnsetSettings:
     frame: int = 64  # samples per level frame (4 ms at 16 kHz)
 
     def validate(self, where: str = "onset") -> None:
-        from synthmatch.bridge.errors import UsageError
+        from synthmatch.bridge.core.errors import UsageError
 
         if self.frame < 8:
             raise UsageError(f"{where}.frame = {self.frame}: needs at least 8 samples")

@@ -1,6 +1,6 @@
 """`synthmatch bridge`: listen to an input, infer the 16 parameters, push them to the synth.
 
-One worker thread runs the loop; the audio callback only fills a ring (bridge/audio.py):
+One worker thread runs the loop; the audio callback only fills a ring (bridge/audio/input.py):
 
     raw ring -> Converter (mono, sanitise, resample to 16 kHz) -> 16 kHz ring + onset detector
              -> mode logic -> engine.infer (1, 64000) -> smoothing / deadband / rate limit -> sinks
@@ -14,7 +14,7 @@ Modes:
   manual      like trigger, but only after a control message arms it (OSC /synthmatch/trigger or the
               MIDI footswitch); manual.start = "now" analyses the last 4 s at once instead.
 With refine.passes > 0, each trigger/manual snapshot is followed by a refined one a few seconds later
-(bridge/refiner.py: a second process searches by re-rendering), unless a newer update came first.
+(bridge/live/refiner.py: a second process searches by re-rendering), unless a newer update came first.
 Freeze/unfreeze and mode changes arrive over the control server. Counters are logged every
 log.interval_s and printed as one JSON line on stderr at exit ("synthmatch bridge: counters {...}").
 """
@@ -36,11 +36,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from synthmatch.bridge.audio import Converter, open_source
-from synthmatch.bridge.engine import output_problem
-from synthmatch.bridge.notes import NoteStage
-from synthmatch.bridge.onset import OnsetDetector, rms_dbfs
-from synthmatch.bridge.ring import Ring
+from synthmatch.bridge.audio.input import Converter, open_source
+from synthmatch.bridge.audio.notes import NoteStage
+from synthmatch.bridge.audio.onset import OnsetDetector, rms_dbfs
+from synthmatch.bridge.audio.ring import Ring
+from synthmatch.bridge.engines import output_problem
 
 log = logging.getLogger("synthmatch.bridge")
 
@@ -108,7 +108,7 @@ class Daemon:
         self.sr = contract.audio.sample_rate
         self.n = contract.audio.num_samples
         if commands is None:
-            from synthmatch.bridge.control import CommandQueue
+            from synthmatch.bridge.live.control import CommandQueue
 
             commands = CommandQueue()
         self.commands = commands  # bridge.control.CommandQueue: get() -> ControlCommand | None
@@ -123,7 +123,7 @@ class Daemon:
         self.ring16 = Ring(int(RING16_SECONDS * self.sr), 1)
         self.converter = Converter(source.sample_rate, self.sr, source.channels, cfg.input.channel)
         self.onset = OnsetDetector(cfg.onset, self.sr)
-        self.notes = NoteStage(cfg.notes, contract)  # note per window, model at that note (bridge/notes.py)
+        self.notes = NoteStage(cfg.notes, contract)  # note per window, model at that note (bridge/audio/notes.py)
         self._note_fields: dict[str, Any] = {}  # the newest update's note, for its refined follow-up
         self.done = threading.Event()  # the loop ended (stop() or end of file input)
         self._stop = threading.Event()
@@ -363,7 +363,7 @@ class Daemon:
 
     def _emit(self, values: np.ndarray, t_audio: float, mode: str, notes: dict[str, Any] | None = None) -> float:
         """Hand one update to every sink -> the time it was handed over. notes: Update's note fields."""
-        from synthmatch.bridge.sinks import Update
+        from synthmatch.bridge.outputs.sinks import Update
 
         u = Update(
             values=[float(v) for v in values],
@@ -393,7 +393,7 @@ class Daemon:
         held = self.notes.tracker.held
         if not self.notes.tracker.end():
             return
-        from synthmatch.bridge.sinks import Update
+        from synthmatch.bridge.outputs.sinks import Update
 
         for s in self.sinks:
             try:
@@ -581,8 +581,8 @@ def _r(x: float | None) -> float | None:
 
 def config_from_args(args):
     """Config file + CLI flags -> BridgeConfig (flags win)."""
-    from synthmatch.bridge import config as config_mod
-    from synthmatch.bridge.errors import UsageError
+    from synthmatch.bridge.core.errors import UsageError
+    from synthmatch.bridge.live import config as config_mod
 
     over: dict[str, Any] = {}
     for item in args.set or []:
@@ -622,8 +622,8 @@ def config_from_args(args):
 
 
 def _open_engine(cfg, contract):
-    from synthmatch.bridge.config import resolve_path
-    from synthmatch.bridge.engine import ContractMismatch, load_engine
+    from synthmatch.bridge.engines import ContractMismatch, load_engine
+    from synthmatch.bridge.live.config import resolve_path
 
     # refining: the search takes a core, so by default inference keeps to the other one (on 2 cores,
     # snapshot latency p50 16.8 ms with two ONNX Runtime threads beside the search, 8.9 ms with one)
@@ -640,7 +640,7 @@ def _open_engine(cfg, contract):
         ) from None
     m = engine.meta
     if m.sample_rate != contract.audio.sample_rate or m.num_samples != contract.audio.num_samples:
-        from synthmatch.bridge.errors import UsageError
+        from synthmatch.bridge.core.errors import UsageError
 
         raise UsageError(
             f"{cfg.model}: model expects {m.num_samples} samples at {m.sample_rate} Hz, the "
@@ -651,7 +651,7 @@ def _open_engine(cfg, contract):
 
 def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
     """Start the OSC control server and the MIDI footswitch if enabled; objects with close()."""
-    from synthmatch.bridge import control
+    from synthmatch.bridge.live import control
 
     out: list = []
     if cfg.control.enabled:
@@ -664,8 +664,8 @@ def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
     if fs.enabled:
         import rtmidi
 
-        from synthmatch.bridge.errors import UsageError
-        from synthmatch.bridge.midiports import MidiPortError
+        from synthmatch.bridge.core.errors import UsageError
+        from synthmatch.bridge.outputs.midiports import MidiPortError
 
         try:
             out.append(control.MidiTrigger(commands, port=fs.port, cc=fs.cc, channel=fs.channel, api=fs.api))
@@ -732,9 +732,9 @@ def _closer(stack: contextlib.ExitStack, obj) -> None:
 def _open_sinks(cfg, contract) -> list:
     import rtmidi
 
-    from synthmatch.bridge.errors import UsageError
-    from synthmatch.bridge.midiports import MidiPortError
-    from synthmatch.bridge.sinks import build_sinks
+    from synthmatch.bridge.core.errors import UsageError
+    from synthmatch.bridge.outputs.midiports import MidiPortError
+    from synthmatch.bridge.outputs.sinks import build_sinks
 
     try:
         return build_sinks(cfg.output, contract)
@@ -746,9 +746,9 @@ def _open_sinks(cfg, contract) -> list:
 
 
 def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: list) -> int:
-    from synthmatch.bridge import contract as contract_mod
-    from synthmatch.bridge.config import resolve_path
-    from synthmatch.bridge.control import CommandQueue
+    from synthmatch.bridge.core import contract as contract_mod
+    from synthmatch.bridge.live.config import resolve_path
+    from synthmatch.bridge.live.control import CommandQueue
 
     cfg = config_from_args(args)
     logging.basicConfig(
@@ -766,8 +766,8 @@ def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: l
 
     refiner = None
     if cfg.refine.passes:  # also in continuous mode: the control server may switch to trigger later
-        from synthmatch.bridge.errors import UsageError
-        from synthmatch.bridge.refiner import Refiner, RefinerError
+        from synthmatch.bridge.core.errors import UsageError
+        from synthmatch.bridge.live.refiner import Refiner, RefinerError
 
         try:
             refiner = Refiner(contract, cfg.refine.passes, cfg.refine.threads)

@@ -22,12 +22,12 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from synthmatch.bridge import tomlfile
-from synthmatch.bridge.audio import InputSettings
-from synthmatch.bridge.contract import CONFIG_DIR
-from synthmatch.bridge.errors import UsageError
-from synthmatch.bridge.notes import NoteSettings
-from synthmatch.bridge.onset import OnsetSettings
+from synthmatch.bridge.audio.input import InputSettings
+from synthmatch.bridge.audio.notes import NoteSettings
+from synthmatch.bridge.audio.onset import OnsetSettings
+from synthmatch.bridge.core import tomlfile
+from synthmatch.bridge.core.contract import CONFIG_DIR
+from synthmatch.bridge.core.errors import UsageError
 
 DEFAULT_CONFIG = CONFIG_DIR / "bridge.toml"
 DEFAULT_MODEL = "models/default.onnx"  # relative paths: the working directory, else the repository root
@@ -44,7 +44,7 @@ class TriggerSettings:
 @dataclass
 class RefineSettings:
     passes: int = 0  # > 0: each trigger/manual snapshot is followed by a refined one, a
-    #                                  few seconds later (bridge/refiner.py; needs the train extra)
+    #                                  few seconds later (bridge/live/refiner.py; needs the train extra)
     threads: int = 1  # torch threads of the refinement process
 
 
@@ -96,7 +96,7 @@ class PrintSettings:
 
 
 def _output_types():
-    from synthmatch.bridge import sinks
+    from synthmatch.bridge.outputs import sinks
 
     return sinks
 
@@ -238,7 +238,7 @@ def from_dict(data: dict, contract=None) -> BridgeConfig:
     out_raw = data.pop("output", {})
     cfg = build(BridgeConfig, data, "")
     if contract is None:
-        from synthmatch.bridge import contract as contract_mod
+        from synthmatch.bridge.core import contract as contract_mod
 
         contract = contract_mod.load(resolve_path(cfg.contract) if cfg.contract else None)
     if not isinstance(out_raw, dict):
@@ -273,7 +273,7 @@ def _cc_by_name(midi: dict, contract) -> dict:
 def validate(cfg: BridgeConfig, contract=None) -> None:
     """Cross-field checks; the sinks validate their own sections against the contract."""
     if contract is None:
-        from synthmatch.bridge import contract as contract_mod
+        from synthmatch.bridge.core import contract as contract_mod
 
         contract = contract_mod.load(resolve_path(cfg.contract) if cfg.contract else None)
     if cfg.mode not in MODES:

@@ -34,9 +34,9 @@ from typing import Sequence
 import mido
 import rtmidi
 
-from synthmatch.bridge import midiports
-from synthmatch.bridge.midiports import MidiPortError
-from synthmatch.bridge.sinks import MidiSinkConfig, SinkStats, Update, as_update, checked_values, validate_midi
+from synthmatch.bridge.outputs import midiports
+from synthmatch.bridge.outputs.midiports import MidiPortError
+from synthmatch.bridge.outputs.sinks import MidiSinkConfig, SinkStats, Update, as_update, checked_values, validate_midi
 
 log = logging.getLogger("synthmatch.midi")
 

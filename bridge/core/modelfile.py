@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synthmatch.bridge.contract import Contract
-from synthmatch.bridge.errors import UsageError
+from synthmatch.bridge.core.contract import Contract
+from synthmatch.bridge.core.errors import UsageError
 
 FORMAT = 2  # bump when the metadata layout changes incompatibly
 # 2: the model owns its front-end (model_config.frontend, .cqt) and head (model_config.head)

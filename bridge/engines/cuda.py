@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synthmatch.bridge.engine import MAX_BATCH, BackendError, BackendUnavailable, Engine
-from synthmatch.bridge.modelfile import WEIGHTS_FORMAT, ModelError, ModelMeta
+from synthmatch.bridge.core.modelfile import WEIGHTS_FORMAT, ModelError, ModelMeta
+from synthmatch.bridge.engines.base import MAX_BATCH, BackendError, BackendUnavailable, Engine
 
 PRECISIONS = ("fp16", "bf16", "fp32")
 
@@ -54,7 +54,7 @@ def load_weights(onnx_path: Path, meta: ModelMeta):
 
 def contract_from_meta(meta: ModelMeta):
     """A Contract equivalent (for model building) to the one the model was exported with."""
-    from synthmatch.bridge import contract as contract_mod
+    from synthmatch.bridge.core import contract as contract_mod
 
     c = contract_mod.default()
     if c.hash == meta.contract_hash:

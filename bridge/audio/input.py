@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthmatch.bridge.ring import Ring
+from synthmatch.bridge.audio.ring import Ring
 
 log = logging.getLogger("synthmatch.bridge")
 
@@ -41,7 +41,7 @@ class InputSettings:
 
 
 def _usage(msg: str) -> Exception:
-    from synthmatch.bridge.errors import UsageError
+    from synthmatch.bridge.core.errors import UsageError
 
     return UsageError(msg)
 
@@ -90,7 +90,7 @@ class DeviceSource:
     def __init__(self, settings: InputSettings):
         import sounddevice as sd
 
-        from synthmatch.bridge import portaudio
+        from synthmatch.bridge.audio import portaudio
 
         self.sd = sd
         self.s = settings
@@ -161,7 +161,7 @@ class DeviceSource:
         self.generation += 1
 
     def start(self) -> None:
-        from synthmatch.bridge import portaudio
+        from synthmatch.bridge.audio import portaudio
 
         portaudio.safe_exit(self.sd)
         try:
@@ -186,7 +186,7 @@ class DeviceSource:
 
     def poll(self) -> None:
         """Worker thread, every loop: detect a lost stream and try to bring it back (with backoff)."""
-        from synthmatch.bridge import portaudio
+        from synthmatch.bridge.audio import portaudio
 
         if self._stopping or self.healthy:
             return
@@ -223,7 +223,7 @@ class DeviceSource:
             self._backoff = min(self._backoff * 2, self.s.retry_max_s)
 
     def stop(self) -> None:
-        from synthmatch.bridge import portaudio
+        from synthmatch.bridge.audio import portaudio
 
         self._stopping = True
         st, self._stream = self._stream, None
@@ -247,7 +247,7 @@ class FileSource:
     def __init__(self, path: str, settings: InputSettings):
         import soundfile as sf
 
-        from synthmatch.bridge.audiofile import AudioFileError, check_readable
+        from synthmatch.bridge.core.audiofile import AudioFileError, check_readable
 
         try:
             check_readable(path)

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from synthmatch.bridge.errors import UsageError
+from synthmatch.bridge.core.errors import UsageError
 
 
 def writable_dir(path: str | Path, what: str) -> Path:
