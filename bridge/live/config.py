@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from synthmatch.bridge.audio.onset import OnsetSettings
 from synthmatch.bridge.core import tomlfile
 from synthmatch.bridge.core.contract import CONFIG_DIR
 from synthmatch.bridge.core.errors import UsageError
+from synthmatch.bridge.core.loader import load_dataclass
 
 DEFAULT_CONFIG = CONFIG_DIR / "bridge.toml"
 DEFAULT_MODEL = "models/default.onnx"  # relative paths: the working directory, else the repository root
@@ -121,76 +120,6 @@ class BridgeConfig:
     source: str = "<defaults>"  # where this configuration came from (not a TOML key)
 
 
-# ------------------------------------------------------------------------------------------------
-# generic typed loading
-
-
-def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Is value acceptable for the annotation tp; returns (ok, converted value)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            ok, v = _type_ok(value, arg)
-            if ok:
-                return True, v
-        return False, value
-    if tp is type(None):
-        return value is None, value
-    if tp is Any:
-        return True, value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    if tp is str:
-        return isinstance(value, str), value
-    if origin in (dict,) or tp is dict:
-        return isinstance(value, dict), value
-    if origin in (list, tuple) or tp in (list, tuple):
-        ok = isinstance(value, (list, tuple))
-        return ok, (tuple(value) if origin is tuple or tp is tuple else list(value)) if ok else value
-    return True, value
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "none")
-
-
-def build(cls, raw: Any, where: str):
-    """A dataclass instance from a TOML table, checking keys and types recursively."""
-    if dataclasses.is_dataclass(raw) and isinstance(raw, cls):
-        return raw
-    if not isinstance(raw, dict):
-        raise UsageError(f"{where or 'config'}: must be a table")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls) if f.init}
-    kwargs = {}
-    for key, value in raw.items():
-        dotted = f"{where}.{key}" if where else key
-        if key not in known:
-            raise UsageError(
-                f"unknown key {dotted}; allowed keys{' in [' + where + ']' if where else ''}: "
-                f"{', '.join(sorted(known))}"
-            )
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = build(tp, value, dotted)
-            continue
-        ok, v = _type_ok(value, tp)
-        if not ok:
-            raise UsageError(f"{dotted} = {value!r}: expected {_type_name(tp)}")
-        if isinstance(v, float) and not math.isfinite(v):  # TOML and --set accept nan and inf
-            raise UsageError(f"{dotted} = {value!r}: must be a finite number")
-        kwargs[key] = v
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"{where or 'config'}: {e}") from None
-
-
 def _set_dotted(data: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = data
@@ -236,7 +165,7 @@ def from_dict(data: dict, contract=None) -> BridgeConfig:
     sinks = _output_types()
     data = dict(data)
     out_raw = data.pop("output", {})
-    cfg = build(BridgeConfig, data, "")
+    cfg = load_dataclass(BridgeConfig, data, "")
     if contract is None:
         from synthmatch.bridge.core import contract as contract_mod
 
@@ -246,7 +175,7 @@ def from_dict(data: dict, contract=None) -> BridgeConfig:
     out_raw = dict(out_raw)
     if isinstance(out_raw.get("midi"), dict) and "cc" in out_raw["midi"]:
         out_raw["midi"] = _cc_by_name(dict(out_raw["midi"]), contract)
-    cfg.output = build(sinks.OutputSettings, out_raw, "output")
+    cfg.output = load_dataclass(sinks.OutputSettings, out_raw, "output")
     validate(cfg, contract)
     return cfg
 

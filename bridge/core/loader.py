@@ -1,0 +1,113 @@
+"""One typed loader: a TOML table (or any plain dict) into a dataclass, keys and types checked recursively.
+
+    cfg = load_dataclass(BridgeConfig, tomllib.load(f), "")          # UsageError on the first problem
+    spec = load_dataclass(Audio, raw["audio"], "audio", error=ContractError, source="contract.toml")
+
+Unknown keys are refused with the allowed ones listed; a field without a default must be given; values are
+checked against the annotation (bool is not an int, an int is a float, lists become tuples where the field
+is a tuple, nested dataclasses are loaded in turn); non-finite floats are refused. Errors are one line, with
+the dotted key, of the class the caller names (default UsageError: exit 2 at the CLI).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, TypeVar
+
+from synthmatch.bridge.core.errors import UsageError
+
+T = TypeVar("T")
+
+
+def load_dataclass(cls: type[T], raw: Any, where: str = "", error: type[Exception] = UsageError, source: str = "") -> T:
+    """cls from raw (a dict, or already a cls instance). where: the dotted table name for messages ("" for
+    the top); source: prefixed to every message (a file name), when given."""
+    prefix = f"{source}: " if source else ""
+    if isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, dict):
+        raise error(f"{prefix}{f'[{where}]' if where else 'config'} must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{where}.{key}" if where else key
+        if key not in known:
+            allowed = ", ".join(sorted(known))
+            raise error(f"{prefix}unknown key {dotted}; allowed keys{f' in [{where}]' if where else ''}: {allowed}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = load_dataclass(tp, value, dotted, error, source)  # type: ignore[arg-type]
+            continue
+        ok, v = _convert(value, tp)
+        if not ok:
+            raise error(f"{prefix}{dotted} = {value!r}: expected {type_name(tp)}")
+        if isinstance(v, float) and not math.isfinite(v):  # TOML and --set accept nan and inf
+            raise error(f"{prefix}{dotted} = {value!r}: must be a finite number")
+        kwargs[key] = v
+    missing = [n for n, f in known.items() if n not in raw and _required(f)]
+    if missing:
+        dotted = f"{where}.{missing[0]}" if where else missing[0]
+        raise error(f"{prefix}missing key {dotted}; add it")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:  # the dataclass's own __post_init__ checks
+        raise error(f"{prefix}{where or 'config'}: {e}") from None
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _convert(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Is value acceptable for the annotation tp; returns (ok, value converted: int -> float, list -> tuple)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, v = _convert(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is Any:
+        return True, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if tp is str:
+        return isinstance(value, str), value
+    if origin is dict or tp is dict:
+        return isinstance(value, dict), value
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        return _items(value, tp, origin)
+    return True, value
+
+
+def _items(value: list | tuple, tp: Any, origin: Any) -> tuple[bool, Any]:
+    """Check the items of a list/tuple against list[X] / tuple[X, ...] (bare list/tuple: any items)."""
+    args = typing.get_args(tp)
+    item = args[0] if args and (origin is list or (len(args) == 2 and args[1] is Ellipsis)) else None
+    out = []
+    for x in value:
+        ok, v = _convert(x, item) if item is not None else (True, x)
+        if not ok:
+            return False, value
+        out.append(v)
+    return True, tuple(out) if origin is tuple or tp is tuple else out
+
+
+def type_name(tp: Any) -> str:
+    """'float', 'str | none', 'tuple[float, ...]': an annotation as a user reads it."""
+    if typing.get_origin(tp) is None:
+        return getattr(tp, "__name__", str(tp)).replace("NoneType", "none")
+    return str(tp).replace("NoneType", "none").replace("typing.", "")
