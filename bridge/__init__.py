@@ -2,7 +2,8 @@
 
 Layers, each importing only those below it (tests/test_layers.py checks it):
 
-    cli, devices          the commands; training's handlers are imported lazily, per command
+    cli, devices          the commands; training adds its own (training/commands.py, no torch), their
+                          handlers imported when they run
     live/                 daemon, its config, control server, refiner
     audio/  engines/  outputs/    inputs and analysis | inference backends | MIDI, OSC, print
     core/                 contract, front-end reference, model file, errors, loaders, files

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RANK = {"core": 0, "audio": 1, "engines": 1, "outputs": 1, "live": 2, "cli": 3, "devices": 3}
-# The one reach upwards, by design: the refiner's child process runs training's search (train extra).
+# The reaches into training, by design:
 ALLOWED = {
     ("bridge/live/refiner.py", "synthmatch.training.refine"),
     ("bridge/live/refiner.py", "synthmatch.training.synth"),

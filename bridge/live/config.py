@@ -27,11 +27,12 @@ from synthmatch.bridge.core import tomlfile
 from synthmatch.bridge.core.contract import CONFIG_DIR
 from synthmatch.bridge.core.errors import UsageError
 from synthmatch.bridge.core.loader import load_dataclass
+from synthmatch.bridge.engines import BACKENDS
 
 DEFAULT_CONFIG = CONFIG_DIR / "bridge.toml"
 DEFAULT_MODEL = "models/default.onnx"  # relative paths: the working directory, else the repository root
 MODES = ("trigger", "continuous", "manual")
-BACKEND_CHOICES = ("auto", "onnxruntime", "cuda", "tensorrt", "tensorrt-rtx")
+BACKEND_CHOICES = ("auto", *BACKENDS)
 
 
 @dataclass
