@@ -126,7 +126,7 @@ def _missing_train_extra() -> list[str]:
     for req in metadata.requires("synthmatch") or []:
         spec, _, marker = req.partition(";")
         if 'extra == "train"' in marker:
-            name = re.match(r"[A-Za-z0-9._-]+", spec.strip()).group()
+            name = re.split(r"[^A-Za-z0-9._-]", spec.strip(), maxsplit=1)[0]  # "torch>=2.3" -> "torch"
             try:
                 metadata.distribution(name)
             except metadata.PackageNotFoundError:

@@ -150,7 +150,7 @@ class Refiner:
 
     def poll(self) -> list[tuple[Any, ...]]:
         """Answers that arrived: (ident, refined values (P,), distance before, after, seconds)."""
-        out = []
+        out: list[tuple[Any, ...]] = []
         while True:
             try:
                 msg = self._results.get_nowait()

@@ -1,17 +1,21 @@
-"""Type-check the TensorRT backend against both flavours' signatures, on a machine without a GPU.
+"""Type-check the runtime (synthmatch.bridge) with mypy, on a machine without a GPU.
 
-    python scripts/typecheck_tensorrt.py [FILE ...]     (default: bridge/engines/tensorrt.py)
+    python scripts/typecheck.py            the whole runtime, then the TensorRT backend as TensorRT-RTX
+    python scripts/typecheck.py FILE ...   just these files (each run twice, as below)
 
+The runtime is checked as installed (synthmatch/bridge, through a view of symlinks: mypy cannot derive
+pyproject's package-dir mapping), with the configuration in pyproject.toml. The TensorRT backend is
+checked against both flavours' signatures:
 TensorRT 10: tensorrt-stubs (install with `pip install --no-deps tensorrt-stubs`: their declared
 dependency is the full TensorRT runtime). The published stubs (10.8 to 10.13) are generated with two
 kinds of syntax errors (a parameter named `in`, a keyword; one parameter without a default after
 defaulted ones) and a module-level `bool` (trt.bool) that shadows the builtin in every annotation.
 TensorRT-RTX: no stubs are published, so they are generated here with mypy's stubgen from the installed
 tensorrt_rtx (pip install tensorrt-rtx-cu12; its bindings carry pybind11 signatures), with the same
-`bool` repair. Both go to a temporary directory put first on MYPYPATH, and mypy (configured in
-pyproject.toml) runs twice: with CHECK_RTX false (the shared code's `trt` is TensorRT 10) and true (it
-is TensorRT-RTX); flavour-only code is checked against its own module both times. Exit status: the
-first failing mypy's, or 3 when mypy, the stubs or tensorrt_rtx are missing.
+`bool` repair. Both go to a temporary directory put first on MYPYPATH. mypy runs twice: over the runtime
+with CHECK_RTX false (the shared code's `trt` is TensorRT 10), then over bridge/engines/tensorrt.py with it
+true (TensorRT-RTX). Exit status: the first failing mypy's, or 3 when mypy, the stubs or tensorrt_rtx are
+missing.
 """
 
 from __future__ import annotations
@@ -102,13 +106,18 @@ def package_view(dest: Path) -> Path:
     which mypy cannot derive from pyproject's package-dir mapping. Returns the directory for MYPYPATH."""
     pkg = dest / "view" / "synthmatch"
     pkg.mkdir(parents=True)
-    for name in ("bridge", "training"):
+    for name in ("bridge", "training", "configs", "models"):
         (pkg / name).symlink_to(ROOT / name, target_is_directory=True)
     return pkg.parent
 
 
+def mypy(view: Path, env: dict, switch: str, targets: list[str]) -> int:
+    cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--explicit-package-bases"]
+    cmd += [f"{switch}=CHECK_RTX", "--cache-dir", str(ROOT / ".mypy_cache"), *targets]
+    return subprocess.run(cmd, cwd=view, env=env).returncode  # not ROOT: its bridge/ is no top-level package
+
+
 def main(argv: list[str]) -> int:
-    files = argv or ["bridge/engines/tensorrt.py"]
     if importlib.util.find_spec("mypy") is None:
         print("mypy is not installed (pip install mypy)", file=sys.stderr)
         return 3
@@ -120,23 +129,14 @@ def main(argv: list[str]) -> int:
             return 3
         view = package_view(Path(tmp))
         env = {**os.environ, "MYPYPATH": f"{stubs}{os.pathsep}{view}"}
-        files = [str(view / "synthmatch" / Path(f).resolve().relative_to(ROOT)) for f in files]  # as installed
-        for switch, flavour in (("--always-false", "tensorrt"), ("--always-true", "tensorrt-rtx")):
-            print(f"mypy, shared code as {flavour}:", flush=True)
-            cmd = [
-                sys.executable,
-                "-m",
-                "mypy",
-                "--config-file",
-                str(ROOT / "pyproject.toml"),
-                "--explicit-package-bases",
-                f"{switch}=CHECK_RTX",
-                *files,
-            ]
-            rc = subprocess.run(cmd, cwd=view, env=env).returncode  # not ROOT: its bridge/ is no top-level package
-            if rc:
-                return rc
-        return 0
+        files = [str(view / "synthmatch" / Path(f).resolve().relative_to(ROOT)) for f in argv]  # as installed
+        rtx_files = files or [str(view / "synthmatch" / "bridge" / "engines" / "tensorrt.py")]
+        print("mypy, the runtime (TensorRT code as TensorRT 10):", flush=True)
+        rc = mypy(view, env, "--always-false", files or ["-p", "synthmatch.bridge"])
+        if rc:
+            return rc
+        print("mypy, the TensorRT backend as TensorRT-RTX:", flush=True)
+        return mypy(view, env, "--always-true", rtx_files)
 
 
 if __name__ == "__main__":
