@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "engine",
-        "synthmatch.bridge.engines.tensorrt:build_main",  # "build" is its only action
+        "synthmatch.bridge.engines.tensorrt_build:build_main",  # "build" is its only action
         "TensorRT engines ahead of time (no GPU needed for tensorrt-rtx)",
     )
     esub = p.add_subparsers(dest="engine_command", required=True, metavar="ACTION")

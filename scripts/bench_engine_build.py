@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from synthmatch.bridge.core import contract as contract_mod
-    from synthmatch.bridge.engines.tensorrt import _gpu_if_any, ensure_engine
+    from synthmatch.bridge.engines.tensorrt_build import ensure_engine, gpu_if_any
 
     report: dict = {"machine": machine(), "flavour": args.flavour, "runs": args.runs, "results": []}
     with tempfile.TemporaryDirectory(prefix="synthmatch-engine-") as tmp:
@@ -44,9 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["export_s"] = round(time.perf_counter() - t0, 1)
             times, built = [], None
             for _ in range(args.runs):
-                built = ensure_engine(
-                    path, args.flavour, cache_dir=Path(tmp) / "cache", rebuild=True, gpu=_gpu_if_any()
-                )
+                built = ensure_engine(path, args.flavour, cache_dir=Path(tmp) / "cache", rebuild=True, gpu=gpu_if_any())
                 times.append(built.build_s or 0.0)
             assert built is not None
             row.update(

@@ -13,7 +13,7 @@ defaulted ones) and a module-level `bool` (trt.bool) that shadows the builtin in
 TensorRT-RTX: no stubs are published, so they are generated here with mypy's stubgen from the installed
 tensorrt_rtx (pip install tensorrt-rtx-cu12; its bindings carry pybind11 signatures), with the same
 `bool` repair. Both go to a temporary directory put first on MYPYPATH. mypy runs twice: over the runtime
-with CHECK_RTX false (the shared code's `trt` is TensorRT 10), then over bridge/engines/tensorrt.py with it
+with CHECK_RTX false (the shared code's `trt` is TensorRT 10), then over bridge/engines/tensorrt*.py with it
 true (TensorRT-RTX). Exit status: the first failing mypy's, or 3 when mypy, the stubs or tensorrt_rtx are
 missing.
 """
@@ -130,7 +130,8 @@ def main(argv: list[str]) -> int:
         view = package_view(Path(tmp))
         env = {**os.environ, "MYPYPATH": f"{stubs}{os.pathsep}{view}"}
         files = [str(view / "synthmatch" / Path(f).resolve().relative_to(ROOT)) for f in argv]  # as installed
-        rtx_files = files or [str(view / "synthmatch" / "bridge" / "engines" / "tensorrt.py")]
+        engines = view / "synthmatch" / "bridge" / "engines"
+        rtx_files = files or [str(engines / "tensorrt.py"), str(engines / "tensorrt_build.py")]
         print("mypy, the runtime (TensorRT code as TensorRT 10):", flush=True)
         rc = mypy(view, env, "--always-false", files or ["-p", "synthmatch.bridge"])
         if rc:

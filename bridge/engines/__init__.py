@@ -5,7 +5,8 @@
     engine.close()
 
 Backends (`BACKENDS`, in the order "auto" tries them):
-- "tensorrt"    bridge/engines/tensorrt.py: an fp16 TensorRT 10/11 engine built from the ONNX file, cached on disk.
+- "tensorrt"    bridge/engines/tensorrt.py: an fp16 TensorRT 10/11 engine built from the ONNX file and cached on
+                disk (bridge/engines/tensorrt_build.py).
 - "tensorrt-rtx" the same backend on TensorRT-RTX (PyPI, RTX-class GPUs): an fp32 engine, built ahead of time
                 (`synthmatch engine build`) or at start, specialised to the GPU by its JIT.
 - "cuda"        bridge/engines/cuda.py: the torch model on the GPU in fp16 (or bf16) with CUDA-graph replay;

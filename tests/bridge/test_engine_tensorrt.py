@@ -20,11 +20,11 @@ trt = pytest.importorskip("tensorrt_rtx")  # bash scripts/setup.sh --dev install
 from synthmatch.bridge.cli import main as cli  # noqa: E402
 from synthmatch.bridge.core.modelfile import INPUT_NAME, NOTE_NAME, OUTPUT_NAME, read_meta  # noqa: E402
 from synthmatch.bridge.engines import BackendError, BackendUnavailable, load_engine, nvidia_driver_absent  # noqa: E402
-from synthmatch.bridge.engines.tensorrt import (  # noqa: E402
+from synthmatch.bridge.engines.tensorrt import TensorRTEngine  # noqa: E402
+from synthmatch.bridge.engines.tensorrt_build import (  # noqa: E402
     FLAVOURS,
     HEADER_MAGIC,
     EngineSpec,
-    TensorRTEngine,
     cache_file,
     check_runnable,
     ensure_engine,
