@@ -27,7 +27,7 @@ Attention uses F.scaled_dot_product_attention, which exports to ONNX opset 17 as
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ from torch import nn
 
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.bridge.core.frontend import CQTSpec
+from synthmatch.bridge.core.loader import load_dataclass
 from synthmatch.training.frontend import LogCQT, LogMel
 from synthmatch.training.heads import HEADS, HarmonicSalience, make_head
 
@@ -109,13 +110,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "model") -> ModelConfig:
-        """Build from a plain dict (TOML table, checkpoint). Unknown keys raise ValueError naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(known))}")
-        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**kw)
+        """Build from a plain dict (TOML table, checkpoint). Unknown keys and wrong types raise ValueError
+        naming them (core.loader); `where` prefixes the message."""
+        return load_dataclass(cls, d, "", ValueError, source=where)
 
     @property
     def cqt_spec(self) -> CQTSpec | None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthmatch.bridge.audio.ring import Ring
+from synthmatch.bridge.core.errors import UsageError
+from synthmatch.bridge.core.names import pick
 
 log = logging.getLogger("synthmatch.bridge")
 
@@ -40,12 +42,6 @@ class InputSettings:
     retry_max_s: float = 5.0  # device lost: reconnect attempts back off up to this interval
 
 
-def _usage(msg: str) -> Exception:
-    from synthmatch.bridge.core.errors import UsageError
-
-    return UsageError(msg)
-
-
 def input_devices(sd) -> list[tuple[int, str, int, float]]:
     """(index, name, max input channels, default rate) of every device that can record."""
     out = []
@@ -56,10 +52,9 @@ def input_devices(sd) -> list[tuple[int, str, int, float]]:
 
 
 def find_device(sd, name: str) -> tuple[int, str, int, float]:
-    """Input device by name: an exact name wins, else a unique case-insensitive substring.
-
-    Raises UsageError listing the candidates when none or several match.
-    """
+    """Input device by name ("" = the default input), picked by core.names.pick: an exact name wins, else
+    a unique case-insensitive substring. Raises UsageError listing the candidates when none or several
+    match."""
     devs = input_devices(sd)
     if not name:
         try:
@@ -71,17 +66,16 @@ def find_device(sd, name: str) -> tuple[int, str, int, float]:
                 return d
         if devs:
             return devs[0]
-        raise _usage("input: no audio input device found; connect one (or start JACK) or use --input file:PATH")
-    exact = [d for d in devs if d[1] == name]
-    if exact:
-        return exact[0]
-    hits = [d for d in devs if name.lower() in d[1].lower()]
-    if len(hits) == 1:
-        return hits[0]
-    listing = "; ".join(f"{d[1]!r} ({d[2]} in)" for d in (hits or devs)) or "none"
-    if not hits:
-        raise _usage(f"input: no input device matches {name!r}; available: {listing}. See `synthmatch devices`")
-    raise _usage(f"input: {name!r} is ambiguous, it matches {listing}; give more of the name")
+        raise UsageError("input: no audio input device found; connect one (or start JACK) or use --input file:PATH")
+    i = pick(
+        [d[1] for d in devs],
+        name,
+        "input device",
+        lambda msg: UsageError(f"input: {msg}"),
+        labels=[f"{d[1]!r} ({d[2]} in)" for d in devs],
+        hint="see `synthmatch devices`",
+    )
+    return devs[i]
 
 
 class DeviceSource:
@@ -97,7 +91,7 @@ class DeviceSource:
         portaudio.name_jack_client(sd, JACK_CLIENT_NAME)  # also re-scans: sees a JACK server started late
         idx, name, max_ch, default_sr = find_device(sd, settings.source)
         if settings.channel > max_ch:
-            raise _usage(f"input.channel = {settings.channel}: device {name!r} has {max_ch} input channels")
+            raise UsageError(f"input.channel = {settings.channel}: device {name!r} has {max_ch} input channels")
         self.device_name = name
         self.name = f"device:{name}"
         self.channels = max_ch if settings.channel == 0 else settings.channel
@@ -122,7 +116,7 @@ class DeviceSource:
         ring, counts, alive = self.ring, self.status_counts, [True]
         abort = self.sd.CallbackAbort
 
-        def callback(indata, frames, time_info, status) -> None:
+        def callback(indata, frames, _time_info, status) -> None:
             if not alive[0]:
                 raise abort
             ring.write(indata)
@@ -167,7 +161,7 @@ class DeviceSource:
         try:
             self._open(self._idx)
         except self.sd.PortAudioError as e:
-            raise _usage(
+            raise UsageError(
                 f"input: cannot open {self.device_name!r} at {self.sample_rate} Hz with "
                 f"{self.channels} channel(s): {e}. Try input.sample_rate or input.channel"
             ) from None
@@ -252,13 +246,13 @@ class FileSource:
         try:
             check_readable(path)
         except AudioFileError as e:
-            raise _usage(f"input: {e}") from None
+            raise UsageError(f"input: {e}") from None
         try:
             self._f = sf.SoundFile(path)
         except (OSError, RuntimeError) as e:  # soundfile's LibsndfileError derives from RuntimeError
-            raise _usage(f"input: cannot read audio file {path!r} ({e}); give a wav/flac/ogg path") from None
+            raise UsageError(f"input: cannot read audio file {path!r} ({e}); give a wav/flac/ogg path") from None
         if settings.channel > self._f.channels:
-            raise _usage(f"input.channel = {settings.channel}: {path} has {self._f.channels} channel(s)")
+            raise UsageError(f"input.channel = {settings.channel}: {path} has {self._f.channels} channel(s)")
         self.s = settings
         self.name = f"file:{path}"
         self.sample_rate = int(self._f.samplerate)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from synthmatch.bridge.core import tomlfile
+from synthmatch.bridge.core.loader import load_dataclass
 
 # configs/ as package data (synthmatch.configs): the repository's folder in a checkout, the installed
 # copy in a wheel. Never zipped, so a plain path.
@@ -204,21 +205,9 @@ class Contract:
 
 
 def _section(cls, raw: Any, where: str, source: str):
-    if not isinstance(raw, dict):
-        raise ContractError(f"{source}: [{where}] is missing or not a table; see configs/contract.toml")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ContractError(f"{source}: unknown key {where}.{unknown[0]}; allowed keys: {', '.join(sorted(known))}")
-    missing = [f.name for f in fields(cls) if f.name not in raw and f.default is MISSING]
-    if missing:
-        raise ContractError(f"{source}: missing key {where}.{missing[0]}; add it (see configs/contract.toml)")
-    return cls(**{k: _freeze(v) for k, v in raw.items()})
-
-
-def _freeze(v):
-    """TOML lists -> tuples, recursively, so frozen dataclasses stay hashable."""
-    return tuple(_freeze(x) for x in v) if isinstance(v, list) else v
+    """One table of the contract, keys and types checked (core.loader); lists become tuples, so the frozen
+    dataclasses stay hashable."""
+    return load_dataclass(cls, raw, where, ContractError, source, hint="see configs/contract.toml")
 
 
 def _check(cond: bool, source: str, key: str, fix: str) -> None:
@@ -274,8 +263,8 @@ def from_dict(data: dict, source: str = "<dict>") -> Contract:
             f"range inverted or empty ({p.min} .. {p.max}); min must be below max",
         )
         _check(p.curve != "log" or p.min > 0, source, f"{key}.min", "a log curve needs min > 0")
-        _check(isinstance(p.cc, int) and 0 <= p.cc <= 127, source, f"{key}.cc", "a MIDI CC number is 0..127")
-        dist = p.sample.get("dist") if isinstance(p.sample, dict) else None
+        _check(0 <= p.cc <= 127, source, f"{key}.cc", "a MIDI CC number is 0..127")
+        dist = p.sample.get("dist")
         _check(dist in DISTRIBUTIONS, source, f"{key}.sample", f"needs dist = one of {', '.join(DISTRIBUTIONS)}")
         extra = set(p.sample) - {"dist", *DISTRIBUTIONS[dist]}
         _check(

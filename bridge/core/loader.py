@@ -5,8 +5,10 @@
 
 Unknown keys are refused with the allowed ones listed; a field without a default must be given; values are
 checked against the annotation (bool is not an int, an int is a float, lists become tuples where the field
-is a tuple, nested dataclasses are loaded in turn); non-finite floats are refused. Errors are one line, with
-the dotted key, of the class the caller names (default UsageError: exit 2 at the CLI).
+is a tuple, tuple[X, Y] takes exactly two items, nested dataclasses are loaded in turn); non-finite floats
+are refused; the dataclass's own __post_init__ errors (TypeError, ValueError) are passed on in the same
+form. Errors are one line, with the dotted key, of the class the caller names (default UsageError: exit 2
+at the CLI).
 """
 
 from __future__ import annotations
@@ -22,25 +24,36 @@ from synthmatch.bridge.core.errors import UsageError
 T = TypeVar("T")
 
 
-def load_dataclass(cls: type[T], raw: Any, where: str = "", error: type[Exception] = UsageError, source: str = "") -> T:
+def load_dataclass(
+    cls: type[T],
+    raw: Any,
+    where: str = "",
+    error: type[Exception] = UsageError,
+    source: str = "",
+    hint: str = "",
+) -> T:
     """cls from raw (a dict, or already a cls instance). where: the dotted table name for messages ("" for
-    the top); source: prefixed to every message (a file name), when given."""
+    the top); source: prefixed to every message (a file name), when given; hint: appended to the messages
+    about a missing table or key (e.g. "see configs/contract.toml")."""
     prefix = f"{source}: " if source else ""
+    see = f" ({hint})" if hint else ""
     if isinstance(raw, cls):
         return raw
+    if raw is None and where:
+        raise error(f"{prefix}missing table [{where}]; add it{see}")
     if not isinstance(raw, dict):
-        raise error(f"{prefix}{f'[{where}]' if where else 'config'} must be a table")
+        raise error(f"{prefix}{f'[{where}]' if where else 'config'} must be a table, not {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     kwargs = {}
     for key, value in raw.items():
-        dotted = f"{where}.{key}" if where else key
+        dotted = f"{where}.{key}" if where else str(key)
         if key not in known:
             allowed = ", ".join(sorted(known))
-            raise error(f"{prefix}unknown key {dotted}; allowed keys{f' in [{where}]' if where else ''}: {allowed}")
+            raise error(f"{prefix}unknown key '{dotted}'; allowed keys{f' in [{where}]' if where else ''}: {allowed}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = load_dataclass(tp, value, dotted, error, source)  # type: ignore[arg-type]
+            kwargs[key] = load_dataclass(tp, value, dotted, error, source, hint)  # type: ignore[arg-type]
             continue
         ok, v = _convert(value, tp)
         if not ok:
@@ -51,11 +64,11 @@ def load_dataclass(cls: type[T], raw: Any, where: str = "", error: type[Exceptio
     missing = [n for n, f in known.items() if n not in raw and _required(f)]
     if missing:
         dotted = f"{where}.{missing[0]}" if where else missing[0]
-        raise error(f"{prefix}missing key {dotted}; add it")
+        raise error(f"{prefix}missing key '{dotted}'; add it{see}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:  # the dataclass's own __post_init__ checks
-        raise error(f"{prefix}{where or 'config'}: {e}") from None
+        raise error(f"{prefix}{where + ': ' if where else ''}{e}") from None
 
 
 def _required(f: dataclasses.Field) -> bool:
@@ -94,12 +107,18 @@ def _convert(value: Any, tp: Any) -> tuple[bool, Any]:
 
 
 def _items(value: list | tuple, tp: Any, origin: Any) -> tuple[bool, Any]:
-    """Check the items of a list/tuple against list[X] / tuple[X, ...] (bare list/tuple: any items)."""
+    """Check the items of a list/tuple against list[X], tuple[X, ...] or tuple[X, Y] (exactly two items);
+    bare list/tuple: any items."""
     args = typing.get_args(tp)
-    item = args[0] if args and (origin is list or (len(args) == 2 and args[1] is Ellipsis)) else None
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        if len(value) != len(args):
+            return False, value
+        per_item = list(args)
+    else:
+        per_item = [args[0] if args else Any] * len(value)
     out = []
-    for x in value:
-        ok, v = _convert(x, item) if item is not None else (True, x)
+    for x, item in zip(value, per_item):
+        ok, v = _convert(x, item)
         if not ok:
             return False, value
         out.append(v)
@@ -108,6 +127,10 @@ def _items(value: list | tuple, tp: Any, origin: Any) -> tuple[bool, Any]:
 
 def type_name(tp: Any) -> str:
     """'float', 'str | none', 'tuple[float, ...]': an annotation as a user reads it."""
-    if typing.get_origin(tp) is None:
-        return getattr(tp, "__name__", str(tp)).replace("NoneType", "none")
-    return str(tp).replace("NoneType", "none").replace("typing.", "")
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if tp is type(None):
+        return "none"
+    name = getattr(typing.get_origin(tp) or tp, "__name__", str(tp))
+    return f"{name}[{', '.join('...' if a is Ellipsis else type_name(a) for a in args)}]" if args else name

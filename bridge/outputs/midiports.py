@@ -26,6 +26,8 @@ from pathlib import Path
 
 import rtmidi
 
+from synthmatch.bridge.core.names import pick
+
 API_IDS = {
     "jack": rtmidi.API_UNIX_JACK,
     "alsa": rtmidi.API_LINUX_ALSA,
@@ -122,20 +124,9 @@ def new_client(kind: str, api: str, client_name: str = CLIENT_NAME) -> rtmidi.Mi
 
 
 def pick_port(names: list[str], wanted: str, what: str = "port") -> int:
-    """Index of the port named exactly `wanted`, else of the only one containing it (case-insensitive).
-
-    Missing or ambiguous -> MidiPortError listing the candidates.
-    """
-    if wanted in names:
-        return names.index(wanted)
-    hits = [i for i, n in enumerate(names) if wanted.lower() in n.lower()]
-    if len(hits) == 1:
-        return hits[0]
-    listing = "\n  ".join(names) if names else "(none)"
-    if not hits:
-        raise MidiPortError(f"no MIDI {what} matches {wanted!r}; available:\n  {listing}")
-    amb = "\n  ".join(names[i] for i in hits)
-    raise MidiPortError(f"MIDI {what} {wanted!r} is ambiguous, it matches:\n  {amb}\ngive a longer part of the name")
+    """Index of the MIDI port `wanted` means (core.names.pick: exact name, else a unique case-insensitive
+    substring). Missing or ambiguous -> MidiPortError listing the candidates."""
+    return pick(names, wanted, f"MIDI {what}", MidiPortError, hint="see `synthmatch devices`")
 
 
 _RETIRED: list[object] = []  # dead-server rtmidi objects, kept alive on purpose (module docstring)

@@ -5,8 +5,9 @@ plain sequence or as an `Update` carrying timing and mode for the print sink. `s
 of messages it put on the wire (0 when nothing changed or the output is unreachable) and never raises
 for transport trouble: a lost MIDI port or an absent OSC receiver is counted in `stats` and retried.
 
-Config dataclasses ([output.midi], [output.osc], [output.print] in the daemon's TOML) reject unknown keys
-and name the offending key in every error; `validate_outputs` checks them against the contract.
+Config dataclasses ([output.midi], [output.osc], [output.print] in the daemon's TOML) are loaded by
+core.loader.load_dataclass (unknown keys and wrong types name the key); `validate_outputs` checks them
+against the contract.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 import socket
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import IO, Any, Protocol, Sequence
 
 from synthmatch.bridge.core.errors import UsageError
@@ -63,9 +64,6 @@ class SinkStats:
     reopens: int = 0  # successful reopen after a loss (MIDI)
     dropped: int = 0  # updates that found the output down
     deferred: int = 0  # updates held while a new MIDI connection settled (sent after it)
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def as_update(x: Sequence[float] | Update) -> Update:
@@ -176,15 +174,6 @@ class OutputSettings:
     midi: MidiSinkConfig = field(default_factory=MidiSinkConfig)
     osc: OscSinkConfig = field(default_factory=OscSinkConfig)
     print: PrintSinkConfig = field(default_factory=PrintSinkConfig)
-
-
-def config_from_dict(cls, raw: dict, where: str):
-    """A sink config from a plain dict; unknown keys -> SinkConfigError naming the key."""
-    known = {f.name for f in fields(cls)}
-    for key in raw:
-        if key not in known:
-            raise SinkConfigError(f"unknown key {where}.{key}; allowed: {', '.join(sorted(known))}")
-    return cls(**raw)
 
 
 def resolve_ccs(cfg: MidiSinkConfig, contract) -> list[int]:

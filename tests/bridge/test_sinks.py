@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.core.loader import load_dataclass
 from synthmatch.bridge.outputs.midi import MidiCCSink, cc_messages, quantise
 from synthmatch.bridge.outputs.midiports import MidiPortError
 from synthmatch.bridge.outputs.sinks import (
@@ -26,7 +27,6 @@ from synthmatch.bridge.outputs.sinks import (
     PrintSink,
     SinkConfigError,
     Update,
-    config_from_dict,
     validate_midi,
     validate_outputs,
 )
@@ -107,8 +107,10 @@ def test_midi_config_errors_name_the_key(kw, fragment):
 def test_contract_ccs_valid_at_both_resolutions_and_unknown_keys_rejected():
     assert validate_midi(MidiSinkConfig(), C) == CCS
     assert validate_midi(MidiSinkConfig(resolution=14), C) == CCS
-    with pytest.raises(SinkConfigError, match=r"unknown key output.midi.chanel; allowed: .*channel"):
-        config_from_dict(MidiSinkConfig, {"chanel": 2}, "output.midi")
+    with pytest.raises(
+        SinkConfigError, match=r"unknown key 'output.midi.chanel'; allowed keys in \[output.midi\]: .*channel"
+    ):
+        load_dataclass(MidiSinkConfig, {"chanel": 2}, "output.midi", SinkConfigError)
     with pytest.raises(SinkConfigError, match=r"output.osc.preset = 'cubase'"):
         validate_outputs(OutputSettings(osc=OscSinkConfig(enabled=True, preset="cubase")), C)
     with pytest.raises(SinkConfigError, match=r"unknown template field 'slots'"):

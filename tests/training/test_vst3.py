@@ -180,7 +180,7 @@ def test_profile_loader_rejects_bad_profiles(c, tmp_path):
     base = PROFILE.read_text()
     cases = {
         "unknown key 'colour'": 'colour = "red"\n' + base,
-        "unknown key param\\[0\\].curve": base.replace('map = "physical"\nplugin_min = -24.0', 'curve = "log"', 1),
+        "unknown key 'param\\[0\\].curve'": base.replace('map = "physical"\nplugin_min = -24.0', 'curve = "log"', 1),
         "reverb_mix neither mapped nor pinned": base.replace("reverb_mix = 0.0\n", ""),
         "both mapped .* and in \\[unmapped\\]": base.replace("reverb_mix = 0.0", "reverb_mix = 0.0\nosc1_gain = 1.0"),
         "expected a raw host value": base.replace("Sustain = 0.35", "Sustain = 2"),

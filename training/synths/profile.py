@@ -29,11 +29,12 @@ import difflib
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from synthmatch.bridge.core import tomlfile
 from synthmatch.bridge.core.contract import CONFIG_DIR, Contract, ContractError
+from synthmatch.bridge.core.loader import load_dataclass
 from synthmatch.training.sampling import FIT_METHODS, PresetSampling, fit_presets
 
 PROFILE_DIR = CONFIG_DIR / "synths"
@@ -135,19 +136,6 @@ def closest(name: str, names: list[str], n: int = 3) -> str:
     return ", ".join(repr(x) for x in near or pool[:n])
 
 
-def _table(cls, raw, where: str, source: str):
-    if not isinstance(raw, dict):
-        raise ProfileError(f"{source}: {where} must be a table")
-    known = {f.name for f in fields(cls)} - {"source"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ProfileError(f"{source}: unknown key {where}.{unknown[0]}; allowed: {', '.join(sorted(known))}")
-    try:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-    except TypeError as e:
-        raise ProfileError(f"{source}: {where}: {e}") from None
-
-
 def _check_map(m: ParamMap, where: str, source: str, contract: Contract) -> None:
     if m.param not in contract.names:
         raise ProfileError(
@@ -156,7 +144,7 @@ def _check_map(m: ParamMap, where: str, source: str, contract: Contract) -> None
     if m.map not in MAPS:
         raise ProfileError(f"{source}: {where}.map = {m.map!r}; use one of {', '.join(MAPS)}")
     if m.map == "raw":
-        if len(m.raw) != 2 or not all(0.0 <= float(x) <= 1.0 for x in m.raw):
+        if not all(0.0 <= x <= 1.0 for x in m.raw):
             raise ProfileError(f"{source}: {where}.raw must be [lo, hi] within [0, 1], got {list(m.raw)}")
         return
     if m.plugin_min is None or m.plugin_max is None or m.plugin_min == m.plugin_max:
@@ -178,7 +166,9 @@ def from_dict(raw: dict, contract: Contract, source: str = "<dict>") -> Profile:
     for key in ("name", "plugin"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise ProfileError(f'{source}: missing {key} = "..." (a string)')
-    maps = tuple(_table(ParamMap, m, f"param[{i}]", source) for i, m in enumerate(raw.get("param", [])))
+    maps = tuple(
+        load_dataclass(ParamMap, m, f"param[{i}]", ProfileError, source) for i, m in enumerate(raw.get("param", []))
+    )
     for i, m in enumerate(maps):
         _check_map(m, f"param[{i}]", source, contract)
     seen: dict[str, int] = {}
@@ -204,14 +194,14 @@ def from_dict(raw: dict, contract: Contract, source: str = "<dict>") -> Profile:
     doubled = sorted({m.plugin for m in maps} & {n for n, _ in fixed})
     if doubled:
         raise ProfileError(f"{source}: plugin parameter {doubled[0]!r} is both mapped and in [fixed]; keep one")
-    sampling = _table(Sampling, raw.get("sampling", {}), "sampling", source)
+    sampling = load_dataclass(Sampling, raw.get("sampling", {}), "sampling", ProfileError, source)
     if sampling.kind not in SAMPLING_KINDS:
         raise ProfileError(f"{source}: sampling.kind = {sampling.kind!r}; use one of {', '.join(SAMPLING_KINDS)}")
     if sampling.kind == "presets" and not sampling.presets:
         raise ProfileError(f'{source}: sampling.kind = "presets" needs sampling.presets = "file.csv"')
     if sampling.method not in FIT_METHODS:
         raise ProfileError(f"{source}: sampling.method = {sampling.method!r}; use one of {', '.join(FIT_METHODS)}")
-    render = _table(Render, raw.get("render", {}), "render", source)
+    render = load_dataclass(Render, raw.get("render", {}), "render", ProfileError, source)
     if not (
         1 <= render.velocity <= 127 and render.sample_rate >= 8000 and render.block_size >= 16 and render.channels >= 1
     ):
