@@ -145,7 +145,7 @@ class MidiCCSink:
             return False
         if self.cfg.port:
             try:
-                present = self.port_name in self._out.get_ports()
+                present = self._out is not None and self.port_name in self._out.get_ports()
             except rtmidi.RtMidiError as e:
                 self._lose(str(e), server_dead=False)
                 return False
@@ -187,11 +187,14 @@ class MidiCCSink:
     # -- sending ---------------------------------------------------------------------------------
 
     def _push(self, q: list[int]) -> int:
+        out = self._out
+        if out is None:  # lost meanwhile: the next reconnect pushes the wanted values
+            return 0
         count = 0
         for i, msgs in cc_messages(q, self._sent, self.ccs, self.cfg.channel, self.cfg.resolution):
             try:
                 for m in msgs:
-                    self._out.send_message(m.bytes())
+                    out.send_message(m.bytes())
                     count += 1
             except (rtmidi.RtMidiError, OSError) as e:
                 self.stats.errors += 1
@@ -208,6 +211,8 @@ class MidiCCSink:
         """Note and bend messages (raw bytes) -> how many went out."""
         count = 0
         for m in msgs:
+            if self._out is None:  # lost by a failed send before this one
+                break
             try:
                 self._out.send_message(m)
             except (rtmidi.RtMidiError, OSError) as e:
@@ -234,7 +239,7 @@ class MidiCCSink:
             if b != self._bend or starts:
                 after.append([0xE0 | ch, b & 0x7F, b >> 7])
                 self._bend = b
-        if starts:
+        if starts and u.note is not None:
             after.append([0x90 | ch, int(u.note), self.cfg.velocity])
             self._held = int(u.note)
         return before, after
