@@ -12,14 +12,10 @@ against the contract.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import socket
-import sys
-import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from synthmatch.bridge.core.errors import UsageError
 
@@ -270,6 +266,8 @@ def validate_outputs(out: OutputSettings, contract) -> None:
 def build_sinks(out: OutputSettings, contract) -> list[Sink]:
     """The enabled sinks, opened (a MIDI port that cannot be found raises MidiPortError here)."""
     from synthmatch.bridge.outputs.midi import MidiCCSink
+    from synthmatch.bridge.outputs.osc import OscSink
+    from synthmatch.bridge.outputs.printer import PrintSink
 
     sinks: list[Sink] = []
     if out.midi.enabled:
@@ -283,190 +281,3 @@ def build_sinks(out: OutputSettings, contract) -> list[Sink]:
 
 # ------------------------------------------------------------------------------------------------
 # OSC
-
-
-def note_message(address: str, note: int, f0_hz: float, confidence: float):
-    """/synthmatch/note ,iff note f0 confidence."""
-    from pythonosc import osc_message_builder
-
-    msg = osc_message_builder.OscMessageBuilder(address)
-    msg.add_arg(int(note), osc_message_builder.OscMessageBuilder.ARG_TYPE_INT)
-    msg.add_arg(float(f0_hz), osc_message_builder.OscMessageBuilder.ARG_TYPE_FLOAT)
-    msg.add_arg(float(confidence), osc_message_builder.OscMessageBuilder.ARG_TYPE_FLOAT)
-    return msg.build()
-
-
-class OscSink:
-    """One OSC bundle (timetag "immediately") per update over UDP, one message per parameter.
-
-    Values always go out with type tag f (numpy scalars are cast to Python float); index fields in args
-    are i. An absent receiver never raises: the ICMP "port unreachable" the kernel reports on a later
-    send is counted in stats.errors (and that update in stats.dropped), and sending goes on.
-    """
-
-    def __init__(self, cfg: OscSinkConfig, contract):
-        self.cfg, self.names = cfg, list(contract.names)
-        self.settings = osc_settings(cfg)
-        n = len(self.names)
-        self.indices = list(cfg.indices) if cfg.indices else list(range(n))
-        if len(self.indices) != n:
-            raise SinkConfigError(f"output.osc.indices: {len(self.indices)} entries for {n} parameters")
-        self.stats = SinkStats()
-        # a connected UDP socket: the kernel then reports an ICMP "port unreachable" (no receiver) as
-        # ConnectionRefusedError on a later send, which is counted instead of passing unnoticed
-        port = self.settings["port"]
-        try:
-            family, kind, proto, _, addr = socket.getaddrinfo(cfg.host, port, type=socket.SOCK_DGRAM)[0]
-        except socket.gaierror as e:
-            raise SinkConfigError(f"output.osc.host = {cfg.host!r}: cannot resolve ({e})") from None
-        self._sock = socket.socket(family, kind, proto)
-        self._sock.setblocking(False)
-        self._sock.connect(addr)
-
-    def _fields(self, i: int) -> dict[str, Any]:
-        s, idx = self.settings, self.indices[i]
-        return dict(
-            name=self.names[i],
-            index=idx,
-            index1=idx + 1,
-            slot=idx % 8 + 1,
-            page=idx // 8 + 1,
-            track=s["track"],
-            fx=s["fx"],
-            device=s["device"],
-        )
-
-    def bundle(self, values: Sequence[float], note: tuple[int, float, float] | None = None):
-        """The OscBundle for these 16 values, and (note, f0 Hz, confidence) when given (also used by tests
-        for golden bytes)."""
-        from pythonosc import osc_bundle_builder, osc_message_builder
-
-        vals = checked_values(values, len(self.names))
-        s = self.settings
-        bundle = osc_bundle_builder.OscBundleBuilder(osc_bundle_builder.IMMEDIATELY)
-        page = None
-        for i, v in enumerate(vals):
-            f = self._fields(i)
-            if s.get("page_select") and f["page"] != page:
-                page = f["page"]
-                bundle.add_content(osc_message_builder.OscMessageBuilder(s["page_select"].format(**f)).build())
-            msg = osc_message_builder.OscMessageBuilder(s["address"].format(**f))
-            for tok in s["args"]:
-                if tok == "value":
-                    x = v * s["value_max"]
-                    x = float(round(x)) if s["value_max"] > 1.0 else x  # a step scale (0..127): nearest step
-                    msg.add_arg(float(x), osc_message_builder.OscMessageBuilder.ARG_TYPE_FLOAT)
-                elif tok == "name":
-                    msg.add_arg(str(f[tok]), osc_message_builder.OscMessageBuilder.ARG_TYPE_STRING)
-                else:
-                    msg.add_arg(int(f[tok]), osc_message_builder.OscMessageBuilder.ARG_TYPE_INT)
-            bundle.add_content(msg.build())
-        if self.cfg.note_address and note is not None:
-            bundle.add_content(note_message(self.cfg.note_address, *note))
-        return bundle.build()
-
-    def send(self, update: Sequence[float] | Update) -> int:
-        u = as_update(update)
-        if u.note_off:
-            if not self.cfg.note_address or u.note is None:
-                return 0
-            from pythonosc import osc_bundle_builder
-
-            nb = osc_bundle_builder.OscBundleBuilder(osc_bundle_builder.IMMEDIATELY)
-            nb.add_content(note_message(self.cfg.note_address, u.note, 0.0, 0.0))
-            b = nb.build()
-        else:
-            note = None if u.note is None else (u.note, u.f0_hz or 0.0, u.confidence or 0.0)
-            b = self.bundle(u.values, note)
-        self.stats.updates += 1
-        try:
-            try:
-                self._sock.send(b.dgram)
-            except ConnectionRefusedError:  # reports an earlier datagram's ICMP; this one did not go out
-                self.stats.errors += 1
-                if self.stats.errors == 1 or self.stats.errors % 1000 == 0:
-                    log.warning(
-                        "no OSC receiver at %s:%s (port unreachable, %d times); still sending",
-                        self.cfg.host,
-                        self.settings["port"],
-                        self.stats.errors,
-                    )
-                self._sock.send(b.dgram)
-        except OSError as e:  # refused again, network unreachable, buffer full
-            self.stats.errors += 1
-            self.stats.dropped += 1
-            if self.stats.errors in (1, 2, 10, 100) or self.stats.errors % 1000 == 0:
-                log.warning(
-                    "OSC to %s:%s failed (%s); %d failures so far",
-                    self.cfg.host,
-                    self.settings["port"],
-                    e,
-                    self.stats.errors,
-                )
-            return 0
-        n = b.num_contents
-        self.stats.sent += n
-        return n
-
-    def close(self) -> None:
-        self._sock.close()
-
-
-# ------------------------------------------------------------------------------------------------
-# print
-
-
-class PrintSink:
-    """One JSON line per update on `stream` (stdout):
-    {"t": unix time, "mode": ..., "latency_ms": now - t_audio, "infer_ms": t_infer_done - t_audio,
-     "values": {name: v}, ["physical": {name: x}], "note": {"midi": N, "f0_hz": f, "confidence": c,
-     "new": bool}}. Missing timings (and f0 when the note fell back) are null; a note-off update is
-    {"t", "mode", "note_off": N}.
-    """
-
-    def __init__(self, contract, stream: IO[str] | None = None, physical: bool = False, digits: int = 5):
-        self.contract, self.names = contract, list(contract.names)
-        self.stream = stream if stream is not None else sys.stdout
-        self.physical, self.digits = physical, digits
-        self.stats = SinkStats()
-
-    def line(self, update: Sequence[float] | Update) -> str:
-        u = as_update(update)
-        if u.note_off:
-            return json.dumps({"t": round(time.time(), 3), "mode": u.mode, "note_off": u.note})
-        vals = checked_values(u.values, len(self.names))
-        now = time.monotonic()
-        ms = lambda a, b: None if a is None or b is None else round((b - a) * 1000.0, 2)  # noqa: E731
-        rec: dict[str, Any] = {
-            "t": round(time.time(), 3),
-            "mode": u.mode,
-            "latency_ms": ms(u.t_audio, now),
-            "infer_ms": ms(u.t_audio, u.t_infer_done),
-            "values": {n: round(v, self.digits) for n, v in zip(self.names, vals)},
-        }
-        if u.note is not None:
-            rec["note"] = {
-                "midi": u.note,
-                "f0_hz": None if u.f0_hz is None else round(u.f0_hz, 2),
-                "confidence": None if u.confidence is None else round(u.confidence, 3),
-                "new": u.new_note,
-            }
-        if self.physical:
-            rec["physical"] = {n: round(x, 6) for n, x in self.contract.to_physical(vals).items()}
-        return json.dumps(rec)
-
-    def send(self, update: Sequence[float] | Update) -> int:
-        text = self.line(update)
-        self.stats.updates += 1
-        try:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-        except (OSError, ValueError) as e:  # closed pipe / closed file
-            self.stats.errors += 1
-            log.warning("print output failed: %s", e)
-            return 0
-        self.stats.sent += 1
-        return 1
-
-    def close(self) -> None:
-        pass

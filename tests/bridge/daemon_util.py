@@ -126,7 +126,7 @@ def run_daemon(cfg, contract, engine, commands=None, timeout: float = 60.0):
     """
     from synthmatch.bridge.audio.input import open_source
     from synthmatch.bridge.live.daemon import Daemon
-    from synthmatch.bridge.outputs.sinks import PrintSink
+    from synthmatch.bridge.outputs.printer import PrintSink
 
     out = io.StringIO()
     taps: list[tuple[int, np.ndarray, np.ndarray]] = []

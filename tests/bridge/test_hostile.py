@@ -411,7 +411,7 @@ def test_manual_now_refuses_silent_or_nan_input_like_match(c, engine, tmp_path, 
     import io
 
     from synthmatch.bridge.core import audiofile
-    from synthmatch.bridge.outputs.sinks import PrintSink
+    from synthmatch.bridge.outputs.printer import PrintSink
 
     x = {"silence": np.zeros(2 * SR), "nan": np.full(2 * SR, np.nan)}.get(fill)
     path = tmp_path / f"{fill}.wav"
@@ -449,7 +449,7 @@ def test_an_update_every_sink_refused_is_a_failure_not_an_update(c, engine, tmp_
     import dataclasses
     import io
 
-    from synthmatch.bridge.outputs.sinks import PrintSink
+    from synthmatch.bridge.outputs.printer import PrintSink
 
     path = tmp_path / "note.wav"
     notes_file(path, c, [800], 2 * SR)

@@ -245,7 +245,7 @@ def run_with_midi(jack, c, engine, cfg, name: str):
     from synthmatch.bridge.audio.input import open_source
     from synthmatch.bridge.live.daemon import Daemon
     from synthmatch.bridge.outputs.midi import MidiCCSink
-    from synthmatch.bridge.outputs.sinks import PrintSink
+    from synthmatch.bridge.outputs.printer import PrintSink
     from tests.jack import MidiReceiver
 
     out = io.StringIO()
@@ -313,7 +313,7 @@ def test_a_model_told_the_note_gets_the_detected_note_in_every_snapshot(c, tiny_
     from synthmatch.bridge.audio.input import open_source
     from synthmatch.bridge.engines import load_engine
     from synthmatch.bridge.live.daemon import Daemon
-    from synthmatch.bridge.outputs.sinks import PrintSink
+    from synthmatch.bridge.outputs.printer import PrintSink
 
     notes = [45, 64, 52]
     x = np.zeros(15 * SR, np.float32)
@@ -388,7 +388,9 @@ def test_continuous_vibrato_one_note_on_and_pitch_bend_in_range(jack, c, engine,
 
 
 def test_osc_and_print_carry_the_note(c):
-    from synthmatch.bridge.outputs.sinks import OscSink, OscSinkConfig, PrintSink, Update
+    from synthmatch.bridge.outputs.osc import OscSink
+    from synthmatch.bridge.outputs.printer import PrintSink
+    from synthmatch.bridge.outputs.sinks import OscSinkConfig, Update
 
     sink = OscSink(OscSinkConfig(enabled=True, port=9), c)
     try:

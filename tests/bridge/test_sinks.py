@@ -19,12 +19,12 @@ from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core.loader import load_dataclass
 from synthmatch.bridge.outputs.midi import MidiCCSink, cc_messages, quantise
 from synthmatch.bridge.outputs.midiports import MidiPortError
+from synthmatch.bridge.outputs.osc import OscSink
+from synthmatch.bridge.outputs.printer import PrintSink
 from synthmatch.bridge.outputs.sinks import (
     MidiSinkConfig,
-    OscSink,
     OscSinkConfig,
     OutputSettings,
-    PrintSink,
     SinkConfigError,
     Update,
     validate_midi,
