@@ -90,12 +90,6 @@ class LogSettings:
     level: str = "info"
 
 
-@dataclass
-class PrintSettings:
-    enabled: bool = False
-    physical: bool = False  # print physical units instead of normalised values
-
-
 def _output_types():
     from synthmatch.bridge.outputs import sinks
 
