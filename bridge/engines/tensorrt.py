@@ -6,9 +6,8 @@ call copies in, enqueues (execute_async_v3 on a private stream, or the CUDA grap
 copies out. Device memory and streams are torch CUDA tensors/streams (torch is on every machine with
 this backend's GPU stack; it avoids a cuda-python dependency).
 
-tensorrt, tensorrt_rtx and torch are imported inside functions only. mypy checks the shared code once
-against each flavour's signatures (scripts/typecheck_tensorrt.py flips CHECK_RTX), flavour-only code
-against its own.
+tensorrt, tensorrt_rtx and torch are imported inside functions only; `trt` below is for mypy, as in
+engines/tensorrt_build.py.
 """
 
 from __future__ import annotations
