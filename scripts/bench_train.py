@@ -1,12 +1,16 @@
-"""Training speed of every model preset: samples/s per precision, and the share of a step spent rendering.
+"""Training speed of every model preset: samples/s per precision, and the share of a step spent on data.
 
-For each model and precision: Adam steps (forward, MSE, backward, clip, update) on a batch rendered once
-(compute only, median of --steps timed steps after warm-up), then the time to render one batch of the
-same size with training.data.OnTheFly on the same device, as the trainer does with workers = 0.
-data_share = render / (render + step): the fraction of wall time a single-process run spends on data.
+For each model and precision: the trainer's own step (training.loop.TrainStep: forward, the head's loss,
+backward, clip, Adam update, schedule) on a batch rendered once and turned into front-end views once
+(compute only, median of --steps timed steps after warm-up); the front-end on that batch (training.loop.
+batch_views, as the trainer calls it); then the time to render one batch of the same size with
+training.data.OnTheFly on the same device, as the trainer does with workers = 0.
+train_samples_per_s = batch / (front-end + step): the rate when data costs nothing (render workers).
+data_share = (render + front-end) / (render + front-end + step): the fraction of wall time a
+single-process run spends on data, as the trainer's "train" records count it.
 On CUDA it also times one batch rendered on the CPU in one thread (as one DataLoader worker does) and
-reports cpu_workers_needed = ceil(that / step): render workers (`workers` in the train config) that
-keep the GPU fed without waiting.
+reports cpu_workers_needed = ceil(that / (front-end + step)): render workers (`workers` in the train
+config) that keep the GPU fed without waiting.
 ast-paper on the CPU runs at batch 2 and one timed step (about 10 s each). Prints JSON.
 
     python scripts/bench_train.py [--device cpu|cuda|auto] [--batch 16] [--steps 5] [--models ast-tiny mlp]
@@ -15,6 +19,7 @@ ast-paper on the CPU runs at batch 2 and one timed step (about 10 s each). Print
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -24,10 +29,10 @@ import sys
 import time
 
 import torch
-from torch import nn
 
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.data import OnTheFly
+from synthmatch.training.loop import TrainStep, batch_views
 from synthmatch.training.models import MODEL_CONFIGS, build_model, count_params
 
 
@@ -53,50 +58,38 @@ def cpu_worker_render_s(batch: int) -> float:
         torch.set_num_threads(threads)
 
 
+def _median_s(fn, device: torch.device, times: int) -> float:
+    """Median wall seconds of fn() over `times` calls, waiting for the GPU after each."""
+    spans = []
+    for _ in range(times):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        spans.append(time.perf_counter() - t)
+    return statistics.median(spans)
+
+
 def bench_model(
     name: str, device: torch.device, batch: int, steps: int, amps: list[str], worker_s: float | None = None
 ) -> list[dict]:
     c = contract_mod.default()
     data = OnTheFly(c, seed=0, batch_size=batch, device=device)
-    audio, target = data.batch(0)
+    first = next(iter(data))  # audio (B, T), params (B, 16), notes (B,): the batch every timed step trains on
     _sync(device)
-    render_times = []
-    for s in range(1, 3 if device.type == "cpu" else 6):
-        t = time.perf_counter()
-        data.batch(s)
-        _sync(device)
-        render_times.append(time.perf_counter() - t)
-    render_s = statistics.median(render_times)
+    later = itertools.count(1)  # each timed render a new batch: steps 1, 2, ...
+    render_s = _median_s(lambda: data.batch(next(later)), device, 2 if device.type == "cpu" else 5)
     rows = []
     for amp in amps:
         torch.manual_seed(0)
         model = build_model(name, c).to(device).train()
-        opt = torch.optim.Adam(model.parameters(), lr=5e-5)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-        scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-
-        def step() -> None:
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                pred = model(audio)
-            loss = nn.functional.mse_loss(pred.float(), target)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(opt)
-            scaler.update()
-
-        warm = 1 if device.type == "cpu" else 3
-        for _ in range(warm):
-            step()
+        views, target, note = batch_views(first, model, device)
+        frontend_s = _median_s(lambda: batch_views(first, model, device), device, 3)
+        trainer = TrainStep(model, lr=5e-5, amp="none" if amp == "fp32" else amp, grad_clip=1.0)
+        for _ in range(1 if device.type == "cpu" else 3):  # warm-up
+            trainer(views, target, note)
         _sync(device)
-        times = []
-        for _ in range(steps):
-            t = time.perf_counter()
-            step()
-            _sync(device)
-            times.append(time.perf_counter() - t)
-        step_s = statistics.median(times)
+        step_s = _median_s(lambda: trainer(views, target, note), device, steps)
+        data_s = render_s + frontend_s
         rows.append(
             {
                 "model": name,
@@ -105,14 +98,15 @@ def bench_model(
                 "batch": batch,
                 "params": count_params(model),
                 "step_ms": round(1000 * step_s, 2),
-                "train_samples_per_s": round(batch / step_s, 1),
+                "frontend_ms_per_batch": round(1000 * frontend_s, 2),
+                "train_samples_per_s": round(batch / (frontend_s + step_s), 1),
                 "render_ms_per_batch": round(1000 * render_s, 2),
-                "data_share": round(render_s / (render_s + step_s), 3),
+                "data_share": round(data_s / (data_s + step_s), 3),
             }
         )
         if worker_s is not None:
             rows[-1]["cpu_worker_render_ms_per_batch"] = round(1000 * worker_s, 1)
-            rows[-1]["cpu_workers_needed"] = math.ceil(worker_s / step_s)
+            rows[-1]["cpu_workers_needed"] = math.ceil(worker_s / (frontend_s + step_s))
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows

@@ -22,6 +22,10 @@ config.resolved.json, metrics.jsonl (one JSON object per line: "train" and "val"
 Checkpoints are atomic and hold model, optimizer, scheduler and RNG states, so `--resume` after a crash
 or kill -9 continues exactly: the same data indices (via start_step) and the same weights as a run that
 was never interrupted.
+
+Here: the config, the process group, and the run put together (_start_run, then the loop in _run). The
+loop's parts, each usable alone, are in training.loop (TrainStep, validate, RunState, Checkpoints,
+MetricsLog, StepWindow); what the run reads, from its config, in training.traindata.
 """
 
 from __future__ import annotations
@@ -31,10 +35,9 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -45,16 +48,23 @@ from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core import tomlfile
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.bridge.core.errors import UsageError
-from synthmatch.training.checkpoint import (
-    check_contract,
-    checkpoint_synth,
-    load_checkpoint,
-    save_checkpoint,
-    set_rng_state,
+from synthmatch.bridge.core.loader import load_dataclass
+from synthmatch.training.checkpoint import check_contract, checkpoint_synth, load_checkpoint
+from synthmatch.training.loop import (
+    Checkpoints,
+    MetricsLog,
+    RunState,
+    StepWindow,
+    TrainStep,
+    ValSet,
+    batch_views,
+    restore_run,
+    validate,
 )
 from synthmatch.training.models import ModelConfig, build_model, count_params, resolve_config
 from synthmatch.training.sampling import check_notes
 from synthmatch.training.synths import check_identity
+from synthmatch.training.traindata import data_synth, run_data
 
 AMP = ("none", "bf16", "fp16")
 OPTIMIZERS = ("adam", "adamw")
@@ -123,24 +133,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> TrainConfig:
-        """Typed construction from a TOML table; unknown keys and wrong types raise UsageError."""
-        types = {f.name: str(f.type) for f in fields(cls)}
-        unknown = sorted(set(d) - set(types))
-        if unknown:
-            raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(types)}")
-        for k, v in d.items():
-            want = {
-                "int": (int,),
-                "float": (int, float),
-                "str": (str,),
-                "bool": (bool,),
-                "str | dict": (str, dict),
-                "list": (list,),
-            }[types[k]]
-            if not isinstance(v, want) or (isinstance(v, bool) and bool not in want):
-                raise UsageError(f"{where}: {k} = {v!r} must be of type {types[k]}")
-        kw: dict[str, Any] = {k: float(v) if types[k] == "float" else v for k, v in d.items()}
-        cfg = cls(**kw)
+        """Typed construction from a TOML table (bridge.core.loader: unknown keys, wrong types and non-finite
+        numbers raise UsageError naming the key; ints become floats where a float is expected), then validate."""
+        cfg = load_dataclass(cls, d, error=UsageError, source=where)
         cfg.validate(where)
         return cfg
 
@@ -206,159 +201,6 @@ def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
         return 1.0
 
     return f
-
-
-class FixedSet:
-    """Batches from the fixed set of examples 0..N-1, cycled with the global-index rule of OnTheFly."""
-
-    def __init__(
-        self,
-        audio: torch.Tensor,
-        params: torch.Tensor,
-        notes: torch.Tensor,
-        batch_size: int,
-        rank: int,
-        world: int,
-        start_step: int,
-    ):
-        self.audio, self.params, self.notes = audio, params, notes
-        self.b, self.rank, self.world = batch_size, rank, world
-        self.step = start_step
-
-    def __iter__(self):
-        while True:
-            i0 = self.step * self.b * self.world + self.rank * self.b
-            idx = torch.arange(i0, i0 + self.b) % len(self.audio)
-            self.step += 1
-            yield self.audio[idx], self.params[idx], self.notes[idx]
-
-
-class TrainStep(nn.Module):
-    """(views, target, notes) -> the head's loss: what DDP wraps, so gradients sync through one forward."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, views: tuple[torch.Tensor, ...], target: torch.Tensor, note: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(views, target, note)
-
-
-def _shard_batches(
-    cfg: TrainConfig, model: nn.Module, contract: Contract, per_rank: int, env: Dist, start_step: int, progress: bool
-):
-    """Batches of cached front-end views from the dataset at cfg.data (computed once, on rank 0), and
-    the dataset's held-out validation examples (x, params) for a plugin's dataset (training.shards.holdout;
-    None: validate on the reference synth's val split)."""
-    from synthmatch.training.featcache import ViewCache
-    from synthmatch.training.shards import ShardDataset, ShardError, holdout
-
-    try:
-        ds = ShardDataset(cfg.data, contract)
-        split = holdout(ds, cfg.val_size, cfg.data_size)
-        count = split[0] if split else cfg.data_size
-        if env.main:
-            ViewCache(ds, model.frontend, progress, count)
-        env.barrier()
-        cache = ViewCache(ds, model.frontend, progress=False, count=count)
-    except ShardError as e:
-        raise UsageError(f"data = {cfg.data!r}: {e}") from None
-    held = (*ds.batch(split[1]), ds.notes(split[1])) if split else None  # audio (N, T) or log-mel, params, notes
-    return cache.batches(per_rank, env.rank, env.world, start_step, shuffle_seed=cfg.train_seed), held
-
-
-def _note_range(cfg: TrainConfig, contract: Contract) -> tuple[int, int]:
-    """The notes training (and validation) plays: a dataset's own range, else cfg.notes."""
-    if not cfg.data:
-        return check_notes(cfg.notes)
-    from synthmatch.training.shards import ShardError, read_manifest
-
-    try:
-        return read_manifest(Path(cfg.data))[0].notes
-    except ShardError as e:
-        raise UsageError(f"data = {cfg.data!r}: {e}") from None
-
-
-def _data_synth(cfg: TrainConfig) -> str:
-    """Identity of the synth the training data comes from (training.synths): a dataset's, or "reference"."""
-    from synthmatch.training.shards import ShardError
-    from synthmatch.training.synths import dataset_identity
-
-    try:
-        return dataset_identity(cfg.data)
-    except ShardError as e:
-        raise UsageError(f"data = {cfg.data!r}: {e}") from None
-
-
-def _presets(cfg: TrainConfig, contract: Contract):
-    if not cfg.presets:
-        return None
-    from synthmatch.training.sampling import fit_presets
-
-    return fit_presets(contract, cfg.presets, cfg.presets_fit)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    audio: torch.Tensor,
-    params: torch.Tensor,
-    notes: torch.Tensor,
-    cfg: TrainConfig,
-    env: Dist,
-    device: torch.device,
-) -> tuple[float, list[float]]:
-    """Mean squared error over the whole set (each rank takes rows rank::world), and per parameter."""
-    was_training = model.training
-    model.eval()
-    rows = torch.arange(env.rank, len(audio), env.world)
-    sse = torch.zeros(params.shape[1], dtype=torch.float64, device=device)
-    for chunk in rows.split(cfg.val_batch_size):
-        x, y = audio[chunk].to(device, non_blocking=True), params[chunk].to(device, non_blocking=True)
-        n = notes[chunk].to(device)
-        with _autocast(cfg, device):
-            pred = model(x, n) if x.dim() == 2 else model.predict_views((x,), n)  # audio, or a "logmel" dataset's mel
-        sse += ((pred.float() - y) ** 2).sum(0).double()
-    if env.world > 1:
-        dist.all_reduce(sse)
-    model.train(was_training)
-    per_param = (sse / len(audio)).tolist()
-    return float(np.mean(per_param)), per_param
-
-
-def _autocast(cfg: TrainConfig, device: torch.device):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def plot_metrics(metrics_path: Path, png: Path) -> None:
-    """Training and validation loss against step, log scale; written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    recs = [r for r in map(_record, metrics_path.read_text().splitlines()) if r is not None]
-    fig = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for kind, key, label in (("train", "loss", "train MSE"), ("val", "val_loss", "validation MSE")):
-        pts = [(r["step"], r[key]) for r in recs if r.get("type") == kind]
-        if pts:
-            ax.plot(*zip(*pts), marker="o" if kind == "val" else None, ms=3, label=label)
-    ax.set(xlabel="step", ylabel="MSE (normalised parameters)", yscale="log", title=png.parent.name)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    tmp = png.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, png)
-
-
-def _record(line: str) -> dict | None:
-    """One metrics.jsonl record, or None for a blank or half-written (killed mid-write) line."""
-    try:
-        rec = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return rec if isinstance(rec, dict) else None
 
 
 def _check_resume(stored: dict | None, cfg: TrainConfig, path: Path) -> None:
@@ -434,6 +276,21 @@ def run(
             dist.destroy_process_group()
 
 
+@dataclass
+class _RunParts:
+    """A started run's fixed parts; RunState holds what changes as it trains."""
+
+    cfg: TrainConfig
+    env: Dist
+    out: Path
+    model: nn.Module
+    trainer: TrainStep
+    batches: Iterator  # this rank's training batches, from the run's next step on
+    val: ValSet
+    log: MetricsLog
+    ckpts: Checkpoints
+
+
 def _run(
     cfg: TrainConfig,
     out: Path,
@@ -443,16 +300,61 @@ def _run(
     on_step: Callable[[int], None] | None,
     progress: bool,
 ) -> dict:
-    from synthmatch.training import data
+    parts, state = _start_run(cfg, out, env, dev, resume, progress)
+    if state.step == 0:
+        _validate(parts, state)  # the untrained model's loss: where the curve starts
+    pbar = None
+    if progress and env.main:
+        from tqdm import tqdm  # type: ignore[import-untyped]
 
+        pbar = tqdm(total=cfg.steps, initial=state.step, unit="step", dynamic_ncols=True)
+    parts.model.train()
+    # batches rendered on the GPU arrive asynchronously: their data time is GPU time (CUDA events)
+    gpu_render = dev.type == "cuda" and cfg.workers == 0 and not cfg.train_size and not cfg.data
+    window = StepWindow(dev, gpu_events=gpu_render)
+    for done in range(state.step + 1, cfg.steps + 1):  # done: steps done once this one is
+        window.data_begin()
+        views, target, note = batch_views(next(parts.batches), parts.model, dev)  # (B, h, w) each; (B, 16); (B,)
+        window.data_end()
+        window.add(parts.trainer(views, target, note))
+        state.step = done
+
+        if cfg.log_every and (done % cfg.log_every == 0 or done == cfg.steps):
+            rec = window.record(done, parts.trainer.lr, cfg.batch_size)
+            parts.log.append(rec)
+            if pbar is not None:
+                pbar.set_postfix(
+                    loss=f"{rec['loss']:.4f}",
+                    val=f"{state.last_val:.4f}",
+                    sps=f"{rec['samples_per_s']:.0f}",
+                    data=f"{rec['data_share']:.0%}",
+                )
+            window.restart()
+        if (cfg.val_every and done % cfg.val_every == 0) or done == cfg.steps:
+            _validate(parts, state)
+        if env.main and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps):
+            parts.ckpts.save(out / "last.pt", state)
+        if pbar is not None:
+            pbar.update(1)
+        if on_step is not None:
+            on_step(done)
+    if pbar is not None:
+        pbar.close()
+    return {"step": cfg.steps, "best_val": state.best_val, "last_val": state.last_val, "out": str(out)}
+
+
+def _start_run(
+    cfg: TrainConfig, out: Path, env: Dist, dev: torch.device, resume: bool, progress: bool
+) -> tuple[_RunParts, RunState]:
+    """Check the run can start (or resume), build the model and its TrainStep from cfg.seed, load
+    init_from's weights or last.pt (--resume), prepare OUT (rank 0), then the data from the run's next step."""
     if cfg.batch_size % env.world:
         raise UsageError(f"batch_size {cfg.batch_size} is not divisible by the {env.world} processes")
     if cfg.amp == "fp16" and dev.type != "cuda":
         raise UsageError("amp = 'fp16' needs CUDA; use amp = 'bf16' or 'none' on the CPU")
     contract = contract_mod.load(cfg.contract or None)
     model_cfg: ModelConfig = resolve_config(cfg.model)
-    last, best = out / "last.pt", out / "best.pt"
-    metrics_path = out / "metrics.jsonl"
+    last = out / "last.pt"
     if last.exists() and not resume:
         raise UsageError(f"{out} already holds a run ({last}); pass --resume to continue it or choose another --out")
     if resume and not last.exists():
@@ -462,38 +364,24 @@ def _run(
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     model = build_model(model_cfg, contract).to(dev)
-    step_module: nn.Module = TrainStep(model)
-    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
-    scaler = torch.amp.GradScaler(dev.type, enabled=cfg.amp == "fp16")
-    start_step, best_val, last_val = 0, math.inf, math.nan
+    trainer = TrainStep(
+        model,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        lr_at=lr_factor(cfg),
+        amp=cfg.amp,
+        grad_clip=cfg.grad_clip,
+    )
+    state = RunState()
     if cfg.init_from and not resume:
         _init_weights(model, model_cfg, Path(cfg.init_from), contract)
     if resume:
-        ckpt = load_checkpoint(last)  # on the CPU; load_state_dict copies to the model's device
-        check_contract(ckpt, contract, last)
-        check_identity(
-            checkpoint_synth(ckpt),
-            _data_synth(cfg),
-            str(last),
-            "resume on data of the synth it was trained on, or start a new run in another --out",
-        )
-        _check_resume(ckpt.get("train_config"), cfg, last)
-        model.load_state_dict(ckpt["model_state"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if "scaler" in ckpt["extra"]:
-            scaler.load_state_dict(ckpt["extra"]["scaler"])
-        set_rng_state(ckpt["rng"])
-        start_step = ckpt["step"]
-        best_val = ckpt["metrics"].get("best_val", math.inf)
-        last_val = ckpt["metrics"].get("last_val", math.nan)
-    resolved = asdict(cfg)
+        state = _resume(last, cfg, contract, trainer)
+    log = MetricsLog(out / "metrics.jsonl", write=env.main)
     if env.main:
-        out.mkdir(parents=True, exist_ok=True)
         info = {
-            "train": resolved,
+            "train": asdict(cfg),
             "model_config": model_cfg.to_dict(),
             "params": count_params(model),
             "contract": str(contract.source),
@@ -501,171 +389,66 @@ def _run(
             "world_size": env.world,
             "device": str(dev),
         }
-        (out / "config.resolved.json").write_text(json.dumps(info, indent=2) + "\n")
-        if resume and metrics_path.exists():  # drop what the killed run wrote after its checkpoint
-            keep = [
-                r
-                for r in map(_record, metrics_path.read_text().splitlines())
-                if r is not None and r.get("step", math.inf) <= start_step
-            ]
-            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in keep))
-        elif not resume:  # a run killed before its first checkpoint may have left records
-            metrics_path.unlink(missing_ok=True)
-        for tmp in out.glob(".*.pt.*.tmp"):  # a save cut short by a kill (the target is intact)
-            tmp.unlink(missing_ok=True)
+        _prepare_out(out, info, log, resume, state.step)
     if env.world > 1:
-        step_module = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[dev.index] if dev.type == "cuda" else None
-        )
+        trainer.distribute()
+    batches, val = run_data(cfg, model, contract, env, dev, state.step, progress)
+    ckpts = Checkpoints(trainer, model_cfg, contract, asdict(cfg), data_synth(cfg))
+    return _RunParts(cfg, env, out, model, trainer, batches, val, log, ckpts), state
 
-    # data: training stream (or fixed set) and the cached validation split
-    presets = _presets(cfg, contract)
-    notes = _note_range(cfg, contract)
-    per_rank = cfg.batch_size // env.world
-    held = None  # a plugin dataset's own validation examples
-    if cfg.data:
-        batches, held = _shard_batches(cfg, model, contract, per_rank, env, start_step, progress)
-    elif cfg.train_size:
-        renderer = data.Renderer(contract, cfg.train_seed, "cpu", presets, notes)
-        fa, fp = renderer.render(0, cfg.train_size)
-        batches = iter(FixedSet(fa, fp, renderer.notes(0, cfg.train_size), per_rank, env.rank, env.world, start_step))
+
+def _resume(last: Path, cfg: TrainConfig, contract: Contract, trainer: TrainStep) -> RunState:
+    """--resume: check that last.pt continues this run (same contract, data synth, result-changing config),
+    then load it into trainer (weights, optimizer, schedule, scaler) and the RNGs."""
+    ckpt = load_checkpoint(last)  # on the CPU; load_state_dict copies to the model's device
+    check_contract(ckpt, contract, last)
+    check_identity(
+        checkpoint_synth(ckpt),
+        data_synth(cfg),
+        str(last),
+        "resume on data of the synth it was trained on, or start a new run in another --out",
+    )
+    _check_resume(ckpt.get("train_config"), cfg, last)
+    return restore_run(ckpt, trainer)
+
+
+def _prepare_out(out: Path, info: dict, log: MetricsLog, resume: bool, step: int) -> None:
+    """Rank 0, before the first step: config.resolved.json (info), metrics.jsonl as of `step`, no stale tmp files."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.resolved.json").write_text(json.dumps(info, indent=2) + "\n")
+    if resume:
+        log.keep_until(step)
     else:
-        render_dev = dev if cfg.workers == 0 else torch.device("cpu")
-        stream = data.OnTheFly(
-            contract, cfg.train_seed, per_rank, env.rank, env.world, start_step, render_dev, presets, notes
-        )
-        batches = iter(stream.loader(cfg.workers, pin_memory=dev.type == "cuda"))
-    if held is not None:
-        val_audio, val_params, val_notes = held
-    else:
-        split = (contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir, presets)
-        if env.main:  # render (or read) the cache once, then the other ranks read it
-            val_audio, val_params = data.cached_split(*split, progress=progress, notes=notes)
-        env.barrier()
-        if not env.main:
-            val_audio, val_params = data.cached_split(*split, notes=notes)
-        val_notes = data.split_notes(contract, "val", cfg.val_size, cfg.val_seed, notes)
+        log.clear()
+    for tmp in out.glob(".*.pt.*.tmp"):  # a save cut short by a kill (the target is intact)
+        tmp.unlink(missing_ok=True)
 
-    def log(rec: dict) -> None:
-        if env.main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
 
-    def validate(step: int) -> None:
-        nonlocal best_val, last_val
-        last_val, per_param = evaluate(model, val_audio, val_params, val_notes, cfg, env, dev)
-        log(
-            {
-                "type": "val",
-                "step": step,
-                "val_loss": last_val,
-                "time": time.time(),
-                "val_mse": dict(zip(contract.names, per_param)),
-            }
-        )
-        if last_val < best_val:
-            best_val = last_val
-            if env.main:
-                checkpoint(best, step)
-        if env.main and cfg.plot:
-            plot_metrics(metrics_path, out / "loss.png")
-
-    def checkpoint(path: Path, step: int) -> None:
-        save_checkpoint(
-            path,
-            model=model,
-            model_config=model_cfg,
-            contract=contract,
-            step=step,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            train_config=resolved,
-            metrics={"best_val": best_val, "last_val": last_val},
-            synth=_data_synth(cfg),
-            extra={"scaler": scaler.state_dict()} if scaler.is_enabled() else {},
-        )
-
-    if start_step == 0:
-        validate(0)  # the untrained model's loss: where the curve starts
-    pbar = None
-    if progress and env.main:
-        from tqdm import tqdm  # type: ignore[import-untyped]
-
-        pbar = tqdm(total=cfg.steps, initial=start_step, unit="step", dynamic_ncols=True)
-    model.train()
-    loss_sum = torch.zeros((), device=dev)
-    # Data time: wall time waiting for a batch; when the GPU renders (asynchronously), its GPU time
-    # between CUDA events instead, read only at log time so the loop never waits for the GPU.
-    gpu_render = dev.type == "cuda" and cfg.workers == 0 and not cfg.train_size and not cfg.data
-    render_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
-    t_window, data_s, n_window = time.perf_counter(), 0.0, 0
-    for step in range(start_step, cfg.steps):
-        t0 = time.perf_counter()
-        if gpu_render:
-            render_events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
-            render_events[-1][0].record()
-        x, target, note = next(batches)  # audio (B, T) or cached views (tuple of (B, h, w)); (B, 16); (B,)
-        if isinstance(x, torch.Tensor):
-            x = x.to(dev, non_blocking=True)
-            with torch.no_grad():
-                x = model.frontend(x)
-        else:
-            x = tuple(v.to(dev, non_blocking=True) for v in x)
-        target, note = target.to(dev, non_blocking=True), note.to(dev, non_blocking=True)
-        if gpu_render:
-            render_events[-1][1].record()
-        else:
-            data_s += time.perf_counter() - t0
-        with _autocast(cfg, dev):
-            loss = step_module(x, target, note)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        loss_sum += loss.detach()
-        n_window += 1
-        done = step + 1
-
-        if cfg.log_every and (done % cfg.log_every == 0 or done == cfg.steps):
-            if render_events:
-                render_events[-1][1].synchronize()
-                data_s = sum(a.elapsed_time(b) for a, b in render_events) / 1000
-                render_events.clear()
-            elapsed = time.perf_counter() - t_window
-            rec = {
-                "type": "train",
-                "step": done,
-                "loss": float(loss_sum) / n_window,
-                "lr": scheduler.get_last_lr()[0],
-                "samples_per_s": n_window * cfg.batch_size / elapsed,
-                "data_share": data_s / elapsed,
-                "time": time.time(),
-            }
-            log(rec)
-            if pbar is not None:
-                pbar.set_postfix(
-                    loss=f"{rec['loss']:.4f}",
-                    val=f"{last_val:.4f}",
-                    sps=f"{rec['samples_per_s']:.0f}",
-                    data=f"{rec['data_share']:.0%}",
-                )
-            loss_sum.zero_()
-            t_window, data_s, n_window = time.perf_counter(), 0.0, 0
-        if (cfg.val_every and done % cfg.val_every == 0) or done == cfg.steps:
-            validate(done)
-        if env.main and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps):
-            checkpoint(last, done)
-        if pbar is not None:
-            pbar.update(1)
-        if on_step is not None:
-            on_step(done)
-    if pbar is not None:
-        pbar.close()
-    return {"step": cfg.steps, "best_val": best_val, "last_val": last_val, "out": str(out)}
+def _validate(parts: _RunParts, state: RunState) -> None:
+    """Validation at state.step: a "val" record, best.pt when the loss is the lowest so far, loss.png."""
+    cfg, env = parts.cfg, parts.env
+    metrics = validate(
+        parts.model,
+        parts.val,
+        parts.ckpts.contract.names,
+        batch_size=cfg.val_batch_size,
+        amp=cfg.amp,
+        rank=env.rank,
+        world=env.world,
+    )
+    parts.log.append(
+        {
+            "type": "val",
+            "step": state.step,
+            "val_loss": metrics["val_loss"],
+            "time": time.time(),
+            "val_mse": metrics["val_mse"],
+        }
+    )
+    if state.observe(metrics["val_loss"]) and env.main:
+        parts.ckpts.save(parts.out / "best.pt", state)
+    if cfg.plot:
+        parts.log.plot(parts.out / "loss.png")
 
 
 def main(args) -> int:

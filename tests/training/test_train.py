@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,11 +14,26 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+from torch import nn
 
 from synthmatch.bridge import cli
 from synthmatch.bridge.core.contract import default
+from synthmatch.bridge.core.errors import UsageError
 from synthmatch.training.checkpoint import load_checkpoint, load_model
-from synthmatch.training.models import build_model
+from synthmatch.training.data import OnTheFly
+from synthmatch.training.loop import (
+    Checkpoints,
+    MetricsLog,
+    RunState,
+    StepWindow,
+    TrainStep,
+    ValSet,
+    batch_views,
+    restore_run,
+    validate,
+)
+from synthmatch.training.models import build_model, resolve_config
 from synthmatch.training.train import TrainConfig, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -229,7 +246,8 @@ def test_config_errors_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text(_toml({"model": "ast-tiny", "batch_sise": 8}))
     assert cli.main(["train", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert "unknown key 'batch_sise'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown key" in err and "batch_sise" in err and "allowed keys" in err
     bad.write_text(_toml({"model": "ast-tiny", "steps": "many"}))
     assert cli.main(["train", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "steps" in capsys.readouterr().err
@@ -326,3 +344,140 @@ def test_bad_data_directory_is_a_usage_error(tmp_path, capsys):
     config = _config(tmp_path, "nodata", data=str(tmp_path / "missing"))
     assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
     assert "data = " in capsys.readouterr().err
+
+
+def test_config_types_come_from_the_typed_loader():
+    cfg = TrainConfig.from_dict({"model": TINY, "lr": 1, "notes": (48, 72)})
+    assert isinstance(cfg.lr, float) and cfg.lr == 1.0  # an int where a float is expected
+    assert cfg.notes == [48, 72] and isinstance(cfg.notes, list)  # as stored in checkpoints: --resume compares it
+    for bad in ({"steps": True}, {"lr": "fast"}, {"plot": 1}, {"grad_clip": math.inf}, {"model": 3}):
+        with pytest.raises(UsageError, match=rf"^x\.toml: {next(iter(bad))} = "):
+            TrainConfig.from_dict(bad, where="x.toml")
+    with pytest.raises(UsageError, match=r"^x\.toml: unknown key '?batch_sise'?; allowed keys: amp, batch_size"):
+        TrainConfig.from_dict({"batch_sise": 8}, where="x.toml")
+    with pytest.raises(UsageError, match="steps = 0: must be >= 1"):  # then TrainConfig.validate
+        TrainConfig.from_dict({"steps": 0})
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop's parts alone (training.loop)
+
+CPU = torch.device("cpu")
+
+
+def _batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n on-the-fly examples: audio (n, T), params (n, 16), notes (n,)."""
+    return next(iter(OnTheFly(default(), seed, n)))
+
+
+def test_train_step_is_the_update_written_out(one_thread):
+    """TrainStep = the head's loss, backward, clipping, Adam at lr x lr_at(steps done): the same bits."""
+    torch.manual_seed(0)
+    model = build_model({**TINY, "dropout": 0.1}, default())
+    ref = copy.deepcopy(model)
+    views, target, note = batch_views(_batch(4), model, CPU)
+    assert [v.shape[0] for v in views] == [4] and target.shape == (4, 16) and note.shape == (4,)
+    step = TrainStep(model, lr=1e-3, lr_at=lambda s: (s + 1) / 4, grad_clip=1e-3)  # a clip that always bites
+    assert step.lr == 1e-3 * (1 / 4)
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-3 * (1 / 4))
+    for s in range(3):
+        torch.manual_seed(10 + s)  # the same dropout masks for both
+        loss = step(views, target, note)
+        torch.manual_seed(10 + s)
+        expected = ref.loss(views, target, note)
+        opt.zero_grad()
+        expected.backward()
+        assert nn.utils.clip_grad_norm_(ref.parameters(), 1e-3) > 1e-3
+        opt.step()
+        opt.param_groups[0]["lr"] = 1e-3 * ((s + 2) / 4)
+        assert not loss.requires_grad and loss.item() == expected.item()
+        assert step.lr == opt.param_groups[0]["lr"]
+    ours, theirs = model.state_dict(), ref.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert not torch.equal(ours["cls_token"], build_model(TINY, default()).state_dict()["cls_token"])
+
+
+def test_validate_is_the_mse_of_the_predictions_and_splits_over_ranks(tmp_path, one_thread):
+    torch.manual_seed(0)
+    model = build_model(TINY, default())
+    val = ValSet(*_batch(6, seed=5))
+    names = default().names
+    metrics = validate(model, val, names, batch_size=4)  # chunks of 4 and 2
+    assert model.training  # left in the mode it was in
+    model.eval()
+    with torch.no_grad():
+        per_param = ((model(val.audio, val.notes) - val.params) ** 2).mean(0)
+    assert list(metrics["val_mse"]) == list(names)
+    assert list(metrics["val_mse"].values()) == pytest.approx(per_param.tolist(), rel=1e-5)
+    assert metrics["val_loss"] == pytest.approx(float(per_param.mean()), rel=1e-5)
+    # under DDP rank r takes rows r::world, and the all-reduce adds the ranks' shares: with a group of one
+    # process the reduce is the identity, so two ranks' shares, computed here in turn, add up to the whole
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        shares = [validate(model, val, names, batch_size=4, rank=r, world=2)["val_mse"] for r in (0, 1)]
+    finally:
+        dist.destroy_process_group()
+    assert all(0 < shares[0][n] < metrics["val_mse"][n] for n in names)
+    assert [shares[0][n] + shares[1][n] for n in names] == pytest.approx(list(metrics["val_mse"].values()), rel=1e-6)
+
+
+def test_checkpoint_round_trip_continues_exactly(tmp_path, one_thread):
+    """Saved after 2 steps and restored into another model, optimizer and RNG state, the 3rd step is the
+    uninterrupted run's: weights, Adam moments, schedule and the dropout RNG all came back."""
+    c, cfg = default(), resolve_config({**TINY, "dropout": 0.1})
+
+    def trainer(seed: int) -> TrainStep:
+        torch.manual_seed(seed)
+        return TrainStep(build_model(cfg, c), lr=1e-3, lr_at=lambda s: (s + 1) / 8, grad_clip=1.0)
+
+    a = trainer(0)
+    views, target, note = batch_views(_batch(4), a.model, CPU)
+    for _ in range(2):
+        a(views, target, note)
+    state = RunState(step=2)
+    assert state.observe(0.5) and not state.observe(0.7)
+    assert (state.best_val, state.last_val) == (0.5, 0.7)
+    path = Checkpoints(a, cfg, c, {"lr": 1e-3}, "reference").save(tmp_path / "last.pt", state)
+    loss_3 = a(views, target, note)  # the uninterrupted run's third step
+
+    b = trainer(1)
+    b(views, target, note)  # moments, schedule and RNG all elsewhere now
+    ckpt = load_checkpoint(path)
+    assert ckpt["train_config"] == {"lr": 1e-3} and ckpt["synth"] == "reference" and ckpt["extra"] == {}
+    assert restore_run(ckpt, b) == RunState(step=2, best_val=0.5, last_val=0.7)
+    assert b(views, target, note).item() == loss_3.item()
+    assert b.lr == a.lr
+    ours, theirs = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_metrics_log_keeps_what_the_checkpoint_covers(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    for s in (0, 2, 4, 6):
+        log.append({"type": "train", "step": s, "loss": 1.0 / (s + 1)})
+    with open(log.path, "a") as f:  # killed in the middle of a record
+        f.write('{"type": "val", "st')
+    other_rank = MetricsLog(log.path, write=False)
+    other_rank.append({"type": "train", "step": 8})
+    other_rank.keep_until(0)
+    other_rank.clear()
+    assert len(log.path.read_text().splitlines()) == 5
+    log.keep_until(4)
+    assert [r["step"] for r in log.records()] == [0, 2, 4]
+    assert log.path.read_text().count("\n") == 3
+    log.clear()
+    assert not log.path.exists()
+
+
+def test_step_window_records_the_mean_loss_since_the_last_record():
+    window = StepWindow(CPU)
+    for loss in (1.0, 2.0, 6.0):
+        window.data_begin()
+        window.data_end()
+        window.add(torch.tensor(loss))
+    rec = window.record(step=3, lr=1e-4, batch_size=8)
+    assert (rec["type"], rec["step"], rec["loss"], rec["lr"]) == ("train", 3, 3.0, 1e-4)
+    assert rec["samples_per_s"] > 0 and 0 <= rec["data_share"] <= 1
+    window.restart()
+    window.add(torch.tensor(0.5))
+    assert window.record(step=4, lr=1e-4, batch_size=8)["loss"] == 0.5
