@@ -17,30 +17,36 @@ With refine.passes > 0, each trigger/manual snapshot is followed by a refined on
 (bridge/live/refiner.py: a second process searches by re-rendering), unless a newer update came first.
 Freeze/unfreeze and mode changes arrive over the control server. Counters are logged every
 log.interval_s and printed as one JSON line on stderr at exit ("synthmatch bridge: counters {...}").
+
+This module is the worker loop (Daemon); its parts, each readable and testable alone:
+  capture.py      trigger/manual capture: onset -> pending window -> the snapshot's samples
+  shaping.py      continuous mode's hop plan, smoothing, deadband, rate limit, pitch resend (pure functions)
+  refinetrack.py  update ids: which refined answer is still current
+  report.py       Counters, the counter dict, /synthmatch/status, the status line, the exit status
+  serve.py        the process: config, opening engine / refiner / input / sinks / control, signals, main
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import faulthandler
-import json
 import logging
 import math
-import signal
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from synthmatch.bridge.audio.input import Converter, open_source
+from synthmatch.bridge.audio.input import Converter
 from synthmatch.bridge.audio.notes import NoteStage
 from synthmatch.bridge.audio.onset import OnsetDetector, rms_dbfs
 from synthmatch.bridge.audio.ring import Ring
 from synthmatch.bridge.engines import output_problem
+from synthmatch.bridge.live import report
+from synthmatch.bridge.live.capture import SILENCE_DBFS, TriggerCapture, cut_window, silent
+from synthmatch.bridge.live.refinetrack import RefineTracker
+from synthmatch.bridge.live.report import Counters
+from synthmatch.bridge.live.shaping import next_hop, pitch_resend, shape
 
 log = logging.getLogger("synthmatch.bridge")
 
@@ -49,40 +55,7 @@ IDLE_SLEEP_S = 0.001  # worker poll interval when no analysis is due soon (or in
 NEAR_SLEEP_S = 0.0002  # ... when the block completing the next window may arrive any moment
 FAR_SLEEP_S = 0.005  # longest sleep while a window is far off (commands wait at most this)
 WAKE_EARLY_S = 0.002  # start polling this long before the earliest possible arrival, plus one block
-STATUS_EVERY_S = 0.2
-SILENCE_DBFS = -70.0  # manual.start = "now": a last 4 s whose peak is below this is not analysed (as match)
 REFINE_DRAIN_S = 120.0  # end of file input: wait this long at most for the last refined snapshot
-PITCH_STEP = 0.02  # semitones: continuous, a pitch moved this much is sent (pitch bend) even when the
-#                         values are held by deadband or rate limit (about 80 steps of a +-2 semitone bend)
-
-
-def percentile(xs, q: float) -> float | None:
-    xs = list(xs)  # a snapshot: the worker may append meanwhile
-    if not xs:
-        return None
-    return float(np.percentile(np.asarray(xs, dtype=np.float64), q))
-
-
-@dataclass
-class Counters:
-    inferences: int = 0
-    updates: int = 0  # updates handed to the sinks
-    messages: int = 0  # messages the sinks put on the wire
-    onsets: int = 0
-    captures_padded: int = 0  # trigger/manual windows cut short and zero-padded
-    gated: int = 0  # continuous hops skipped by the silence gate
-    held: int = 0  # continuous hops with nothing to send (deadband / rate limit / frozen)
-    skipped_hops: int = 0  # continuous hops dropped because the worker was late
-    bad_outputs: int = 0  # model outputs not finite or outside [0, 1] (never sent)
-    send_failures: int = 0  # updates a sink raised on (an update no sink took is not counted in updates)
-    silent_captures: int = 0  # manual "now" captures refused: the last 4 s were silent (or all NaN)
-    control_commands: int = 0
-    refined: int = 0  # refined snapshots sent (refine.passes > 0)
-    refines_dropped: int = 0  # refined answers not sent: a newer update, freeze or a mode change came first
-    latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
-    infer_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
-    overhead_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
-    refine_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20000))
 
 
 class Daemon:
@@ -114,17 +87,15 @@ class Daemon:
         self.commands = commands  # bridge.control.CommandQueue: get() -> ControlCommand | None
         self.window_tap = window_tap
         self.refiner = refiner
-        self._update_id = 0  # counts updates sent: a refined answer is for the newest only
-        self._snapshot_t_audio = 0.0  # t_audio of the newest snapshot (latency of its refined follow-up)
-        self._answered: int | None = None  # the newest update id the refiner answered
         self.mode = cfg.mode
         self.frozen = False
         self.c = Counters()
+        self.refines = RefineTracker(self.c)  # update ids: which refined answer is still current
         self.ring16 = Ring(int(RING16_SECONDS * self.sr), 1)
         self.converter = Converter(source.sample_rate, self.sr, source.channels, cfg.input.channel)
         self.onset = OnsetDetector(cfg.onset, self.sr)
         self.notes = NoteStage(cfg.notes, contract)  # note per window, model at that note (bridge/audio/notes.py)
-        self._note_fields: dict[str, Any] = {}  # the newest update's note, for its refined follow-up
+        self._note_fields: dict[str, Any] = {}  # the newest update's note: refined follow-up, status, pitch
         self.done = threading.Event()  # the loop ended (stop() or end of file input)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run_guarded, name="synthmatch-worker", daemon=True)
@@ -132,15 +103,14 @@ class Daemon:
         self._block_s = 0.0  # longest input block seen, s: how far a sample's arrival lags its capture
         self._gen = source.generation
         self._arrivals: collections.deque = collections.deque(maxlen=4096)  # (end16, monotonic time)
-        self._pending: tuple[int, float] | None = None  # trigger/manual: (onset position, wall time)
-        self._armed_at: float | None = None  # manual: armed since (wall time)
+        self.capture = TriggerCapture(cfg.trigger, cfg.manual, self.n)  # trigger/manual: pending, armed
         cont = cfg.continuous
-        self._hop = max(1, int(round(cont.hop_s * self.sr)))
+        self._hop = max(1, int(round(cont.hop_s * self.sr)))  # continuous hop, samples
         self._next_end = self.n  # continuous: end of the next window
         self._catch_up = cont.catch_up or cfg.input.fast
-        self._smooth: np.ndarray | None = None
-        self._last_sent: np.ndarray | None = None
-        self._last_send_t = -math.inf
+        self._smooth: np.ndarray | None = None  # continuous: smoothed values (shaping.shape's state)
+        self._last_sent: np.ndarray | None = None  # the newest update's values (any mode; a copy)
+        self._last_send_t = -math.inf  # ... when it was handed to the sinks (monotonic s)
         self.last_values: np.ndarray | None = None
         self.status_reply: Callable[[tuple[str, int], dict], None] | None = None
         self.control_stats: list = []  # bridge.control.ControlStats of the running control inputs
@@ -195,8 +165,8 @@ class Daemon:
             return IDLE_SLEEP_S  # file input as fast as possible: no capture clock to plan by
         if self.mode == "continuous" and not self.frozen:
             missing = self._next_end - self.ring16.written
-        elif self._pending is not None:
-            missing = self._pending[0] + self.n - self.ring16.written
+        elif self.capture.pending is not None:
+            missing = self.capture.pending[0] + self.n - self.ring16.written
         else:
             return IDLE_SLEEP_S
         t = missing / self.sr - self._block_s - WAKE_EARLY_S
@@ -226,44 +196,29 @@ class Daemon:
     # ---- modes ----
     def _on_onset(self, p: int) -> None:
         self.c.onsets += 1
-        if self.frozen:
+        if self.frozen or not self.capture.onset_opens(self.mode):
             return
-        if self.mode == "manual":
-            if self._armed_at is None or self.cfg.manual.start != "onset":
-                return
-            self._armed_at = None
-        elif self.mode != "trigger":
-            return
-        if self._pending is not None and self.cfg.trigger.cut_at_next_onset:
-            self._capture(self._pending[0], end=p)
-        self._pending = (p, time.monotonic())
+        cut = self.capture.cut()  # trigger.cut_at_next_onset: the window still filling ends here
+        if cut is not None:
+            self._capture(cut, end=p)
+        self.capture.open(p, time.monotonic())
 
     def _modes(self, now: float) -> None:
         if self.mode == "continuous":
             self._continuous()
             return
-        if self._pending is not None:
-            p, t0 = self._pending
-            if self.ring16.written >= p + self.n:
-                self._capture(p)
-            elif now - t0 > self.cfg.trigger.max_wait_s:
-                self._capture(p, end=self.ring16.written)
-        if self.mode == "manual" and self._armed_at is not None and now - self._armed_at > self.cfg.manual.timeout_s:
-            log.info("manual capture disarmed: no onset within %.0f s", self.cfg.manual.timeout_s)
-            self._armed_at = None
+        due = self.capture.due(self.ring16.written, now)
+        if due is not None:
+            self._capture(*due)
+        if self.mode == "manual":
+            self.capture.arm_expired(now)
 
     def _capture(self, p: int, end: int | None = None) -> None:
         """One snapshot of the window starting at p; `end` < p + n cuts it there (zero-padded)."""
-        self._pending = None
-        end = p + self.n if end is None else min(end, p + self.n)
-        avail = self.ring16.written - p
-        if avail > self.ring16.capacity:
-            log.warning("capture at %d too old for the ring; dropped", p)
+        got = cut_window(self.ring16, p, end, self.n)
+        if got is None:
             return
-        m = max(0, min(end, self.ring16.written) - p)
-        window = np.zeros(self.n, dtype=np.float32)
-        if m:
-            window[:m] = self.ring16.window(p, m)[:, 0]
+        window, m = got
         if m < self.n:
             self.c.captures_padded += 1
         est = self.notes.snapshot(window, m)
@@ -271,23 +226,20 @@ class Daemon:
         if values is not None:
             self._send(values, self._arrival_of(p + max(m, 1)), _note_fields(est, est.note, True))
             if self.refiner is not None:
-                self.refiner.submit(self._update_id, window, values)
+                self.refiner.submit(self.refines.update_id, window, values)
 
     def _capture_now(self) -> None:
-        """manual.start = "now": the last 4 s, unless they are silent (as `match` refuses silence; NaN
-        input reaches the ring as zeros, so it is refused too)."""
+        """manual.start = "now": the last 4 s, unless they are silent (capture.silent)."""
         p = max(0, self.ring16.written - self.n)
-        m = self.ring16.written - p
-        recent = self.ring16.window(p, m) if m else None
-        peak = float(np.max(np.abs(recent))) if recent is not None and recent.size else 0.0
-        if peak <= 0 or 20 * math.log10(peak) < SILENCE_DBFS:
+        if silent(self.ring16, p):
             self.c.silent_captures += 1
             log.warning(
                 "manual capture refused: the last %.1f s are silent (peak below %.0f dBFS); play, then trigger",
-                m / self.sr,
+                (self.ring16.written - p) / self.sr,
                 SILENCE_DBFS,
             )
             return
+        self.capture.pending = None  # a capture ends any pending window (none is pending in "now" mode)
         self._capture(p)
 
     def _continuous(self) -> None:
@@ -295,13 +247,10 @@ class Daemon:
             self._hop_once()
 
     def _hop_once(self) -> None:
-        w = self.ring16.written
-        if not self._catch_up and w - self._next_end >= self._hop:  # late: jump to the newest hop
-            k = (w - self._next_end) // self._hop
-            self.c.skipped_hops += k
-            self._next_end += k * self._hop
-        end = self._next_end
-        self._next_end += self._hop
+        hop = next_hop(self.ring16.written, self._next_end, self._hop, self._catch_up)
+        self.c.skipped_hops += hop.skipped
+        self._next_end = hop.next_end
+        end = hop.end
         if self.frozen:
             self.c.held += 1
             return
@@ -318,33 +267,15 @@ class Daemon:
         values = self._infer(end - self.n, window[:, 0], held)
         if values is None:
             return
-        out = self._shape(values)
-        sent_midi = self._note_fields.get("midi")
-        moved = est.voiced and (sent_midi is None or abs(est.midi - sent_midi) > PITCH_STEP)
-        if out is None and (changed or (moved and held is not None)) and self._last_sent is not None:
-            out = self._last_sent  # a new note or a pitch glide goes out even when the values are held
+        resend = pitch_resend(est.voiced, est.midi, self._note_fields.get("midi"), held, changed)
+        since_sent_s = time.monotonic() - self._last_send_t
+        out, self._smooth = shape(
+            values, self._smooth, self._last_sent, since_sent_s, self.cfg.continuous, self._hop / self.sr, resend
+        )
         if out is None:
             self.c.held += 1
             return
         self._send(out, self._arrival_of(end), _note_fields(est, held, changed))
-
-    def _shape(self, values: np.ndarray) -> np.ndarray | None:
-        """Continuous post-processing: one-pole smoothing, deadband, rate limit. None = send nothing."""
-        c = self.cfg.continuous
-        if self._smooth is None or c.smoothing_s <= 0:
-            self._smooth = values.copy()
-        else:
-            a = 1.0 - math.exp(-(self._hop / self.sr) / c.smoothing_s)
-            self._smooth += a * (values - self._smooth)
-        y = self._smooth
-        if self._last_sent is not None:
-            moved = np.abs(y - self._last_sent) > c.deadband
-            if not moved.any():
-                return None
-            y = np.where(moved, y, self._last_sent)
-        if c.max_rate_hz > 0 and time.monotonic() - self._last_send_t < 1.0 / c.max_rate_hz:
-            return None
-        return y.astype(np.float32)
 
     def _infer(self, start: int, window: np.ndarray, note: int | None = None) -> np.ndarray | None:
         t0 = time.monotonic()
@@ -405,8 +336,7 @@ class Daemon:
     def _send(self, values: np.ndarray, t_audio: float, notes: dict[str, Any] | None = None) -> None:
         self._note_fields = {**(notes or {}), "new_note": False}
         now = self._emit(values, t_audio, self.mode, notes)
-        self._update_id += 1
-        self._snapshot_t_audio = t_audio
+        self.refines.sent(t_audio)
         lat = (now - t_audio) * 1000.0
         self.c.latency_ms.append(lat)
         if self.c.infer_ms:  # everything but the model: waiting, conversion, windowing, sending
@@ -417,16 +347,12 @@ class Daemon:
         if self.refiner is None:
             return
         for ident, values, before, after, seconds in self.refiner.poll():
-            self._answered = ident
-            if ident != self._update_id or self.frozen or self.mode == "continuous":
-                self.c.refines_dropped += 1
+            if not self.refines.current(ident, self.frozen or self.mode == "continuous", seconds):
                 continue
-            self.c.refined += 1
-            self.c.refine_ms.append(seconds * 1000.0)
             log.debug("refined snapshot: spectral distance %.3f -> %.3f in %.1f s", before, after, seconds)
             self._emit(
                 values,
-                self._snapshot_t_audio,
+                self.refines.t_audio,
                 f"{self.mode}+refined",  # refine() keeps [0, 1]
                 self._note_fields,
             )
@@ -434,15 +360,14 @@ class Daemon:
     def _finish(self) -> None:
         """End of file input: a capture still waiting is analysed zero-padded; the refined follow-up of
         the last snapshot is waited for (at most REFINE_DRAIN_S)."""
-        if self._pending is not None and self.mode in ("trigger", "manual"):
-            self._capture(self._pending[0], end=self.ring16.written)
+        if self.capture.pending is not None and self.mode in ("trigger", "manual"):
+            self._capture(self.capture.take(), end=self.ring16.written)
         self._end_note()
         r = self.refiner
         deadline = time.monotonic() + REFINE_DRAIN_S
         while (
             r is not None
-            and r.last_submitted is not None
-            and self._answered != r.last_submitted
+            and self.refines.owed(r.last_submitted)
             and r.alive()
             and not self._stop.is_set()
             and time.monotonic() < deadline
@@ -471,7 +396,7 @@ class Daemon:
             elif self.cfg.manual.start == "now":
                 self._capture_now()
             else:
-                self._armed_at = time.monotonic()
+                self.capture.arm(time.monotonic())
                 log.info("manual capture armed: play a note")
         elif kind == "freeze":
             self.frozen = True if arg is None else bool(arg)
@@ -484,80 +409,40 @@ class Daemon:
                 log.info("mode %s -> %s", self.mode, arg)
                 self._end_note()
                 self.mode = arg
-                self._pending = None
-                self._armed_at = None
+                self.capture.reset()
                 self._next_end = max(self.n, self.ring16.written)
         else:
             log.warning("unknown control command %r", kind)
 
-    # ---- reporting ----
+    # ---- reporting (bridge/live/report.py) ----
     def counters(self) -> dict[str, Any]:
-        c = self.c
-        src = self.source
-        d = {
-            k: getattr(c, k)
-            for k in (
-                "inferences",
-                "updates",
-                "messages",
-                "onsets",
-                "captures_padded",
-                "gated",
-                "held",
-                "skipped_hops",
-                "bad_outputs",
-                "send_failures",
-                "silent_captures",
-                "control_commands",
-                "refined",
-                "refines_dropped",
-            )
-        }
-        d["note_fallbacks"] = self.notes.fallbacks  # windows whose note fell back (silent or unpitched)
-        d.update(
-            {
-                "input_overflows": src.status_counts.get("input_overflow", 0),
-                "input_status_other": src.status_counts.get("input_underflow", 0) + src.status_counts.get("other", 0),
-                "ring_overflows": src.ring.overflows,
-                "lost_frames": src.ring.lost_frames,
-                "device_lost": src.device_lost,
-                "reconnects": src.reconnects,
-                "nonfinite_samples": self.converter.nonfinite,
-                "clipped_samples": self.converter.clipped,
-                "latency_ms_p50": _r(percentile(c.latency_ms, 50)),
-                "latency_ms_p99": _r(percentile(c.latency_ms, 99)),
-                "infer_ms_p50": _r(percentile(c.infer_ms, 50)),
-                "infer_ms_p99": _r(percentile(c.infer_ms, 99)),
-                "overhead_ms_p50": _r(percentile(c.overhead_ms, 50)),
-                "overhead_ms_p99": _r(percentile(c.overhead_ms, 99)),
-                "refine_ms_p50": _r(percentile(c.refine_ms, 50)),
-                "samples_16k": self.ring16.written,
-            }
+        return report.counters(
+            self.c, self.source, self.converter, self.notes.fallbacks, self.ring16.written, self.control_stats
         )
-        for k in ("received", "malformed", "dropped", "errors"):  # OSC / footswitch input (bridge.control)
-            d[f"control_{k}"] = sum(getattr(st, k) for st in self.control_stats)
-        return d
 
     def status(self) -> dict[str, Any]:
         """Read-only snapshot for /synthmatch/status (called from the control server's thread)."""
-        vals = self.last_values
-        return {
-            "mode": self.mode,
-            "frozen": self.frozen,
-            "armed": self._armed_at is not None,
-            "level_db": round(self.onset.level_db, 1),
-            "values": None if vals is None else dict(zip(self.contract.names, map(float, vals))),
-            "note": self._note_fields.get("note"),
-            "f0_hz": self._note_fields.get("f0_hz"),
-            "counters": self.counters(),
-        }
+        return report.status(
+            mode=self.mode,
+            frozen=self.frozen,
+            armed=self.capture.armed,
+            level_db=self.onset.level_db,
+            names=self.contract.names,
+            values=self.last_values,
+            note_fields=self._note_fields,
+            counters=self.counters(),
+        )
 
     def status_line(self) -> str:
-        level = self.onset.level_db
-        lat = self.c.latency_ms[-1] if self.c.latency_ms else float("nan")
-        vals = "" if self.last_values is None else " ".join(f"{v:.2f}" for v in self.last_values)
-        flag = " FROZEN" if self.frozen else (" ARMED" if self._armed_at is not None else "")
-        return f"{level:6.1f} dBFS | {self.mode}{flag} | {vals or '-'} | {lat:5.1f} ms | n={self.c.updates}"
+        return report.status_line(
+            level_db=self.onset.level_db,
+            mode=self.mode,
+            frozen=self.frozen,
+            armed=self.capture.armed,
+            values=self.last_values,
+            latency_ms=self.c.latency_ms,
+            updates=self.c.updates,
+        )
 
 
 def _note_fields(est, note: int | None, new: bool) -> dict[str, Any]:
@@ -571,271 +456,8 @@ def _note_fields(est, note: int | None, new: bool) -> dict[str, Any]:
     }
 
 
-def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 3)
-
-
-# ------------------------------------------------------------------------------------------------
-# the command
-
-
-def config_from_args(args):
-    """Config file + CLI flags -> BridgeConfig (flags win)."""
-    from synthmatch.bridge.core.errors import UsageError
-    from synthmatch.bridge.live import config as config_mod
-
-    over: dict[str, Any] = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set {item!r}: write KEY=VALUE, e.g. --set continuous.hop_s=0.1")
-        over[key.strip()] = config_mod.parse_value(value.strip())
-    if args.input is not None:
-        over["input.source"] = args.input
-    if args.fast:
-        over["input.fast"] = True
-    if args.mode is not None:
-        over["mode"] = args.mode
-    if args.model is not None:
-        over["model"] = args.model
-    if args.backend is not None:
-        over["backend"] = args.backend
-    if args.midi_port is not None:
-        over["output.midi.enabled"] = True
-        over["output.midi.port"] = args.midi_port
-    if args.osc is not None:
-        host, _, port = args.osc.rpartition(":")
-        over["output.osc.enabled"] = True
-        if host:
-            over["output.osc.host"] = host
-        try:
-            over["output.osc.port"] = int(port)
-        except ValueError:
-            raise UsageError(f"--osc {args.osc!r}: give [HOST:]PORT, e.g. --osc 127.0.0.1:9000") from None
-    if args.print:
-        over["output.print.enabled"] = True
-    if args.no_control:
-        over["control.enabled"] = False
-    if args.refine_passes is not None:
-        over["refine.passes"] = args.refine_passes
-    return config_mod.load(args.config, over)
-
-
-def _open_engine(cfg, contract):
-    from synthmatch.bridge.engines import ContractMismatch, load_engine
-    from synthmatch.bridge.live.config import resolve_path
-
-    # refining: the search takes a core, so by default inference keeps to the other one (on 2 cores,
-    # snapshot latency p50 16.8 ms with two ONNX Runtime threads beside the search, 8.9 ms with one)
-    threads = cfg.threads or (1 if cfg.refine.passes else None)
-    try:
-        engine = load_engine(resolve_path(cfg.model), backend=cfg.backend, contract=contract, threads=threads)
-    except ContractMismatch as e:  # its advice names match's --contract flag; the bridge sets a config key
-        text = str(e)
-        cut = text.find("; re-export the model")
-        raise ContractMismatch(
-            f"{text[:cut] if cut >= 0 else text}; re-export the model from a checkpoint "
-            "trained on this contract, or point the bridge at the contract it was trained "
-            'with: contract = "PATH" in the config, or --set contract=\'"PATH"\''
-        ) from None
-    m = engine.meta
-    if m.sample_rate != contract.audio.sample_rate or m.num_samples != contract.audio.num_samples:
-        from synthmatch.bridge.core.errors import UsageError
-
-        raise UsageError(
-            f"{cfg.model}: model expects {m.num_samples} samples at {m.sample_rate} Hz, the "
-            f"contract {contract.audio.num_samples} at {contract.audio.sample_rate} Hz"
-        )
-    return engine
-
-
-def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
-    """Start the OSC control server and the MIDI footswitch if enabled; objects with close()."""
-    from synthmatch.bridge.live import control
-
-    out: list = []
-    if cfg.control.enabled:
-        out.append(
-            control.ControlServer(
-                cfg.control.host, cfg.control.port, commands, status=status, modes=("trigger", "continuous", "manual")
-            ).start()
-        )
-    fs = cfg.control.footswitch
-    if fs.enabled:
-        import rtmidi
-
-        from synthmatch.bridge.core.errors import UsageError
-        from synthmatch.bridge.outputs.midiports import MidiPortError
-
-        try:
-            out.append(control.MidiTrigger(commands, port=fs.port, cc=fs.cc, channel=fs.channel, api=fs.api))
-        except BaseException as e:
-            for o in out:
-                o.close()
-            if isinstance(e, (MidiPortError, rtmidi.RtMidiError)):
-                raise UsageError(
-                    f"control.footswitch: {e}; start the JACK server (or load the ALSA sequencer: "
-                    "sudo modprobe snd-seq), pick a port from `synthmatch devices`, or set "
-                    "control.footswitch.enabled = false"
-                ) from None
-            raise
-    return out
-
-
-class Shutdown(BaseException):
-    """Raised in the main thread by SIGTERM/SIGINT/SIGHUP while the bridge is still starting, so a slow
-    step (the refinement process importing torch, a TensorRT build) is abandoned at once and everything
-    opened so far is closed by main's ExitStack. A BaseException: no `except Exception` swallows it."""
-
-
-STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
-
-
 def main(args) -> int:
-    """`synthmatch bridge`. Signals are handled from the first line: while starting, one raises Shutdown
-    (exit 0, nothing left running); once running, one stops the loop (the daemon shuts down cleanly)."""
-    stop = threading.Event()
-    starting = [True]
+    """`synthmatch bridge` (bridge/cli.py names synthmatch.bridge.live.daemon:main): bridge/live/serve.py."""
+    from synthmatch.bridge.live.serve import main as serve
 
-    def on_signal(signum, frame):
-        stop.set()
-        if starting[0]:
-            starting[0] = False  # raise once; a second signal during the unwinding only sets `stop`
-            raise Shutdown(signum)
-
-    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
-    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: every thread's stack on stderr (what is it doing?)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
-    try:
-        with contextlib.ExitStack() as stack:
-            return _serve(args, stack, stop, starting)
-    except Shutdown as e:
-        print(f"synthmatch bridge: stopped by {signal.Signals(e.args[0]).name} while starting", file=sys.stderr)
-        return 0
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def _closer(stack: contextlib.ExitStack, obj) -> None:
-    """Close obj when the stack unwinds; an OSError while closing is logged, not raised."""
-
-    def close():
-        try:
-            obj.close()
-        except OSError as e:
-            log.warning("closing %s: %s", type(obj).__name__, e)
-
-    stack.callback(close)
-
-
-def _open_sinks(cfg, contract) -> list:
-    import rtmidi
-
-    from synthmatch.bridge.core.errors import UsageError
-    from synthmatch.bridge.outputs.midiports import MidiPortError
-    from synthmatch.bridge.outputs.sinks import build_sinks
-
-    try:
-        return build_sinks(cfg.output, contract)
-    except (MidiPortError, rtmidi.RtMidiError) as e:
-        raise UsageError(
-            f"output.midi: {e}; start the JACK server (or load the ALSA sequencer: sudo modprobe "
-            "snd-seq), pick a port from `synthmatch devices`, or set output.midi.api"
-        ) from None
-
-
-def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: list) -> int:
-    from synthmatch.bridge.core import contract as contract_mod
-    from synthmatch.bridge.live.config import resolve_path
-    from synthmatch.bridge.live.control import CommandQueue
-
-    cfg = config_from_args(args)
-    logging.basicConfig(
-        level=getattr(logging, cfg.log.level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    contract = contract_mod.load(resolve_path(cfg.contract) if cfg.contract else None)
-    engine = _open_engine(cfg, contract)
-    stack.callback(engine.close)
-    if args.check:
-        print(f"config {cfg.source}: ok; model {cfg.model}: ok ({engine.name}, contract {engine.meta.contract_hash})")
-        return 0
-
-    refiner = None
-    if cfg.refine.passes:  # also in continuous mode: the control server may switch to trigger later
-        from synthmatch.bridge.core.errors import UsageError
-        from synthmatch.bridge.live.refiner import Refiner, RefinerError
-
-        try:
-            refiner = Refiner(contract, cfg.refine.passes, cfg.refine.threads)
-        except RefinerError as e:
-            raise UsageError(f"refine.passes = {cfg.refine.passes}: {e}") from None
-        stack.callback(refiner.close)
-    source = open_source(cfg.input)
-    stack.callback(source.stop)
-    sinks = _open_sinks(cfg, contract)
-    for s in sinks:
-        _closer(stack, s)
-    commands = CommandQueue(64)
-    daemon: Daemon | None = None
-    controls = _open_control(cfg, commands, lambda: daemon.status() if daemon is not None else {})
-    for obj in controls:
-        _closer(stack, obj)
-    daemon = Daemon(cfg, contract, engine, sinks, source, commands, refiner=refiner)
-    daemon.control_stats = [obj.stats for obj in controls]
-    stack.callback(daemon.stop, timeout=0.8)
-    daemon.start()
-    starting[0] = False  # from here a signal only sets `stop`
-    if stop.is_set():  # a signal that came as the flag changed
-        return _report(daemon)
-    log.info("bridge running: input %s, mode %s, %d output(s)", source.name, cfg.mode, len(sinks))
-    _loop(args, cfg, daemon, controls, stop)
-    stack.close()  # stop everything before the counters are final
-    return _report(daemon)
-
-
-def _loop(args, cfg, daemon: Daemon, controls: list, stop: threading.Event) -> None:
-    """Main thread while the worker runs: maintain the controls, status line and periodic counters."""
-    t_end = time.monotonic() + args.seconds if args.seconds else math.inf
-    status = cfg.log.status_line and sys.stderr.isatty()
-    next_status = next_log = time.monotonic()
-    while not stop.is_set() and not daemon.done.is_set() and time.monotonic() < t_end:
-        stop.wait(0.05)
-        for obj in controls:
-            if hasattr(obj, "maintain"):
-                obj.maintain()
-        now = time.monotonic()
-        if status and now >= next_status:
-            sys.stderr.write("\r" + daemon.status_line()[:160] + "\033[K")
-            sys.stderr.flush()
-            next_status = now + STATUS_EVERY_S
-        if cfg.log.interval_s and now >= next_log + cfg.log.interval_s:
-            next_log = now
-            if status:
-                sys.stderr.write("\n")
-            log.info("counters %s", json.dumps(daemon.counters()))
-    if status:
-        sys.stderr.write("\n")
-
-
-def _report(daemon: Daemon) -> int:
-    """Print the exit counters; the exit status says whether the run did its job."""
-    counters = daemon.counters()
-    print(f"synthmatch bridge: counters {json.dumps(counters)}", file=sys.stderr, flush=True)
-    if daemon.error is not None:
-        print(f"synthmatch bridge: error: worker stopped: {daemon.error!r}", file=sys.stderr)
-        return 1
-    failed = daemon.c.bad_outputs + daemon.c.send_failures
-    if daemon.c.inferences and not daemon.c.updates and failed:
-        print(
-            f"synthmatch bridge: error: no update was sent: {daemon.c.bad_outputs} of "
-            f"{daemon.c.inferences} model outputs were rejected (not finite or outside [0, 1]) and "
-            f"{daemon.c.send_failures} sends failed (see the warnings above); check the model with "
-            "`synthmatch bridge --check --model PATH` or re-export it",
-            file=sys.stderr,
-        )
-        return 2
-    return 0
+    return serve(args)

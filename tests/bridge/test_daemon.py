@@ -357,6 +357,6 @@ def test_idle_worker_sleeps_until_the_next_window_can_arrive(c, engine, tmp_path
     d.ring16.write(np.zeros(int(0.004 * SR), np.float32))  # 5.5 ms short: inside a block of arrival
     assert d._idle_sleep() == daemon_mod.NEAR_SLEEP_S
     assert plans["trigger"]._idle_sleep() == daemon_mod.IDLE_SLEEP_S  # nothing pending: no deadline
-    plans["trigger"]._pending = (0, 0.0)
+    plans["trigger"].capture.pending = (0, 0.0)
     assert plans["trigger"]._idle_sleep() == daemon_mod.FAR_SLEEP_S
     assert plans["fast"]._idle_sleep() == daemon_mod.IDLE_SLEEP_S  # no capture clock with --fast

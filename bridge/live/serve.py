@@ -1,0 +1,276 @@
+"""`synthmatch bridge` as a process: config from file and flags, open the model, refiner, input, outputs
+and control inputs, run the worker (bridge/live/daemon.py's Daemon), keep the main thread's status line and
+periodic counters, stop on a signal, print the exit counters.
+
+Signals are handled from the first line of `main`: while starting, SIGTERM/SIGINT/SIGHUP raise Shutdown
+(everything opened so far is closed, exit 0); once running, one stops the loop. SIGUSR1 prints every
+thread's stack on stderr. cli.py reaches `main` as synthmatch.bridge.live.daemon:main.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import json
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from synthmatch.bridge.audio.input import open_source
+from synthmatch.bridge.live.daemon import Daemon
+from synthmatch.bridge.live.report import exit_report
+
+log = logging.getLogger("synthmatch.bridge")
+
+STATUS_EVERY_S = 0.2  # terminal status line refresh, s
+
+
+def config_from_args(args):
+    """Config file + CLI flags -> BridgeConfig (flags win)."""
+    from synthmatch.bridge.core.errors import UsageError
+    from synthmatch.bridge.live import config as config_mod
+
+    over: dict[str, Any] = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: write KEY=VALUE, e.g. --set continuous.hop_s=0.1")
+        over[key.strip()] = config_mod.parse_value(value.strip())
+    if args.input is not None:
+        over["input.source"] = args.input
+    if args.fast:
+        over["input.fast"] = True
+    if args.mode is not None:
+        over["mode"] = args.mode
+    if args.model is not None:
+        over["model"] = args.model
+    if args.backend is not None:
+        over["backend"] = args.backend
+    if args.midi_port is not None:
+        over["output.midi.enabled"] = True
+        over["output.midi.port"] = args.midi_port
+    if args.osc is not None:
+        host, _, port = args.osc.rpartition(":")
+        over["output.osc.enabled"] = True
+        if host:
+            over["output.osc.host"] = host
+        try:
+            over["output.osc.port"] = int(port)
+        except ValueError:
+            raise UsageError(f"--osc {args.osc!r}: give [HOST:]PORT, e.g. --osc 127.0.0.1:9000") from None
+    if args.print:
+        over["output.print.enabled"] = True
+    if args.no_control:
+        over["control.enabled"] = False
+    if args.refine_passes is not None:
+        over["refine.passes"] = args.refine_passes
+    return config_mod.load(args.config, over)
+
+
+def _open_engine(cfg, contract):
+    from synthmatch.bridge.engines import ContractMismatch, load_engine
+    from synthmatch.bridge.live.config import resolve_path
+
+    # refining: the search takes a core, so by default inference keeps to the other one (on 2 cores,
+    # snapshot latency p50 16.8 ms with two ONNX Runtime threads beside the search, 8.9 ms with one)
+    threads = cfg.threads or (1 if cfg.refine.passes else None)
+    try:
+        engine = load_engine(resolve_path(cfg.model), backend=cfg.backend, contract=contract, threads=threads)
+    except ContractMismatch as e:  # its advice names match's --contract flag; the bridge sets a config key
+        text = str(e)
+        cut = text.find("; re-export the model")
+        raise ContractMismatch(
+            f"{text[:cut] if cut >= 0 else text}; re-export the model from a checkpoint "
+            "trained on this contract, or point the bridge at the contract it was trained "
+            'with: contract = "PATH" in the config, or --set contract=\'"PATH"\''
+        ) from None
+    m = engine.meta
+    if m.sample_rate != contract.audio.sample_rate or m.num_samples != contract.audio.num_samples:
+        from synthmatch.bridge.core.errors import UsageError
+
+        raise UsageError(
+            f"{cfg.model}: model expects {m.num_samples} samples at {m.sample_rate} Hz, the "
+            f"contract {contract.audio.num_samples} at {contract.audio.sample_rate} Hz"
+        )
+    return engine
+
+
+def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
+    """Start the OSC control server and the MIDI footswitch if enabled; objects with close()."""
+    from synthmatch.bridge.live import control
+
+    out: list = []
+    if cfg.control.enabled:
+        out.append(
+            control.ControlServer(
+                cfg.control.host, cfg.control.port, commands, status=status, modes=("trigger", "continuous", "manual")
+            ).start()
+        )
+    fs = cfg.control.footswitch
+    if fs.enabled:
+        import rtmidi
+
+        from synthmatch.bridge.core.errors import UsageError
+        from synthmatch.bridge.outputs.midiports import MidiPortError
+
+        try:
+            out.append(control.MidiTrigger(commands, port=fs.port, cc=fs.cc, channel=fs.channel, api=fs.api))
+        except BaseException as e:
+            for o in out:
+                o.close()
+            if isinstance(e, (MidiPortError, rtmidi.RtMidiError)):
+                raise UsageError(
+                    f"control.footswitch: {e}; start the JACK server (or load the ALSA sequencer: "
+                    "sudo modprobe snd-seq), pick a port from `synthmatch devices`, or set "
+                    "control.footswitch.enabled = false"
+                ) from None
+            raise
+    return out
+
+
+class Shutdown(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT/SIGHUP while the bridge is still starting, so a slow
+    step (the refinement process importing torch, a TensorRT build) is abandoned at once and everything
+    opened so far is closed by main's ExitStack. A BaseException: no `except Exception` swallows it."""
+
+
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
+
+
+def main(args) -> int:
+    """`synthmatch bridge`. Signals are handled from the first line: while starting, one raises Shutdown
+    (exit 0, nothing left running); once running, one stops the loop (the daemon shuts down cleanly)."""
+    stop = threading.Event()
+    starting = [True]
+
+    def on_signal(signum, frame):
+        stop.set()
+        if starting[0]:
+            starting[0] = False  # raise once; a second signal during the unwinding only sets `stop`
+            raise Shutdown(signum)
+
+    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: every thread's stack on stderr (what is it doing?)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    try:
+        with contextlib.ExitStack() as stack:
+            return _serve(args, stack, stop, starting)
+    except Shutdown as e:
+        print(f"synthmatch bridge: stopped by {signal.Signals(e.args[0]).name} while starting", file=sys.stderr)
+        return 0
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _closer(stack: contextlib.ExitStack, obj) -> None:
+    """Close obj when the stack unwinds; an OSError while closing is logged, not raised."""
+
+    def close():
+        try:
+            obj.close()
+        except OSError as e:
+            log.warning("closing %s: %s", type(obj).__name__, e)
+
+    stack.callback(close)
+
+
+def _open_sinks(cfg, contract) -> list:
+    import rtmidi
+
+    from synthmatch.bridge.core.errors import UsageError
+    from synthmatch.bridge.outputs.midiports import MidiPortError
+    from synthmatch.bridge.outputs.sinks import build_sinks
+
+    try:
+        return build_sinks(cfg.output, contract)
+    except (MidiPortError, rtmidi.RtMidiError) as e:
+        raise UsageError(
+            f"output.midi: {e}; start the JACK server (or load the ALSA sequencer: sudo modprobe "
+            "snd-seq), pick a port from `synthmatch devices`, or set output.midi.api"
+        ) from None
+
+
+def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: list) -> int:
+    from synthmatch.bridge.core import contract as contract_mod
+    from synthmatch.bridge.live.config import resolve_path
+    from synthmatch.bridge.live.control import CommandQueue
+
+    cfg = config_from_args(args)
+    logging.basicConfig(
+        level=getattr(logging, cfg.log.level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    contract = contract_mod.load(resolve_path(cfg.contract) if cfg.contract else None)
+    engine = _open_engine(cfg, contract)
+    stack.callback(engine.close)
+    if args.check:
+        print(f"config {cfg.source}: ok; model {cfg.model}: ok ({engine.name}, contract {engine.meta.contract_hash})")
+        return 0
+
+    refiner = None
+    if cfg.refine.passes:  # also in continuous mode: the control server may switch to trigger later
+        from synthmatch.bridge.core.errors import UsageError
+        from synthmatch.bridge.live.refiner import Refiner, RefinerError
+
+        try:
+            refiner = Refiner(contract, cfg.refine.passes, cfg.refine.threads)
+        except RefinerError as e:
+            raise UsageError(f"refine.passes = {cfg.refine.passes}: {e}") from None
+        stack.callback(refiner.close)
+    source = open_source(cfg.input)
+    stack.callback(source.stop)
+    sinks = _open_sinks(cfg, contract)
+    for s in sinks:
+        _closer(stack, s)
+    commands = CommandQueue(64)
+    daemon: Daemon | None = None
+    controls = _open_control(cfg, commands, lambda: daemon.status() if daemon is not None else {})
+    for obj in controls:
+        _closer(stack, obj)
+    daemon = Daemon(cfg, contract, engine, sinks, source, commands, refiner=refiner)
+    daemon.control_stats = [obj.stats for obj in controls]
+    stack.callback(daemon.stop, timeout=0.8)
+    daemon.start()
+    starting[0] = False  # from here a signal only sets `stop`
+    if stop.is_set():  # a signal that came as the flag changed
+        return _report(daemon)
+    log.info("bridge running: input %s, mode %s, %d output(s)", source.name, cfg.mode, len(sinks))
+    _loop(args, cfg, daemon, controls, stop)
+    stack.close()  # stop everything before the counters are final
+    return _report(daemon)
+
+
+def _loop(args, cfg, daemon: Daemon, controls: list, stop: threading.Event) -> None:
+    """Main thread while the worker runs: maintain the controls, status line and periodic counters."""
+    t_end = time.monotonic() + args.seconds if args.seconds else math.inf
+    status = cfg.log.status_line and sys.stderr.isatty()
+    next_status = next_log = time.monotonic()
+    while not stop.is_set() and not daemon.done.is_set() and time.monotonic() < t_end:
+        stop.wait(0.05)
+        for obj in controls:
+            if hasattr(obj, "maintain"):
+                obj.maintain()
+        now = time.monotonic()
+        if status and now >= next_status:
+            sys.stderr.write("\r" + daemon.status_line()[:160] + "\033[K")
+            sys.stderr.flush()
+            next_status = now + STATUS_EVERY_S
+        if cfg.log.interval_s and now >= next_log + cfg.log.interval_s:
+            next_log = now
+            if status:
+                sys.stderr.write("\n")
+            log.info("counters %s", json.dumps(daemon.counters()))
+    if status:
+        sys.stderr.write("\n")
+
+
+def _report(daemon: Daemon) -> int:
+    """Print the exit counters; the exit status says whether the run did its job."""
+    return exit_report(daemon.counters(), daemon.c, daemon.error)
