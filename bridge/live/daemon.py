@@ -44,6 +44,7 @@ from synthmatch.bridge.audio.ring import Ring
 from synthmatch.bridge.engines import output_problem
 from synthmatch.bridge.live import report
 from synthmatch.bridge.live.capture import SILENCE_DBFS, TriggerCapture, cut_window, silent
+from synthmatch.bridge.live.config import MODES
 from synthmatch.bridge.live.refinetrack import RefineTracker
 from synthmatch.bridge.live.report import Counters
 from synthmatch.bridge.live.shaping import next_hop, pitch_resend, shape
@@ -405,7 +406,7 @@ class Daemon:
             if cmd.reply_to is not None and self.status_reply is not None:
                 self.status_reply(cmd.reply_to, self.status())
         elif kind == "mode":
-            if arg in ("trigger", "continuous", "manual") and arg != self.mode:
+            if arg in MODES and arg != self.mode:
                 log.info("mode %s -> %s", self.mode, arg)
                 self._end_note()
                 self.mode = arg

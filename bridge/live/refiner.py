@@ -101,7 +101,7 @@ class Refiner:
             daemon=True,
             args=(self._requests, self._results, contract, passes, threads, os.getpid()),
         )
-        try:  # a signal may interrupt the start or the wait (bridge.daemon.Shutdown): never leave the child
+        try:  # a signal may interrupt the start or the wait (live.serve.Shutdown): never leave the child
             self._proc.start()
             self.renders = self._wait_ready(ready_timeout)
         except BaseException:

@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable
 
 from synthmatch.bridge.audio.input import open_source
+from synthmatch.bridge.live.config import MODES
 from synthmatch.bridge.live.daemon import Daemon
 from synthmatch.bridge.live.report import exit_report
 
@@ -106,9 +107,7 @@ def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
     out: list = []
     if cfg.control.enabled:
         out.append(
-            control.ControlServer(
-                cfg.control.host, cfg.control.port, commands, status=status, modes=("trigger", "continuous", "manual")
-            ).start()
+            control.ControlServer(cfg.control.host, cfg.control.port, commands, status=status, modes=MODES).start()
         )
     fs = cfg.control.footswitch
     if fs.enabled:
