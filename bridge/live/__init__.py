@@ -7,7 +7,8 @@
     refinetrack  which refined answer is still current, and its counts
     report       counters, percentiles, /synthmatch/status and the status line
     config       the daemon's TOML (configs/bridge.toml), typed and validated
-    control      the OSC control server and the MIDI footswitch (oscdecode: the bounded OSC parser)
+    control      the OSC control server and the command queue (oscdecode: the bounded OSC parser;
+                 footswitch: the MIDI footswitch)
     refiner      refinement by re-rendering, in a child process
 
 Imports core, audio, engines and outputs; the refiner's child process alone imports synthmatch.training

@@ -102,7 +102,7 @@ def _open_engine(cfg, contract):
 
 def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
     """Start the OSC control server and the MIDI footswitch if enabled; objects with close()."""
-    from synthmatch.bridge.live import control
+    from synthmatch.bridge.live import control, footswitch
 
     out: list = []
     if cfg.control.enabled:
@@ -117,7 +117,7 @@ def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
         from synthmatch.bridge.outputs.midiports import MidiPortError
 
         try:
-            out.append(control.MidiTrigger(commands, port=fs.port, cc=fs.cc, channel=fs.channel, api=fs.api))
+            out.append(footswitch.MidiTrigger(commands, port=fs.port, cc=fs.cc, channel=fs.channel, api=fs.api))
         except BaseException as e:
             for o in out:
                 o.close()

@@ -11,7 +11,8 @@ import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from synthmatch.bridge.live.control import CommandQueue, ControlCommand, ControlServer, MidiTrigger
+from synthmatch.bridge.live.control import CommandQueue, ControlCommand, ControlServer
+from synthmatch.bridge.live.footswitch import MidiTrigger
 from synthmatch.bridge.outputs import midiports
 
 MODES = ("trigger", "continuous", "manual")
