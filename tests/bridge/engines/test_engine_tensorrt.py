@@ -32,7 +32,7 @@ from synthmatch.bridge.engines.tensorrt_build import (  # noqa: E402
     parse,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEFAULT = ROOT / "models" / "default.onnx"
 RTX = FLAVOURS["tensorrt-rtx"]
 AST_PAPER_DEPTH1 = {"base": "ast-paper", "depth": 1}

@@ -471,7 +471,7 @@ def test_print_sink_json_lines():
 def test_daw_guide_cc_table_matches_contract():
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[2] / "docs" / "daw-guide.md").read_text()
+    text = (Path(__file__).resolve().parents[3] / "docs" / "daw-guide.md").read_text()
     rows = [ln.split("|")[1:-1] for ln in text.splitlines() if ln.startswith("| ") and ln[2:4].strip().isdigit()]
     table = [(int(r[0]), r[1].strip(), r[2].strip(), int(r[3]), int(r[4])) for r in rows]
     assert table == [(i, p.name, p.massive, p.cc, p.cc + 32) for i, p in enumerate(C.params)]
