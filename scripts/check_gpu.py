@@ -6,7 +6,8 @@ Run from the repository root with the package installed (pip install -e .) or PY
 Needs torch (a CUDA build), onnx and onnxruntime; TensorRT 10/11 and TensorRT-RTX are used when
 installed. No network. For each model (random weights with spread-out outputs, exported to a temporary
 directory; plus models/default.onnx when it exists) and each GPU backend ("tensorrt", "tensorrt-rtx",
-"cuda"): build it (TensorRT rows: engine build time and size), run 16 test
+"cuda" in fp16, "cuda-bf16": the same torch program in bf16): build it (TensorRT rows: engine build time
+and size; cuda rows: the size of the model.pt2 torch program export wrote), run 16 test
 sounds through it and through ONNX Runtime fp32 on the CPU, and report the max abs difference of the 16
 normalised outputs (pass: < --tol), then p50/p99 latency at batch 1 and throughput at batch 32 (medians
 over --runs runs; see bench_inference.py), against the goals in GOAL_P50_MS. A backend that cannot run
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from bench_inference import DEFAULT_MODEL, MODELS, export_random, machine, open_backend, test_audio, time_engine
 
-GPU_BACKENDS = ("tensorrt", "tensorrt-rtx", "cuda")
+GPU_BACKENDS = ("tensorrt", "tensorrt-rtx", "cuda", "cuda-bf16")
 GOAL_P50_MS = {"ast-paper": 1.0, "default": 0.3}  # batch-1 p50 goals (issue 12)
 
 
@@ -40,6 +41,19 @@ def gpu_absent_reason() -> str | None:
     if not torch.cuda.is_available():
         return f"no CUDA GPU visible to torch {torch.__version__} (torch.cuda.is_available() is False)"
     return None
+
+
+def open_gpu_backend(path: Path, backend: str, contract, cache_dir: Path):
+    """(engine, None) or (None, reason); "cuda-bf16" is the cuda backend (fp16 by default) asked for bf16."""
+    if backend != "cuda-bf16":
+        return open_backend(path, backend, contract, None, cache_dir)
+    from synthmatch.bridge.core.modelfile import ModelError, read_meta
+    from synthmatch.bridge.engines.cuda import TorchEngine
+
+    try:
+        return TorchEngine(path, read_meta(path), device="cuda", precision="bf16"), None
+    except ModelError as e:  # BackendUnavailable / BackendError / a stale or missing model.pt2
+        return None, str(e)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             for backend in GPU_BACKENDS:
                 row: dict = {"model": name, "backend": backend}
                 t0 = time.perf_counter()
-                engine, why = open_backend(path, backend, contract, None, Path(tmp) / "trt")
+                engine, why = open_gpu_backend(path, backend, contract, Path(tmp) / "trt")
                 if engine is None:
                     report["results"].append({**row, "skipped": why})
                     continue
@@ -95,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 engine_file = getattr(engine, "cache_file", None)
                 if engine_file is not None:
                     row["engine_mb"] = round(engine_file.stat().st_size / 1e6, 1)
+                if backend.startswith("cuda"):
+                    row["program_mb"] = round(path.with_suffix(".pt2").stat().st_size / 1e6, 1)
                 try:
                     got = engine.infer(audio)
                     diff = float(np.abs(got - reference).max())

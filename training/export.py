@@ -4,12 +4,20 @@ The graph takes raw audio "audio" (batch x num_samples float32, dynamic batch) a
 (batch x 16 float32 in [0, 1]); the log-mel front-end is inside it (every model owns one). The metadata
 (bridge/core/modelfile.py) carries the parameter names, the contract hash and hashed content, sample rate,
 window length, model config, a training summary, the synthmatch version and the identity of the synth
-the model was trained on (the checkpoint's; training.synths). Beside model.onnx goes
-model.pt: the weights as a weights_only state dict + model config, which the "cuda" backend rebuilds the
-torch model from; both carry the same export id (a fingerprint of the weights).
+the model was trained on (the checkpoint's; training.synths). Beside model.onnx go (unless weights=False,
+`--no-weights`):
+- model.pt2: the torch program the "cuda" backend runs (write_torch_artifact): a torch.export
+  ExportedProgram with the same graph inputs and a dynamic batch of 1..MAX_BATCH, the front-end inside an
+  autocast-disabled region (so it stays fp32 when the backend runs the rest in fp16/bf16), saved with
+  torch.export.save; its extra file carries the format tag and the export id. The backend loads it with
+  torch alone (bridge/engines/cuda.py, which checks the archive before torch reads it).
+- model.pt: the weights as a weights_only state dict + model config, which training can start from
+  (train's init_from, e.g. fine-tuning the shipped model).
+All carry the same export id (a fingerprint of the weights).
 
 After writing, the file is read back through bridge.engine (ONNX Runtime, CPU) and compared with torch
-on a fixed batch of test signals; a max abs difference of 1e-4 or more fails the export.
+on a fixed batch of test signals; so is model.pt2, through the "cuda" backend on the CPU in fp32. A max
+abs difference of 1e-4 or more fails the export.
 
 Uses the TorchScript-based ONNX exporter (`dynamo=False`): deterministic node names (the TensorRT
 backend keeps "/frontend/..." layers in fp32 by name) and no onnxscript dependency.
@@ -37,11 +45,16 @@ from synthmatch.bridge.core.modelfile import (
     INPUT_NAME,
     NOTE_NAME,
     OUTPUT_NAME,
+    PROGRAM_FORMAT,
+    PROGRAM_INFO,
     WEIGHTS_FORMAT,
     ModelMeta,
     build_props,
     embed,
+    read_meta,
 )
+from synthmatch.bridge.engines.base import MAX_BATCH
+from synthmatch.bridge.engines.cuda import program_path
 
 PARITY_TOL = 1e-4  # max abs difference torch vs ONNX Runtime, fp32 on the CPU
 
@@ -56,6 +69,8 @@ class ExportResult:
     weights_path: Path | None
     max_abs_diff: float  # torch vs ONNX Runtime on the parity batch
     meta: ModelMeta
+    program_path: Path | None = None  # model.pt2, the "cuda" backend's torch program
+    program_max_abs_diff: float = float("nan")  # torch vs that program (cuda backend on the CPU, fp32)
 
 
 def weights_path_for(onnx_path: str | Path) -> Path:
@@ -123,6 +138,81 @@ def _onnx_bytes(model: nn.Module, contract: Contract, opset: int) -> bytes:
     return buf.getvalue()
 
 
+class _Program(nn.Module):
+    """What the "cuda" backend runs: the model with its front-end in a region where autocast is off (for
+    CPU and CUDA autocast alike: the program is traced on the CPU and moved to the GPU at load), the rest
+    under the caller's autocast, the output in fp32. Models without a separate front-end run as they are."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: torch.Tensor, note: torch.Tensor | None = None) -> torch.Tensor:
+        m = self.model
+        if not (hasattr(m, "frontend") and hasattr(m, "predict_views")):
+            return (m(audio) if note is None else m(audio, note)).float()
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            views = m.frontend(audio.float())
+        return m.predict_views(views, note).float()
+
+
+def torch_program(model: nn.Module, contract: Contract) -> torch.export.ExportedProgram:
+    """`model` as a torch.export ExportedProgram: inputs audio (B, num_samples) [, note (B,)] float32 with
+    B dynamic in 1..MAX_BATCH, output (B, 16) float32. Stripped of what the cuda backend's loader refuses
+    or does not need: dtype assertions (they fail under autocast), stack traces (local paths, size) and
+    the example inputs (a pickle)."""
+    model = model.eval().float().cpu()
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    args: tuple = (torch.from_numpy(parity_audio(contract, batch=2)),)
+    shapes: dict = {"audio": {0: batch}}
+    if _takes_note(model):
+        args += (torch.from_numpy(parity_notes(contract, 2)),)
+        shapes["note"] = {0: batch}
+    program = torch.export.export(_Program(model).eval(), args, dynamic_shapes=shapes, strict=False)
+    for module in program.graph_module.modules():
+        if isinstance(module, torch.fx.GraphModule):
+            for node in list(module.graph.nodes):
+                node.meta.pop("stack_trace", None)
+                if node.target is torch.ops.aten._assert_tensor_metadata.default:
+                    module.graph.erase_node(node)
+            module.recompile()
+    program.example_inputs = None
+    return program
+
+
+def write_torch_artifact(model: nn.Module, onnx_path: str | Path, contract: Contract | None = None) -> Path:
+    """Write model.pt2, the "cuda" backend's torch program, beside the exported `onnx_path`, bound to it
+    by its export id. `model` must hold the very weights the ONNX file was exported from (checked by
+    fingerprint); `contract` defaults to the repository's and must be the file's. Returns the path."""
+    onnx_path = Path(onnx_path)
+    meta = read_meta(onnx_path)
+    contract = contract or contract_mod.default()
+    if contract.hash != meta.contract_hash:
+        raise ExportError(f"{onnx_path}: exported for contract {meta.contract_hash}, not {contract.hash}")
+    model = model.eval().float().cpu()
+    fingerprint = weights_fingerprint(model)
+    if fingerprint != meta.export_id:
+        raise ExportError(
+            f"{onnx_path}: export id {meta.export_id}, but these weights are {fingerprint}: "
+            "pass the model the ONNX file was exported from"
+        )
+    if _takes_note(model) != meta.takes_note:
+        raise ExportError(f"{onnx_path}: the model and the ONNX file disagree on the note input")
+    info = {
+        "format": PROGRAM_FORMAT,
+        "export_id": meta.export_id,
+        "contract_hash": meta.contract_hash,
+        "inputs": [INPUT_NAME, NOTE_NAME] if meta.takes_note else [INPUT_NAME],
+        "max_batch": MAX_BATCH,
+        "torch": torch.__version__,
+    }
+    buf = io.BytesIO()
+    torch.export.save(torch_program(model, contract), buf, extra_files={PROGRAM_INFO: json.dumps(info)})
+    path = program_path(onnx_path)
+    write_atomic(path, buf.getvalue())
+    return path
+
+
 def export_model(
     model: nn.Module,
     contract: Contract,
@@ -136,16 +226,18 @@ def export_model(
     threads: int | None = None,
     synth: str = "reference",
 ) -> ExportResult:
-    """Export `model` (raw audio -> (B, 16)) to `path` with metadata; write model.pt beside it if `weights`.
+    """Export `model` (raw audio -> (B, 16)) to `path` with metadata; write model.pt2 (the cuda backend's
+    torch program) and model.pt (weights) beside it if `weights`.
 
     model_config: the ModelConfig as a dict (to_dict()), stored in the metadata and in model.pt.
-    summary: training summary (step, data, metrics, ...), JSON-able. check: run the torch vs ONNX Runtime
-    parity check and raise ExportError when max abs diff >= PARITY_TOL. synth: the training data's synth
-    identity (training.checkpoint.checkpoint_synth). Returns an ExportResult.
+    summary: training summary (step, data, metrics, ...), JSON-able. check: run the parity checks (torch
+    vs ONNX Runtime; torch vs model.pt2 through the cuda backend on the CPU) and raise ExportError when a
+    max abs diff >= PARITY_TOL. synth: the training data's synth identity
+    (training.checkpoint.checkpoint_synth). Returns an ExportResult.
     """
     import onnx
 
-    from synthmatch.bridge.core.modelfile import read_meta
+    from synthmatch.bridge.engines.cuda import TorchEngine
     from synthmatch.bridge.engines.ort import OnnxRuntimeEngine
 
     path = Path(path)
@@ -171,8 +263,9 @@ def export_model(
             buf,
         )
         write_atomic(wpath, buf.getvalue())
+    ppath = write_torch_artifact(model, path, contract) if weights else None
     meta = read_meta(path)
-    diff = float("nan")
+    diff = program_diff = float("nan")
     if check:
         audio = parity_audio(contract, batch=3)  # batch 3 != the traced 2: exercises the dynamic axis
         notes = parity_notes(contract, 3) if meta.takes_note else None
@@ -194,7 +287,19 @@ def export_model(
                 f">= {PARITY_TOL:g}; the exported graph does not compute the model. The file was "
                 f"written for inspection but must not be used"
             )
-    return ExportResult(path, wpath, diff, meta)
+        if ppath is not None:
+            engine = TorchEngine(path, meta, device="cpu", precision="fp32")
+            try:
+                program_diff = float(np.abs(engine.infer(audio, notes) - ref).max())
+            finally:
+                engine.close()
+            if not program_diff < PARITY_TOL:
+                raise ExportError(
+                    f"{ppath}: parity check failed: torch vs the exported torch program max abs diff "
+                    f"{program_diff:.3g} >= {PARITY_TOL:g}; the file was written for inspection but must "
+                    "not be used"
+                )
+    return ExportResult(path, wpath, diff, meta, ppath, program_diff)
 
 
 def summary_from_checkpoint(ckpt: dict, ckpt_path: str | Path) -> dict:
@@ -284,7 +389,12 @@ def main(args: argparse.Namespace) -> int:
         f"exported {args.checkpoint} -> {out} ({size:.1f} MB, opset {args.opset}, contract {contract.hash}, "
         f"step {ckpt.get('step')}, synth {checkpoint_synth(ckpt)})"
     )
+    if result.program_path:
+        mb = result.program_path.stat().st_size / 1e6
+        print(f"torch program for the cuda backend -> {result.program_path} ({mb:.1f} MB)")
     if result.weights_path:
-        print(f"weights for the cuda backend -> {result.weights_path}")
+        print(f"weights (training's init_from) -> {result.weights_path}")
     print(f"parity torch vs onnxruntime: max abs diff {result.max_abs_diff:.2e} (limit {PARITY_TOL:g}) OK")
+    if result.program_path:
+        print(f"parity torch vs torch program: max abs diff {result.program_max_abs_diff:.2e} OK")
     return 0

@@ -5,9 +5,10 @@ An exported model is a single ONNX file with input "audio" (batch x num_samples 
 output "params" (batch x 16 float32 in [0, 1]) and the log-mel front-end inside the graph. Its
 metadata_props hold JSON values under the keys in META_KEYS: the parameter names in output order, the
 contract hash and the contract's hashed content, the sample rate and window length in samples, the model
-config, a training summary, the synthmatch version, an export id (shared with the optional model.pt
-weights file the "cuda" backend reads) and the identity of the synth the model was trained on
-(training.synths; optional, "reference" when absent). Pure Python + onnx; never imports torch.
+config, a training summary, the synthmatch version, an export id (shared with the optional files export
+writes beside it: model.pt2, the torch program the "cuda" backend runs, and model.pt, the weights training
+can start from) and the identity of the synth the model was trained on (training.synths; optional,
+"reference" when absent). Pure Python + onnx; never imports torch.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ FORMAT_ADVICE = {
 INPUT_NAME, OUTPUT_NAME = "audio", "params"
 NOTE_NAME = "note"  # optional second input: (batch,) float32 MIDI note played, for models told the note
 WEIGHTS_FORMAT = "synthmatch-weights"  # the torch weights file export writes beside model.onnx (model.pt)
+# the torch program export writes beside model.onnx for the "cuda" backend (model.pt2: a torch.export
+# ExportedProgram); its extra file PROGRAM_INFO holds {"format": PROGRAM_FORMAT, "export_id", ...}
+PROGRAM_FORMAT, PROGRAM_SUFFIX, PROGRAM_INFO = "synthmatch-torch-export-1", ".pt2", "synthmatch.json"
 _PREFIX = "synthmatch."
 META_KEYS = (
     "format",
@@ -66,7 +70,7 @@ class ModelMeta:
     model_config: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)  # training: step, data, metrics, checkpoint...
     version: str = ""  # synthmatch version that exported the file
-    export_id: str = ""  # pairs the file with its model.pt weights (cuda backend)
+    export_id: str = ""  # pairs the file with its model.pt2 program (cuda backend) and model.pt weights
     synth: str = "reference"  # identity of the synth the training data came from (training.synths)
     format: int = FORMAT
     takes_note: bool = False  # the graph has the NOTE_NAME input: it matches at the note it is given

@@ -1,4 +1,5 @@
-"""Export: torch vs ONNX Runtime parity for every model kind, metadata, the CLI, loud parity failures."""
+"""Export: torch vs ONNX Runtime (and vs the cuda backend's torch program) parity for every model kind,
+metadata, the torch program's structure and pairing, the CLI, loud parity failures."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core.modelfile import read_meta
 from synthmatch.bridge.engines import load_engine
 from synthmatch.training.checkpoint import save_checkpoint
-from synthmatch.training.export import PARITY_TOL, ExportError, export_model, parity_audio
+from synthmatch.training.export import (
+    PARITY_TOL,
+    ExportError,
+    export_model,
+    parity_audio,
+    torch_program,
+    write_torch_artifact,
+)
 from synthmatch.training.models import MODEL_CONFIGS, build_model, patch_grid, resolve_config
 from synthmatch.training.synth import ReferenceSynth
 
@@ -52,6 +60,8 @@ def test_export_parity(name, tmp_path):
     path = tmp_path / f"{name}.onnx"
     result = export_model(model, C, path, cfg.to_dict(), {"step": 7})
     assert result.max_abs_diff < PARITY_TOL and result.path == path and result.weights_path == path.with_suffix(".pt")
+    # the cuda backend's torch program, checked by export through that backend on the CPU
+    assert result.program_path == path.with_suffix(".pt2") and result.program_max_abs_diff < PARITY_TOL
     assert result.meta.model_config == cfg.to_dict()
     if name == "ast-paper":  # structurally the paper's model: 9 x 64 overlapping patches
         assert patch_grid(cfg, C) == (9, 64) and tuple(cfg.stride) == (6, 6)
@@ -74,6 +84,64 @@ def test_graph_io_and_dynamic_batch(tiny_onnx):
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert proto.opset_import[0].version == 17
     assert any(n.name.startswith("/frontend/") for n in proto.graph.node)  # front-end inside the graph
+
+
+def _autocast_off_at_conv1d(gm, off: tuple = ()) -> set[frozenset]:
+    """For each conv1d (the front-ends' DFT/constant-Q) in a program's graph, the devices autocast is off for."""
+    found = set()
+    for node in gm.graph.nodes:
+        if node.target is torch.ops.aten.conv1d.default:
+            found.add(frozenset(off))
+        if node.target is torch.ops.higher_order.wrap_with_autocast:
+            device, _, enabled, _, body = node.args[:5]
+            found |= _autocast_off_at_conv1d(getattr(gm, body.target), off + (() if enabled else (device,)))
+    return found
+
+
+def test_torch_program_keeps_the_front_end_in_fp32_and_the_batch_dynamic():
+    cfg = resolve_config({"base": "ast-tiny-notes", **SMALL["ast-tiny-notes"]})
+    with torch.random.fork_rng():
+        torch.manual_seed(4)
+        model = build_model(cfg, C).eval()
+    program = torch_program(model, C)
+    # mel and constant-Q front-ends run where autocast is off, for the CPU and CUDA alike
+    assert _autocast_off_at_conv1d(program.graph_module) == {frozenset({"cpu", "cuda"})}
+    inputs = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    assert inputs == ["audio", "note"] and program.example_inputs is None  # no pickled sample inputs
+    (batch,) = program.range_constraints.values()
+    assert (batch.lower, batch.upper) == (1, 32)
+    audio = torch.from_numpy(parity_audio(C, 5))
+    notes = torch.tensor([36.0, 48.0, 60.0, 72.0, 84.0])
+    run = program.module()
+    with torch.no_grad():
+        ref = model(audio, notes)
+        assert torch.allclose(run(audio, notes), ref, atol=1e-6)
+        assert torch.allclose(run(audio[:1], notes[:1]), ref[:1], atol=1e-6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = run(audio, notes)
+    assert low.dtype == torch.float32 and (low - ref).abs().mean() < 2e-2
+
+
+def test_torch_artifact_is_bound_to_its_onnx_file(tiny_onnx, tmp_path):
+    """write_torch_artifact pairs a program with an existing export, only for the weights it came from."""
+    import shutil
+
+    cfg = resolve_config("ast-tiny")
+    onnx_path = tmp_path / "m.onnx"
+    shutil.copy(tiny_onnx, onnx_path)
+    with pytest.raises(ExportError, match="export id .* but these weights are"):
+        write_torch_artifact(build_model(cfg, C), onnx_path, C)  # other random weights
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the fixture's weights
+        model = build_model(cfg, C)
+    path = write_torch_artifact(model, onnx_path, C)
+    assert path == onnx_path.with_suffix(".pt2")
+    with load_engine(onnx_path, "onnxruntime") as engine:
+        ref = engine.infer(parity_audio(C, 2))
+    from synthmatch.bridge.engines.cuda import TorchEngine
+
+    with TorchEngine(onnx_path, read_meta(onnx_path), device="cpu") as engine:
+        assert np.abs(engine.infer(parity_audio(C, 2)) - ref).max() < PARITY_TOL
 
 
 class _TraceFrozenBranch(nn.Module):
@@ -113,7 +181,8 @@ def test_cli_export_from_checkpoint(tmp_path, capsys):
     assert meta.summary["step"] == 1234 and meta.summary["checkpoint"] == "best.pt"
     assert meta.summary["data"] == {"train": "data/train", "n": 100000}
     assert meta.summary["metrics"]["test"] == {"param_mae": 0.11}
-    assert out.with_suffix(".pt").is_file()
+    assert out.with_suffix(".pt").is_file() and out.with_suffix(".pt2").is_file()
+    assert "torch program for the cuda backend" in text and "parity torch vs torch program" in text
     assert cli(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "m.bin")]) == 2
     assert "must end in .onnx" in capsys.readouterr().err
 
@@ -144,6 +213,7 @@ def test_cli_export_embeds_its_test_eval_and_notes(tmp_path, capsys):
         == 0
     )
     meta = read_meta(out)
+    assert not out.with_suffix(".pt").exists() and not out.with_suffix(".pt2").exists()  # --no-weights
     assert meta.summary["test_metrics"]["param_mse"] == report["param_mse"]
     assert meta.summary["test_metrics"]["per_param_mse"] == report["param_mse_per_param"]
     assert meta.summary["hardware"] == "2-core CPU, 3 s"
