@@ -41,7 +41,7 @@ def test_audio(contract, batch: int, seed: int = 0) -> np.ndarray:
 
 
 def export_random(name: str, out_dir: Path, contract, spread: bool = True, seed: int = 0) -> Path:
-    """Export preset `name` with random weights to out_dir/name.onnx (+ .pt). With `spread`, the last linear
+    """Export preset `name` with random weights to out_dir/name.onnx (+ .pt2 and .pt). With `spread`, the last linear
     layer is rescaled so outputs cover [0, 1] (logit std ~2) instead of all sitting near 0.5: parity
     checks then compare outputs that differ. Returns the ONNX path."""
     import torch

@@ -78,10 +78,10 @@ def register(command: Command) -> None:
         "--out",
         required=True,
         help="output model file, e.g. models/default.onnx "
-        "(model.pt with the weights for the cuda backend is written beside it)",
+        "(model.pt2, the torch program the cuda backend runs, and model.pt, weights to fine-tune from, are written beside it)",
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--no-weights", action="store_true", help="do not write the .pt weights file beside it")
+    p.add_argument("--no-weights", action="store_true", help="do not write model.pt2 and model.pt beside it")
     p.add_argument(
         "--test-eval",
         metavar="EVAL_JSON",

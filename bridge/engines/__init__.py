@@ -10,7 +10,7 @@ Backends (`BACKENDS`, in the order "auto" tries them):
 - "tensorrt-rtx" the same backend on TensorRT-RTX (PyPI, RTX-class GPUs): an fp32 engine, built ahead of time
                 (`synthmatch engine build`) or at start, specialised to the GPU by its JIT.
 - "cuda"        bridge/engines/cuda.py: the torch model on the GPU in fp16 (or bf16) with CUDA-graph replay;
-                reads the weights file export writes beside the ONNX file (model.onnx -> model.pt).
+                runs the torch.export program export writes beside the ONNX file (model.onnx -> model.pt2).
 - "onnxruntime" bridge/engines/ort.py: ONNX Runtime on the CPU, fp32. Always available; the reference.
 
 "auto" takes the first that opens and logs exactly one line naming the choice and why the ones before it

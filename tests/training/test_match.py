@@ -39,7 +39,8 @@ def test_shipped_model_carries_this_contract():
     assert meta.contract_hash == C.hash and meta.names == C.names
     assert (meta.sample_rate, meta.num_samples) == (SR, C.audio.num_samples)
     assert meta.summary["test_metrics"]["param_mse"] < 0.083  # better than predicting the mean patch
-    assert DEFAULT_MODEL.with_suffix(".pt").exists()  # weights for the cuda backend
+    assert DEFAULT_MODEL.with_suffix(".pt2").exists()  # the program the cuda backend runs
+    assert DEFAULT_MODEL.with_suffix(".pt").exists()  # weights to fine-tune from (init_from)
 
 
 def test_window_starts_at_the_onset_and_short_files_are_padded(patches):

@@ -26,7 +26,7 @@ from synthmatch.bridge.engines import (
 )
 from synthmatch.bridge.engines.ort import OnnxRuntimeEngine
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 C = contract_mod.default()
 
 
