@@ -8,7 +8,8 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory):
     """Path of an exported "ast-tiny" model (random weights, seed 0) for the repository contract, with its
-    model.pt2 (the cuda backend's program) and model.pt beside it. Exported once per test session (a few seconds); treat the files as read-only."""
+    model.pt2 (the cuda backend's program) and model.pt beside it. Exported once per test session (a few
+    seconds); treat the files as read-only."""
     torch = pytest.importorskip("torch")
     from synthmatch.bridge.core import contract
     from synthmatch.training.export import export_model

@@ -78,7 +78,8 @@ def register(command: Command) -> None:
         "--out",
         required=True,
         help="output model file, e.g. models/default.onnx "
-        "(model.pt2, the torch program the cuda backend runs, and model.pt, weights to fine-tune from, are written beside it)",
+        "(model.pt2, the torch program the cuda backend runs, and model.pt, weights to fine-tune "
+        "from, are written beside it)",
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--no-weights", action="store_true", help="do not write model.pt2 and model.pt beside it")
