@@ -3,7 +3,7 @@ it against the daemon's contract.
 
 An exported model is a single ONNX file with input "audio" (batch x num_samples float32, dynamic batch),
 output "params" (batch x 16 float32 in [0, 1]) and the log-mel front-end inside the graph. Its
-metadata_props hold JSON values under the keys in META_KEYS: the parameter names in output order, the
+metadata_props hold JSON values under "synthmatch." keys (build_props writes them): the parameter names in output order, the
 contract hash and the contract's hashed content, the sample rate and window length in samples, the model
 config, a training summary, the synthmatch version, an export id (shared with the optional files export
 writes beside it: model.pt2, the torch program the "cuda" backend runs, and model.pt, the weights training
@@ -35,19 +35,6 @@ WEIGHTS_FORMAT = "synthmatch-weights"  # the torch weights file export writes be
 # ExportedProgram); its extra file PROGRAM_INFO holds {"format": PROGRAM_FORMAT, "export_id", ...}
 PROGRAM_FORMAT, PROGRAM_SUFFIX, PROGRAM_INFO = "synthmatch-torch-export-1", ".pt2", "synthmatch.json"
 _PREFIX = "synthmatch."
-META_KEYS = (
-    "format",
-    "param_names",
-    "contract_hash",
-    "contract",
-    "sample_rate",
-    "num_samples",
-    "model_config",
-    "summary",
-    "version",
-    "export_id",
-    "synth",
-)
 REQUIRED = ("format", "param_names", "contract_hash", "sample_rate", "num_samples")
 
 
