@@ -4,11 +4,11 @@ it against the daemon's contract.
 An exported model is a single ONNX file with input "audio" (batch x num_samples float32, dynamic batch),
 output "params" (batch x 16 float32 in [0, 1]) and the front-end inside the graph (a model told the note
 has a second input, "note"). Its metadata_props hold JSON values under "synthmatch." keys (build_props
-writes them): the parameter names in output order, the contract hash and the contract's hashed content,
-the sample rate and window length in samples, the model config, a training summary, the synthmatch version, an export id (shared with the optional files export
-writes beside it: model.pt2, the torch program the "cuda" backend runs, and model.pt, the weights training
-can start from) and the identity of the synth the model was trained on (training.synths; optional,
-"reference" when absent). Pure Python + onnx; never imports torch.
+writes them): the parameter names in output order, the contract hash and the contract's hashed content, the
+sample rate and window length in samples, the model config, a training summary, the synthmatch version, an
+export id (shared with the optional files export writes beside it: model.pt2, the torch program the "cuda"
+backend runs, and model.pt, the weights training can start from) and the identity of the synth the model was
+trained on (training.synths; optional, "reference" when absent). Pure Python + onnx; never imports torch.
 """
 
 from __future__ import annotations
