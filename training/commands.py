@@ -109,7 +109,7 @@ def register(command: Command) -> None:
         "--device", choices=("cpu", "cuda", "auto"), default="auto", help="cuda when available with auto (default)"
     )
 
-    p = command("dataset", "synthmatch.training.shards:main", "offline sharded datasets (render, verify)")
+    p = command("dataset", "synthmatch.training.shardrender:main", "offline sharded datasets (render, verify)")
     dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
     r = dsub.add_parser(
         "render",

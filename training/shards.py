@@ -1,17 +1,18 @@
-"""Offline sharded datasets: render once in parallel processes, read memory-mapped.
+"""Offline sharded datasets: the format (plan, manifest, shard files, checksums) and reading one back.
 
-For synths that cannot render on the fly (a VST3 through pedalboard, say). Layout of a dataset DIR:
+For synths that cannot render on the fly (a VST3 through pedalboard, say). training.shardrender renders
+a dataset in worker processes (render_dataset, the `synthmatch dataset` subcommand); this module says
+what one is and reads it memory-mapped for training (ShardDataset, holdout). Layout of a dataset DIR:
 
     manifest.json               plan (contract hash, sampling fingerprint, seed, count, shard size, store,
                                 dtype, example shape) + one entry per finished shard (count, bytes, sha256)
     shard-00000.x.npy           (n, *example_shape) examples, .npy (np.lib.format), memory-mappable
     shard-00000.params.npy      (n, 16) float32 normalised parameters
 
-Example i (global) lives in shard i // shard_size and is f(seed, i) as in training.data; each shard is
-rendered whole by one process, so its bytes do not depend on the worker count. Resumable: a shard is
-written under a temporary name, fsynced, renamed (os.replace), and only then entered in the manifest
-(itself replaced atomically). A rerun verifies the finished shards' checksums, deletes leftovers and
-renders what is missing; a killed render resumed this way equals an uninterrupted one byte for byte.
+Example i (global) lives in shard i // shard_size and is f(seed, i) as in training.data. A shard is
+entered in the manifest only once its files are complete on disk (training.shardrender writes them under
+a temporary name, fsyncs, renames), and the manifest itself is replaced atomically, so a manifest entry
+means a finished shard; verify_entry checks one against its sizes and sha256.
 
 Stores and footprint (scripts/bench_shards.py on this contract: 4 s at 16 kHz, 64 x 398 log-mel; read
 speed = random batches of 64 from a warm memory map to float32, and on to the model's input, i.e.
@@ -38,12 +39,7 @@ import hashlib
 import json
 import os
 import socket
-import sys
-import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +52,7 @@ MANIFEST = "manifest.json"
 STORES = ("logmel", "audio")
 DEFAULT_STORE = "logmel"
 DEFAULT_SHARD_SIZE = 1024  # examples: 52 MB of log-mel or 131 MB of audio per shard
-INT16_SCALE = 32767.0
-RENDER_CHUNK = 128  # examples per synth call inside a shard (bounds memory)
-MAX_CRASHES = 3  # a shard whose worker dies this often is reported, not retried again
+INT16_SCALE = 32767.0  # store "audio": int16 sample = round(float sample * INT16_SCALE)
 OPTIONAL = ("synth", "notes")  # Plan fields a manifest written before they existed lacks (defaults hold)
 
 
@@ -127,7 +121,7 @@ def shard_files(root: Path, k: int) -> dict[str, Path]:
     return {"x": root / f"shard-{k:05d}.x.npy", "params": root / f"shard-{k:05d}.params.npy"}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
@@ -135,7 +129,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_manifest(root: Path, plan: Plan, shards: dict[str, dict], merge: bool = False, drop=()) -> None:
+def write_manifest(root: Path, plan: Plan, shards: dict[str, dict], merge: bool = False, drop=()) -> None:
     """Replace the manifest. merge: first add the finished shards another process (another --shards
     range, maybe on another machine) entered meanwhile, except those in `drop` (found damaged), under
     an exclusive lock on manifest.lock."""
@@ -148,7 +142,7 @@ def _write_manifest(root: Path, plan: Plan, shards: dict[str, dict], merge: bool
                 for k, entry in read_manifest(root)[1].items():
                     if k not in drop:
                         shards.setdefault(k, entry)
-            _write_manifest(root, plan, shards)
+            write_manifest(root, plan, shards)
         return
     data = {
         "format": FORMAT,
@@ -186,85 +180,7 @@ def read_manifest(root: Path) -> tuple[Plan, dict[str, dict]]:
     return plan, dict(data.get("shards", {}))
 
 
-# ------------------------------------------------------------------------------------------------
-# Rendering (worker side)
-
-_worker: dict = {}
-
-
-def _init_worker(
-    contract: Contract,
-    presets: PresetSampling | None,
-    seed: int,
-    synth=None,
-    log=None,
-    notes: tuple[int, int] | None = None,
-    parent: int | None = None,
-) -> None:
-    """synth: a training.synths.SynthSpec for a plugin (None: the reference synth, as training.data);
-    log: where the plugin's own stderr chatter goes; parent: the render's pid (the worker dies with it)."""
-    import torch
-
-    from synthmatch.bridge.core.childproc import die_with_parent
-
-    if parent is not None and not die_with_parent(parent):
-        os._exit(1)  # the render was killed while this worker started
-
-    torch.set_num_threads(1)  # one process per core; also keeps each shard's bytes thread-independent
-    from synthmatch.training.data import Renderer
-    from synthmatch.training.frontend import LogMel
-
-    if synth is None:
-        renderer = Renderer(contract, seed, "cpu", presets, notes)
-    else:
-        from synthmatch.training.synths import SynthRenderer
-        from synthmatch.training.synths.vst3 import redirect_plugin_stderr
-
-        if log:
-            redirect_plugin_stderr(log)
-        renderer = SynthRenderer(synth.open(contract, check=False), seed, presets)  # one instance per process
-    _worker.update(renderer=renderer, logmel=LogMel(contract))
-
-
-def _encode(audio, plan: Plan) -> np.ndarray:
-    import torch
-
-    if plan.store == "logmel":
-        with torch.no_grad():
-            return _worker["logmel"](audio).numpy().astype(np.float16)
-    return np.clip(np.round(audio.numpy() * INT16_SCALE), -32768, 32767).astype(np.int16)
-
-
-def _render_shard(plan: Plan, root: str, k: int) -> tuple[int, dict]:
-    """Render shard k to temporary files, fsync, rename; return its manifest entry."""
-    root_p = Path(root)
-    start, stop = plan.shard_range(k)
-    files = shard_files(root_p, k)
-    tmp = {key: p.with_name(f"{p.name}.tmp-{os.getpid()}") for key, p in files.items()}
-    x = np.lib.format.open_memmap(tmp["x"], mode="w+", dtype=plan.dtype, shape=(stop - start, *plan.example_shape))
-    params = np.lib.format.open_memmap(tmp["params"], mode="w+", dtype=np.float32, shape=(stop - start, 16))
-    for s in range(start, stop, RENDER_CHUNK):
-        e = min(s + RENDER_CHUNK, stop)
-        audio, p = _worker["renderer"].render(s, e)
-        x[s - start : e - start] = _encode(audio, plan)
-        params[s - start : e - start] = p.numpy()
-    entry: dict = {"count": stop - start}
-    x.flush()
-    params.flush()
-    del x, params  # closes the memory maps
-    for key in files:
-        with open(tmp[key], "rb+") as f:
-            os.fsync(f.fileno())
-        entry[key] = {"file": files[key].name, "bytes": tmp[key].stat().st_size, "sha256": _sha256(tmp[key])}
-        os.replace(tmp[key], files[key])
-    return k, entry
-
-
-# ------------------------------------------------------------------------------------------------
-# Rendering (parent side)
-
-
-def _verify_entry(root: Path, entry: dict) -> str | None:
+def verify_entry(root: Path, entry: dict) -> str | None:
     """None if the shard's files match their manifest entry, else what is wrong."""
     for key in ("x", "params"):
         f = entry.get(key) or {}
@@ -273,177 +189,9 @@ def _verify_entry(root: Path, entry: dict) -> str | None:
             return f"{path} is missing"
         if path.stat().st_size != f.get("bytes"):
             return f"{path} has {path.stat().st_size} bytes, the manifest says {f.get('bytes')} (truncated?)"
-        if _sha256(path) != f.get("sha256"):
+        if file_sha256(path) != f.get("sha256"):
             return f"{path} does not match its sha256 in the manifest (damaged)"
     return None
-
-
-def _shard_span(shards: tuple[int, int] | None, plan: Plan) -> tuple[int, int]:
-    if shards is None:
-        return 0, plan.num_shards
-    a, b = shards
-    if not 0 <= a < b <= plan.num_shards:
-        raise ShardError(
-            f"--shards {a}:{b}: the dataset has shards 0..{plan.num_shards - 1}; give A:B with "
-            f"0 <= A < B <= {plan.num_shards} (B exclusive)"
-        )
-    return a, b
-
-
-def _leftovers(root: Path, ks) -> list[Path]:
-    """Temporary files of shards ks (a render that was killed or crashed left them)."""
-    return [p for k in ks for f in shard_files(root, k).values() for p in root.glob(f"{f.name}.tmp-*")]
-
-
-def _remove_leftovers(root: Path, ks) -> None:
-    for p in _leftovers(root, ks):
-        p.unlink(missing_ok=True)
-
-
-def _render_pool(
-    plan: Plan, root: Path, todo: list[int], workers: int, initargs: tuple, done: dict, progress: bool
-) -> list[int]:
-    """Render shards `todo` in a fresh process pool, entering each in the manifest as it finishes.
-    Returns the shards left unfinished because a worker died (empty when all finished)."""
-    ctx = get_context("spawn")  # fresh interpreters: no inherited torch threads or locks
-    with ProcessPoolExecutor(
-        max_workers=max(1, min(workers, len(todo))), mp_context=ctx, initializer=_init_worker, initargs=initargs
-    ) as pool:
-        pending = {pool.submit(_render_shard, plan, str(root), k): k for k in todo}
-        try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    pending.pop(fut)
-                    k, entry = fut.result()
-                    done[f"{k:05d}"] = entry
-                    _write_manifest(root, plan, done, merge=True)
-                    if progress:
-                        print(f"\rshards {len(done)}/{plan.num_shards}", end="", file=sys.stderr, flush=True)
-        except BrokenProcessPool:
-            return sorted(k for k in todo if f"{k:05d}" not in done)
-    return []
-
-
-def render_dataset(
-    contract: Contract,
-    out: str | Path,
-    count: int,
-    seed: int = 0,
-    workers: int = 1,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    store: str = DEFAULT_STORE,
-    presets: PresetSampling | None = None,
-    progress: bool = True,
-    synth=None,
-    shards: tuple[int, int] | None = None,
-    notes: tuple[int, int] | None = None,
-) -> dict:
-    """Render (or finish rendering) a sharded dataset in `workers` processes. Returns a summary.
-
-    synth: a training.synths.SynthSpec (None: the reference synth); a plugin's profile then decides the
-    sampling (`presets` must be None). shards: render only shards A..B-1 (--shards A:B), so several
-    processes or machines can share one dataset directory; the manifest is merged under a lock.
-    """
-    root = Path(out)
-    identity = "reference"
-    if synth is not None and synth.kind != "reference":
-        opened = synth.open(contract)  # fail here, with a clear message, rather than in every worker
-        identity, presets = opened.identity, opened.sampling
-        opened.close()
-    else:
-        synth = None
-    if notes is not None and tuple(notes) != (contract.audio.note,) * 2 and identity != "reference":
-        raise ShardError(
-            f"--notes {notes[0]}:{notes[1]}: note ranges render on the reference synth only so far; "
-            "render a plugin's dataset at the contract's note (leave out --notes)"
-        )
-    plan = make_plan(contract, seed, count, shard_size, store, presets, identity, notes)
-    span = _shard_span(shards, plan)
-    root.mkdir(parents=True, exist_ok=True)
-    done: dict[str, dict] = {}
-    damaged: list[str] = []
-    if (root / MANIFEST).exists():
-        old, entries = read_manifest(root)
-        if old != plan:
-            diff = [
-                f"{k}: {getattr(old, k)!r} there, {getattr(plan, k)!r} asked"
-                for k in Plan.__dataclass_fields__
-                if getattr(old, k) != getattr(plan, k)
-            ]
-            raise ShardError(
-                f"{root / MANIFEST}: the directory holds another dataset ({'; '.join(diff)}). "
-                "Rerun with the same settings to resume it, or choose another --out"
-            )
-        for name, entry in entries.items():
-            if not span[0] <= int(name) < span[1]:
-                done[name] = entry  # another range's shard: its own renderer checks it
-                continue
-            problem = _verify_entry(root, entry)
-            if problem is None:
-                done[name] = entry
-                continue
-            damaged.append(name)
-            if progress:
-                print(f"re-rendering shard {name}: {problem}", file=sys.stderr)
-    elif shards is None and any(root.iterdir()):
-        raise ShardError(f"{root}: not empty and has no {MANIFEST}; choose an empty or new --out")
-    _remove_leftovers(root, range(*span))  # half-written files of a killed render: never read
-    _write_manifest(root, plan, done, merge=shards is not None, drop=damaged)
-
-    todo = [k for k in range(*span) if f"{k:05d}" not in done]
-    rendered = len(todo)
-    t0 = time.perf_counter()
-    crashes: dict[int, int] = {}
-    restarts = 0
-    log = str(root / "render-plugin.log") if synth is not None else None
-    while todo:
-        initargs = (contract, presets, plan.seed, synth, log, plan.notes, os.getpid())
-        lost = _render_pool(plan, root, todo, workers, initargs, done, progress)
-        if not lost:
-            break
-        # a worker died (a crash inside the plugin, or a kill): the shards it had begun left temporary
-        # files; count those against the shards, clean up, restart the pool and render what is missing
-        started = [k for k in lost if _leftovers(root, [k])]
-        for k in started:
-            crashes[k] = crashes.get(k, 0) + 1
-        restarts += 1
-        _remove_leftovers(root, lost)
-        worst = max(crashes.values(), default=0) if started else restarts
-        if worst >= MAX_CRASHES:
-            bad = [f"{k:05d}" for k, n in crashes.items() if n >= MAX_CRASHES]
-            where = f"shard(s) {', '.join(bad)}" if bad else "the workers at start-up"
-            raise ShardError(
-                f"{root}: a render worker died {MAX_CRASHES} times on {where} ({len(done)} of "
-                f"{plan.num_shards} shards finished); the synth crashes on these patches"
-                f"{f' (see {log})' if log else ''}. Rerun to retry, or check the synth"
-            )
-        if progress:
-            print(f"\na render worker died; restarting, re-rendering {len(lost)} shard(s)", file=sys.stderr)
-        todo = lost
-    if progress and rendered:
-        print(file=sys.stderr)
-    seconds = time.perf_counter() - t0
-    mine = {k: e for k, e in done.items() if span[0] <= int(k) < span[1]}
-    nbytes = sum(e[k]["bytes"] for e in mine.values() for k in ("x", "params"))
-    n_examples = sum(e["count"] for e in mine.values())
-    return {
-        "out": str(root),
-        "count": plan.count,
-        "shards": plan.num_shards,
-        "range": list(span),
-        "rendered_shards": rendered,
-        "finished_shards": len(done),
-        "restarts": restarts,
-        "store": plan.store,
-        "dtype": plan.dtype,
-        "bytes": nbytes,
-        "bytes_per_example": round(nbytes / max(n_examples, 1), 1),
-        "seconds": round(seconds, 2),
-        "contract_hash": plan.contract_hash,
-        "seed": plan.seed,
-        "synth": plan.synth,
-    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -486,7 +234,7 @@ class ShardDataset:
                         f"{entry[key]['bytes']}: the shard is truncated or missing; rerun "
                         "`synthmatch dataset render` with the same arguments to re-render it"
                     )
-            if verify and (problem := _verify_entry(self.root, entry)):
+            if verify and (problem := verify_entry(self.root, entry)):
                 raise ShardError(
                     f"{problem}; rerun `synthmatch dataset render` with the same arguments to re-render it"
                 )
@@ -585,77 +333,3 @@ def holdout(ds: ShardDataset, val_size: int, data_size: int = 0) -> tuple[int, n
             "render more examples"
         )
     return (min(n, data_size) if data_size > 0 else n), np.arange(n, len(ds))
-
-
-# ------------------------------------------------------------------------------------------------
-# CLI
-
-
-def parse_shards(text: str | None) -> tuple[int, int] | None:
-    """ "A:B" -> (A, B); None -> None. Range checks happen against the plan (_shard_span)."""
-    if text is None:
-        return None
-    a, sep, b = text.partition(":")
-    try:
-        return int(a), int(b)
-    except ValueError:
-        raise ShardError(f"--shards {text!r}: give A:B, shard numbers from A up to B exclusive, e.g. 0:8") from None
-
-
-def main(args) -> int:
-    from synthmatch.bridge.core import contract as contract_mod
-    from synthmatch.bridge.core.errors import UsageError
-
-    c = contract_mod.load(args.contract)
-    if args.dataset_command == "probe":
-        from synthmatch.training.synths.check import probe
-
-        print(json.dumps(probe(c, args.synth, args.profile), indent=1))
-        return 0
-    if args.dataset_command == "verify":
-        try:
-            ds = ShardDataset(args.dir, c, verify=True)
-        except ShardError as e:
-            raise UsageError(str(e)) from None
-        print(
-            json.dumps(
-                {
-                    "dir": str(args.dir),
-                    "ok": True,
-                    "count": len(ds),
-                    "store": ds.store,
-                    **{k: v for k, v in asdict(ds.plan).items() if k not in ("count", "store")},
-                }
-            )
-        )
-        return 0
-    from synthmatch.training.synths import parse_spec
-
-    spec = parse_spec(args.synth, args.profile)
-    if args.presets and spec.kind != "reference":
-        raise UsageError("--presets is for the reference synth; a plugin samples as its profile's [sampling] says")
-    presets = None
-    if args.presets:
-        from synthmatch.training.sampling import fit_presets
-
-        presets = fit_presets(c, args.presets, args.presets_method)
-    from synthmatch.training.sampling import parse_notes
-
-    try:
-        summary = render_dataset(
-            c,
-            args.out,
-            args.count,
-            seed=args.seed,
-            workers=args.workers,
-            shard_size=args.shard_size,
-            store=args.store,
-            presets=presets,
-            synth=spec,
-            shards=parse_shards(args.shards),
-            notes=parse_notes(args.notes),
-        )
-    except (ShardError, ValueError) as e:  # ValueError: parse_notes, naming --notes
-        raise UsageError(str(e)) from None
-    print(json.dumps(summary))
-    return 0

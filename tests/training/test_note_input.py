@@ -17,7 +17,8 @@ from synthmatch.training.data import OnTheFly, Renderer, cached_split, split_cac
 from synthmatch.training.export import PARITY_TOL, export_model
 from synthmatch.training.models import build_model, resolve_config
 from synthmatch.training.sampling import check_notes, sample_notes
-from synthmatch.training.shards import ShardDataset, ShardError, render_dataset
+from synthmatch.training.shardrender import render_dataset
+from synthmatch.training.shards import ShardDataset, ShardError
 
 C = contract_mod.default()
 SMALL_NOTES = {"base": "ast-tiny-notes", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32}

@@ -19,7 +19,8 @@ from synthmatch.bridge import cli
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.data import OnTheFly
 from synthmatch.training.frontend import LogMel
-from synthmatch.training.shards import MANIFEST, ShardDataset, ShardError, render_dataset
+from synthmatch.training.shardrender import render_dataset
+from synthmatch.training.shards import MANIFEST, ShardDataset, ShardError
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNT, SHARD = 24, 3  # 8 shards

@@ -283,7 +283,7 @@ CQT_TINY = {**TINY, "frontend": "mel+cqt", "head": "pitch-cls"}
 @pytest.fixture(scope="module")
 def audio_shards(tmp_path_factory):
     """A 20-example audio dataset in shards of 8 (the last one short), as `dataset render` writes it."""
-    from synthmatch.training.shards import render_dataset
+    from synthmatch.training.shardrender import render_dataset
 
     root = tmp_path_factory.mktemp("shards") / "ds"
     render_dataset(default(), root, 20, seed=3, shard_size=8, store="audio", progress=False)

@@ -14,9 +14,10 @@ import torch
 
 from synthmatch.bridge import cli
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.training import shards as shards_mod
+from synthmatch.training import shardrender as shards_mod
 from synthmatch.training.sampling import sample_params
-from synthmatch.training.shards import MANIFEST, ShardDataset, ShardError, holdout, render_dataset
+from synthmatch.training.shardrender import render_dataset
+from synthmatch.training.shards import MANIFEST, ShardDataset, ShardError, holdout
 from synthmatch.training.synths import SynthError, SynthSpec, parse_spec
 from synthmatch.training.synths import profile as profile_mod
 from synthmatch.training.synths.vst3 import Vst3Synth, load_plugin
