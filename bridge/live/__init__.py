@@ -2,6 +2,7 @@
 
     serve        the process: config from flags, engine, sinks, control, signals, the exit report
     daemon       the worker loop (window -> engine -> shaping -> outputs) and the modes
+    intake       the input's raw blocks -> 16 kHz ring, onsets, arrival times (for latency figures)
     capture      trigger/manual capture: when a window is due, cut from the ring
     shaping      continuous mode as pure functions: hops, smoothing, deadband, rate limit, pitch resend
     refinetrack  which refined answer is still current, and its counts

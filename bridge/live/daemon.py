@@ -19,6 +19,7 @@ Freeze/unfreeze and mode changes arrive over the control server. Counters are lo
 log.interval_s and printed as one JSON line on stderr at exit ("synthmatch bridge: counters {...}").
 
 This module is the worker loop (Daemon); its parts, each readable and testable alone:
+  intake.py       raw blocks -> Converter -> the 16 kHz ring, onsets, each sample's arrival time
   capture.py      trigger/manual capture: onset -> pending window -> the snapshot's samples
   shaping.py      continuous mode's hop plan, smoothing, deadband, rate limit, pitch resend (pure functions)
   refinetrack.py  update ids: which refined answer is still current
@@ -28,7 +29,6 @@ This module is the worker loop (Daemon); its parts, each readable and testable a
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import threading
@@ -37,21 +37,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from synthmatch.bridge.audio.input import Converter
 from synthmatch.bridge.audio.notes import NoteStage
-from synthmatch.bridge.audio.onset import OnsetDetector, rms_dbfs
-from synthmatch.bridge.audio.ring import Ring
+from synthmatch.bridge.audio.onset import rms_dbfs
 from synthmatch.bridge.engines import output_problem
 from synthmatch.bridge.live import report
 from synthmatch.bridge.live.capture import SILENCE_DBFS, TriggerCapture, cut_window, silent
 from synthmatch.bridge.live.config import MODES
+from synthmatch.bridge.live.intake import Intake
 from synthmatch.bridge.live.refinetrack import RefineTracker
 from synthmatch.bridge.live.report import Counters
 from synthmatch.bridge.live.shaping import next_hop, pitch_resend, shape
 
 log = logging.getLogger("synthmatch.bridge")
 
-RING16_SECONDS = 12.0  # 16 kHz history: a 4 s window plus slack for a late trigger
 IDLE_SLEEP_S = 0.001  # worker poll interval when no analysis is due soon (or input runs --fast)
 NEAR_SLEEP_S = 0.0002  # ... when the block completing the next window may arrive any moment
 FAR_SLEEP_S = 0.005  # longest sleep while a window is far off (commands wait at most this)
@@ -92,18 +90,12 @@ class Daemon:
         self.frozen = False
         self.c = Counters()
         self.refines = RefineTracker(self.c)  # update ids: which refined answer is still current
-        self.ring16 = Ring(int(RING16_SECONDS * self.sr), 1)
-        self.converter = Converter(source.sample_rate, self.sr, source.channels, cfg.input.channel)
-        self.onset = OnsetDetector(cfg.onset, self.sr)
+        self.intake = Intake(source, self.sr, cfg.onset, cfg.input.channel)  # 16 kHz ring, onsets, arrivals
         self.notes = NoteStage(cfg.notes, contract)  # note per window, model at that note (bridge/audio/notes.py)
         self._note_fields: dict[str, Any] = {}  # the newest update's note: refined follow-up, status, pitch
         self.done = threading.Event()  # the loop ended (stop() or end of file input)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run_guarded, name="synthmatch-worker", daemon=True)
-        self._raw_pos = 0
-        self._block_s = 0.0  # longest input block seen, s: how far a sample's arrival lags its capture
-        self._gen = source.generation
-        self._arrivals: collections.deque = collections.deque(maxlen=4096)  # (end16, monotonic time)
         self.capture = TriggerCapture(cfg.trigger, cfg.manual, self.n)  # trigger/manual: pending, armed
         cont = cfg.continuous
         self._hop = max(1, int(round(cont.hop_s * self.sr)))  # continuous hop, samples
@@ -142,15 +134,13 @@ class Daemon:
             self.source.poll()
             self._commands()
             self._refined()
-            raw, start = self.source.ring.read_since(self._raw_pos)
-            if raw.shape[0]:
-                self._block_s = max(self._block_s, raw.shape[0] / self.source.sample_rate)
-                self._raw_pos = start + raw.shape[0]
-                # arrival of the block holding the newest frame read (stamped by the producer)
-                self._ingest(raw, self.source.ring.arrival_time(self._raw_pos))
+            onsets = self.intake.pull()
+            if onsets is not None:
+                for p in onsets:
+                    self._on_onset(p)
                 self._modes(time.monotonic())
             else:
-                if self.source.eof and self.source.ring.written == self._raw_pos:
+                if self.intake.drained():
                     self._finish()
                     return
                 self._modes(time.monotonic())
@@ -165,34 +155,13 @@ class Daemon:
         if self.cfg.input.fast:
             return IDLE_SLEEP_S  # file input as fast as possible: no capture clock to plan by
         if self.mode == "continuous" and not self.frozen:
-            missing = self._next_end - self.ring16.written
+            missing = self._next_end - self.intake.ring16.written
         elif self.capture.pending is not None:
-            missing = self.capture.pending[0] + self.n - self.ring16.written
+            missing = self.capture.pending[0] + self.n - self.intake.ring16.written
         else:
             return IDLE_SLEEP_S
-        t = missing / self.sr - self._block_s - WAKE_EARLY_S
+        t = missing / self.sr - self.intake.block_s - WAKE_EARLY_S
         return min(FAR_SLEEP_S, t) if t > NEAR_SLEEP_S else NEAR_SLEEP_S
-
-    def _ingest(self, raw: np.ndarray, t_arrival: float) -> None:
-        if self.source.generation != self._gen:  # the device was reopened: new resampler state
-            self._gen = self.source.generation
-            self.converter.reset()
-        x = self.converter(raw)
-        if x.size == 0:
-            return
-        pos = self.ring16.written
-        self.ring16.write(x)
-        self.ring16.read_pos = self.ring16.written  # nobody consumes ring16 sequentially
-        self._arrivals.append((self.ring16.written, t_arrival))
-        for p in self.onset.process(x, pos):
-            self._on_onset(p)
-
-    def _arrival_of(self, end: int) -> float:
-        """Arrival time of the block holding sample end - 1 (the newest sample of a window)."""
-        for e, t in self._arrivals:
-            if e >= end:
-                return t
-        return time.monotonic()
 
     # ---- modes ----
     def _on_onset(self, p: int) -> None:
@@ -208,7 +177,7 @@ class Daemon:
         if self.mode == "continuous":
             self._continuous()
             return
-        due = self.capture.due(self.ring16.written, now)
+        due = self.capture.due(self.intake.ring16.written, now)
         if due is not None:
             self._capture(*due)
         if self.mode == "manual":
@@ -216,7 +185,7 @@ class Daemon:
 
     def _capture(self, p: int, end: int | None = None) -> None:
         """One snapshot of the window starting at p; `end` < p + n cuts it there (zero-padded)."""
-        got = cut_window(self.ring16, p, end, self.n)
+        got = cut_window(self.intake.ring16, p, end, self.n)
         if got is None:
             return
         window, m = got
@@ -225,18 +194,18 @@ class Daemon:
         est = self.notes.snapshot(window, m)
         values = self._infer(p, window, est.note)
         if values is not None:
-            self._send(values, self._arrival_of(p + max(m, 1)), _note_fields(est, est.note, True))
+            self._send(values, self.intake.arrival_of(p + max(m, 1)), _note_fields(est, est.note, True))
             if self.refiner is not None:
                 self.refiner.submit(self.refines.update_id, window, values)
 
     def _capture_now(self) -> None:
         """manual.start = "now": the last 4 s, unless they are silent (capture.silent)."""
-        p = max(0, self.ring16.written - self.n)
-        if silent(self.ring16, p):
+        p = max(0, self.intake.ring16.written - self.n)
+        if silent(self.intake.ring16, p):
             self.c.silent_captures += 1
             log.warning(
                 "manual capture refused: the last %.1f s are silent (peak below %.0f dBFS); play, then trigger",
-                (self.ring16.written - p) / self.sr,
+                (self.intake.ring16.written - p) / self.sr,
                 SILENCE_DBFS,
             )
             return
@@ -244,11 +213,11 @@ class Daemon:
         self._capture(p)
 
     def _continuous(self) -> None:
-        while self.ring16.written >= self._next_end and not self._stop.is_set():
+        while self.intake.ring16.written >= self._next_end and not self._stop.is_set():
             self._hop_once()
 
     def _hop_once(self) -> None:
-        hop = next_hop(self.ring16.written, self._next_end, self._hop, self._catch_up)
+        hop = next_hop(self.intake.ring16.written, self._next_end, self._hop, self._catch_up)
         self.c.skipped_hops += hop.skipped
         self._next_end = hop.next_end
         end = hop.end
@@ -256,12 +225,12 @@ class Daemon:
             self.c.held += 1
             return
         gate_n = min(self.n, int(self.cfg.continuous.gate_s * self.sr))
-        recent = self.ring16.window(end - gate_n, gate_n)
+        recent = self.intake.ring16.window(end - gate_n, gate_n)
         if recent is None or rms_dbfs(recent) < self.cfg.continuous.gate_db:
             self.c.gated += 1
             self._end_note()
             return
-        window = self.ring16.window(end - self.n, self.n)
+        window = self.intake.ring16.window(end - self.n, self.n)
         if window is None:
             return
         est, held, changed = self.notes.track(window[:, 0])
@@ -276,7 +245,7 @@ class Daemon:
         if out is None:
             self.c.held += 1
             return
-        self._send(out, self._arrival_of(end), _note_fields(est, held, changed))
+        self._send(out, self.intake.arrival_of(end), _note_fields(est, held, changed))
 
     def _infer(self, start: int, window: np.ndarray, note: int | None = None) -> np.ndarray | None:
         t0 = time.monotonic()
@@ -362,7 +331,7 @@ class Daemon:
         """End of file input: a capture still waiting is analysed zero-padded; the refined follow-up of
         the last snapshot is waited for (at most REFINE_DRAIN_S)."""
         if self.capture.pending is not None and self.mode in ("trigger", "manual"):
-            self._capture(self.capture.take(), end=self.ring16.written)
+            self._capture(self.capture.take(), end=self.intake.ring16.written)
         self._end_note()
         r = self.refiner
         deadline = time.monotonic() + REFINE_DRAIN_S
@@ -411,14 +380,19 @@ class Daemon:
                 self._end_note()
                 self.mode = arg
                 self.capture.reset()
-                self._next_end = max(self.n, self.ring16.written)
+                self._next_end = max(self.n, self.intake.ring16.written)
         else:
             log.warning("unknown control command %r", kind)
 
     # ---- reporting (bridge/live/report.py) ----
     def counters(self) -> dict[str, Any]:
         return report.counters(
-            self.c, self.source, self.converter, self.notes.fallbacks, self.ring16.written, self.control_stats
+            self.c,
+            self.source,
+            self.intake.converter,
+            self.notes.fallbacks,
+            self.intake.ring16.written,
+            self.control_stats,
         )
 
     def status(self) -> dict[str, Any]:
@@ -427,7 +401,7 @@ class Daemon:
             mode=self.mode,
             frozen=self.frozen,
             armed=self.capture.armed,
-            level_db=self.onset.level_db,
+            level_db=self.intake.onset.level_db,
             names=self.contract.names,
             values=self.last_values,
             note_fields=self._note_fields,
@@ -436,7 +410,7 @@ class Daemon:
 
     def status_line(self) -> str:
         return report.status_line(
-            level_db=self.onset.level_db,
+            level_db=self.intake.onset.level_db,
             mode=self.mode,
             frozen=self.frozen,
             armed=self.capture.armed,

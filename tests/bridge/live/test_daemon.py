@@ -132,7 +132,7 @@ def test_garbage_input_sends_no_garbage(c, engine, tmp_path):
     for mode in ("continuous", "trigger"):
         cfg = make_config(c, mode=mode, input={"source": f"file:{path}", "fast": True}, continuous={"max_rate_hz": 0})
         d, taps, lines = run_daemon(cfg, c, engine)
-        assert d.converter.nonfinite >= SR and d.converter.clipped > 0
+        assert d.intake.converter.nonfinite >= SR and d.intake.converter.clipped > 0
         for _, window, _ in taps:
             assert np.all(np.isfinite(window)) and np.abs(window).max() <= 1.0
         for ln in lines:  # note-off lines (the gate ends a held note) carry no values
@@ -348,13 +348,13 @@ def test_idle_worker_sleeps_until_the_next_window_can_arrive(c, engine, tmp_path
     }.items():
         cfg = make_config(c, **{"input": {"source": f"file:{path}"}, **sections})
         d = Daemon(cfg, c, engine, [], open_source(cfg.input))
-        d._block_s = 256 / 48000  # blocks of 5.3 ms have been arriving
+        d.intake.block_s = 256 / 48000  # blocks of 5.3 ms have been arriving
         plans[name] = d
     d = plans["continuous"]
     assert d._idle_sleep() == daemon_mod.FAR_SLEEP_S  # 4 s of audio still to come
-    d.ring16.write(np.zeros(d.n - int(0.0095 * SR), np.float32))  # 9.5 ms short of the first window
+    d.intake.ring16.write(np.zeros(d.n - int(0.0095 * SR), np.float32))  # 9.5 ms short of the first window
     assert d._idle_sleep() == pytest.approx(0.0095 - 256 / 48000 - daemon_mod.WAKE_EARLY_S, abs=1e-4)
-    d.ring16.write(np.zeros(int(0.004 * SR), np.float32))  # 5.5 ms short: inside a block of arrival
+    d.intake.ring16.write(np.zeros(int(0.004 * SR), np.float32))  # 5.5 ms short: inside a block of arrival
     assert d._idle_sleep() == daemon_mod.NEAR_SLEEP_S
     assert plans["trigger"]._idle_sleep() == daemon_mod.IDLE_SLEEP_S  # nothing pending: no deadline
     plans["trigger"].capture.pending = (0, 0.0)
