@@ -1,4 +1,5 @@
-"""training.shards: parallel resumable rendering, byte-identical resume, refusing bad datasets."""
+"""training.shards and training.shardrender: the dataset format, parallel resumable rendering, byte-identical
+resume, refusing bad datasets."""
 
 from __future__ import annotations
 
