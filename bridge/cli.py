@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "bridge",
-        "synthmatch.bridge.live.daemon:main",
+        "synthmatch.bridge.live.serve:main",
         "listen to an audio input, infer the 16 parameters, send them as MIDI CC / OSC",
     )
     p.add_argument("--config", help="daemon TOML (default: configs/bridge.toml)")

@@ -198,6 +198,11 @@ def write_torch_artifact(model: nn.Module, onnx_path: str | Path, contract: Cont
         )
     if _takes_note(model) != meta.takes_note:
         raise ExportError(f"{onnx_path}: the model and the ONNX file disagree on the note input")
+    return _write_program(model, contract, meta)
+
+
+def _write_program(model: nn.Module, contract: Contract, meta: ModelMeta) -> Path:
+    """model.pt2 beside meta.path, for the ONNX file `meta` was read from (the model's own weights)."""
     info = {
         "format": PROGRAM_FORMAT,
         "export_id": meta.export_id,
@@ -208,7 +213,7 @@ def write_torch_artifact(model: nn.Module, onnx_path: str | Path, contract: Cont
     }
     buf = io.BytesIO()
     torch.export.save(torch_program(model, contract), buf, extra_files={PROGRAM_INFO: json.dumps(info)})
-    path = program_path(onnx_path)
+    path = program_path(meta.path)
     write_atomic(path, buf.getvalue())
     return path
 
@@ -263,8 +268,8 @@ def export_model(
             buf,
         )
         write_atomic(wpath, buf.getvalue())
-    ppath = write_torch_artifact(model, path, contract) if weights else None
     meta = read_meta(path)
+    ppath = _write_program(model, contract, meta) if weights else None
     diff = program_diff = float("nan")
     if check:
         audio = parity_audio(contract, batch=3)  # batch 3 != the traced 2: exercises the dynamic axis

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from synthmatch.bridge.core.contract import Contract
+from synthmatch.bridge.core.digest import file_sha256
 from synthmatch.training.sampling import PresetSampling
 from synthmatch.training.shards import (
     DEFAULT_SHARD_SIZE,
@@ -34,7 +35,6 @@ from synthmatch.training.shards import (
     Plan,
     ShardDataset,
     ShardError,
-    file_sha256,
     make_plan,
     read_manifest,
     shard_files,

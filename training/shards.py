@@ -35,7 +35,6 @@ are the model's input after the front-end: predict with `torch.sigmoid(model.fea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -45,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from synthmatch.bridge.core.contract import Contract
+from synthmatch.bridge.core.digest import file_sha256
 from synthmatch.training.sampling import PresetSampling, sampling_fingerprint
 
 FORMAT = 1
@@ -119,14 +119,6 @@ def make_plan(
 
 def shard_files(root: Path, k: int) -> dict[str, Path]:
     return {"x": root / f"shard-{k:05d}.x.npy", "params": root / f"shard-{k:05d}.params.npy"}
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_manifest(root: Path, plan: Plan, shards: dict[str, dict], merge: bool = False, drop=()) -> None:

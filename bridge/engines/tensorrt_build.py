@@ -39,6 +39,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from synthmatch.bridge.core.atomic import write_atomic
+from synthmatch.bridge.core.digest import file_sha256
 from synthmatch.bridge.core.modelfile import (
     INPUT_NAME,
     NOTE_NAME,
@@ -138,14 +139,6 @@ class EngineSpec:
 
     def to_json(self) -> dict:
         return {**asdict(self), "targets": list(self.targets)}
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def import_flavour(flavour: Flavour) -> ModuleType:

@@ -134,16 +134,14 @@ class Daemon:
             self.source.poll()
             self._commands()
             self._refined()
-            onsets = self.intake.pull()
-            if onsets is not None:
-                for p in onsets:
-                    self._on_onset(p)
-                self._modes(time.monotonic())
-            else:
-                if self.intake.drained():
-                    self._finish()
-                    return
-                self._modes(time.monotonic())
+            onsets = self.intake.pull()  # None: nothing new arrived
+            if onsets is None and self.intake.drained():
+                self._finish()
+                return
+            for p in onsets or ():
+                self._on_onset(p)
+            self._modes(time.monotonic())
+            if onsets is None:
                 self._maintain()
                 time.sleep(self._idle_sleep())
 
@@ -273,14 +271,7 @@ class Daemon:
             mode=mode,
             **(notes or {}),
         )
-        taken = 0
-        for s in self.sinks:
-            try:
-                self.c.messages += s.send(u)
-                taken += 1
-            except (OSError, ValueError) as e:  # sinks count transport trouble; this is a last guard
-                self.c.send_failures += 1
-                log.warning("%s failed: %s", type(s).__name__, e)
+        taken = self._deliver(u)
         now = time.monotonic()
         if taken or not self.sinks:
             self.c.updates += 1
@@ -296,12 +287,19 @@ class Daemon:
             return
         from synthmatch.bridge.outputs.sinks import Update
 
+        self._deliver(Update(values=(), mode=self.mode, note=held, note_off=True))
+
+    def _deliver(self, u: Any) -> int:
+        """Hand an outputs.sinks.Update to every sink -> how many took it (counting messages and failures)."""
+        taken = 0
         for s in self.sinks:
             try:
-                self.c.messages += s.send(Update(values=(), mode=self.mode, note=held, note_off=True))
-            except (OSError, ValueError) as e:
+                self.c.messages += s.send(u)
+                taken += 1
+            except (OSError, ValueError) as e:  # sinks count transport trouble; this is a last guard
                 self.c.send_failures += 1
                 log.warning("%s failed: %s", type(s).__name__, e)
+        return taken
 
     def _send(self, values: np.ndarray, t_audio: float, notes: dict[str, Any] | None = None) -> None:
         self._note_fields = {**(notes or {}), "new_note": False}
@@ -429,10 +427,3 @@ def _note_fields(est, note: int | None, new: bool) -> dict[str, Any]:
         "confidence": round(est.confidence, 4),
         "new_note": new,
     }
-
-
-def main(args) -> int:
-    """`synthmatch bridge` (bridge/cli.py names synthmatch.bridge.live.daemon:main): bridge/live/serve.py."""
-    from synthmatch.bridge.live.serve import main as serve
-
-    return serve(args)

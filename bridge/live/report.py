@@ -11,30 +11,12 @@ from __future__ import annotations
 import collections
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 LATENCY_KEEP = 20000  # timings kept per deque, the newest (at 4 updates/s: the last 80 minutes)
-
-# the plain counts of `Counters`, in the order counters() reports them
-COUNTS = (
-    "inferences",
-    "updates",
-    "messages",
-    "onsets",
-    "captures_padded",
-    "gated",
-    "held",
-    "skipped_hops",
-    "bad_outputs",
-    "send_failures",
-    "silent_captures",
-    "control_commands",
-    "refined",
-    "refines_dropped",
-)
 
 
 def _times() -> collections.deque:
@@ -61,6 +43,10 @@ class Counters:
     infer_ms: collections.deque = field(default_factory=_times)  # engine call, ms
     overhead_ms: collections.deque = field(default_factory=_times)  # latency minus its inference, ms
     refine_ms: collections.deque = field(default_factory=_times)  # refinement search (its own process), ms
+
+
+# the plain counts of `Counters`, in the order counters() reports them
+COUNTS = tuple(f.name for f in fields(Counters) if f.type == "int")
 
 
 def percentile(xs: Iterable[float], q: float) -> float | None:

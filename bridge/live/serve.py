@@ -4,7 +4,7 @@ periodic counters, stop on a signal, print the exit counters.
 
 Signals are handled from the first line of `main`: while starting, SIGTERM/SIGINT/SIGHUP raise Shutdown
 (everything opened so far is closed, exit 0); once running, one stops the loop. SIGUSR1 prints every
-thread's stack on stderr. cli.py reaches `main` as synthmatch.bridge.live.daemon:main.
+thread's stack on stderr. cli.py reaches `main` as synthmatch.bridge.live.serve:main.
 """
 
 from __future__ import annotations
@@ -113,7 +113,6 @@ def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
     if fs.enabled:
         import rtmidi
 
-        from synthmatch.bridge.core.errors import UsageError
         from synthmatch.bridge.outputs.midiports import MidiPortError
 
         try:
@@ -122,11 +121,7 @@ def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
             for o in out:
                 o.close()
             if isinstance(e, (MidiPortError, rtmidi.RtMidiError)):
-                raise UsageError(
-                    f"control.footswitch: {e}; start the JACK server (or load the ALSA sequencer: "
-                    "sudo modprobe snd-seq), pick a port from `synthmatch devices`, or set "
-                    "control.footswitch.enabled = false"
-                ) from None
+                raise _midi_error("control.footswitch", e, "control.footswitch.enabled = false") from None
             raise
     return out
 
@@ -181,17 +176,23 @@ def _closer(stack: contextlib.ExitStack, obj) -> None:
 def _open_sinks(cfg, contract) -> list:
     import rtmidi
 
-    from synthmatch.bridge.core.errors import UsageError
     from synthmatch.bridge.outputs.midiports import MidiPortError
     from synthmatch.bridge.outputs.sinks import build_sinks
 
     try:
         return build_sinks(cfg.output, contract)
     except (MidiPortError, rtmidi.RtMidiError) as e:
-        raise UsageError(
-            f"output.midi: {e}; start the JACK server (or load the ALSA sequencer: sudo modprobe "
-            "snd-seq), pick a port from `synthmatch devices`, or set output.midi.api"
-        ) from None
+        raise _midi_error("output.midi", e, "output.midi.api") from None
+
+
+def _midi_error(key: str, e: Exception, or_set: str):
+    """The UsageError for a MIDI port that cannot be opened under config key `key`."""
+    from synthmatch.bridge.core.errors import UsageError
+
+    return UsageError(
+        f"{key}: {e}; start the JACK server (or load the ALSA sequencer: sudo modprobe snd-seq), pick a "
+        f"port from `synthmatch devices`, or set {or_set}"
+    )
 
 
 def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: list) -> int:
