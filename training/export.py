@@ -188,7 +188,10 @@ def write_torch_artifact(model: nn.Module, onnx_path: str | Path, contract: Cont
     meta = read_meta(onnx_path)
     contract = contract or contract_mod.default()
     if contract.hash != meta.contract_hash:
-        raise ExportError(f"{onnx_path}: exported for contract {meta.contract_hash}, not {contract.hash}")
+        raise ExportError(
+            f"{onnx_path}: exported for contract {meta.contract_hash}, not {contract.hash}; pass the contract "
+            "the ONNX file was exported with"
+        )
     model = model.eval().float().cpu()
     fingerprint = weights_fingerprint(model)
     if fingerprint != meta.export_id:
@@ -197,7 +200,10 @@ def write_torch_artifact(model: nn.Module, onnx_path: str | Path, contract: Cont
             "pass the model the ONNX file was exported from"
         )
     if _takes_note(model) != meta.takes_note:
-        raise ExportError(f"{onnx_path}: the model and the ONNX file disagree on the note input")
+        raise ExportError(
+            f"{onnx_path}: the model and the ONNX file disagree on the note input; pass the model the ONNX "
+            "file was exported from"
+        )
     return _write_program(model, contract, meta)
 
 

@@ -91,7 +91,10 @@ class DeviceSource:
         portaudio.name_jack_client(sd, JACK_CLIENT_NAME)  # also re-scans: sees a JACK server started late
         idx, name, max_ch, default_sr = find_device(sd, settings.source)
         if settings.channel > max_ch:
-            raise UsageError(f"input.channel = {settings.channel}: device {name!r} has {max_ch} input channels")
+            raise UsageError(
+                f"input.channel = {settings.channel}: device {name!r} has {max_ch} input channels; set "
+                f"input.channel to 1..{max_ch}, or 0 to mix them all"
+            )
         self.device_name = name
         self.name = f"device:{name}"
         self.channels = max_ch if settings.channel == 0 else settings.channel
