@@ -16,76 +16,28 @@ with an inverse FFT (harmonics at or above Nyquist are never written, so nothing
 and read with a phase accumulator. The envelope multiplies in time; the reverb is one FFT convolution.
 
 render: (B, 16) normalised parameters -> (B, num_samples) float32 in [-1, 1], on the input's device.
+
+The torch-free definitions (constants, the shapes' harmonic series, the reverb's impulse response) live in
+bridge/match/synth.py, beside the numpy renderer of the same voice that the runtime uses.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from synthmatch.bridge.core.contract import Contract
-
-N_HARMONICS = 128  # enough for C4 at -24 semitones (65 Hz) up to 8 kHz: 122 harmonics (lower notes
-#                   with low offsets stop below 8 kHz: at MIDI 36 - 24 semitones, 16 Hz x 128 = 2 kHz)
-TABLE_SIZE = 1 << 15  # single-cycle table, read at the nearest sample (see _read)
-LADDER_MAX_FEEDBACK = 3.5  # filter 1 resonance 1.0 -> +19 dB peak, below self-oscillation (4.0)
-HIGHPASS_Q = (0.5, 8.0)  # filter 2 resonance 0 .. 1 -> Q, exponential
-REVERB_SEED = 20240901  # the impulse response is fixed noise: same on every machine and device
-PHASE_BLOCK = 64  # samples per float64-reduced phase block in _read
-HEADROOM = 1.0 / 3.0  # three full-scale oscillators sum to at most 1 before the filters
-
-
-def _vowel(k: np.ndarray, f1: float, f2: float) -> np.ndarray:
-    """Harmonic weights of a vowel-like tone: two formant bumps (in harmonic numbers) on a soft body."""
-    return np.exp(-0.5 * ((k - f1) / 0.8) ** 2) + 0.6 * np.exp(-0.5 * ((k - f2) / 1.2) ** 2) + 0.15 / k**2
-
-
-def shape_spectrum(name: str, k: np.ndarray) -> np.ndarray:
-    """Real sine-series amplitudes of harmonics k for a named single-cycle shape."""
-    odd = k % 2 == 1
-    if name == "sine":
-        return np.where(k == 1, 1.0, 0.0)
-    if name == "triangle":
-        return np.where(odd, (-1.0) ** ((k - 1) // 2) / k**2, 0.0)
-    if name == "saw":
-        return (-1.0) ** (k + 1) / k
-    if name == "square":
-        return np.where(odd, 1.0 / k, 0.0)
-    if name.startswith("pulse"):  # pulseNN: rectangular pulse train of NN % duty
-        duty = float(name[5:]) / 100
-        return np.sin(np.pi * k * duty) / k
-    vowels = {"u": (1.2, 2.7), "o": (1.7, 3.1), "a": (3.0, 4.6), "e": (1.5, 7.6), "i": (1.1, 8.8)}
-    if name.startswith("vowel_") and name[6:] in vowels:  # formants as harmonic numbers at C4
-        return _vowel(k, *vowels[name[6:]])
-    raise ValueError(
-        f"unknown wavetable shape {name!r}; known: sine, triangle, saw, square, pulseNN (NN = duty %), vowel_u/o/a/e/i"
-    )
-
-
-def wavetable_coefficients(shapes: tuple[str, ...], n: int = N_HARMONICS) -> np.ndarray:
-    """Complex harmonic amplitudes c_k (k = 1..n) of each shape, x(theta) = sum_k Re(c_k e^{ik theta}),
-    each shape scaled to unit peak. Returns (len(shapes), n) complex128."""
-    k = np.arange(1, n + 1)
-    theta = np.linspace(0, 2 * np.pi, 8192, endpoint=False)
-    rows = []
-    for name in shapes:
-        c = shape_spectrum(name, k) * -1j  # Re(-i e^{i theta}) = sin(theta)
-        wave = np.real(np.exp(1j * np.outer(theta, k)) @ c)
-        rows.append(c / np.abs(wave).max())
-    return np.stack(rows)
-
-
-def reverb_ir(contract: Contract) -> np.ndarray:
-    """Exponentially decaying noise after a pre-delay, unit energy: (L,) float64."""
-    s, sr = contract.synth, contract.audio.sample_rate
-    pre = int(round(s.reverb_predelay_ms * sr / 1000))
-    n = int(round(s.reverb_rt60_s * sr))
-    t = np.arange(n) / sr
-    tail = np.random.default_rng(REVERB_SEED).standard_normal(n) * np.exp(-math.log(1000.0) * t / s.reverb_rt60_s)
-    ir = np.concatenate([np.zeros(pre), tail])
-    return ir / np.sqrt(np.sum(ir**2))
+from synthmatch.bridge.match.synth import (  # the torch-free definitions, shared with the numpy renderer
+    HEADROOM,
+    HIGHPASS_Q,
+    LADDER_MAX_FEEDBACK,
+    N_HARMONICS,
+    PHASE_BLOCK,
+    TABLE_SIZE,
+    reverb_ir,
+    wavetable_coefficients,
+)
 
 
 class ReferenceSynth:
