@@ -7,6 +7,12 @@ types, datagrams that are not OSC: bad sizes or alignment, bundles nested deeper
 addresses or strings that are not UTF-8) is ignored with a rate-limited warning and counted in
 `ControlServer.stats` (the daemon reports them under "control" in /synthmatch/status).
 
+No flood of datagrams can flood the log: warnings (malformed input, a full queue) go through
+core.ratelimit with a count of those suppressed; while the server runs, the lines commands cause in the
+daemon's log (one per command: "values frozen", "mode a -> b", ...) are summarised by a
+ratelimit.SummaryFilter on its logger (a burst, then one per SUMMARY_S carrying the count), and the
+server logs its own traffic as one line per SUMMARY_S in which commands came.
+
 OSC addresses (UDP, bound to 127.0.0.1 by default):
   /synthmatch/trigger            no args, or one number (non-zero fires; 0 = a button's release, ignored)
   /synthmatch/freeze  1|0        int, float or OSC true/false: hold the current values / release
@@ -31,11 +37,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from synthmatch.bridge.core.ratelimit import LimitedLog, RateLimiter, SummaryFilter, suppressed_note
 from synthmatch.bridge.live.oscdecode import MAX_DATAGRAM, OscError, decode
 
 log = logging.getLogger("synthmatch.control")
 
 LOG_CHARS = 300  # a warning about a datagram shows at most this much of it
+SUMMARY_S = 10.0  # a flood's lines are summarised once per this many seconds
+QUIET = ("synthmatch.bridge",)  # loggers that write a line per command (the daemon's apply)
 
 PREFIX = "/synthmatch"
 KINDS = ("trigger", "freeze", "mode", "status")
@@ -66,6 +75,7 @@ class CommandQueue:
     def __init__(self, maxsize: int = 64):
         self._q: queue.Queue[ControlCommand] = queue.Queue(maxsize)
         self.dropped = 0
+        self._full_log = LimitedLog(log, burst=3, per_s=1.0 / SUMMARY_S)
 
     def put(self, cmd: ControlCommand) -> bool:
         try:
@@ -73,7 +83,7 @@ class CommandQueue:
             return True
         except queue.Full:
             self.dropped += 1
-            log.warning("control queue full (%d): dropped %s", self._q.maxsize, cmd.kind)
+            self._full_log.warning("control queue full (%d): dropped %s", self._q.maxsize, cmd.kind)
             return False
 
     def get(self, timeout: float | None = None) -> ControlCommand | None:
@@ -108,11 +118,12 @@ class ControlServer:
     The thread reads one datagram at a time from a socket with a timeout, so close() never waits on
     more than one poll interval; every datagram is decoded by `decode` (bounded) and any error in
     handling it is counted, never raised. Warnings about bad input are rate-limited (LOG_BURST, then
-    one a second with the number suppressed) so a flood cannot fill the log.
+    one a second with the number suppressed) so a flood cannot fill the log. quiet: loggers whose
+    per-command lines are summarised while the server runs (default QUIET, the daemon's).
     """
 
     POLL_S = 0.1  # socket timeout: how often the thread checks for close()
-    LOG_BURST = 20  # malformed-input warnings logged in a row before rate limiting
+    LOG_BURST = 10  # malformed-input warnings logged in a row before rate limiting
     STATUS_MAX_HZ = 50.0  # status replies per second at most; requests beyond are dropped (counted)
 
     def __init__(
@@ -122,11 +133,16 @@ class ControlServer:
         commands: CommandQueue | None = None,
         status: Callable[[], dict] | None = None,
         modes: Sequence[str] | None = None,
+        quiet: Sequence[str] = QUIET,
     ):
         self.commands = commands if commands is not None else CommandQueue()
         self.status, self.modes = status, tuple(modes) if modes else None
         self.stats = ControlStats()
-        self._log_tokens, self._log_t, self._suppressed = float(self.LOG_BURST), time.monotonic(), 0
+        self._limiter = RateLimiter(self.LOG_BURST, 1.0)
+        self._quiet = tuple(quiet)
+        self._summary = SummaryFilter(burst=3, interval_s=SUMMARY_S)
+        self._told = ControlStats()  # stats as of the last traffic summary
+        self._told_t = time.monotonic()
         self._status_t = -math.inf
         try:
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -159,11 +175,13 @@ class ControlServer:
             try:
                 data, sender = self._sock.recvfrom(65536)
             except socket.timeout:
+                self._traffic()
                 continue
             except OSError:  # socket closed under us (close()), or an ICMP error from a reply
                 if self._closed.wait(0.01):
                     return
                 continue
+            self._traffic()
             try:
                 self.handle_datagram(data, sender)
             except Exception as e:  # noqa: BLE001 - the server must survive any datagram
@@ -186,17 +204,29 @@ class ControlServer:
         """log.warning, at most LOG_BURST in a row, then one a second (saying how many were suppressed).
         Text from the network is shown escaped and cut (no forged log lines, no 8 kB addresses)."""
         text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text[:LOG_CHARS])
+        ok, suppressed = self._limiter.allow()
+        if ok:
+            log.warning("%s%s", text, suppressed_note(suppressed))
+
+    def _traffic(self, final: bool = False) -> None:
+        """Every SUMMARY_S (and at close), one INFO line of the commands and datagrams since the last,
+        if more came than a person sends by hand (a burst of the summary filter)."""
         now = time.monotonic()
-        self._log_tokens = min(float(self.LOG_BURST), self._log_tokens + (now - self._log_t))
-        self._log_t = now
-        if self._log_tokens < 1.0:
-            self._suppressed += 1
+        if not final and now - self._told_t < SUMMARY_S:
             return
-        self._log_tokens -= 1.0
-        if self._suppressed:
-            text += f" ({self._suppressed} similar warnings suppressed)"
-            self._suppressed = 0
-        log.warning("%s", text)
+        s, t = self.stats, self._told
+        received = s.received - t.received
+        if received > self._summary.burst:
+            log.info(
+                "control: %d datagrams in %.0f s: %d commands taken, %d dropped, %d malformed",
+                received,
+                now - self._told_t,
+                s.accepted - t.accepted,
+                s.dropped - t.dropped,
+                s.malformed - t.malformed,
+            )
+        self._told = ControlStats(**vars(s))
+        self._told_t = now
 
     def _malformed(self, sender, why: str) -> None:
         self.stats.malformed += 1
@@ -257,6 +287,8 @@ class ControlServer:
             self._warn(f"control: status reply to {reply_to} failed: {e}")
 
     def start(self) -> "ControlServer":
+        for name in self._quiet:
+            logging.getLogger(name).addFilter(self._summary)
         self._thread = threading.Thread(target=self._serve, name="synthmatch-control", daemon=True)
         self._thread.start()
         log.info("control: OSC on %s:%d", *self.address)
@@ -269,6 +301,12 @@ class ControlServer:
         if self._thread is not None:
             self._thread.join(2 * self.POLL_S + 0.5)
             self._thread = None
+            self._traffic(final=True)
+            for name in self._quiet:
+                logging.getLogger(name).removeFilter(self._summary)
+            pending = sum(self._summary.pending().values())
+            if pending:
+                log.info("control: %d log lines caused by commands were suppressed", pending)
         self._sock.close()
 
     def __enter__(self) -> "ControlServer":

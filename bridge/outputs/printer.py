@@ -1,12 +1,22 @@
-"""Print output: one JSON line per update on a stream (stdout by default), for scripts and tests."""
+"""Print output: one JSON line per update on a stream (stdout by default), for scripts and tests.
+
+A reader that goes away (`synthmatch bridge --print | head -3`) ends the daemon as it ends any
+command-line tool: at the broken pipe (EPIPE) the sink says so once, points stdout at /dev/null (no
+"Exception ignored" at exit) and calls on_closed; the default, for the process's own stdout under a
+SIGTERM handler (the bridge's clean stop, exit 0), raises SIGTERM. Each update meanwhile raises
+OutputClosed, which the daemon counts as a send failure.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import signal
 import sys
 import time
-from typing import IO, Any, Sequence
+from typing import IO, Any, Callable, Sequence
 
 from synthmatch.bridge.outputs.sinks import (
     SinkStats,
@@ -18,6 +28,17 @@ from synthmatch.bridge.outputs.sinks import (
 log = logging.getLogger("synthmatch.sinks")
 
 
+class OutputClosed(BrokenPipeError):
+    """The print sink's reader has gone; the daemon counts the update as a send failure."""
+
+
+def stop_process() -> None:
+    """End this process as its SIGTERM handler does (the bridge: a clean stop, exit 0); nothing when no
+    Python handler is installed (a library caller: the default action would kill it)."""
+    if callable(signal.getsignal(signal.SIGTERM)):
+        signal.raise_signal(signal.SIGTERM)
+
+
 class PrintSink:
     """One JSON line per update on `stream` (stdout):
     {"t": unix time, "mode": ..., "latency_ms": now - t_audio, "infer_ms": t_infer_done - t_audio,
@@ -26,11 +47,22 @@ class PrintSink:
     {"t", "mode", "note_off": N}.
     """
 
-    def __init__(self, contract, stream: IO[str] | None = None, physical: bool = False, digits: int = 5):
+    def __init__(
+        self,
+        contract,
+        stream: IO[str] | None = None,
+        physical: bool = False,
+        digits: int = 5,
+        on_closed: Callable[[], None] | None = None,
+    ):
         self.contract, self.names = contract, list(contract.names)
         self.stream = stream if stream is not None else sys.stdout
         self.physical, self.digits = physical, digits
         self.stats = SinkStats()
+        self.closed = False  # the reader went away (EPIPE)
+        if on_closed is None:
+            on_closed = stop_process if self.stream is sys.__stdout__ else (lambda: None)
+        self.on_closed = on_closed
 
     def line(self, update: Sequence[float] | Update) -> str:
         u = as_update(update)
@@ -60,15 +92,34 @@ class PrintSink:
     def send(self, update: Sequence[float] | Update) -> int:
         text = self.line(update)
         self.stats.updates += 1
+        if self.closed:
+            self.stats.errors += 1
+            raise OutputClosed(errno.EPIPE, "print output: the reader has closed the pipe")
         try:
             self.stream.write(text + "\n")
             self.stream.flush()
-        except (OSError, ValueError) as e:  # closed pipe / closed file
+        except BrokenPipeError:
+            self._closed()
+            raise OutputClosed(errno.EPIPE, "print output: the reader has closed the pipe") from None
+        except (OSError, ValueError) as e:  # closed file, a full disk, ...
             self.stats.errors += 1
             log.warning("print output failed: %s", e)
             return 0
         self.stats.sent += 1
         return 1
+
+    def _closed(self) -> None:
+        self.closed = True
+        self.stats.errors += 1
+        log.warning("print output: the reader has closed the pipe; stopping")
+        try:  # later writes and the flush at exit go nowhere, quietly
+            fd = self.stream.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass
+        self.on_closed()
 
     def close(self) -> None:
         pass
