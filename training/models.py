@@ -292,6 +292,18 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def _embed_fp32(conv: nn.Conv2d, view: torch.Tensor) -> torch.Tensor:
+    """A patch embedding (B, H, W) -> (B, D, rows, cols), always in fp32, whatever the caller's autocast.
+
+    Why: under bf16 autocast on CPUs with AMX-BF16 (Sapphire Rapids and newer), oneDNN's bf16 convolution
+    returned NaN from finite input for the constant-Q embedding (one input channel, kernel 24 x 8, stride
+    6 x 8), and so did every output of the model. In fp32 the same weights are finite everywhere (and
+    the embeddings are a small share of the model's work). An explicit region, not a Python-level branch, so that
+    torch.export keeps it (a wrap_with_autocast node) and the cuda backend's bf16/fp16 runs honour it."""
+    with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+        return conv(view.unsqueeze(1).float())
+
+
 class AST(SoundMatcher):
     def __init__(self, config: ModelConfig, contract: Contract):
         super().__init__(config, contract)
@@ -330,13 +342,13 @@ class AST(SoundMatcher):
                 nn.init.zeros_(conv.bias)
 
     def body(self, views: tuple[torch.Tensor, ...], note: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.patch_embed(views[0].unsqueeze(1))  # (B, D, rows, cols)
+        x = _embed_fp32(self.patch_embed, views[0])  # (B, D, rows, cols)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         if self.note_embed is not None and note is not None:
             cls = cls + self.note_embed(((note.float() - self.played_note) / 24.0)[:, None, None])
         tokens = [cls, x.flatten(2).transpose(1, 2)]  # row-major (mel, time)
         if self.n_cqt_tokens:
-            tokens.append(self.cqt_embed(views[1].unsqueeze(1)).flatten(2).transpose(1, 2))  # (B, n_cqt, D)
+            tokens.append(_embed_fp32(self.cqt_embed, views[1]).flatten(2).transpose(1, 2))  # (B, n_cqt, D)
         x = torch.cat(tokens, dim=1) + self.pos_embed
         x = self.pos_drop(x)
         for block in self.blocks:

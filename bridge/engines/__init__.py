@@ -13,10 +13,12 @@ Backends (`BACKENDS`, in the order "auto" tries them):
                 runs the torch.export program export writes beside the ONNX file (model.onnx -> model.pt2).
 - "onnxruntime" bridge/engines/ort.py: ONNX Runtime on the CPU, fp32. Always available; the reference.
 
-"auto" takes the first that opens and logs exactly one line naming the choice and why the ones before it
-were skipped (missing: INFO; failed to build: WARNING). An explicitly named backend that is missing or
-fails raises BackendError. The seam itself (Engine, errors) is engines/base.py. Nothing here imports torch or
-a backend's library until that backend is opened.
+"auto" takes the first that opens and passes the load check, and logs exactly one line naming the choice and
+why the ones before it were skipped (missing: INFO; failed to build or to check: WARNING). The load check
+(`_probe`) runs a silent window on every backend and, on the reduced-precision ones (all but onnxruntime),
+a loud tone too: that is where precision faults show (bf16 NaN from oneDNN on AMX CPUs, say). An
+explicitly named backend that is missing or fails raises BackendError. The seam itself (Engine, errors) is
+engines/base.py. Nothing here imports torch or a backend's library until that backend is opened.
 """
 
 from __future__ import annotations
@@ -112,11 +114,17 @@ def choose(path: Path, meta: ModelMeta, candidates: list[tuple[str, Opener]]) ->
     the line a WARNING. Raises BackendError when none opens."""
     skipped: list[str] = []
     failed = False
-    for name, opener in candidates:
+    for i, (name, opener) in enumerate(candidates):
         try:
             engine = opener(path, meta)
         except BackendUnavailable as e:
             skipped.append(f"{name} unavailable: {_strip(name, e)}")
+            continue
+        except ModelOutputError as e:
+            if i == len(candidates) - 1:  # the last resort's check fails: the model itself is unusable
+                raise
+            skipped.append(f"{name} failed its load check: {_strip(name, e)}")
+            failed = True
             continue
         except Exception as e:  # any build failure of an optional backend falls back; reported below
             skipped.append(f"{name} failed to build: {type(e).__name__}: {_strip(name, e)}")
@@ -162,7 +170,7 @@ def load_engine(
         return lambda p, m: OPENERS[name](p, m, **options)
 
     if backend == "auto":
-        return _probe(choose(path, meta, [(name, opener(name)) for name in BACKENDS]))
+        return choose(path, meta, [(name, _checked(opener(name))) for name in BACKENDS])
     if backend not in OPENERS:
         raise ValueError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
     try:
@@ -180,18 +188,36 @@ def load_engine(
     return _probe(engine)
 
 
+def _checked(opener: Opener) -> Opener:
+    return lambda p, m: _probe(opener(p, m))
+
+
+def probe_windows(meta: ModelMeta, loud: bool) -> dict[str, np.ndarray]:
+    """The load check's inputs, (1, num_samples) float32 each: a silent window and, if `loud`, a full-scale
+    decaying sawtooth at the model's reference note (every harmonic up to Nyquist, peak 0.9)."""
+    n, sr = meta.num_samples, meta.sample_rate
+    windows = {"a silent window": np.zeros((1, n), np.float32)}
+    if loud:
+        t = np.arange(n) / sr
+        f0 = 440.0 * 2.0 ** ((meta.reference_note - 69) / 12)
+        saw = 2.0 * ((t * f0) % 1.0) - 1.0
+        windows["a loud tone"] = (0.9 * saw * np.exp(-t / 2.0)).astype(np.float32)[None]
+    return windows
+
+
 def _probe(engine: Engine) -> Engine:
-    """Check the outputs once at load, on a silent window: count (infer raises), finiteness and range.
-    A model that fails is closed and refused with ModelOutputError."""
+    """Check the outputs once at load: count (infer raises), finiteness and range, on a silent window and
+    (reduced-precision backends: every one but onnxruntime, the fp32 reference) on a loud tone. A model
+    that fails is closed and refused with ModelOutputError."""
     try:
-        out = engine.infer(np.zeros((1, engine.meta.num_samples), np.float32))
-        why = output_problem(out)
-        if why is not None:
-            raise ModelOutputError(
-                f"{engine.meta.path}: on a silent window {why}; a synthmatch model outputs "
-                f"{engine.meta.num_params} normalised values in [0, 1]: re-export it with "
-                "`synthmatch export`"
-            )
+        for what, window in probe_windows(engine.meta, loud=engine.name != "onnxruntime").items():
+            why = output_problem(engine.infer(window))
+            if why is not None:
+                raise ModelOutputError(
+                    f"{engine.meta.path}: on {what} {why} ({engine.name} backend); a synthmatch model outputs "
+                    f"{engine.meta.num_params} normalised values in [0, 1]: re-export it with "
+                    "`synthmatch export`, or try --backend onnxruntime"
+                )
     except BaseException:
         engine.close()
         raise

@@ -62,6 +62,41 @@ def test_autocast_keeps_frontend_fp32():
     assert (y.float() - ref).abs().max() < 0.02
 
 
+def _low_precisions() -> list[tuple[str, torch.dtype]]:
+    """Every (device, dtype) autocast this machine offers: bf16 on the CPU; bf16 and fp16 on a GPU."""
+    kinds = [("cpu", torch.bfloat16)]
+    if torch.cuda.is_available():
+        kinds += [("cuda", torch.bfloat16), ("cuda", torch.float16)]
+    return kinds
+
+
+@pytest.mark.parametrize("device,dtype", _low_precisions())
+def test_patch_embeddings_stay_fp32_and_finite_under_autocast(device, dtype):
+    """oneDNN's bf16 convolution returned NaN from finite input on AMX-BF16 CPUs for the constant-Q patch
+    embedding (and so every output): both embeddings run in fp32 whatever the autocast, so their outputs
+    are fp32 here on any CPU or GPU, and the model's outputs finite and near fp32's."""
+    torch.manual_seed(0)
+    model = build_model("ast-tiny-notes", C).eval().to(device)
+    seen: dict[str, torch.dtype] = {}
+
+    def record(name: str):
+        def hook(module, inputs, out) -> None:
+            seen[name] = out.dtype
+
+        return hook
+
+    for name in ("patch_embed", "cqt_embed"):
+        getattr(model, name).register_forward_hook(record(name))
+    x, notes = (0.9 * _audio(4)).to(device), torch.tensor([48.0, 60.0, 36.0, 84.0], device=device)
+    with torch.no_grad():
+        ref = model(x, notes)
+        seen.clear()
+        with torch.autocast(device, dtype=dtype):
+            y = model(x, notes)
+    assert seen == {"patch_embed": torch.float32, "cqt_embed": torch.float32}
+    assert bool(torch.isfinite(y).all()) and (y.float() - ref).abs().max() < 0.05
+
+
 def test_config_overrides_and_errors():
     cfg = resolve_config({"base": "ast-tiny", "depth": 2, "patch": [8, 8], "stride": [8, 8]})
     assert cfg.depth == 2 and cfg.patch == (8, 8) and cfg.dim == MODEL_CONFIGS["ast-tiny"].dim

@@ -270,6 +270,32 @@ def test_fallback_when_a_backend_fails_to_build(tiny_onnx, tmp_path, caplog):
     assert with_weights.name == "cuda"
 
 
+def test_a_backend_whose_outputs_go_non_finite_on_a_loud_tone_is_skipped_or_refused(tiny_onnx, monkeypatch, caplog):
+    """The fault seen on AMX CPUs: the torch backend in bf16 fine on silence, NaN on sound. Its load check
+    plays a loud tone too, so "auto" falls back with one WARNING and an explicit --backend cuda is refused
+    in one line; onnxruntime (the fp32 reference) keeps the silent check alone."""
+    pytest.importorskip("torch")
+    from synthmatch.bridge import engines
+    from synthmatch.bridge.engines import ModelOutputError, _checked, _open_onnxruntime
+    from synthmatch.bridge.engines.cuda import TorchEngine
+
+    class NanOnSound(TorchEngine):
+        def _run(self, audio, notes):
+            out = super()._run(audio, notes)
+            return np.where(np.abs(audio).max(1, keepdims=True) > 0, np.nan, out)
+
+    faulty = partial(NanOnSound, device="cpu", precision="bf16")
+    meta = read_meta(tiny_onnx)
+    with caplog.at_level(logging.INFO, logger="synthmatch.engine"):
+        engine = choose(tiny_onnx, meta, [("cuda", _checked(faulty)), ("onnxruntime", _checked(_open_onnxruntime))])
+    lines = [r.getMessage() for r in caplog.records if r.name == "synthmatch.engine"]
+    assert engine.name == "onnxruntime" and len(lines) == 1
+    assert "cuda failed its load check" in lines[0] and "on a loud tone 16 of 16 outputs are not finite" in lines[0]
+    monkeypatch.setitem(engines.OPENERS, "cuda", lambda p, m, **_: faulty(p, m))
+    with pytest.raises(ModelOutputError, match="loud tone.*cuda backend.*--backend onnxruntime"):
+        load_engine(tiny_onnx, "cuda")
+
+
 def test_runtime_modules_do_not_import_torch(tiny_onnx):
     code = (
         "import sys, numpy as np\n"
