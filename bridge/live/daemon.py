@@ -18,6 +18,11 @@ With refine.passes > 0, each trigger/manual snapshot is followed by a refined on
 Freeze/unfreeze and mode changes arrive over the control server. Counters are logged every
 log.interval_s and printed as one JSON line on stderr at exit ("synthmatch bridge: counters {...}").
 
+Nothing an engine or a sink raises ends the show: the window (or that sink's send) is dropped, counted
+(engine_errors, send_failures) and logged rate-limited, and the next window is tried. Only after
+ENGINE_FAILURES_MAX engine errors in a row does the daemon act: it falls back to the `fallback` engine
+(serve: onnxruntime, when backend = "auto" chose another), else it ends with `fatal` set (exit 2).
+
 This module is the worker loop (Daemon); its parts, each readable and testable alone:
   intake.py       raw blocks -> Converter -> the 16 kHz ring, onsets, each sample's arrival time
   capture.py      trigger/manual capture: onset -> pending window -> the snapshot's samples
@@ -39,6 +44,7 @@ import numpy as np
 
 from synthmatch.bridge.audio.notes import NoteStage
 from synthmatch.bridge.audio.onset import rms_dbfs
+from synthmatch.bridge.core.ratelimit import LimitedLog
 from synthmatch.bridge.engines import output_problem
 from synthmatch.bridge.live import report
 from synthmatch.bridge.live.capture import SILENCE_DBFS, TriggerCapture, cut_window, silent
@@ -55,6 +61,14 @@ NEAR_SLEEP_S = 0.0002  # ... when the block completing the next window may arriv
 FAR_SLEEP_S = 0.005  # longest sleep while a window is far off (commands wait at most this)
 WAKE_EARLY_S = 0.002  # start polling this long before the earliest possible arrival, plus one block
 REFINE_DRAIN_S = 120.0  # end of file input: wait this long at most for the last refined snapshot
+# engine errors in a row before the backend falls back or the daemon exits 2: in continuous mode 5 hops
+# are 1.25 s, in trigger mode 5 notes. A glitch of one window (a GPU hiccup) passes unnoticed; an engine
+# that is broken for good is acted on while the audience has lost only a moment, not the show
+ENGINE_FAILURES_MAX = 5
+
+
+class EngineGaveUp(Exception):
+    """ENGINE_FAILURES_MAX engine errors in a row and nothing to fall back to: the worker ends (exit 2)."""
 
 
 class Daemon:
@@ -63,6 +77,8 @@ class Daemon:
     window_tap(start, window, values): optional observer called with every analysed window
     (start = absolute 16 kHz sample position, window = (num_samples,) float32, values = raw model output).
     refiner: an opened bridge.refiner.Refiner, or None (no refined follow-ups).
+    fallback: () -> an opened engine to switch to after ENGINE_FAILURES_MAX engine errors in a row
+    (called at most once), or None: then the worker ends with `fatal` set.
     """
 
     def __init__(
@@ -75,6 +91,7 @@ class Daemon:
         commands=None,
         window_tap: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
         refiner=None,
+        fallback: Callable[[], Any] | None = None,
     ):
         self.cfg, self.contract, self.engine, self.sinks, self.source = cfg, contract, engine, sinks, source
         self.sr = contract.audio.sample_rate
@@ -107,7 +124,12 @@ class Daemon:
         self.last_values: np.ndarray | None = None
         self.status_reply: Callable[[tuple[str, int], dict], None] | None = None
         self.control_stats: list = []  # bridge.control.ControlStats of the running control inputs
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # the worker died of a bug (exit 1)
+        self.fatal: str | None = None  # the worker ended for a reason the user must fix (exit 2): one line
+        self.fallback = fallback
+        self._failures_in_row = 0  # engine errors since the last inference that returned
+        self._engine_log = LimitedLog(log, burst=5, per_s=0.2)  # a failing engine: 5 lines, then one in 5 s
+        self._sink_log = LimitedLog(log, burst=5, per_s=0.2)
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -122,6 +144,9 @@ class Daemon:
     def _run_guarded(self) -> None:
         try:
             self._run()
+        except EngineGaveUp as e:
+            self.fatal = str(e)
+            log.error("%s", e)
         except BaseException as e:  # the worker must report, not vanish: main prints it and exits 1
             self.error = e
             log.exception("worker stopped by an error")
@@ -247,7 +272,12 @@ class Daemon:
 
     def _infer(self, start: int, window: np.ndarray, note: int | None = None) -> np.ndarray | None:
         t0 = time.monotonic()
-        out = self.notes.infer(self.engine, window, note)  # the C4 model at this note (cfg.notes.normalise)
+        try:
+            out = self.notes.infer(self.engine, window, note)  # the C4 model at this note (cfg.notes.normalise)
+        except Exception as e:  # ONNX Runtime, a GPU fault, anything: this window is lost, not the show
+            self._engine_failed(e)
+            return None
+        self._failures_in_row = 0
         self.c.infer_ms.append((time.monotonic() - t0) * 1000.0)
         self.c.inferences += 1
         if self.window_tap is not None:
@@ -259,6 +289,45 @@ class Daemon:
                 log.warning("model output rejected (%d so far): %s; nothing sent", self.c.bad_outputs, why)
             return None
         return np.clip(out, 0.0, 1.0).astype(np.float32)  # within OUTPUT_TOLERANCE of [0, 1]
+
+    def _engine_failed(self, e: Exception) -> None:
+        """Count and log (rate-limited) an engine error; the ENGINE_FAILURES_MAX-th in a row switches to
+        the fallback engine, or raises EngineGaveUp when there is none (or it does not open)."""
+        self.c.engine_errors += 1
+        self._failures_in_row += 1
+        why = _one_line(e)
+        name = getattr(self.engine, "name", type(self.engine).__name__)
+        self._engine_log.warning(
+            "inference failed on %s (%d so far, %d in a row): %s; window dropped",
+            name,
+            self.c.engine_errors,
+            self._failures_in_row,
+            why,
+        )
+        if self._failures_in_row < ENGINE_FAILURES_MAX:
+            return
+        opener, self.fallback = self.fallback, None
+        if opener is not None:
+            try:
+                engine = opener()
+            except Exception as e2:  # the fallback cannot open either: say both
+                why = f"{why}; the fallback did not open: {_one_line(e2)}"
+            else:
+                log.warning(
+                    "inference backend %s failed %d times in a row (%s); falling back to %s",
+                    name,
+                    self._failures_in_row,
+                    why,
+                    getattr(engine, "name", type(engine).__name__),
+                )
+                self.engine, self._failures_in_row = engine, 0
+                self.c.engine_fallbacks += 1
+                return
+        raise EngineGaveUp(
+            f"inference failed {self._failures_in_row} times in a row on the {name} backend (last: {why}); "
+            "check the model with `synthmatch bridge --check --model PATH` on loud input, re-export it, or "
+            "choose another --backend"
+        )
 
     def _emit(self, values: np.ndarray, t_audio: float, mode: str, notes: dict[str, Any] | None = None) -> float:
         """Hand one update to every sink -> the time it was handed over. notes: Update's note fields."""
@@ -296,10 +365,15 @@ class Daemon:
             try:
                 self.c.messages += s.send(u)
                 taken += 1
-            except (OSError, ValueError) as e:  # sinks count transport trouble; this is a last guard
-                self.c.send_failures += 1
-                log.warning("%s failed: %s", type(s).__name__, e)
+            except Exception as e:  # sinks count transport trouble; this guard keeps a sink's bug from the show
+                self._sink_failed(s, "failed", e)
         return taken
+
+    def _sink_failed(self, sink: Any, what: str, e: Exception) -> None:
+        self.c.send_failures += 1
+        self._sink_log.warning(
+            "%s %s (%d sink failures so far): %s", type(sink).__name__, what, self.c.send_failures, _one_line(e)
+        )
 
     def _send(self, values: np.ndarray, t_audio: float, notes: dict[str, Any] | None = None) -> None:
         self._note_fields = {**(notes or {}), "new_note": False}
@@ -347,7 +421,10 @@ class Daemon:
         for s in self.sinks:
             m = getattr(s, "maintain", None)
             if m is not None:
-                m()
+                try:
+                    m()
+                except Exception as e:  # as in _deliver: a sink's trouble is counted, never fatal
+                    self._sink_failed(s, "port check failed", e)
 
     # ---- control ----
     def _commands(self) -> None:
@@ -416,6 +493,14 @@ class Daemon:
             latency_ms=self.c.latency_ms,
             updates=self.c.updates,
         )
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception as one short line: its type and the first line of its message (ONNX Runtime's run
+    over many), cut to `limit` characters."""
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _note_fields(est, note: int | None, new: bool) -> dict[str, Any]:

@@ -34,7 +34,9 @@ class Counters:
     held: int = 0  # continuous hops with nothing to send (deadband / rate limit / frozen)
     skipped_hops: int = 0  # continuous hops dropped because the worker was late
     bad_outputs: int = 0  # model outputs not finite or outside [0, 1] (never sent)
-    send_failures: int = 0  # updates a sink raised on (an update no sink took is not counted in updates)
+    send_failures: int = 0  # sends (or port checks) a sink raised on (an update no sink took is not an update)
+    engine_errors: int = 0  # inferences that raised (the window dropped; daemon.ENGINE_FAILURES_MAX in a row: act)
+    engine_fallbacks: int = 0  # switches to the fallback backend after engine errors in a row
     silent_captures: int = 0  # manual "now" captures refused: the last 4 s were silent (or all NaN)
     control_commands: int = 0
     refined: int = 0  # refined snapshots sent (refine.passes > 0)
@@ -148,18 +150,23 @@ def status_line(
     return f"{level_db:6.1f} dBFS | {mode}{flag} | {vals or '-'} | {lat:5.1f} ms | n={updates}"
 
 
-def exit_report(counters: dict[str, Any], c: Counters, error: BaseException | None) -> int:
-    """Print the exit counters on stderr -> the exit status: 1 the worker stopped by an error, 2 it
-    inferred but sent nothing because every output was rejected or every send failed, else 0."""
+def exit_report(counters: dict[str, Any], c: Counters, error: BaseException | None, fatal: str | None = None) -> int:
+    """Print the exit counters on stderr -> the exit status: 1 the worker stopped by an error (a bug),
+    2 it ended for a reason the user must fix (`fatal`: the engine failed again and again) or it inferred
+    but sent nothing because every output was rejected or every send failed, else 0."""
     print(f"synthmatch bridge: counters {json.dumps(counters)}", file=sys.stderr, flush=True)
     if error is not None:
         print(f"synthmatch bridge: error: worker stopped: {error!r}", file=sys.stderr)
         return 1
-    failed = c.bad_outputs + c.send_failures
-    if c.inferences and not c.updates and failed:
+    if fatal is not None:
+        print(f"synthmatch bridge: error: {fatal}", file=sys.stderr)
+        return 2
+    failed = c.bad_outputs + c.send_failures + c.engine_errors
+    if (c.inferences or c.engine_errors) and not c.updates and failed:
         print(
             f"synthmatch bridge: error: no update was sent: {c.bad_outputs} of "
-            f"{c.inferences} model outputs were rejected (not finite or outside [0, 1]) and "
+            f"{c.inferences} model outputs were rejected (not finite or outside [0, 1]), "
+            f"{c.engine_errors} inferences failed and "
             f"{c.send_failures} sends failed (see the warnings above); check the model with "
             "`synthmatch bridge --check --model PATH` or re-export it",
             file=sys.stderr,

@@ -72,7 +72,8 @@ def config_from_args(args):
     return config_mod.load(args.config, over)
 
 
-def _open_engine(cfg, contract):
+def _open_engine(cfg, contract, backend: str | None = None):
+    """The model on cfg.backend (or `backend`), checked against the contract."""
     from synthmatch.bridge.engines import ContractMismatch, load_engine
     from synthmatch.bridge.live.config import resolve_path
 
@@ -80,7 +81,9 @@ def _open_engine(cfg, contract):
     # snapshot latency p50 16.8 ms with two ONNX Runtime threads beside the search, 8.9 ms with one)
     threads = cfg.threads or (1 if cfg.refine.passes else None)
     try:
-        engine = load_engine(resolve_path(cfg.model), backend=cfg.backend, contract=contract, threads=threads)
+        engine = load_engine(
+            resolve_path(cfg.model), backend=backend or cfg.backend, contract=contract, threads=threads
+        )
     except ContractMismatch as e:  # its advice names match's --contract flag; the bridge sets a config key
         text = str(e)
         cut = text.find("; re-export the model")
@@ -98,6 +101,30 @@ def _open_engine(cfg, contract):
             f"contract {contract.audio.num_samples} at {contract.audio.sample_rate} Hz"
         )
     return engine
+
+
+def _fallback(cfg, contract, engine, engines: list) -> Callable[[], Any] | None:
+    """What the daemon falls back to after engine errors in a row: with backend = "auto" and another
+    backend chosen, an opener of onnxruntime (the CPU reference; what it opens is appended to `engines`,
+    closed at exit); else None (the daemon exits 2)."""
+    if cfg.backend != "auto" or engine.name == "onnxruntime":
+        return None
+
+    def open_onnxruntime():
+        e = _open_engine(cfg, contract, backend="onnxruntime")
+        engines.append(e)
+        return e
+
+    return open_onnxruntime
+
+
+def _close_engines(engines: list) -> None:
+    """Close every engine opened (a failed GPU engine may raise as it closes: logged)."""
+    for e in reversed(engines):
+        try:
+            e.close()
+        except Exception as err:  # a broken engine must not keep the others open or hide the exit report
+            log.warning("closing the %s engine: %s", getattr(e, "name", "?"), err)
 
 
 def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
@@ -209,9 +236,17 @@ def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: l
     )
     contract = contract_mod.load(resolve_path(cfg.contract) if cfg.contract else None)
     engine = _open_engine(cfg, contract)
-    stack.callback(engine.close)
-    if args.check:
-        print(f"config {cfg.source}: ok; model {cfg.model}: ok ({engine.name}, contract {engine.meta.contract_hash})")
+    engines = [engine]  # and the fallback, if the daemon switches to it
+    stack.callback(_close_engines, engines)
+    if args.check:  # the outputs are opened exactly as the run opens them (a missing MIDI port fails here)
+        outputs = _open_sinks(cfg, contract)
+        for s in outputs:
+            _closer(stack, s)
+        names = ", ".join(type(s).__name__ for s in outputs) or "none"
+        print(
+            f"config {cfg.source}: ok; model {cfg.model}: ok ({engine.name}, contract "
+            f"{engine.meta.contract_hash}); outputs: {names}: ok"
+        )
         return 0
 
     refiner = None
@@ -234,7 +269,16 @@ def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: l
     controls = _open_control(cfg, commands, lambda: daemon.status() if daemon is not None else {})
     for obj in controls:
         _closer(stack, obj)
-    daemon = Daemon(cfg, contract, engine, sinks, source, commands, refiner=refiner)
+    daemon = Daemon(
+        cfg,
+        contract,
+        engine,
+        sinks,
+        source,
+        commands,
+        refiner=refiner,
+        fallback=_fallback(cfg, contract, engine, engines),
+    )
     daemon.control_stats = [obj.stats for obj in controls]
     stack.callback(daemon.stop, timeout=0.8)
     daemon.start()
@@ -273,4 +317,4 @@ def _loop(args, cfg, daemon: Daemon, controls: list, stop: threading.Event) -> N
 
 def _report(daemon: Daemon) -> int:
     """Print the exit counters; the exit status says whether the run did its job."""
-    return exit_report(daemon.counters(), daemon.c, daemon.error)
+    return exit_report(daemon.counters(), daemon.c, daemon.error, daemon.fatal)
