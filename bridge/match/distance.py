@@ -22,8 +22,9 @@ SC_EPS = 1e-8  # floor of ||S||_F (a silent target)
 
 def stft_magnitude(audio: np.ndarray, n_fft: int) -> np.ndarray:
     """(..., T) -> (..., frames, n_fft // 2 + 1) float32 linear magnitude, frames = 1 + T // hop, hop =
-    n_fft // 4: torch.stft(center=True, pad_mode="reflect", periodic Hann window of n_fft)."""
-    x = np.asarray(audio, dtype=np.float32)
+    n_fft // 4: torch.stft(center=True, pad_mode="reflect", periodic Hann window of n_fft). The FFT runs in
+    float64: numpy's batched float64 FFT is about twice as fast as its float32 one."""
+    x = np.asarray(audio, dtype=np.float64)
     pad = [(0, 0)] * (x.ndim - 1) + [(n_fft // 2, n_fft // 2)]
     frames = np.lib.stride_tricks.sliding_window_view(np.pad(x, pad, mode="reflect"), n_fft, axis=-1)
     frames = frames[..., :: n_fft // 4, :] * _window(n_fft)
@@ -67,9 +68,9 @@ _windows: dict[int, np.ndarray] = {}
 
 
 def _window(n: int) -> np.ndarray:
-    """Periodic Hann window of n samples, float32 (torch.hann_window(n, periodic=True))."""
+    """Periodic Hann window of n samples: torch.hann_window(n, periodic=True)'s float32 values, as float64."""
     if n not in _windows:
-        w = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+        w = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32).astype(np.float64)
         w.flags.writeable = False
         _windows[n] = w
     return _windows[n]

@@ -63,10 +63,11 @@ def wavetable_coefficients(shapes: tuple[str, ...], n: int = N_HARMONICS) -> np.
     each shape scaled to unit peak. Returns (len(shapes), n) complex128."""
     k = np.arange(1, n + 1)
     theta = np.linspace(0, 2 * np.pi, 8192, endpoint=False)
+    cycle = np.exp(1j * np.outer(theta, k))  # (8192, n): e^{ik theta}
     rows = []
     for name in shapes:
         c = shape_spectrum(name, k) * -1j  # Re(-i e^{i theta}) = sin(theta)
-        wave = np.real(np.exp(1j * np.outer(theta, k)) @ c)
+        wave = np.real(cycle @ c)
         rows.append(c / np.abs(wave).max())
     return np.stack(rows)
 
