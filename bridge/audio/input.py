@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from synthmatch.bridge.audio.ring import Ring
 from synthmatch.bridge.core.errors import UsageError
+from synthmatch.bridge.core.loader import within
 from synthmatch.bridge.core.names import pick
 
 log = logging.getLogger("synthmatch.bridge")
@@ -33,13 +34,17 @@ RING_SECONDS = 4.0  # raw ring length; the worker drains it every millisecond or
 @dataclass
 class InputSettings:
     source: str = ""  # device-name substring ("" = system default input) or "file:PATH"
-    channel: int = 0  # 0 = mix all channels to mono; N = use channel N only (1-based)
-    sample_rate: int = 0  # device rate in Hz; 0 = the device's default. Resampled to 16 kHz
-    blocksize: int = 256  # frames per callback (0 = let the driver choose)
+    # 0 = mix all channels to mono; N = use channel N only (1-based)
+    channel: int = field(default=0, metadata=within(0, 1024, note="0 mixes all channels, N >= 1 picks one"))
+    # device rate in Hz; 0 = the device's default. Resampled to 16 kHz
+    sample_rate: int = field(default=0, metadata=within(0, 768000, unit=" Hz", note="0 = the device's default"))
+    # frames per callback (0 = let the driver choose); the raw ring holds RING_SECONDS, a block far less
+    blocksize: int = field(default=256, metadata=within(0, 65536, unit=" frames", note="0 = the driver's choice"))
     latency: str = "low"  # PortAudio latency hint: "low", "high" or seconds as a string
     fast: bool = False  # file input: as fast as the daemon consumes it instead of real time
     loop: bool = False  # file input: start over at the end (soak tests, demos)
-    retry_max_s: float = 5.0  # device lost: reconnect attempts back off up to this interval
+    # device lost: reconnect attempts back off up to this interval
+    retry_max_s: float = field(default=5.0, metadata=within(0, 3600, low_open=True, unit=" s"))
 
 
 def input_devices(sd) -> list[tuple[int, str, int, float]]:

@@ -18,9 +18,11 @@ where the training sounds start (sample 0 = note-on); the analysis window starts
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from synthmatch.bridge.core.loader import within
 
 
 def db_to_amp(db: float) -> float:
@@ -37,24 +39,27 @@ def rms_dbfs(x: np.ndarray) -> float:
 
 @dataclass
 class OnsetSettings:
-    threshold_db: float = -40.0  # frame RMS (dBFS) that starts a note
-    hysteresis_db: float = 6.0  # re-arm once the level falls this far below the threshold
-    holdoff_s: float = 0.3  # no second onset within this time of the previous one
-    rise_db: float = 18.0  # a jump this far above the quietest recent frame also triggers; 0 = off
-    release_db_s: float = 60.0  # the level follower falls at most this fast (dB/s): tails do not flicker
-    floor_db: float = -70.0  # below this a sample counts as quiet when locating the exact start
-    lookback_ms: float = 300.0  # how far back from the threshold crossing the start may lie (slow attacks)
-    frame: int = 64  # samples per level frame (4 ms at 16 kHz)
+    # The ranges (checked by core.loader): levels are dBFS; times stay well inside the 4 s window.
+    # frame RMS (dBFS) that starts a note
+    threshold_db: float = field(default=-40.0, metadata=within(-200, 0, low_open=True, unit=" dBFS"))
+    # re-arm once the level falls this far below the threshold
+    hysteresis_db: float = field(default=6.0, metadata=within(0, 200, unit=" dB"))
+    # no second onset within this time of the previous one
+    holdoff_s: float = field(default=0.3, metadata=within(0, 60, unit=" s"))
+    # a jump this far above the quietest recent frame also triggers; 0 = off
+    rise_db: float = field(default=18.0, metadata=within(0, 200, unit=" dB", note="0 = off"))
+    # the level follower falls at most this fast (dB/s): tails do not flicker
+    release_db_s: float = field(default=60.0, metadata=within(0, 100000, low_open=True, unit=" dB/s"))
+    # below this a sample counts as quiet when locating the exact start
+    floor_db: float = field(default=-70.0, metadata=within(-200, 0, unit=" dBFS"))
+    # how far back from the threshold crossing the start may lie (slow attacks)
+    lookback_ms: float = field(default=300.0, metadata=within(0, 2000, unit=" ms"))
+    # samples per level frame (4 ms at 16 kHz; 1024 = 64 ms, longer frames would smear every onset)
+    frame: int = field(default=64, metadata=within(8, 1024, unit=" samples"))
 
     def validate(self, where: str = "onset") -> None:
         from synthmatch.bridge.core.errors import UsageError
 
-        if self.frame < 8:
-            raise UsageError(f"{where}.frame = {self.frame}: needs at least 8 samples")
-        if min(self.hysteresis_db, self.holdoff_s, self.lookback_ms, self.rise_db) < 0 or self.release_db_s <= 0:
-            raise UsageError(f"{where}: hysteresis_db, holdoff_s, lookback_ms, rise_db must be >= 0, release_db_s > 0")
-        if not -200 < self.threshold_db <= 0:
-            raise UsageError(f"{where}.threshold_db = {self.threshold_db}: a level in dBFS, -200 < dB <= 0")
         if self.floor_db >= self.threshold_db:
             raise UsageError(f"{where}.floor_db = {self.floor_db} must lie below threshold_db = {self.threshold_db}")
 

@@ -9,6 +9,12 @@ is a tuple, tuple[X, Y] takes exactly two items, nested dataclasses are loaded i
 are refused; the dataclass's own __post_init__ errors (TypeError, ValueError) are passed on in the same
 form. Errors are one line, with the dotted key, of the class the caller names (default UsageError: exit 2
 at the CLI).
+
+A numeric field declares its range beside its default, and the loader refuses a value outside it (each
+item of a list field is checked):
+
+    holdoff_s: float = field(default=0.3, metadata=within(0, 60, unit=" s"))
+    # onset.holdoff_s = 1e+308: must lie in [0, 60] s
 """
 
 from __future__ import annotations
@@ -17,11 +23,63 @@ import dataclasses
 import math
 import types
 import typing
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from synthmatch.bridge.core.errors import UsageError
 
 T = TypeVar("T")
+
+BOUNDS = "synthmatch.bounds"  # the field-metadata key `within` fills and the loader reads
+INT32_MAX = 2**31 - 1  # the largest integer an OSC "i" argument (and most C APIs) carry
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """lo <= value <= hi (< where open); unit and note end the message ("0 = off")."""
+
+    lo: float
+    hi: float
+    low_open: bool = False
+    high_open: bool = False
+    unit: str = ""
+    note: str = ""
+
+    def holds(self, v: float) -> bool:
+        return (v > self.lo if self.low_open else v >= self.lo) and (v < self.hi if self.high_open else v <= self.hi)
+
+    def message(self, key: str, v: Any) -> str:
+        lo, hi = _bound(self.lo), _bound(self.hi)
+        span = f"{'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
+        return f"{key} = {shown(v)}: must lie in {span}{self.unit}{'; ' + self.note if self.note else ''}"
+
+
+def _bound(x: float) -> str:
+    """A range end as written: 2147483647, not 2.14748e+09; 0.01 and 1e-06 as :g has them."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+
+def within(
+    lo: float, hi: float, *, low_open: bool = False, high_open: bool = False, unit: str = "", note: str = ""
+) -> dict[str, Bounds]:
+    """Field metadata declaring a numeric field's range: field(default=..., metadata=within(lo, hi))."""
+    return {BOUNDS: Bounds(lo, hi, low_open, high_open, unit, note)}
+
+
+def bounds_of(f: dataclasses.Field) -> Bounds | None:
+    """The range a dataclass field declares with `within`, or None."""
+    return f.metadata.get(BOUNDS)
+
+
+def shown(v: Any) -> str:
+    """A value as a message quotes it: floats with :g, anything long cut (a 50 MB value is not echoed)."""
+    if isinstance(v, float):
+        return f"{v:g}"
+    try:
+        text = repr(v)
+    except ValueError:  # an int past Python's digit limit for str()
+        return "(an integer too long to print)"
+    return text if len(text) <= 40 else f"{text[:24]}... ({len(text)} characters)"
 
 
 def load_dataclass(
@@ -57,9 +115,14 @@ def load_dataclass(
             continue
         ok, v = _convert(value, tp)
         if not ok:
-            raise error(f"{prefix}{dotted} = {value!r}: expected {type_name(tp)}")
+            raise error(f"{prefix}{dotted} = {shown(value)}: expected {type_name(tp)}")
         if isinstance(v, float) and not math.isfinite(v):  # TOML and --set accept nan and inf
-            raise error(f"{prefix}{dotted} = {value!r}: must be a finite number")
+            raise error(f"{prefix}{dotted} = {shown(value)}: must be a finite number")
+        b = bounds_of(known[key])
+        if b is not None:
+            for k, x in [(dotted, v)] if not isinstance(v, (list, tuple)) else _indexed(dotted, v):
+                if not b.holds(x):
+                    raise error(prefix + b.message(k, x))
         kwargs[key] = v
     missing = [n for n, f in known.items() if n not in raw and _required(f)]
     if missing:
@@ -69,6 +132,10 @@ def load_dataclass(
         return cls(**kwargs)
     except (TypeError, ValueError) as e:  # the dataclass's own __post_init__ checks
         raise error(f"{prefix}{where + ': ' if where else ''}{e}") from None
+
+
+def _indexed(key: str, items: list | tuple) -> list[tuple[str, Any]]:
+    return [(f"{key}[{i}]", x) for i, x in enumerate(items)]
 
 
 def _required(f: dataclasses.Field) -> bool:
@@ -93,8 +160,12 @@ def _convert(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False, value
+        try:
+            return True, float(value)
+        except OverflowError:  # an integer past the float range: refused as not finite
+            return True, math.inf
     if tp is str:
         return isinstance(value, str), value
     if origin is dict or tp is dict:

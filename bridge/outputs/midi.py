@@ -42,9 +42,9 @@ log = logging.getLogger("synthmatch.midi")
 
 
 def quantise(values: Sequence[float], resolution: int) -> list[int]:
-    """[0, 1] -> 0..127 (7-bit) or 0..16383 (14-bit), nearest step."""
+    """[0, 1] -> 0..127 (7-bit) or 0..16383 (14-bit), nearest step; never outside them."""
     top = 127 if resolution == 7 else 16383
-    return [int(v * top + 0.5) for v in values]  # half up (round() would round 63.5 to even)
+    return [min(top, max(0, int(v * top + 0.5))) for v in values]  # half up (round() would make 63.5 even)
 
 
 def bend_value(midi: float, note: int, bend_range: float) -> int:

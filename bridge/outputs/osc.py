@@ -7,6 +7,10 @@ import logging
 import socket
 from typing import Any, Sequence
 
+from pythonosc.osc_bundle_builder import BuildError as BundleBuildError
+from pythonosc.osc_message_builder import BuildError
+
+from synthmatch.bridge.core.loader import INT32_MAX
 from synthmatch.bridge.outputs.sinks import (
     OscSinkConfig,
     SinkConfigError,
@@ -47,6 +51,14 @@ class OscSink:
         if len(self.indices) != n:
             raise SinkConfigError(f"output.osc.indices: {len(self.indices)} entries for {n} parameters")
         self.stats = SinkStats()
+        if not all(0 <= i < INT32_MAX for i in self.indices):  # index1 = index + 1 is an OSC int too
+            raise SinkConfigError(f"output.osc.indices: each in [0, {INT32_MAX - 1}] (an OSC int is 32-bit)")
+        try:  # whatever python-osc cannot encode (an int beyond 32 bits, a float beyond float32) fails now
+            self.bundle([0.5] * n, (60, 261.6, 1.0))
+        except (BuildError, BundleBuildError, OverflowError, ValueError) as e:
+            raise SinkConfigError(
+                f"output.osc: these settings cannot be sent as OSC ({e}); see configs/bridge.toml"
+            ) from None
         # a connected UDP socket: the kernel then reports an ICMP "port unreachable" (no receiver) as
         # ConnectionRefusedError on a later send, which is counted instead of passing unnoticed
         port = self.settings["port"]
@@ -88,8 +100,10 @@ class OscSink:
             msg = osc_message_builder.OscMessageBuilder(s["address"].format(**f))
             for tok in s["args"]:
                 if tok == "value":
-                    x = v * s["value_max"]
-                    x = float(round(x)) if s["value_max"] > 1.0 else x  # a step scale (0..127): nearest step
+                    lo, hi = s["value_min"], s["value_max"]
+                    x = lo + v * (hi - lo)
+                    x = float(round(x)) if hi > 1.0 else x  # a step scale (0..127): nearest step
+                    x = min(hi, max(lo, x))  # never outside the declared range, whatever the rounding
                     msg.add_arg(float(x), osc_message_builder.OscMessageBuilder.ARG_TYPE_FLOAT)
                 elif tok == "name":
                     msg.add_arg(str(f[tok]), osc_message_builder.OscMessageBuilder.ARG_TYPE_STRING)

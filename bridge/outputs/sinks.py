@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 from synthmatch.bridge.core.errors import UsageError
+from synthmatch.bridge.core.loader import BOUNDS, INT32_MAX, within
 
 log = logging.getLogger("synthmatch.sinks")
 
@@ -85,18 +86,23 @@ class MidiSinkConfig:
     enabled: bool = False
     port: str = ""  # send into an existing input port whose name contains this (the DAW's/synth's)
     virtual: str = "cc_out"  # else (port = "") create this virtual port for the DAW to connect to
-    channel: int = 1  # 1..16
-    ccs: list[int] = field(default_factory=list)  # one CC per parameter; [] = the contract's cc column
+    channel: int = field(default=1, metadata=within(1, 16, note="MIDI channels are 1..16"))
+    # one CC per parameter; [] = the contract's cc column
+    ccs: list[int] = field(default_factory=list, metadata=within(0, 127, note="CC numbers are 0..127"))
     resolution: int = 7  # 7: one CC per parameter; 14: MSB on cc, then LSB on cc + 32
     api: str = "auto"  # "auto" (JACK if a server answers, else ALSA/CoreMIDI/WinMM) | "jack" | "alsa" | ...
     client_name: str = "synthmatch"
-    check_interval_s: float = 0.5  # how often the port's presence / the JACK server is checked
-    retry_min_s: float = 0.5  # reopen backoff after a loss: doubles up to retry_max_s
-    retry_max_s: float = 5.0
+    # how often the port's presence / the JACK server is checked
+    check_interval_s: float = field(default=0.5, metadata=within(0, 60, low_open=True, unit=" s"))
+    # reopen backoff after a loss: doubles up to retry_max_s
+    retry_min_s: float = field(default=0.5, metadata=within(0, 60, low_open=True, unit=" s"))
+    retry_max_s: float = field(default=5.0, metadata=within(0, 3600, low_open=True, unit=" s"))
     notes: bool = False  # also send note-on/note-off for the detected note (voice-to-MIDI)
-    velocity: int = 100  # note-on velocity, 1..127
+    # note-on velocity (0 would be a note-off)
+    velocity: int = field(default=100, metadata=within(1, 127, note="0 would be a note-off"))
     pitch_bend: bool = False  # also send 14-bit pitch bend: the detected pitch's distance from the note
-    bend_range: float = 2.0  # semitones at full bend: set the synth's pitch-bend range to the same
+    # semitones at full bend: set the synth's pitch-bend range to the same
+    bend_range: float = field(default=2.0, metadata=within(0, 48, low_open=True, unit=" semitones"))
 
 
 OSC_PRESETS: dict[str, dict[str, Any]] = {
@@ -139,22 +145,31 @@ OSC_PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 OSC_FIELDS = ("name", "index", "index1", "slot", "page", "track", "fx", "device")
+# an OSC argument "i" is a 32-bit signed int: index fields stay below it (index1 = index + 1 too)
+OSC_INDEX = within(-1, INT32_MAX, note="-1 = the preset's; an OSC int is 32-bit")
+# values go out as OSC "f" (float32); a DAW scale beyond a million is a typo, not a range
+OSC_VALUE = within(-1e6, 1e6, note="values are sent as value_min + v * (value_max - value_min)")
 
 
 @dataclass
 class OscSinkConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = 0  # 0 = the preset's usual port (generic 9000, reaper 8000, ableton 11000, bitwig 8000)
+    # 0 = the preset's usual port (generic 9000, reaper 8000, ableton 11000, bitwig 8000)
+    port: int = field(default=0, metadata=within(0, 65535, note="0 = the preset's port"))
     preset: str = "generic"  # generic | reaper | ableton | bitwig
     address: str = ""  # template overriding the preset's, fields {name} {index} {index1} {slot} {page}
     # {track} {fx} {device}
     args: list[str] = field(default_factory=list)  # argument tokens ("value" or a field); [] = preset's
-    track: int = -1  # -1 = preset default (reaper 1-based, ableton 0-based)
-    fx: int = -1
-    device: int = -1
-    indices: list[int] = field(default_factory=list)  # target parameter index per parameter; [] = 0..15
-    value_max: float = 0.0  # values are sent as v * value_max; 0 = preset's (1.0; bitwig 127)
+    track: int = field(default=-1, metadata=OSC_INDEX)  # -1 = preset default (reaper 1-based, ableton 0-based)
+    fx: int = field(default=-1, metadata=OSC_INDEX)
+    device: int = field(default=-1, metadata=OSC_INDEX)
+    # target parameter index per parameter; [] = 0..15
+    indices: list[int] = field(default_factory=list, metadata=within(0, INT32_MAX - 1, note="an OSC int is 32-bit"))
+    # a value v in [0, 1] is sent as value_min + v * (value_max - value_min), never outside them;
+    # value_max 0 = the preset's (1.0; bitwig 127)
+    value_min: float = field(default=0.0, metadata=OSC_VALUE)
+    value_max: float = field(default=0.0, metadata=OSC_VALUE)
     note_address: str = "/synthmatch/note"  # one more message per update: note (i), f0 Hz (f, 0 when it
     # fell back), confidence (f); a note-off sends note, 0, 0; "" = none
 
@@ -230,8 +245,19 @@ def osc_settings(cfg: OscSinkConfig, where: str = "output.osc") -> dict[str, Any
         if v:
             s[k] = v
     for k in ("track", "fx", "device"):
-        if getattr(cfg, k) >= 0:
-            s[k] = getattr(cfg, k)
+        v = getattr(cfg, k)
+        if v >= 0:
+            s[k] = v
+        if not -1 <= v <= INT32_MAX:  # the loader checks the config; this, a config built in code
+            raise SinkConfigError(OSC_INDEX[BOUNDS].message(f"{where}.{k}", v))
+    lo, hi = float(cfg.value_min), float(s["value_max"])
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        preset = f" (the {cfg.preset} preset's)" if not cfg.value_max else ""
+        raise SinkConfigError(
+            f"{where}.value_max = {hi:g}{preset}, value_min = {lo:g}: need finite value_min < value_max "
+            "(a value v in [0, 1] goes out as value_min + v * (value_max - value_min))"
+        )
+    s["value_min"] = lo
     if not s["address"].startswith("/"):
         raise SinkConfigError(f"{where}.address = {s['address']!r}: an OSC address starts with /")
     try:
@@ -252,11 +278,12 @@ def osc_settings(cfg: OscSinkConfig, where: str = "output.osc") -> dict[str, Any
 
 
 def validate_outputs(out: OutputSettings, contract) -> None:
-    """Cross-checks for the daemon's [output] tables (raises SinkConfigError naming the key)."""
+    """Cross-checks for the daemon's [output] tables (raises SinkConfigError naming the key). [output.osc]
+    is checked even while disabled (its checks need nothing opened): a wrong value is refused when set."""
     if out.midi.enabled:
         validate_midi(out.midi, contract)
+    osc_settings(out.osc)
     if out.osc.enabled:
-        osc_settings(out.osc)
         if out.osc.indices and len(out.osc.indices) != len(contract.params):
             raise SinkConfigError(
                 f"output.osc.indices: {len(out.osc.indices)} entries for {len(contract.params)} parameters"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from synthmatch.bridge.core.errors import UsageError
-from synthmatch.bridge.core.loader import load_dataclass
+from synthmatch.bridge.core.loader import INT32_MAX, load_dataclass, within
 
 
 @dataclass
@@ -142,3 +142,45 @@ def test_the_callers_error_class_source_and_post_init_errors():
     with pytest.raises(MyError) as e:
         load_dataclass(Outer, {"x": 1}, error=MyError)
     assert not isinstance(e.value, UsageError)
+
+
+# ---- declared ranges (issue 22): field(metadata=within(lo, hi)) ----------------------------------------
+
+
+@dataclass
+class Ranged:
+    gain_db: float = field(default=0.0, metadata=within(-200, 0, unit=" dBFS"))
+    passes: int = field(default=0, metadata=within(0, 10, note="0 = off"))
+    hop_s: float = field(default=0.25, metadata=within(0, 60, low_open=True))
+    share: float = field(default=0.5, metadata=within(0, 1, high_open=True))
+    indices: list[int] = field(default_factory=list, metadata=within(0, INT32_MAX - 1))
+    free: int = 0  # no range declared: any int
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"gain_db": 1e308}, "r.gain_db = 1e+308: must lie in [-200, 0] dBFS"),
+        ({"gain_db": -201}, "r.gain_db = -201: must lie in [-200, 0] dBFS"),
+        ({"passes": 99999999999999999999}, "r.passes = 99999999999999999999: must lie in [0, 10]; 0 = off"),
+        ({"passes": -1}, "r.passes = -1: must lie in [0, 10]; 0 = off"),
+        ({"hop_s": 0}, "r.hop_s = 0: must lie in (0, 60]"),
+        ({"share": 1}, "r.share = 1: must lie in [0, 1)"),
+        ({"indices": [0, 2**31]}, "r.indices[1] = 2147483648: must lie in [0, 2147483646]"),
+        ({"hop_s": 10**400}, "must be a finite number"),  # an int past the float range: no OverflowError
+    ],
+)
+def test_declared_ranges_refuse_naming_the_key_and_the_range(raw, message):
+    with pytest.raises(MyError) as e:
+        load_dataclass(Ranged, raw, "r", MyError)
+    assert str(e.value).startswith(message) or message in str(e.value), str(e.value)
+
+
+def test_declared_ranges_accept_their_edges_and_a_huge_value_is_not_echoed_whole():
+    cfg = load_dataclass(
+        Ranged, {"gain_db": -200, "passes": 10, "hop_s": 60, "share": 0, "indices": [0, 5], "free": -9}
+    )
+    assert (cfg.gain_db, cfg.passes, cfg.indices, cfg.free) == (-200.0, 10, [0, 5], -9)
+    with pytest.raises(UsageError) as e:
+        load_dataclass(Ranged, {"passes": 10**3000})
+    assert len(str(e.value)) < 120 and "(3001 characters)" in str(e.value), str(e.value)

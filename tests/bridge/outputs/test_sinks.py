@@ -407,6 +407,52 @@ def test_osc_presets_ableton_and_bitwig_messages():
     assert msgs[1].params == [127.0]
 
 
+def _osc_values(sink: OscSink, values) -> list[float]:
+    from pythonosc.osc_bundle import OscBundle
+
+    return [m.params[-1] for m in OscBundle(sink.bundle(values).dgram) if m.params]
+
+
+@pytest.mark.parametrize(
+    "kw, lo, hi",
+    [({}, 0.0, 1.0), ({"value_min": -1.0, "value_max": 1.0}, -1.0, 1.0), ({"preset": "bitwig"}, 0.0, 127.0)],
+)
+def test_osc_values_never_leave_value_min_max(kw, lo, hi):
+    """Issue 22: value v goes out as value_min + v * (value_max - value_min), clamped after the mapping
+    (and its rounding to steps), whatever the values handed in."""
+    sink = OscSink(OscSinkConfig(port=9, **kw), C)
+    try:
+        ends = _osc_values(sink, [0.0, 1.0, -5.0, 7.0, 0.5] + [0.25] * (N - 5))
+        grid = [x for v in np.linspace(0, 1, 101) for x in _osc_values(sink, [float(v)] * N)]
+    finally:
+        sink.close()
+    assert ends[:4] == [lo, hi, lo, hi] and ends[4] == pytest.approx((lo + hi) / 2, abs=0.5)
+    assert all(lo <= x <= hi for x in grid)
+
+
+@pytest.mark.parametrize(
+    "kw, says",
+    [
+        ({"value_max": -1.0}, "output.osc.value_max = -1, value_min = 0: need finite value_min < value_max"),
+        ({"value_min": 0.5, "value_max": 0.5}, "value_min < value_max"),
+        ({"value_max": float("nan")}, "value_min < value_max"),
+        ({"preset": "ableton", "track": 2**31}, "output.osc.track = 2147483648: must lie in [-1, 2147483647]"),
+        ({"preset": "ableton", "device": -7}, "output.osc.device = -7"),
+        ({"preset": "ableton", "indices": [2**31 - 1] * N}, "output.osc.indices: each in [0, 2147483646]"),
+    ],
+)
+def test_osc_sink_refuses_settings_it_cannot_send(kw, says):
+    """A config built in code (no loader) is refused when the sink opens, never at the first update."""
+    with pytest.raises(SinkConfigError) as e:
+        OscSink(OscSinkConfig(port=9, **kw), C).close()
+    assert says in str(e.value), str(e.value)
+
+
+def test_quantise_never_leaves_the_midi_range():
+    assert quantise([1.2, -0.3, 1.0, 0.0], 7) == [127, 0, 127, 0]
+    assert quantise([1.2, -0.3, 1.0, 0.0], 14) == [16383, 0, 16383, 0]
+
+
 @pytest.mark.skipif(shutil.which("oscdump") is None, reason="liblo-tools (oscdump) not installed")
 def test_osc_into_oscdump():
     port = free_udp_port()
