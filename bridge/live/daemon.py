@@ -128,8 +128,10 @@ class Daemon:
         self.fatal: str | None = None  # the worker ended for a reason the user must fix (exit 2): one line
         self.fallback = fallback
         self._failures_in_row = 0  # engine errors since the last inference that returned
-        self._engine_log = LimitedLog(log, burst=5, per_s=0.2)  # a failing engine: 5 lines, then one in 5 s
-        self._sink_log = LimitedLog(log, burst=5, per_s=0.2)
+        # a failing engine or sink: 5 lines, then one every 30 s carrying the count suppressed (the counters
+        # logged every log.interval_s have the totals): a fault that lasts all night adds 120 lines an hour
+        self._engine_log = LimitedLog(log, burst=5, per_s=1 / 30)
+        self._sink_log = LimitedLog(log, burst=5, per_s=1 / 30)
 
     # ---- lifecycle ----
     def start(self) -> None:

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,13 +79,14 @@ class RaisingSink:
 
     def __init__(self, error: Exception, on_maintain: bool = False):
         self.error, self.on_maintain = error, on_maintain
-        self.sends = 0
+        self.sends = self.checks = 0
 
     def send(self, update):
         self.sends += 1
         raise self.error
 
     def maintain(self):
+        self.checks += 1
         if self.on_maintain:
             raise self.error
 
@@ -220,10 +222,23 @@ def test_a_sink_that_raises_is_counted_and_the_others_still_get_every_update(c, 
 
 
 def test_a_sink_whose_port_check_raises_is_counted_not_fatal(c, engine, notes):
+    """The idle worker checks the sinks' ports (maintain); one that raises there is counted, the worker runs on."""
+    from synthmatch.bridge.audio.input import open_source
+    from synthmatch.bridge.live.daemon import Daemon
+
+    cfg = make_config(c, mode="continuous", input={"source": f"file:{notes}"})  # real time: the worker idles
     bad = RaisingSink(RuntimeError("port check"), on_maintain=True)
-    d, lines = run(continuous(c, notes), c, engine, sinks=[bad])
-    assert d.fatal is None and d.c.updates == len(lines) > 10
-    assert d.c.send_failures > bad.sends  # the sends and the port checks
+    source = open_source(cfg.input)
+    d = Daemon(cfg, c, engine, [bad], source)
+    d.start()
+    try:
+        time.sleep(1.0)
+        assert not d.done.is_set()  # still running
+    finally:
+        d.stop()
+        source.stop()
+    assert d.error is None and d.fatal is None
+    assert bad.checks > 10 and d.c.send_failures == bad.checks + bad.sends
 
 
 # ---- the CLI: a model that raises in ONNX Runtime on loud input -----------------------------------
