@@ -14,7 +14,7 @@ import re
 import sys
 
 from synthmatch.bridge.core import argtypes
-from synthmatch.bridge.core.errors import UsageError
+from synthmatch.bridge.core.errors import UsageError, clip, os_error_advice
 from synthmatch.bridge.live.config import BACKEND_CHOICES, MODES
 
 
@@ -134,27 +134,48 @@ def _missing_train_extra() -> list[str]:
     return missing
 
 
+NESTED = (
+    "a value is nested too deeply to read (a TOML or JSON array or table over ~1000 levels deep, in a file "
+    "or a --set); flatten it"
+)
+
+
+def _fail(command: str, message: str) -> int:
+    """One line on stderr (a huge value quoted in it cut short) -> exit status 2."""
+    print(f"synthmatch {command}: error: {clip(message)}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while starting (imports, parsing): no traceback
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from synthmatch.bridge.core.contract import ContractError
 
     needs_train = isinstance(args.handler, str) and args.handler.startswith(TRAINING)
     missing = _missing_train_extra() if needs_train else []
     if missing:  # checked before the handler: it would fail halfway, with a traceback, on its first torch import
-        print(
-            f"synthmatch {args.command}: error: needs the training extra (missing {', '.join(missing)}): "
-            "pip install 'synthmatch[train]'",
-            file=sys.stderr,
+        return _fail(
+            args.command,
+            f"needs the training extra (missing {', '.join(missing)}): pip install 'synthmatch[train]'",
         )
-        return 2
 
     try:
         return _resolve(args.handler)(args) or 0
     except (UsageError, ContractError) as e:
-        print(f"synthmatch {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return _fail(args.command, str(e))
+    except RecursionError:  # tomllib / json on a 100,000-deep array, wherever it is read
+        return _fail(args.command, NESTED)
+    except OSError as e:  # a path or a disk the handler did not foresee: a name over 255 bytes, a full disk
+        advice = os_error_advice(e)
+        if advice is None:
+            raise
+        return _fail(args.command, advice)
 
 
 if __name__ == "__main__":  # python -m synthmatch.bridge.cli ... (e.g. under torchrun)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthmatch.bridge.core.atomic import write_atomic, write_text
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.training import metrics
 from synthmatch.training.data import DEFAULT_SPLIT_SIZES, RENDER_GROUP, cached_split, split_seed
@@ -221,7 +222,7 @@ def plot_examples(
             ax.set_ylabel("mel band" if col == 0 else "")
             ax.set_xlabel("s" if r == count - 1 else "")
     fig.colorbar(im, ax=axes, shrink=0.6, label="normalised log-mel")
-    fig.savefig(path, dpi=80)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=80, format="png"))
     plt.close(fig)
     return picks
 
@@ -239,8 +240,8 @@ def write_reports(
     paths = {"json": out / "eval.json", "md": out / "eval.md", "png": out / "eval.png"}
     picks = plot_examples(contract, target, run_.rendered, run_.sc, paths["png"], examples)
     result = {**run_.metrics, "plotted_examples": picks}
-    paths["json"].write_text(json.dumps(result, indent=1) + "\n")
-    paths["md"].write_text(markdown(result, title))
+    write_text(paths["json"], json.dumps(result, indent=1) + "\n")
+    write_text(paths["md"], markdown(result, title))
     return paths
 
 
@@ -294,12 +295,15 @@ def main(args) -> int:
 
         engine = load_engine(args.model, backend=args.backend, contract=c)
         predict_fn, model = engine.infer, args.model
+    from synthmatch.bridge.core.outpaths import writable_dir
     from synthmatch.training.sampling import parse_notes
 
     try:
         notes = parse_notes(args.notes)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    out = Path(args.out) if args.out else Path(model).with_suffix("").parent / f"eval-{args.split}"
+    writable_dir(out, "--out")  # before the evaluation: an existing file there fails in a second, not after it
     audio, params = cached_split(c, args.split, size, cache_dir=args.cache_dir, progress=True, notes=notes)
     played = told = None
     if notes is not None:
@@ -326,7 +330,6 @@ def main(args) -> int:
         **({"told": args.told} if notes else {}),
         **r.metrics,
     }
-    out = Path(args.out) if args.out else Path(model).with_suffix("").parent / f"eval-{args.split}"
     paths = write_reports(
         r, c, audio, out, title=f"Evaluation of {Path(model).name} on the {args.split} split", examples=args.examples
     )

@@ -47,6 +47,7 @@ from synthmatch.bridge.core.modelfile import (
     OUTPUT_NAME,
     PROGRAM_FORMAT,
     PROGRAM_INFO,
+    PROGRAM_SUFFIX,
     WEIGHTS_FORMAT,
     ModelMeta,
     build_props,
@@ -374,13 +375,17 @@ def _test_metrics(path: str, checkpoint: str, contract) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     """`synthmatch export --checkpoint CKPT --out model.onnx [--opset 17] [--contract TOML] [--no-weights]`."""
+    from synthmatch.bridge.core.outpaths import writable_file
     from synthmatch.training.checkpoint import checkpoint_synth, load_model
 
-    contract = contract_mod.load(args.contract)
-    model, ckpt = load_model(args.checkpoint, contract)
     out = Path(args.out)
     if out.suffix != ".onnx":
         raise UsageError(f"--out {out}: the model file name must end in .onnx")
+    beside = [] if args.no_weights else [weights_path_for(out), out.with_suffix(PROGRAM_SUFFIX)]
+    for path in (out, *beside):  # before the export's work: a folder in the way fails in a second
+        writable_file(path, "--out" if path == out else f"--out {out}: the file beside it,")
+    contract = contract_mod.load(args.contract)
+    model, ckpt = load_model(args.checkpoint, contract)
     summary = summary_from_checkpoint(ckpt, args.checkpoint)
     summary.update(_notes(args.note))
     if args.test_eval:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from synthmatch.bridge.core.atomic import write_atomic
 from synthmatch.training.shards import MANIFEST, ShardDataset, ShardError
 
 CHUNK = 64  # examples per front-end call (bounds memory: ~25 MB of audio)
@@ -83,12 +83,7 @@ class ViewCache:
                     for o, v in zip(out, views(audio)):
                         o[s - start : s - start + len(audio)] = v.numpy().astype(np.float16)
             for f, o in zip(files, out):
-                tmp = f.with_name(f"{f.name}.tmp-{os.getpid()}")
-                with open(tmp, "wb") as fh:
-                    np.save(fh, o)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, f)
+                write_atomic(f, lambda fh, o=o: np.save(fh, o))  # a full disk: DiskFull, one line
             if progress:
                 print(
                     f"\rfront-end views: shard {k + 1}/{-(-self.count // self.ds.plan.shard_size)}",

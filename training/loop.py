@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from synthmatch.bridge.core.atomic import FULL, disk_full, write_atomic, write_text
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.training.checkpoint import save_checkpoint, set_rng_state
 from synthmatch.training.models import ModelConfig
@@ -243,8 +243,13 @@ class MetricsLog:
 
     def append(self, rec: dict) -> None:
         if self.write:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            try:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            except OSError as e:
+                if e.errno in FULL:
+                    raise disk_full(self.path, len(json.dumps(rec)) + 1) from None
+                raise
 
     def records(self) -> list[dict]:
         return [r for r in map(_record, self.path.read_text().splitlines()) if r is not None]
@@ -254,7 +259,7 @@ class MetricsLog:
         last line)."""
         if self.write and self.path.exists():
             keep = [r for r in self.records() if r.get("step", math.inf) <= step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def clear(self) -> None:
         """A new run: a run killed before its first checkpoint may have left records."""
@@ -291,9 +296,7 @@ def plot_metrics(metrics_path: Path, png: Path) -> None:
     ax.set(xlabel="step", ylabel="MSE (normalised parameters)", yscale="log", title=png.parent.name)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    tmp = png.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, png)
+    write_atomic(png, lambda f: fig.savefig(f, format="png"))
 
 
 class StepWindow:

@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -147,7 +148,7 @@ def describe(values, contract: Contract) -> list[dict]:
 
 
 def plot_compare(
-    path: Path,
+    path: Path | BinaryIO,
     target: np.ndarray,
     match: np.ndarray,
     values,
@@ -174,7 +175,7 @@ def plot_compare(
     ax.bar(range(len(values)), values, color="tab:blue")
     ax.set_xticks(range(len(values)), contract.names, rotation=45, ha="right")
     ax.set(ylim=(0, 1), ylabel="normalised value", title=title)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, format="png")
     plt.close(fig)
 
 
@@ -234,6 +235,7 @@ def match_file(
         audio = audiofile.read_mono(path, c.audio.sample_rate, channel=channel, report=found)
     except audiofile.AudioFileError as e:
         raise UsageError(str(e)) from None
+    audio = np.clip(audio, -1.0, 1.0)  # as the bridge's input does: samples beyond full scale (1e30...) clip
     for w in input_warnings(audio, found, c.audio.sample_rate):
         warn(w)
     window, onset = aligned_window(audio, c, where=str(path))
@@ -297,14 +299,19 @@ def match_file(
 
 
 def write_match(result: MatchResult, out: Path, contract: Contract) -> None:
-    """params.json, match.wav and compare.png of a MatchResult into the directory `out`."""
-    from synthmatch.bridge.core import audiofile
+    """params.json, match.wav and compare.png of a MatchResult into the directory `out`, as one unit
+    (core.atomic.write_all): all three new, or, on any error (a full disk: DiskFull, naming the path
+    and the space needed), the three old ones untouched."""
+    import io
 
-    (out / "params.json").write_text(json.dumps(result.report, indent=1, allow_nan=False) + "\n")  # never NaN
-    audiofile.write(out / "match.wav", result.rendered, contract.audio.sample_rate)
+    from synthmatch.bridge.core.atomic import write_all
+    from synthmatch.training.render import wav_bytes
+
+    params = (json.dumps(result.report, indent=1, allow_nan=False) + "\n").encode()  # never NaN
+    png = io.BytesIO()
     identity = result.report["synth"]
     plot_compare(
-        out / "compare.png",
+        png,
         result.window,
         result.rendered,
         list(result.values.values()),
@@ -312,6 +319,8 @@ def write_match(result: MatchResult, out: Path, contract: Contract) -> None:
         f"{Path(result.report['input']).name}: matched parameters",
         "reference synth" if identity == "reference" else identity.split(" ")[0][len("vst3:") :],
     )
+    wav = wav_bytes(result.rendered, contract.audio.sample_rate)
+    write_all({out / "params.json": params, out / "match.wav": wav, out / "compare.png": png.getvalue()})
 
 
 def main(args) -> int:

@@ -46,13 +46,27 @@ def read_params(text: str, contract) -> list[float]:
     return contract.values_from_dict(d, where=where)
 
 
+def wav_bytes(audio, sample_rate: int) -> bytes:
+    """A mono float32 WAV file's bytes (to hand to core.atomic)."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(audio, dtype=np.float32), sample_rate, subtype="FLOAT", format="WAV")
+    return buf.getvalue()
+
+
 def main(args) -> int:
+    from synthmatch.bridge.core.atomic import write_atomic
     from synthmatch.bridge.core.outpaths import writable_file
 
+    if Path(args.out).suffix.lower() != ".wav":
+        raise UsageError(f"--out {args.out}: render writes a WAV file; give a name ending in .wav, e.g. {args.out}.wav")
     out = writable_file(args.out, "--out")  # before rendering: a bad place fails at once
     import torch
 
-    from synthmatch.bridge.core import audiofile
     from synthmatch.bridge.core import contract as contract_mod
     from synthmatch.training.sampling import sample_params
     from synthmatch.training.synth import ReferenceSynth
@@ -64,9 +78,9 @@ def main(args) -> int:
         values = read_params(args.params, c)
     audio = ReferenceSynth(c).render(torch.tensor([values]), note=args.note)[0].numpy()
     try:
-        audiofile.write(out, audio, c.audio.sample_rate)
-    except (OSError, RuntimeError) as e:  # soundfile raises LibsndfileError (a RuntimeError) on write errors
-        raise UsageError(f"--out {out}: cannot write the WAV file ({e}); choose another path") from None
+        write_atomic(out, wav_bytes(audio, c.audio.sample_rate))  # a full disk: DiskFull, one line
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write the WAV file ({e.strerror or e}); choose another path") from None
     note = c.audio.note if args.note is None else args.note
     print(json.dumps({"out": str(out), "note": note, "values": dict(zip(c.names, map(float, values)))}))
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthmatch.bridge.core.atomic import FULL, DiskFull, disk_full
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.bridge.core.digest import file_sha256
 from synthmatch.training.sampling import PresetSampling
@@ -103,6 +105,9 @@ def _render_shard(plan: Plan, root: str, k: int) -> tuple[int, dict]:
     tmp = {key: p.with_name(f"{p.name}.tmp-{os.getpid()}") for key, p in files.items()}
     x = np.lib.format.open_memmap(tmp["x"], mode="w+", dtype=plan.dtype, shape=(stop - start, *plan.example_shape))
     params = np.lib.format.open_memmap(tmp["params"], mode="w+", dtype=np.float32, shape=(stop - start, 16))
+    for key in files:  # claim the space now: a full disk is an OSError here, not a SIGBUS in a memmap write
+        with open(tmp[key], "rb+") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
     for s in range(start, stop, RENDER_CHUNK):
         e = min(s + RENDER_CHUNK, stop)
         audio, p = _worker["renderer"].render(s, e)
@@ -146,6 +151,18 @@ def _remove_leftovers(root: Path, ks) -> None:
         p.unlink(missing_ok=True)
 
 
+def shard_bytes(plan: Plan) -> int:
+    """Disk space one shard takes (its two .npy files; headers included, with room to spare)."""
+    n = min(plan.shard_size, plan.count)
+    return n * int(np.prod(plan.example_shape)) * np.dtype(plan.dtype).itemsize + n * 16 * 4 + 2 * 4096
+
+
+def _disk_full(root: Path, plan: Plan, finished: int) -> DiskFull:
+    """The one-line error for a render stopped by a full disk (not the synth's fault)."""
+    e = disk_full(root / "shard-NNNNN.x.npy", (plan.num_shards - finished) * shard_bytes(plan))
+    return DiskFull(f"{e}; {finished} of {plan.num_shards} shards finished: rerun to resume")
+
+
 def _render_pool(
     plan: Plan, root: Path, todo: list[int], workers: int, initargs: tuple, done: dict, progress: bool
 ) -> list[int]:
@@ -160,8 +177,17 @@ def _render_pool(
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    pending.pop(fut)
-                    k, entry = fut.result()
+                    k = pending.pop(fut)
+                    try:
+                        k, entry = fut.result()
+                    except OSError as e:
+                        if e.errno not in FULL:
+                            raise
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        _remove_leftovers(root, todo)
+                        if progress:
+                            print(file=sys.stderr)  # end the progress line
+                        raise _disk_full(root, plan, len(done)) from None
                     done[f"{k:05d}"] = entry
                     write_manifest(root, plan, done, merge=True)
                     if progress:
@@ -256,6 +282,8 @@ def render_dataset(
         restarts += 1
         _remove_leftovers(root, lost)
         worst = max(crashes.values(), default=0) if started else restarts
+        if shutil.disk_usage(root).free < shard_bytes(plan):  # a worker killed by a full disk (SIGBUS)
+            raise _disk_full(root, plan, len(done))
         if worst >= MAX_CRASHES:
             bad = [f"{k:05d}" for k, n in crashes.items() if n >= MAX_CRASHES]
             where = f"shard(s) {', '.join(bad)}" if bad else "the workers at start-up"
@@ -334,8 +362,10 @@ def main(args) -> int:
             )
         )
         return 0
+    from synthmatch.bridge.core.outpaths import writable_dir
     from synthmatch.training.synths import parse_spec
 
+    writable_dir(args.out, "--out")  # an existing file there: one line, before any worker starts
     spec = parse_spec(args.synth, args.profile)
     if args.presets and spec.kind != "reference":
         raise UsageError("--presets is for the reference synth; a plugin samples as its profile's [sampling] says")

@@ -36,13 +36,12 @@ are the model's input after the front-end: predict with `torch.sigmoid(model.fea
 from __future__ import annotations
 
 import json
-import os
-import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from synthmatch.bridge.core.atomic import write_text
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.bridge.core.digest import file_sha256
 from synthmatch.training.sampling import PresetSampling, sampling_fingerprint
@@ -142,12 +141,7 @@ def write_manifest(root: Path, plan: Plan, shards: dict[str, dict], merge: bool 
         "num_shards": plan.num_shards,
         "shards": {k: shards[k] for k in sorted(shards)},
     }
-    tmp = root / f"{MANIFEST}.tmp-{socket.gethostname()}-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / MANIFEST)
+    write_text(root / MANIFEST, json.dumps(data, indent=1))
 
 
 def read_manifest(root: Path) -> tuple[Plan, dict[str, dict]]:

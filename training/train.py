@@ -46,6 +46,7 @@ from torch import nn
 
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core import tomlfile
+from synthmatch.bridge.core.atomic import write_text
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.bridge.core.errors import UsageError
 from synthmatch.bridge.core.loader import load_dataclass
@@ -415,7 +416,7 @@ def _resume(last: Path, cfg: TrainConfig, contract: Contract, trainer: TrainStep
 def _prepare_out(out: Path, info: dict, log: MetricsLog, resume: bool, step: int) -> None:
     """Rank 0, before the first step: config.resolved.json (info), metrics.jsonl as of `step`, no stale tmp files."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.resolved.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_text(out / "config.resolved.json", json.dumps(info, indent=2) + "\n")
     if resume:
         log.keep_until(step)
     else:
@@ -452,7 +453,10 @@ def _validate(parts: _RunParts, state: RunState) -> None:
 
 
 def main(args) -> int:
+    from synthmatch.bridge.core.outpaths import writable_dir
+
     cfg = TrainConfig.load(args.config)
+    writable_dir(args.out, "--out")  # an existing file, a read-only place: one line before any work
     result = run(cfg, args.out, resume=args.resume, device=args.device)
     if int(os.environ.get("RANK", 0)) == 0:
         print(json.dumps(result))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from synthmatch.bridge.core.contract import Contract
-from synthmatch.bridge.core.errors import UsageError
+from synthmatch.bridge.core.errors import UsageError, clip
 
 FORMAT = 2  # bump when the metadata layout changes incompatibly
 # 2: the model owns its front-end (model_config.frontend, .cqt) and head (model_config.head)
@@ -161,15 +161,41 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
             values[k] = json.loads(text)
         except json.JSONDecodeError as e:
             raise ModelError(f"{path}: metadata key {_PREFIX}{k} is not valid JSON ({e}); {_fix(path)}") from None
+        except RecursionError:
+            raise ModelError(f"{path}: metadata key {_PREFIX}{k} is nested too deeply to read; {_fix(path)}") from None
     missing = [k for k in REQUIRED if k not in values]
     if missing:
         raise ModelError(f"{path}: metadata key {_PREFIX}{missing[0]} is missing; {_fix(path)}")
-    if values["format"] != FORMAT:
-        advice = FORMAT_ADVICE.get(values["format"], "re-export the model with this version")
+    fmt = values["format"]
+    if not _whole(fmt):
         raise ModelError(
-            f"{path}: model file format {values['format']}, this synthmatch ({synthmatch_version()}) "
-            f"reads format {FORMAT}; {advice}"
+            f"{path}: metadata {_PREFIX}format = {clip(json.dumps(fmt), 60)}: must be an integer (this "
+            f"synthmatch reads format {FORMAT}); {_fix(path)}"
         )
+    if fmt != FORMAT:
+        advice = FORMAT_ADVICE.get(fmt, "re-export the model with this version")
+        raise ModelError(
+            f"{path}: model file format {fmt}, this synthmatch ({synthmatch_version()}) reads format {FORMAT}; {advice}"
+        )
+    for key in ("sample_rate", "num_samples"):
+        v = values[key]
+        if not (_whole(v) and 0 < v < 2**31):
+            raise ModelError(
+                f"{path}: metadata {_PREFIX}{key} = {clip(json.dumps(v), 60)}: must be a whole number > 0; {_fix(path)}"
+            )
+    if not isinstance(values["contract_hash"], str):
+        raise ModelError(f"{path}: metadata {_PREFIX}contract_hash must be a string; {_fix(path)}")
+    for key in ("contract", "model_config", "summary"):
+        if not isinstance(values.get(key) or {}, dict):
+            raise ModelError(
+                f"{path}: metadata {_PREFIX}{key} = {clip(json.dumps(values[key]), 60)}: must be a JSON object; "
+                f"{_fix(path)}"
+            )
+    for key in ("version", "export_id"):
+        if not isinstance(values.get(key, ""), str):
+            raise ModelError(f"{path}: metadata {_PREFIX}{key} must be a string; {_fix(path)}")
+    if not _contract_shape_ok(values.get("contract") or {}):
+        raise ModelError(f"{path}: metadata {_PREFIX}contract has the wrong shape; {_fix(path)}")
     names = values["param_names"]
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise ModelError(f"{path}: metadata {_PREFIX}param_names must be a list of names; {_fix(path)}")
@@ -185,18 +211,31 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
     return ModelMeta(
         path=str(path),
         names=tuple(names),
-        contract_hash=str(values["contract_hash"]),
-        sample_rate=int(values["sample_rate"]),
-        num_samples=int(values["num_samples"]),
+        contract_hash=values["contract_hash"],
+        sample_rate=values["sample_rate"],
+        num_samples=values["num_samples"],
         contract=values.get("contract") or {},
         model_config=values.get("model_config") or {},
         summary=values.get("summary") or {},
         version=str(values.get("version", "")),
         export_id=str(values.get("export_id", "")),
-        format=int(values["format"]),
+        format=fmt,
         synth=values.get("synth") or "reference",
         takes_note=NOTE_NAME in ins,
     )
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _contract_shape_ok(c: dict) -> bool:
+    """The parts of the stored contract that are read (audio.note, params[].name): of the right types."""
+    audio = c.get("audio", {})
+    if not isinstance(audio, dict) or not _whole(audio.get("note", 60)):
+        return False
+    params = c.get("params", [])
+    return isinstance(params, list) and all(isinstance(p, dict) and isinstance(p.get("name"), str) for p in params)
 
 
 def read_meta(path: str | Path) -> ModelMeta:
