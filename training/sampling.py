@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from synthmatch.bridge.core.contract import Contract, ContractError
+from synthmatch.bridge.core.contract import sample_mean as distribution_mean
 
 FIT_METHODS = ("beta", "kde")
 LABEL_COLUMN = "preset"  # optional non-numeric column naming each patch
@@ -43,20 +44,6 @@ def _draw(rng: np.random.Generator, sample: dict) -> float:
         x = points[int(rng.integers(len(points)))] + sample["bw"] * rng.standard_normal()
         x = abs(x) % 2.0
         return 2.0 - x if x > 1.0 else x
-    raise ValueError(f"unknown distribution {dist!r}")
-
-
-def distribution_mean(sample: dict) -> float:
-    """Mean of one sampling distribution, in normalised units (a kde's mean is its points' mean)."""
-    dist = sample["dist"]
-    if dist == "uniform":
-        return 0.5
-    if dist == "beta":
-        return sample["a"] / (sample["a"] + sample["b"])
-    if dist == "fixed":
-        return float(sample["value"])
-    if dist == "kde":
-        return float(np.mean(sample["points"]))
     raise ValueError(f"unknown distribution {dist!r}")
 
 

@@ -293,6 +293,21 @@ def from_dict(data: dict, source: str = "<dict>") -> Contract:
     return Contract(audio, frontend, synth, tuple(params), source)
 
 
+def sample_mean(sample: dict) -> float:
+    """Mean of one parameter's sampling distribution (its `sample` entry), in normalised units; a kde's
+    mean is its points' mean. The mean patch is the MSE-optimal guess of a model that hears nothing."""
+    dist = sample["dist"]
+    if dist == "uniform":
+        return 0.5
+    if dist == "beta":
+        return sample["a"] / (sample["a"] + sample["b"])
+    if dist == "fixed":
+        return float(sample["value"])
+    if dist == "kde":
+        return float(sum(sample["points"]) / len(sample["points"]))
+    raise ValueError(f"unknown distribution {dist!r}")
+
+
 def load(path: str | Path | None = None) -> Contract:
     """Load and validate a contract TOML (default: configs/contract.toml). Raises ContractError."""
     path = Path(path) if path is not None else DEFAULT_CONTRACT
