@@ -42,6 +42,7 @@ fi
 # TensorRT-RTX (PyPI): the tests build real engines with it, no GPU needed; the gpu extra installs it too.
 [[ "$extras" == *dev* ]] && "${pip[@]}" "tensorrt-rtx-cu12==1.7.1.116"
 [[ "$extras" == *dev* ]] && bash scripts/build_test_plugin.sh
+[[ "$extras" == *dev* ]] && bash scripts/build_synth_plugin.sh  # synthmatch-synth: VST3, CLAP, LV2, JACK (docs/plugin.md)
 
 # --dev: .venv-runtime holds synthmatch as a user gets it: the built wheel (not editable), no extras, so no
 # torch, plus pytest; tests/test_installed.py runs the CLI and the torch-free tests with it. The venv is made
