@@ -15,7 +15,6 @@ import sys
 
 from synthmatch.bridge.core import argtypes
 from synthmatch.bridge.core.errors import UsageError, clip, os_error_advice
-from synthmatch.bridge.live.config import BACKEND_CHOICES, MODES
 
 
 def _params(args: argparse.Namespace) -> int:
@@ -34,6 +33,10 @@ def _params(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # imported here, not at the top: this module loads in milliseconds, so a Ctrl-C while starting lands
+    # inside main's try (exit 130, no traceback) rather than in the import of numpy
+    from synthmatch.bridge.live.config import BACKEND_CHOICES, MODES
+
     parser = argparse.ArgumentParser(prog="synthmatch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -79,21 +82,32 @@ def build_parser() -> argparse.ArgumentParser:
         "listen to an audio input, infer the 16 parameters, send them as MIDI CC / OSC",
     )
     p.add_argument("--config", help="daemon TOML (default: configs/bridge.toml)")
-    p.add_argument("--input", help='device-name substring, or "file:PATH" to play a file through the daemon')
+    p.add_argument(
+        "--input",
+        help='an input device: its index or a part of its name (`synthmatch devices`); or "file:PATH" to play '
+        "a file through the daemon (trigger mode unless --mode is given)",
+    )
     p.add_argument("--fast", action="store_true", help="with file input: as fast as possible, not real time")
     p.add_argument("--mode", choices=MODES)
     p.add_argument("--model", help="exported model file (default: models/default.onnx)")
     p.add_argument("--backend", choices=BACKEND_CHOICES)
     p.add_argument("--midi-port", help="send MIDI CC into the output port whose name contains this")
     p.add_argument("--osc", metavar="[HOST:]PORT", help="send OSC to this address")
+    p.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="the synth's output profile (configs/synths/NAME.toml's [live]: amsynth, zynaddsubfx, surge-xt, "
+        "massive, synthmatch-synth): each value sent as what that synth needs for its physical value",
+    )
+    p.add_argument("--channel", type=int, metavar="1..16", help="MIDI channel of the CCs and notes (default 1)")
     p.add_argument("--print", action="store_true", help="print one JSON line per update on stdout")
     p.add_argument("--no-control", action="store_true", help="do not start the OSC control server")
     p.add_argument(
-        "--refine-passes",
-        type=argtypes.passes,
-        metavar="N",
-        help="trigger/manual: follow each snapshot with one refined by re-rendering, N passes, "
-        "a few seconds later (needs the train extra; default 0 = off)",
+        "--refine-budget",
+        type=argtypes.milliseconds,
+        metavar="MS",
+        help="time to improve each answer by judging candidates through the reference synth, ms "
+        "(default 150; 0 = the network's answer alone)",
     )
     p.add_argument(
         "--set",

@@ -72,6 +72,13 @@ def find_device(sd, name: str) -> tuple[int, str, int, float]:
         if devs:
             return devs[0]
         raise UsageError("input: no audio input device found; connect one (or start JACK) or use --input file:PATH")
+    if name.strip().isdigit():  # an index, as `synthmatch devices` lists them
+        for d in devs:
+            if d[0] == int(name):
+                return d
+        if not any(name.strip() in d[1] for d in devs):
+            listing = ", ".join(f"{d[0]} {d[1]!r}" for d in devs) or "none"
+            raise UsageError(f"input: no input device has index {name.strip()}; inputs: {listing}")
     i = pick(
         [d[1] for d in devs],
         name,
@@ -251,10 +258,13 @@ class FileSource:
 
         from synthmatch.bridge.core.audiofile import AudioFileError, check_readable
 
-        try:
-            check_readable(path)
-        except AudioFileError as e:
-            raise UsageError(f"input: {e}") from None
+        if _is_fifo(path):  # open() blocks until a writer opens the other end: say so first; no probing
+            log.info("input: %s is a FIFO (named pipe); waiting for a program to write into it", path)
+        else:  # (a probe's open and close of a FIFO would take and end the writer's only stream)
+            try:
+                check_readable(path)
+            except AudioFileError as e:
+                raise UsageError(f"input: {e}") from None
         try:
             self._f = sf.SoundFile(path)
         except (OSError, RuntimeError) as e:  # soundfile's LibsndfileError derives from RuntimeError
@@ -311,6 +321,16 @@ class FileSource:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=1.0)
+
+
+def _is_fifo(path: str) -> bool:
+    import os
+    import stat
+
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def open_source(settings: InputSettings):
