@@ -62,9 +62,9 @@ def main(args) -> int:
     from synthmatch.bridge.core.atomic import write_atomic
     from synthmatch.bridge.core.outpaths import writable_file
 
-    if Path(args.out).suffix.lower() != ".wav":
-        raise UsageError(f"--out {args.out}: render writes a WAV file; give a name ending in .wav, e.g. {args.out}.wav")
     out = writable_file(args.out, "--out")  # before rendering: a bad place fails at once
+    if out.suffix.lower() != ".wav":
+        raise UsageError(f"--out {out}: render writes a WAV file; give a name ending in .wav, e.g. {out}.wav")
     import torch
 
     from synthmatch.bridge.core import contract as contract_mod
