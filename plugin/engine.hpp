@@ -341,20 +341,26 @@ private:
 
 // the training renderer's limiter gain, 1 / max(1, peak), for patch v and (fractional) note: its whole
 // note rendered at SM_SAMPLE_RATE as it renders it (tables, nearest-sample phase accumulator, envelope,
-// one FFT convolution with the impulse response, dry/wet mix) and its peak taken. About 2^17-point FFTs'
-// worth of work; the plugin calls it at a fresh note-on and (from its worker thread) after changes.
+// one FFT convolution with the impulse response, dry/wet mix) and its peak taken. Two real 2^17-point FFTs
+// and a table build; the plugin calls it at a fresh note-on and (from its worker thread) after changes.
 class CanonicalPeak {
 public:
     void init() {
         T_ = (int)std::lround(SM_SAMPLE_RATE * SM_DURATION_S);
         nfft_ = 1;
         while (nfft_ < T_ + SM_IR_LENGTH - 1) nfft_ *= 2;
-        fft_.init(nfft_);
-        irF_.assign(nfft_, cfloat());
-        for (int i = 0; i < SM_IR_LENGTH; ++i) irF_[i] = SM_IR[i];
-        fft_.forward(irF_.data());
-        work_.assign(nfft_, cfloat());
-        x_.assign(T_, 0.0f);
+        const int M = nfft_ / 2;  // real transforms of nfft_ points through complex ones of M
+        fft_.init(M);
+        rtw_.resize(M + 1);
+        for (int k = 0; k <= M; ++k) rtw_[k] = cfloat((float)std::cos(-M_PI * k / M), (float)std::sin(-M_PI * k / M));
+        work_.assign(M + 1, cfloat());
+        irF_.assign(M + 1, cfloat());
+        std::vector<float> ir(nfft_, 0.0f);
+        std::copy(SM_IR, SM_IR + SM_IR_LENGTH, ir.begin());
+        rfft(ir.data(), irF_.data());
+        x_.assign(nfft_, 0.0f);  // zero past T_: the padding of the linear convolution
+        wet_.assign(nfft_, 0.0f);
+        spec_.assign(nfft_ / 2 + 1, cfloat());
         tables_.init();
         held_ = 0;
         while (held_ < T_ && (float)((float)held_ / (float)SM_SAMPLE_RATE) < (float)SM_NOTE_OFF_S) ++held_;
@@ -387,14 +393,11 @@ public:
         if (mix <= 0.0) {
             for (int n = 0; n < T_; ++n) peak = std::max(peak, (double)std::fabs(x_[n]));
         } else {
-            std::fill(work_.begin(), work_.end(), cfloat());
-            for (int n = 0; n < T_; ++n) work_[n] = x_[n];
-            fft_.forward(work_.data());
-            for (int i = 0; i < nfft_; ++i) work_[i] *= irF_[i];
-            fft_.inverse(work_.data());
-            const double scale = 1.0 / nfft_;
+            rfft(x_.data(), spec_.data());
+            for (int k = 0; k <= nfft_ / 2; ++k) spec_[k] *= irF_[k];
+            irfft(spec_.data(), wet_.data());  // the first T_ samples: the linear convolution's
             for (int n = 0; n < T_; ++n) {
-                const double y = (1.0 - mix) * x_[n] + mix * work_[n].real() * scale;
+                const double y = (1.0 - mix) * x_[n] + mix * wet_[n];
                 peak = std::max(peak, std::fabs(y));
             }
         }
@@ -404,8 +407,32 @@ public:
 private:
     int T_ = 0, nfft_ = 0, held_ = 0;
     Fft fft_;
-    std::vector<cfloat> irF_, work_;
-    std::vector<float> x_;
+    std::vector<cfloat> irF_, work_, spec_, rtw_;
+    std::vector<float> x_, wet_;
+
+    // x (nfft_ real samples) -> X[0 .. nfft_ / 2]: one complex FFT of the even/odd pairs, then untangled
+    void rfft(const float* x, cfloat* X) {
+        const int M = nfft_ / 2;
+        for (int n = 0; n < M; ++n) work_[n] = cfloat(x[2 * n], x[2 * n + 1]);
+        fft_.forward(work_.data());
+        for (int k = 0; k <= M; ++k) {
+            const cfloat zk = work_[k % M], zc = std::conj(work_[(M - k) % M]);
+            const cfloat e = (zk + zc) * 0.5f, o = (zk - zc) * cfloat(0.0f, -0.5f);
+            X[k] = e + rtw_[k] * o;
+        }
+    }
+    // X[0 .. nfft_ / 2] (a real signal's spectrum) -> x (nfft_ samples), normalised
+    void irfft(const cfloat* X, float* x) {
+        const int M = nfft_ / 2;
+        for (int k = 0; k < M; ++k) {
+            const cfloat xk = X[k], xc = std::conj(X[M - k]);
+            const cfloat e = (xk + xc) * 0.5f, o = (xk - xc) * 0.5f * std::conj(rtw_[k]);
+            work_[k] = e + cfloat(0.0f, 1.0f) * o;
+        }
+        fft_.inverse(work_.data());
+        const float scale = 1.0f / M;
+        for (int n = 0; n < M; ++n) { x[2 * n] = work_[n].real() * scale; x[2 * n + 1] = work_[n].imag() * scale; }
+    }
     TableSet tables_;
     cdouble amp_[3][kK];
 };

@@ -24,10 +24,12 @@ public:
             for (uint32_t b = 0; b < bits; ++b) r |= ((i >> b) & 1u) << (bits - 1 - b);
             rev_[i] = r;
         }
-        tw_.resize(n / 2);  // e^{-2 pi i k / n}, computed in double
+        tw_.resize(n / 2);  // e^{-2 pi i k / n}, computed in double; twi_ its conjugates
+        twi_.resize(n / 2);
         for (uint32_t k = 0; k < n / 2; ++k) {
             const double a = -2.0 * M_PI * k / n;
             tw_[k] = cfloat((float)std::cos(a), (float)std::sin(a));
+            twi_[k] = std::conj(tw_[k]);
         }
     }
     uint32_t size() const { return n_; }
@@ -39,18 +41,18 @@ public:
 private:
     uint32_t n_ = 0;
     std::vector<uint32_t> rev_;
-    std::vector<cfloat> tw_;
+    std::vector<cfloat> tw_, twi_;
 
     void run(cfloat* x, bool inv) const {
         const uint32_t n = n_;
         for (uint32_t i = 0; i < n; ++i)
             if (i < rev_[i]) std::swap(x[i], x[rev_[i]]);
+        const cfloat* tws = inv ? twi_.data() : tw_.data();
         for (uint32_t len = 2; len <= n; len <<= 1) {
             const uint32_t half = len >> 1, step = n / len;
             for (uint32_t i = 0; i < n; i += len) {
                 for (uint32_t j = 0; j < half; ++j) {
-                    cfloat w = tw_[j * step];
-                    if (inv) w = std::conj(w);
+                    const cfloat w = tws[j * step];
                     cfloat& a = x[i + j];
                     cfloat& b = x[i + j + half];
                     const float br = b.real() * w.real() - b.imag() * w.imag();
