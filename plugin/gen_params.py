@@ -107,7 +107,11 @@ def generate(contract: contract_mod.Contract) -> str:
             f"    {{{_c_string(p.name)}, {_c_string(p.massive)}, {_c_string(p.unit)}, {p.min!r}, {p.max!r}, "
             f"{int(p.curve == 'log')}, {mean!r}, {p.cc}, {_c_string(p.description)}}},"
         )
-    lines += ["};", "", "// wavetable banks: complex harmonic amplitudes c_k (k = 1..N), x(theta) = sum Re(c_k e^{ik theta})"]
+    lines += [
+        "};",
+        "",
+        "// wavetable banks: complex harmonic amplitudes c_k (k = 1..N), x(theta) = sum Re(c_k e^{ik theta})",
+    ]
     sizes, offsets, re, im = [], [], [], []
     for bank in s.wavetables:
         c = ref.wavetable_coefficients(tuple(bank)).astype(np.complex64)  # the renderer's precision
