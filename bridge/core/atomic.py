@@ -66,8 +66,9 @@ def _write_tmp(path: Path, write: Writer) -> tuple[str, int]:
             written = 0
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in FULL:
-            exact = isinstance(write, bytes)
-            raise _Full(len(write) if exact else written, exact) from None
+            if isinstance(write, bytes):
+                raise _Full(len(write), True) from None
+            raise _Full(written, False) from None
         raise
 
 

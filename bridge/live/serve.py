@@ -36,13 +36,18 @@ def config_from_args(args):
     from synthmatch.bridge.live import config as config_mod
 
     over: dict[str, Any] = {}
+    origins: dict[str, str] = {}  # key -> the flag that set it, for error messages
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--set {item!r}: write KEY=VALUE, e.g. --set continuous.hop_s=0.1")
         over[key.strip()] = config_mod.parse_value(value.strip())
+        origins[key.strip()] = f"--set {item}"
+    if isinstance(over.get("input.source"), int) and not isinstance(over["input.source"], bool):
+        over["input.source"] = str(over["input.source"])  # a device index, as `synthmatch devices` lists it
     if args.input is not None:
         over["input.source"] = args.input
+        origins["input.source"] = f"--input {args.input}"
     if args.fast:
         over["input.fast"] = True
     if args.mode is not None:
@@ -54,6 +59,13 @@ def config_from_args(args):
     if args.midi_port is not None:
         over["output.midi.enabled"] = True
         over["output.midi.port"] = args.midi_port
+        origins["output.midi.port"] = f"--midi-port {args.midi_port}"
+    if getattr(args, "channel", None) is not None:
+        over["output.midi.channel"] = args.channel
+        origins["output.midi.channel"] = f"--channel {args.channel}"
+    if getattr(args, "profile", None) is not None:
+        over["output.profile"] = args.profile
+        origins["output.profile"] = f"--profile {args.profile}"
     if args.osc is not None:
         host, _, port = args.osc.rpartition(":")
         over["output.osc.enabled"] = True
@@ -63,13 +75,20 @@ def config_from_args(args):
             over["output.osc.port"] = int(port)
         except ValueError:
             raise UsageError(f"--osc {args.osc!r}: give [HOST:]PORT, e.g. --osc 127.0.0.1:9000") from None
+        origins["output.osc.port"] = origins["output.osc.host"] = f"--osc {args.osc}"
     if args.print:
         over["output.print.enabled"] = True
     if args.no_control:
         over["control.enabled"] = False
     if args.refine_passes is not None:
         over["refine.passes"] = args.refine_passes
-    return config_mod.load(args.config, over)
+    source = str(over.get("input.source", ""))
+    if source.startswith("file:") and "mode" not in over:
+        # a file is most often one note (a one-shot): trigger mode answers each note it holds, where
+        # continuous mode would gate a decaying one-shot to silence and print nothing
+        over["mode"] = "trigger"
+        origins["mode"] = "file input (trigger mode unless --mode is given)"
+    return config_mod.load(args.config, over, origins=origins)
 
 
 def _open_engine(cfg, contract, backend: str | None = None):
@@ -216,9 +235,14 @@ def _midi_error(key: str, e: Exception, or_set: str):
     """The UsageError for a MIDI port that cannot be opened under config key `key`."""
     from synthmatch.bridge.core.errors import UsageError
 
+    text = str(e)
+    if "ambiguous" in text:  # the server answered and listed the candidates: more of the name is the fix
+        return UsageError(f"{key}: {text} (`synthmatch devices` lists the ports)")
+    if "no MIDI" in text and "matches" in text:  # the server answered; the port is not among its ports
+        return UsageError(f"{key}: {text}; start the synth first, or pick a port from that list")
     return UsageError(
-        f"{key}: {e}; start the JACK server (or load the ALSA sequencer: sudo modprobe snd-seq), pick a "
-        f"port from `synthmatch devices`, or set {or_set}"
+        f"{key}: {text}; start the JACK server (or load the ALSA sequencer: sudo modprobe snd-seq), pick a "
+        f'port from `synthmatch devices`, or set {or_set} (under PipeWire: api = "alsa")'
     )
 
 
