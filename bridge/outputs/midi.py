@@ -18,6 +18,11 @@ drops updates, reopens by the same substring with exponential backoff, and after
 16 current values again (the receiver may have missed any number of updates). Checks happen in
 send() and in maintain(), which the daemon may call from its loop when there is nothing to send.
 
+With an output profile (bridge/outputs/profile.py, `--profile NAME`) each parameter goes where the
+profile says (CC 7-bit, 14-bit pair, or NRPN: CC 99, 98, 6, 38 in that order) as the value its target
+needs for the predicted physical value; a parameter the synth lacks is never sent. Without one, every
+parameter goes out normalised on its `ccs` entry (the contract's cc column; -1 = not sent).
+
 A connection the sink makes itself (a named port) takes effect at a JACK cycle boundary: events sent
 in the same cycle go nowhere. So for SETTLE_S after connecting, updates are deferred (kept as the
 newest values, counted in stats.deferred) and pushed by the first maintain() or send() after it.
@@ -36,7 +41,16 @@ import rtmidi
 
 from synthmatch.bridge.outputs import midiports
 from synthmatch.bridge.outputs.midiports import MidiPortError
-from synthmatch.bridge.outputs.sinks import MidiSinkConfig, SinkStats, Update, as_update, checked_values, validate_midi
+from synthmatch.bridge.outputs.profile import OutputProfile
+from synthmatch.bridge.outputs.sinks import (
+    MidiSinkConfig,
+    SinkConfigError,
+    SinkStats,
+    Update,
+    as_update,
+    checked_values,
+    validate_midi,
+)
 
 log = logging.getLogger("synthmatch.midi")
 
@@ -53,6 +67,9 @@ def bend_value(midi: float, note: int, bend_range: float) -> int:
     return max(0, min(16383, int(round(8192 + b * 8192))))
 
 
+Slot = tuple[str, int]  # (kind: "cc" | "cc14" | "nrpn", number): where one parameter goes
+
+
 def cc_messages(
     q: Sequence[int], previous: Sequence[int | None], ccs: Sequence[int], channel: int, resolution: int
 ) -> list[tuple[int, list[mido.Message]]]:
@@ -60,17 +77,29 @@ def cc_messages(
 
     channel is 1..16; 14-bit: [MSB on cc, LSB on cc + 32].
     """
+    kind = "cc" if resolution == 7 else "cc14"
+    return slot_messages(q, previous, [(kind, c) for c in ccs], channel)
+
+
+def slot_messages(
+    q: Sequence[int | None], previous: Sequence[int | None], slots: Sequence[Slot | None], channel: int
+) -> list[tuple[int, list[mido.Message]]]:
+    """(parameter index, messages) for each parameter with a slot whose value differs from `previous`;
+    None values and slots send nothing. cc: one CC; cc14: MSB on n, then LSB on n + 32; nrpn: CC 99 and
+    98 (the number's MSB and LSB), then data entry 6 and 38 (the value's MSB and LSB)."""
     out = []
-    for i, (v, prev) in enumerate(zip(q, previous)):
-        if v == prev:
+    ch = channel - 1
+    cc = lambda c, v: mido.Message("control_change", channel=ch, control=c, value=v)  # noqa: E731
+    for i, (v, prev, slot) in enumerate(zip(q, previous, slots)):
+        if v == prev or v is None or slot is None:
             continue
-        if resolution == 7:
-            msgs = [mido.Message("control_change", channel=channel - 1, control=ccs[i], value=v)]
+        kind, n = slot
+        if kind == "cc":
+            msgs = [cc(n, v)]
+        elif kind == "cc14":
+            msgs = [cc(n, v >> 7), cc(n + 32, v & 0x7F)]
         else:
-            msgs = [
-                mido.Message("control_change", channel=channel - 1, control=ccs[i], value=v >> 7),
-                mido.Message("control_change", channel=channel - 1, control=ccs[i] + 32, value=v & 0x7F),
-            ]
+            msgs = [cc(99, n >> 7), cc(98, n & 0x7F), cc(6, v >> 7), cc(38, v & 0x7F)]
         out.append((i, msgs))
     return out
 
@@ -80,15 +109,24 @@ class MidiCCSink:
 
     SETTLE_S = 0.1  # after connecting to a named port: a few JACK periods (2048 frames at 44.1 kHz = 46 ms)
 
-    def __init__(self, cfg: MidiSinkConfig, contract, clock=time.monotonic):
-        self.cfg, self.clock = cfg, clock
-        self.ccs = validate_midi(cfg, contract)
-        self.n = len(self.ccs)
+    def __init__(self, cfg: MidiSinkConfig, contract, clock=time.monotonic, profile: OutputProfile | None = None):
+        self.cfg, self.clock, self.profile = cfg, clock, profile
+        ccs = validate_midi(cfg, contract)
+        self.n = len(ccs)
+        kind = "cc" if cfg.resolution == 7 else "cc14"
+        self.slots: list[Slot | None] = [None if c < 0 else (kind, c) for c in ccs]
+        if profile is not None:
+            if not profile.has("midi"):
+                raise SinkConfigError(
+                    f"output.profile = {profile.name!r} has no MIDI targets ([[live.midi]]); send OSC (--osc) "
+                    "or pick another profile"
+                )
+            self.slots = [None if t is None else (t.kind, t.number) for t in profile.midi]
         self.stats = SinkStats()
         self.api = midiports.resolve_api(cfg.api)  # fixed for the sink's life: port names are per API
         self._out: rtmidi.MidiOut | None = None
         self._sent: list[int | None] = [None] * self.n  # last value on the wire, per parameter
-        self._wanted: list[int] | None = None  # newest quantised update
+        self._wanted: list[int | None] | None = None  # newest quantised update
         self._jack_id: tuple[int, int] | None = None  # JACK api: the server instance we opened on
         self._backoff = cfg.retry_min_s
         self._retry_at = 0.0
@@ -121,9 +159,8 @@ class MidiCCSink:
         self._out = out
         self._checked = self.clock()
         self._settle_until = self._checked + self.SETTLE_S if self.cfg.port else 0.0
-        log.info(
-            "MIDI CC out: %s (%s, channel %d, %d-bit)", self.port_name, self.api, self.cfg.channel, self.cfg.resolution
-        )
+        how = f"profile {self.profile.name}" if self.profile is not None else f"{self.cfg.resolution}-bit"
+        log.info("MIDI CC out: %s (%s, channel %d, %s)", self.port_name, self.api, self.cfg.channel, how)
 
     def _lose(self, why: str, server_dead: bool) -> None:
         log.warning("MIDI port %s lost (%s); reopening with backoff", self.port_name, why)
@@ -186,12 +223,20 @@ class MidiCCSink:
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def _push(self, q: list[int]) -> int:
+    def _quantise(self, values: Sequence[float]) -> list[int | None]:
+        """16 values -> the wire value of each parameter (None: not sent)."""
+        vals = checked_values(values, self.n)
+        if self.profile is not None:
+            return [None if w is None else int(w) for w in self.profile.wire(vals, "midi")]
+        q: list[int | None] = list(quantise(vals, self.cfg.resolution))
+        return [None if s is None else v for v, s in zip(q, self.slots)]
+
+    def _push(self, q: list[int | None]) -> int:
         out = self._out
         if out is None:  # lost meanwhile: the next reconnect pushes the wanted values
             return 0
         count = 0
-        for i, msgs in cc_messages(q, self._sent, self.ccs, self.cfg.channel, self.cfg.resolution):
+        for i, msgs in slot_messages(q, self._sent, self.slots, self.cfg.channel):
             try:
                 for m in msgs:
                     out.send_message(m.bytes())
@@ -271,7 +316,7 @@ class MidiCCSink:
         return n + self._push_raw(after) if self._out is not None else n
 
     def _send_values(self, u: Update) -> int:
-        q = quantise(checked_values(u.values, self.n), self.cfg.resolution)
+        q = self._quantise(u.values)
         self.stats.updates += 1
         self._wanted = q
         sent_before = self.stats.sent

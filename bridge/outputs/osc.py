@@ -1,5 +1,7 @@
 """OSC output: the 16 values (and the note) to a DAW or synth over UDP, one bundle per update, with
-the DAW presets of OscSinkConfig (REAPER, Ableton, Bitwig, plain)."""
+the DAW presets of OscSinkConfig (REAPER, Ableton, Bitwig, plain), or with a synth's output profile
+(bridge/outputs/profile.py): then each parameter the synth has goes to the profile's own address, with
+its type tag, as the value its target needs for the physical value; the others are not sent."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pythonosc.osc_bundle_builder import BuildError as BundleBuildError
 from pythonosc.osc_message_builder import BuildError
 
 from synthmatch.bridge.core.loader import INT32_MAX
+from synthmatch.bridge.outputs.profile import OutputProfile
 from synthmatch.bridge.outputs.sinks import (
     OscSinkConfig,
     SinkConfigError,
@@ -43,9 +46,17 @@ class OscSink:
     send is counted in stats.errors (and that update in stats.dropped), and sending goes on.
     """
 
-    def __init__(self, cfg: OscSinkConfig, contract):
-        self.cfg, self.names = cfg, list(contract.names)
+    def __init__(self, cfg: OscSinkConfig, contract, profile: OutputProfile | None = None):
+        self.cfg, self.names, self.profile = cfg, list(contract.names), profile
         self.settings = osc_settings(cfg)
+        if profile is not None:
+            if not profile.has("osc"):
+                raise SinkConfigError(
+                    f"output.profile = {profile.name!r} has no OSC targets ([[live.osc]]); send MIDI "
+                    "(--midi-port) or pick another profile"
+                )
+            if not cfg.port and profile.osc_port:
+                self.settings["port"] = profile.osc_port
         n = len(self.names)
         self.indices = list(cfg.indices) if cfg.indices else list(range(n))
         if len(self.indices) != n:
@@ -92,6 +103,23 @@ class OscSink:
         s = self.settings
         bundle = osc_bundle_builder.OscBundleBuilder(osc_bundle_builder.IMMEDIATELY)
         page = None
+        if self.profile is not None:
+            b = osc_message_builder.OscMessageBuilder
+            # the settings the profile's laws assume (cheap; a restarted synth gets them back next update),
+            # then each parameter the synth has
+            sent = [(x.address, x.type, x.value) for x in self.profile.osc_fixed] + [
+                (t.address, t.type, w)
+                for t, w in zip(self.profile.osc, self.profile.wire(vals, "osc"))
+                if t is not None and w is not None
+            ]
+            for address, tag, value in sent:
+                msg = b(address)
+                if tag == "i":
+                    msg.add_arg(int(value), b.ARG_TYPE_INT)
+                else:
+                    msg.add_arg(float(value), b.ARG_TYPE_FLOAT)
+                bundle.add_content(msg.build())
+            vals = []  # the presets' messages are not sent
         for i, v in enumerate(vals):
             f = self._fields(i)
             if s.get("page_select") and f["page"] != page:
@@ -110,14 +138,14 @@ class OscSink:
                 else:
                     msg.add_arg(int(f[tok]), osc_message_builder.OscMessageBuilder.ARG_TYPE_INT)
             bundle.add_content(msg.build())
-        if self.cfg.note_address and note is not None:
+        if self.cfg.note_address and note is not None and self.profile is None:  # a synth has no such address
             bundle.add_content(note_message(self.cfg.note_address, *note))
         return bundle.build()
 
     def send(self, update: Sequence[float] | Update) -> int:
         u = as_update(update)
         if u.note_off:
-            if not self.cfg.note_address or u.note is None:
+            if not self.cfg.note_address or u.note is None or self.profile is not None:
                 return 0
             from pythonosc import osc_bundle_builder
 

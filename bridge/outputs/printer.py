@@ -106,7 +106,7 @@ class PrintSink:
             log.warning("print output failed: %s", e)
             return 0
         self.stats.sent += 1
-        return 1
+        return 0  # a printed line is no MIDI/OSC message: the daemon's `messages` counts the wire only
 
     def _closed(self) -> None:
         self.closed = True

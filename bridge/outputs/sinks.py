@@ -87,8 +87,8 @@ class MidiSinkConfig:
     port: str = ""  # send into an existing input port whose name contains this (the DAW's/synth's)
     virtual: str = "cc_out"  # else (port = "") create this virtual port for the DAW to connect to
     channel: int = field(default=1, metadata=within(1, 16, note="MIDI channels are 1..16"))
-    # one CC per parameter; [] = the contract's cc column
-    ccs: list[int] = field(default_factory=list, metadata=within(0, 127, note="CC numbers are 0..127"))
+    # one CC per parameter, -1 = not sent; [] = the contract's cc column (ignored with output.profile)
+    ccs: list[int] = field(default_factory=list, metadata=within(-1, 127, note="CC numbers are 0..127, -1 = not sent"))
     resolution: int = 7  # 7: one CC per parameter; 14: MSB on cc, then LSB on cc + 32
     api: str = "auto"  # "auto" (JACK if a server answers, else ALSA/CoreMIDI/WinMM) | "jack" | "alsa" | ...
     client_name: str = "synthmatch"
@@ -182,6 +182,9 @@ class PrintSinkConfig:
 
 @dataclass
 class OutputSettings:
+    # a synth's output profile (configs/synths/NAME.toml's [live], bridge/outputs/profile.py): each value
+    # sent as what its target needs for the physical value; "" = normalised values on the contract's CCs
+    profile: str = ""
     midi: MidiSinkConfig = field(default_factory=MidiSinkConfig)
     osc: OscSinkConfig = field(default_factory=OscSinkConfig)
     print: PrintSinkConfig = field(default_factory=PrintSinkConfig)
@@ -217,8 +220,10 @@ def validate_midi(cfg: MidiSinkConfig, contract, where: str = "output.midi") -> 
     owner: dict[int, str] = {}  # CC number -> which parameter uses it (MSB or LSB)
     for i, cc in enumerate(ccs):
         k = f"{key}[{i}] ({contract.params[i].name})"
+        if cc == -1:  # this parameter is not sent
+            continue
         if not isinstance(cc, int) or isinstance(cc, bool) or not 0 <= cc <= 127:
-            raise SinkConfigError(f"{k} = {cc!r}: CC numbers are integers 0..127")
+            raise SinkConfigError(f"{k} = {cc!r}: CC numbers are integers 0..127 (-1 = not sent)")
         if cc >= 120:
             raise SinkConfigError(
                 f"{k} = {cc}: CC 120..127 are channel mode messages (all notes off, "
@@ -277,9 +282,27 @@ def osc_settings(cfg: OscSinkConfig, where: str = "output.osc") -> dict[str, Any
     return s
 
 
+def load_profile(out: OutputSettings, contract):
+    """The OutputProfile output.profile names, or None ("")."""
+    if not out.profile:
+        return None
+    from synthmatch.bridge.outputs import profile
+
+    return profile.load(out.profile, contract)
+
+
 def validate_outputs(out: OutputSettings, contract) -> None:
     """Cross-checks for the daemon's [output] tables (raises SinkConfigError naming the key). [output.osc]
     is checked even while disabled (its checks need nothing opened): a wrong value is refused when set."""
+    prof = load_profile(out, contract)
+    if prof is not None:
+        for transport, on in (("midi", out.midi.enabled), ("osc", out.osc.enabled)):
+            if on and not prof.has(transport):
+                other = "OSC (--osc)" if transport == "midi" else "MIDI (--midi-port)"
+                raise SinkConfigError(
+                    f"output.profile = {out.profile!r} has no {transport.upper()} targets ([[live.{transport}]]); "
+                    f"send {other} instead, or pick another profile"
+                )
     if out.midi.enabled:
         validate_midi(out.midi, contract)
     osc_settings(out.osc)
@@ -296,11 +319,12 @@ def build_sinks(out: OutputSettings, contract) -> list[Sink]:
     from synthmatch.bridge.outputs.osc import OscSink
     from synthmatch.bridge.outputs.printer import PrintSink
 
+    prof = load_profile(out, contract)
     sinks: list[Sink] = []
     if out.midi.enabled:
-        sinks.append(MidiCCSink(out.midi, contract))
+        sinks.append(MidiCCSink(out.midi, contract, profile=prof))
     if out.osc.enabled:
-        sinks.append(OscSink(out.osc, contract))
+        sinks.append(OscSink(out.osc, contract, profile=prof))
     if out.print.enabled:
         sinks.append(PrintSink(contract, physical=out.print.physical))
     return sinks

@@ -159,7 +159,13 @@ def _check_map(m: ParamMap, where: str, source: str, contract: Contract) -> None
 
 
 def from_dict(raw: dict, contract: Contract, source: str = "<dict>") -> Profile:
-    allowed = {"name", "plugin", "description", "param", "fixed", "unmapped", "sampling", "render"}
+    # [live] is the bridge's output profile (synthmatch.bridge.outputs.profile), read there, not here
+    allowed = {"name", "plugin", "description", "param", "fixed", "unmapped", "sampling", "render", "live"}
+    if "live" in raw and "plugin" not in raw and "param" not in raw:
+        raise ProfileError(
+            f"{source}: holds only a live output profile ([live], for `synthmatch bridge --profile`); it has "
+            "no training mapping (name, plugin, [[param]]) to render with"
+        )
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ProfileError(f"{source}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
