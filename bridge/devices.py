@@ -8,8 +8,34 @@ JACK devices only when a JACK server is running at the time this command starts.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from typing import IO
+import tempfile
+from typing import IO, Iterator
+
+
+@contextlib.contextmanager
+def quiet_stderr(caught: list[str]) -> Iterator[None]:
+    """C libraries' own lines on fd 2 (alsa-lib's "ALSA lib seq_hw.c: ... open /dev/snd/seq failed") are
+    caught instead of reaching the user's terminal; what they said is appended to `caught`."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded): nothing to hide
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace").strip()
+            if text:
+                caught.append(text)
 
 
 def audio_inputs() -> tuple[list[dict], str | None]:
@@ -49,17 +75,21 @@ def midi_ports() -> dict[str, dict[str, list[str] | str]]:
         if api == "jack" and not midiports.jack_server_alive():
             result[api] = {"error": f'no JACK server running (server "{midiports.jack_server_name()}")'}
             continue
+        noise: list[str] = []
         try:
-            result[api] = {"outputs": midiports.list_ports(api, "out"), "inputs": midiports.list_ports(api, "in")}
+            with quiet_stderr(noise):
+                outs, ins = midiports.list_ports(api, "out"), midiports.list_ports(api, "in")
+            result[api] = {"outputs": outs, "inputs": ins}
         except midiports.MidiPortError as e:
-            result[api] = {"error": str(e)}
+            why = f"{e}" + ("; is the ALSA sequencer loaded? (sudo modprobe snd-seq)" if api == "alsa" else "")
+            result[api] = {"error": why}
     return result
 
 
 def report(stream: IO[str] = sys.stdout) -> None:
     w = lambda s="": print(s, file=stream)  # noqa: E731
     inputs, err = audio_inputs()
-    w("Audio inputs (input.device = index or a part of the name):")
+    w("Audio inputs (--input INDEX or a part of the name; in the config: input.source):")
     if err:
         w(f"  {err}")
     elif not inputs:

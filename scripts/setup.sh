@@ -14,8 +14,9 @@ extras="train"
 # libportaudio2: sounddevice; libsndfile1: soundfile; jackd2 + liblo-tools: real audio/MIDI/OSC peers for
 # the daemon and its tests; fluidsynth + fluid-soundfont-gm: real instruments for out-of-domain evaluation.
 debs=(libportaudio2 libsndfile1 jackd2 liblo-tools fluidsynth fluid-soundfont-gm)
-# --dev: g++, make and dpf-source (DISTRHO Plugin Framework) build the VST3 test instrument the tests load.
-[[ "$extras" == *dev* ]] && debs+=(g++ make dpf-source)
+# --dev: g++, make and dpf-source (DISTRHO Plugin Framework) build the VST3 test instrument the tests load;
+# sox reads the WAVs synthmatch writes (tests/bridge/live/test_friction.py: no header warnings).
+[[ "$extras" == *dev* ]] && debs+=(g++ make dpf-source sox)
 missing=()
 for d in "${debs[@]}"; do dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done
 if ((${#missing[@]})); then

@@ -66,10 +66,26 @@ def read_mono(path: str | Path, sample_rate: int, channel: int | None = None, re
     return mono
 
 
-def write(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Mono float32 WAV (subtype FLOAT), parent folders created."""
-    import soundfile as sf
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """A mono 32-bit float WAV file's bytes with the standard header every reader takes: an 18-byte fmt
+    chunk (WAVE_FORMAT_IEEE_FLOAT, cbSize 0) and a fact chunk, then the data. (libsndfile's FLOAT subtype
+    writes a 16-byte fmt chunk, which sox warns about: "wave header missing extended part of fmt chunk".)"""
+    import struct
 
+    data = np.ascontiguousarray(np.asarray(audio, dtype="<f4").reshape(-1)).tobytes()
+    fmt = struct.pack("<HHIIHHH", 3, 1, int(sample_rate), int(sample_rate) * 4, 4, 32, 0)  # IEEE float, mono
+    chunks = b"".join(
+        (
+            b"fmt " + struct.pack("<I", len(fmt)) + fmt,
+            b"fact" + struct.pack("<II", 4, len(data) // 4),
+            b"data" + struct.pack("<I", len(data)) + data,
+        )
+    )
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+
+
+def write(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
+    """Mono 32-bit float WAV (`wav_bytes`), parent folders created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), np.asarray(audio, dtype=np.float32), sample_rate, subtype="FLOAT")
+    path.write_bytes(wav_bytes(audio, sample_rate))

@@ -155,9 +155,16 @@ def parse_value(text: str) -> Any:
 # ------------------------------------------------------------------------------------------------
 
 
-def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None, contract=None) -> BridgeConfig:
+def load(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    contract=None,
+    origins: dict[str, str] | None = None,
+) -> BridgeConfig:
     """Read the TOML (default configs/bridge.toml; a missing default is fine), apply dotted overrides,
-    build and validate. Raises UsageError naming the key."""
+    build and validate. Raises UsageError naming the key, and where it was written: the file, or the
+    flag an override came from (origins: key -> "--set KEY=VALUE", "--midi-port NAME", ...; default
+    "--set KEY")."""
     data: dict = {}
     source = "<defaults>"
     if path is not None or DEFAULT_CONFIG.exists():
@@ -165,13 +172,29 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
         data = tomlfile.read(p, UsageError, "config file not found; pass an existing file to --config")
         source = str(p)
     for key, value in (overrides or {}).items():
-        _set_dotted(data, key, value)
+        try:
+            _set_dotted(data, key, value)
+        except UsageError as e:
+            raise UsageError(f"{(origins or {}).get(key, f'--set {key}')}: {e}") from None
     try:
         cfg = from_dict(data, contract=contract)
     except UsageError as e:
-        raise UsageError(f"{source}: {e}") from None
+        raise UsageError(f"{_blame(str(e), overrides or {}, origins or {}, source)}: {e}") from None
     cfg.source = source
     return cfg
+
+
+def _blame(message: str, overrides: dict[str, Any], origins: dict[str, str], source: str) -> str:
+    """Where the key a message names was written: the flag of the override it comes from (the longest
+    override key the message names, e.g. output.midi.cc.filter1_cutoff), else the file."""
+    import re
+
+    named = set(re.findall(r"[A-Za-z_][\w.]*(?:\[\d+\])?", message))
+    hits = [k for k in overrides if any(n == k or n.startswith(k + ".") or n.startswith(k + "[") for n in named)]
+    if not hits:
+        return source
+    key = max(hits, key=len)
+    return origins.get(key, f"--set {key}")
 
 
 def from_dict(data: dict, contract=None) -> BridgeConfig:
@@ -205,9 +228,26 @@ def _cc_by_name(midi: dict, contract) -> dict:
     for name, cc in table.items():
         if name not in contract.names:
             raise UsageError(f"output.midi.cc.{name}: unknown parameter; valid names: {', '.join(contract.names)}")
-        if not isinstance(cc, int) or isinstance(cc, bool):
-            raise UsageError(f"output.midi.cc.{name} = {cc!r}: a CC number is an integer 0..127")
+        if not isinstance(cc, int) or isinstance(cc, bool) or not -1 <= cc <= 127:
+            raise UsageError(f"output.midi.cc.{name} = {cc!r}: a CC number is an integer 0..127 (-1 = not sent)")
         ccs[contract.names.index(name)] = cc
+    wide = midi.get("resolution") == 14
+    for name, cc in table.items():  # a collision is reported by the key written, not as ccs[i]
+        if cc < 0:
+            continue
+        mine = {cc, cc + 32} if wide else {cc}
+        for other, occ in zip(contract.names, ccs):
+            if other == name or occ < 0:
+                continue
+            theirs = {occ, occ + 32} if wide else {occ}
+            if mine & theirs:
+                clash = min(mine & theirs)
+                how = f"output.midi.cc.{other}" if other in table else "the contract's cc column"
+                lsb = f" on 14-bit LSB {clash} (a pair uses CC n and n + 32)" if cc != occ else ""
+                raise UsageError(
+                    f"output.midi.cc.{name} = {cc} collides with {other} (CC {occ}, {how}){lsb}; pick a free CC, "
+                    f"or move {other} too (output.midi.cc.{other} = N, or -1 to send it nowhere)"
+                )
     midi["ccs"] = ccs
     return midi
 

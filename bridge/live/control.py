@@ -321,7 +321,10 @@ def _listen_error(host: str, port: int, e: Exception):
     from synthmatch.bridge.core.errors import UsageError
 
     if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
-        fix = "another program (or a second synthmatch bridge) uses it: set control.port to a free port"
+        fix = (
+            "another program (or a second synthmatch bridge) uses it: run without the control server "
+            "(--no-control), or give it a free port (--set control.port=9002; 0 = any free port)"
+        )
     elif (
         isinstance(e, OSError)
         and e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)

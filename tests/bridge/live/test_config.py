@@ -180,7 +180,7 @@ ABLETON = {**OSC_ON, "output.osc.preset": "ableton"}
         ({**OSC_ON, "output.osc.value_min": 2.0}, "output.osc.value_max = 1 (the generic preset's), value_min = 2"),
         ({**OSC_ON, "output.osc.value_max": 1e300}, "output.osc.value_max = 1e+300: must lie in [-1000000, 1000000]"),
         ({"output.midi.velocity": 128}, "output.midi.velocity = 128: must lie in [1, 127]"),
-        ({"output.midi.ccs": [14] * 15 + [300]}, "output.midi.ccs[15] = 300: must lie in [0, 127]"),
+        ({"output.midi.ccs": [14] * 15 + [300]}, "output.midi.ccs[15] = 300: must lie in [-1, 127]"),
         ({"control.port": 70000}, "control.port = 70000: must lie in [0, 65535]"),
         ({"continuous.hop_s": 10**400}, "continuous.hop_s = "),  # an int past the float range
     ],
