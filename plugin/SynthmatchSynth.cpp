@@ -34,7 +34,7 @@ using namespace smsynth;
 static const uint32_t kBendRange = SM_NUM_PARAMS;  // the extra parameter's index
 static const uint32_t kParamCount = SM_NUM_PARAMS + 1;
 static const double kBendDefault = 2.0, kBendMax = 48.0;  // semitones, as the bridge's bend_range
-static const double kCrossfadeS = 0.010;  // table cross-fade after a change
+static const double kCrossfadeS = 0.020;  // table cross-fade after a change (rebuilds at most this often)
 static const double kSmoothS = 0.005;     // one-pole smoothing of pitch, times and mix
 static const double kGainSmoothS = 0.020; // the limiter's gain glide
 static const uint32_t kControl = 32;      // samples between control updates
@@ -51,7 +51,7 @@ public:
         fBuilder.init();
         fPeakAudio.init();
         fPeakWorker.init();
-        setup(getSampleRate());
+        setup(getSampleRate());  // hosts may change it before activate(), which then sets up again
         fWorker = std::thread([this] { workerLoop(); });
     }
     ~SynthmatchSynth() override {
@@ -108,7 +108,7 @@ protected:
         if (getSampleRate() != fSr) setup(getSampleRate());
         resetVoice();
     }
-    void sampleRateChanged(double sr) override { setup(sr); }
+    void sampleRateChanged(double) override {}  // activate() follows and sets up for the new rate
 
     void run(const float**, float** outputs, uint32_t frames, const MidiEvent* events, uint32_t count) override {
         uint32_t pos = 0;
@@ -339,7 +339,7 @@ private:
             const double g = fPeakWorker.gain(job, job[SM_NUM_PARAMS]);
             fResultGain.store(g);
             fResultSeq.store(seq);
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));  // at most ~ every 10 ms while automating
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));  // at most ~ every 20 ms while automating
         }
     }
 

@@ -233,6 +233,14 @@ inline std::vector<float> resampleIr(double sr) {
         return s;
     };
     const double i0b = i0(beta);
+    // the windowed sinc tabulated at 1/kOver of an input sample, read with linear interpolation
+    const int kOver = 512, half = (int)std::ceil(W * kOver);
+    std::vector<double> kernel(half + 2);
+    for (int i = 0; i < half + 2; ++i) {
+        const double x = (double)i / kOver, u = x / W;
+        const double sinc = x < 1e-12 ? 1.0 : std::sin(M_PI * c * x) / (M_PI * c * x);
+        kernel[i] = u >= 1.0 ? 0.0 : c * sinc * i0(beta * std::sqrt(1.0 - u * u)) / i0b;
+    }
     const int L = (int)std::ceil((SM_IR_LENGTH + W) * r);
     std::vector<float> out(L, 0.0f);
     for (int m = 0; m < L; ++m) {
@@ -241,10 +249,10 @@ inline std::vector<float> resampleIr(double sr) {
         const int hi = std::min(SM_IR_LENGTH - 1, (int)std::floor(tin + W));
         double acc = 0.0;
         for (int n = lo; n <= hi; ++n) {
-            const double x = tin - n;
-            const double u = x / W;
-            const double sinc = std::fabs(x) < 1e-12 ? 1.0 : std::sin(M_PI * c * x) / (M_PI * c * x);
-            acc += SM_IR[n] * c * sinc * i0(beta * std::sqrt(std::max(0.0, 1.0 - u * u))) / i0b;
+            const double pos = std::fabs(tin - n) * kOver;
+            const int k = (int)pos;
+            const double f = pos - k;
+            acc += SM_IR[n] * (kernel[k] + (kernel[k + 1] - kernel[k]) * f);
         }
         out[m] = (float)(acc / r);
     }
