@@ -14,9 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RANK = {"core": 0, "audio": 1, "engines": 1, "match": 1, "outputs": 1, "live": 2, "cli": 3, "devices": 3}
 # The reaches into training, by design:
 ALLOWED = {
-    ("bridge/live/refiner.py", "torch"),  # the refiner's child process runs training's search (train extra)
-    ("bridge/live/refiner.py", "synthmatch.training.refine"),
-    ("bridge/live/refiner.py", "synthmatch.training.synth"),
     ("bridge/cli.py", "synthmatch.training.commands"),  # training registers its subcommands (argparse only)
 }
 

@@ -28,6 +28,17 @@ seed = whole(0, None, "give a whole number >= 0")  # patches are f(seed); numpy 
 note = whole(0, 127, "give a MIDI note 0..127 (60 = C4)")  # render --note
 
 
+def milliseconds(text: str) -> float:
+    """argparse type of a time budget: a finite number of milliseconds, 0..5000."""
+    try:
+        x = float(text)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and 0 <= x <= 5000):
+        raise argparse.ArgumentTypeError(f"{text!r}: give milliseconds from 0 to 5000 (0 turns it off)")
+    return x
+
+
 def seconds(text: str) -> float:
     """argparse type of --seconds: a finite number > 0."""
     try:

@@ -3,7 +3,7 @@
     die_with_parent(parent_pid) -> False if the parent is already gone
 
 Linux: the kernel sends the child SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG), whatever the
-child is doing. Elsewhere callers that idle should also poll os.getppid() (bridge.refiner does).
+child is doing. Elsewhere callers that idle should also poll os.getppid() (training.shardrender's workers do).
 Used by the refinement process and by `dataset render`'s worker processes.
 """
 

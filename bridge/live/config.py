@@ -37,8 +37,6 @@ MODES = ("trigger", "continuous", "manual")
 BACKEND_CHOICES = ("auto", *BACKENDS)
 # threads beyond 4 per core only contend (threads=1000 measured 2.4 s per inference on 2 cores)
 MAX_THREADS = (os.cpu_count() or 1) * 4
-# each refinement pass re-renders candidates for a second or more; 10 passes already take ~30 s a snapshot
-MAX_REFINE_PASSES = 10
 
 
 @dataclass
@@ -50,11 +48,14 @@ class TriggerSettings:
 
 @dataclass
 class RefineSettings:
-    # > 0: each trigger/manual snapshot is followed by a refined one, a few seconds later
-    # (bridge/live/refiner.py; needs the train extra)
-    passes: int = field(default=0, metadata=within(0, MAX_REFINE_PASSES, note="0 = off"))
-    # torch threads of the refinement process
-    threads: int = field(default=1, metadata=within(1, MAX_THREADS, note="at most 4 per core"))
+    # every answer judged by synthesis and improved within this budget (bridge/match/search.py), ms; in
+    # continuous mode at most the hop's share (daemon.HOP_SHARE). 0 = the network's answer alone.
+    # 150 ms: scripts/bench_match.py (the README's table)
+    budget_ms: float = field(default=150.0, metadata=within(0, 5000, unit=" ms", note="0 = the network alone"))
+    # trigger/manual: send the network's answer at once as a preview, the refined one after it
+    network_first: bool = False
+    # continuous: the answer playing is kept unless another is closer by this fraction (no chatter)
+    keep_margin: float = field(default=0.05, metadata=within(0, 1, high_open=True))
 
 
 @dataclass

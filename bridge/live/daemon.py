@@ -13,8 +13,11 @@ Modes:
               rate limit; the silence gate stops updates while nobody plays.
   manual      like trigger, but only after a control message arms it (OSC /synthmatch/trigger or the
               MIDI footswitch); manual.start = "now" analyses the last 4 s at once instead.
-With refine.passes > 0, each trigger/manual snapshot is followed by a refined one a few seconds later
-(bridge/live/refiner.py: a second process searches by re-rendering), unless a newer update came first.
+With refine.budget_ms > 0 every answer is the matcher's (bridge/match/search.py): the network's values
+judged by synthesis against the window and improved within the budget, in this thread, torch-free. A
+snapshot carries the refined values (refine.network_first: the network's are sent first, as a preview);
+in continuous mode the budget shrinks to fit the hop (HOP_SHARE), the previous answer is among the
+candidates and is kept unless another is clearly closer, so a held sound does not chatter.
 Freeze/unfreeze and mode changes arrive over the control server. Counters are logged every
 log.interval_s and printed as one JSON line on stderr at exit ("synthmatch bridge: counters {...}").
 
@@ -27,9 +30,8 @@ This module is the worker loop (Daemon); its parts, each readable and testable a
   intake.py       raw blocks -> Converter -> the 16 kHz ring, onsets, each sample's arrival time
   capture.py      trigger/manual capture: onset -> pending window -> the snapshot's samples
   shaping.py      continuous mode's hop plan, smoothing, deadband, rate limit, pitch resend (pure functions)
-  refinetrack.py  update ids: which refined answer is still current
   report.py       Counters, the counter dict, /synthmatch/status, the status line, the exit status
-  serve.py        the process: config, opening engine / refiner / input / sinks / control, signals, main
+  serve.py        the process: config, opening engine / matcher / input / sinks / control, signals, main
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ from synthmatch.bridge.live import report
 from synthmatch.bridge.live.capture import SILENCE_DBFS, TriggerCapture, cut_window, silent
 from synthmatch.bridge.live.config import MODES
 from synthmatch.bridge.live.intake import Intake
-from synthmatch.bridge.live.refinetrack import RefineTracker
 from synthmatch.bridge.live.report import Counters
 from synthmatch.bridge.live.shaping import next_hop, pitch_resend, shape
 
@@ -60,7 +61,9 @@ IDLE_SLEEP_S = 0.001  # worker poll interval when no analysis is due soon (or in
 NEAR_SLEEP_S = 0.0002  # ... when the block completing the next window may arrive any moment
 FAR_SLEEP_S = 0.005  # longest sleep while a window is far off (commands wait at most this)
 WAKE_EARLY_S = 0.002  # start polling this long before the earliest possible arrival, plus one block
-REFINE_DRAIN_S = 120.0  # end of file input: wait this long at most for the last refined snapshot
+# continuous mode: inference plus matching may take this share of a hop, so the worker never falls behind
+# (the rest is headroom for the audio thread, the sinks and a slow hop)
+HOP_SHARE = 0.6
 # engine errors in a row before the backend falls back or the daemon exits 2: in continuous mode 5 hops
 # are 1.25 s, in trigger mode 5 notes. A glitch of one window (a GPU hiccup) passes unnoticed; an engine
 # that is broken for good is acted on while the audience has lost only a moment, not the show
@@ -76,7 +79,8 @@ class Daemon:
 
     window_tap(start, window, values): optional observer called with every analysed window
     (start = absolute 16 kHz sample position, window = (num_samples,) float32, values = raw model output).
-    refiner: an opened bridge.refiner.Refiner, or None (no refined follow-ups).
+    matcher: a bridge.match.search.Matcher (answers judged by synthesis, cfg.refine), or None (the network's
+    answer alone).
     fallback: () -> an opened engine to switch to after ENGINE_FAILURES_MAX engine errors in a row
     (called at most once), or None: then the worker ends with `fatal` set.
     """
@@ -90,7 +94,7 @@ class Daemon:
         source,
         commands=None,
         window_tap: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
-        refiner=None,
+        matcher=None,
         fallback: Callable[[], Any] | None = None,
     ):
         self.cfg, self.contract, self.engine, self.sinks, self.source = cfg, contract, engine, sinks, source
@@ -102,11 +106,10 @@ class Daemon:
             commands = CommandQueue()
         self.commands = commands  # bridge.control.CommandQueue: get() -> ControlCommand | None
         self.window_tap = window_tap
-        self.refiner = refiner
+        self.matcher = matcher
         self.mode = cfg.mode
         self.frozen = False
         self.c = Counters()
-        self.refines = RefineTracker(self.c)  # update ids: which refined answer is still current
         self.intake = Intake(source, self.sr, cfg.onset, cfg.input.channel)  # 16 kHz ring, onsets, arrivals
         self.notes = NoteStage(cfg.notes, contract)  # note per window, model at that note (bridge/audio/notes.py)
         self._note_fields: dict[str, Any] = {}  # the newest update's note: refined follow-up, status, pitch
@@ -131,6 +134,7 @@ class Daemon:
         # a failing engine or sink: 5 lines, then one every 30 s carrying the count suppressed (the counters
         # logged every log.interval_s have the totals): a fault that lasts all night adds 120 lines an hour
         self._engine_log = LimitedLog(log, burst=5, per_s=1 / 30)
+        self._match_log = LimitedLog(log, burst=5, per_s=1 / 30)
         self._sink_log = LimitedLog(log, burst=5, per_s=1 / 30)
 
     # ---- lifecycle ----
@@ -160,7 +164,6 @@ class Daemon:
         while not self._stop.is_set():
             self.source.poll()
             self._commands()
-            self._refined()
             onsets = self.intake.pull()  # None: nothing new arrived
             if onsets is None and self.intake.drained():
                 self._finish()
@@ -218,10 +221,17 @@ class Daemon:
             self.c.captures_padded += 1
         est = self.notes.snapshot(window, m)
         values = self._infer(p, window, est.note)
-        if values is not None:
-            self._send(values, self.intake.arrival_of(p + max(m, 1)), _note_fields(est, est.note, True))
-            if self.refiner is not None:
-                self.refiner.submit(self.refines.update_id, window, values)
+        if values is None:
+            return
+        t_audio, fields = self.intake.arrival_of(p + max(m, 1)), _note_fields(est, est.note, True)
+        if self.matcher is not None and self.cfg.refine.network_first:
+            self._send(values, t_audio, fields)  # the preview; the refined answer follows within the budget
+            fields = {**fields, "new_note": False}
+        refined = self._refine(window, est.note, values, self.cfg.refine.budget_ms)
+        if refined is not values:
+            self._send(refined, t_audio, fields, "+refined" if self.cfg.refine.network_first else "")
+        elif not (self.matcher is not None and self.cfg.refine.network_first):
+            self._send(values, t_audio, fields)
 
     def _capture_now(self) -> None:
         """manual.start = "now": the last 4 s, unless they are silent (capture.silent)."""
@@ -262,6 +272,9 @@ class Daemon:
         values = self._infer(end - self.n, window[:, 0], held)
         if values is None:
             return
+        budget = HOP_SHARE * self._hop / self.sr * 1000.0 - (self.c.infer_ms[-1] if self.c.infer_ms else 0.0)
+        budget = min(self.cfg.refine.budget_ms, budget)
+        values = self._refine(window[:, 0], held, values, budget, previous=self._last_sent)
         resend = pitch_resend(est.voiced, est.midi, self._note_fields.get("midi"), held, changed)
         since_sent_s = time.monotonic() - self._last_send_t
         out, self._smooth = shape(
@@ -291,6 +304,28 @@ class Daemon:
                 log.warning("model output rejected (%d so far): %s; nothing sent", self.c.bad_outputs, why)
             return None
         return np.clip(out, 0.0, 1.0).astype(np.float32)  # within OUTPUT_TOLERANCE of [0, 1]
+
+    def _refine(
+        self, window: np.ndarray, note: int | None, values: np.ndarray, budget_ms: float, previous=None
+    ) -> np.ndarray:
+        """The matcher's answer for this window (values itself when there is no matcher, no budget left or
+        the matcher failed: counted and logged rate-limited, the network's answer stands)."""
+        if self.matcher is None or budget_ms <= 0:
+            return values
+        played = float(self.contract.audio.note if note is None else note)
+        try:
+            r = self.matcher.match(window, played, values, previous=previous, budget_ms=budget_ms)
+        except Exception as e:  # a matcher bug must not cost the show its answer
+            self.c.refine_errors += 1
+            self._match_log.warning(
+                "matching failed (%d so far): %s; the network's answer is sent", self.c.refine_errors, _one_line(e)
+            )
+            return values
+        self.c.refined += 1
+        self.c.refine_ms.append(r.seconds * 1000.0)
+        self.c.refine_before.append(r.network_distance)
+        self.c.refine_after.append(r.distance)
+        return r.values
 
     def _engine_failed(self, e: Exception) -> None:
         """Count and log (rate-limited) an engine error; the ENGINE_FAILURES_MAX-th in a row switches to
@@ -377,47 +412,19 @@ class Daemon:
             "%s %s (%d sink failures so far): %s", type(sink).__name__, what, self.c.send_failures, _one_line(e)
         )
 
-    def _send(self, values: np.ndarray, t_audio: float, notes: dict[str, Any] | None = None) -> None:
+    def _send(self, values: np.ndarray, t_audio: float, notes: dict[str, Any] | None = None, tag: str = "") -> None:
         self._note_fields = {**(notes or {}), "new_note": False}
-        now = self._emit(values, t_audio, self.mode, notes)
-        self.refines.sent(t_audio)
+        now = self._emit(values, t_audio, self.mode + tag, notes)
         lat = (now - t_audio) * 1000.0
         self.c.latency_ms.append(lat)
         if self.c.infer_ms:  # everything but the model: waiting, conversion, windowing, sending
             self.c.overhead_ms.append(lat - self.c.infer_ms[-1])
 
-    def _refined(self) -> None:
-        """Send a refined snapshot that came back, if it is still for the newest update."""
-        if self.refiner is None:
-            return
-        for ident, values, before, after, seconds in self.refiner.poll():
-            if not self.refines.current(ident, self.frozen or self.mode == "continuous", seconds):
-                continue
-            log.debug("refined snapshot: spectral distance %.3f -> %.3f in %.1f s", before, after, seconds)
-            self._emit(
-                values,
-                self.refines.t_audio,
-                f"{self.mode}+refined",  # refine() keeps [0, 1]
-                self._note_fields,
-            )
-
     def _finish(self) -> None:
-        """End of file input: a capture still waiting is analysed zero-padded; the refined follow-up of
-        the last snapshot is waited for (at most REFINE_DRAIN_S)."""
+        """End of file input: a capture still waiting is analysed zero-padded."""
         if self.capture.pending is not None and self.mode in ("trigger", "manual"):
             self._capture(self.capture.take(), end=self.intake.ring16.written)
         self._end_note()
-        r = self.refiner
-        deadline = time.monotonic() + REFINE_DRAIN_S
-        while (
-            r is not None
-            and self.refines.owed(r.last_submitted)
-            and r.alive()
-            and not self._stop.is_set()
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.01)
-            self._refined()
 
     def _maintain(self) -> None:
         for s in self.sinks:

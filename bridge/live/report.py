@@ -39,12 +39,15 @@ class Counters:
     engine_fallbacks: int = 0  # switches to the fallback backend after engine errors in a row
     silent_captures: int = 0  # manual "now" captures refused: the last 4 s were silent (or all NaN)
     control_commands: int = 0
-    refined: int = 0  # refined snapshots sent (refine.passes > 0)
-    refines_dropped: int = 0  # refined answers not sent: a newer update, freeze or a mode change came first
+    refined: int = 0  # answers judged by synthesis (refine.budget_ms > 0; bridge/match/search.py)
+    refine_errors: int = 0  # matcher calls that raised (the network's answer was sent)
     latency_ms: collections.deque = field(default_factory=_times)  # audio arrival -> handed to the sinks, ms
     infer_ms: collections.deque = field(default_factory=_times)  # engine call, ms
     overhead_ms: collections.deque = field(default_factory=_times)  # latency minus its inference, ms
-    refine_ms: collections.deque = field(default_factory=_times)  # refinement search (its own process), ms
+    refine_ms: collections.deque = field(default_factory=_times)  # the matcher's call, ms
+    # the full multi-scale spectral distance to the window: the network's answer, the answer sent
+    refine_before: collections.deque = field(default_factory=_times)
+    refine_after: collections.deque = field(default_factory=_times)
 
 
 # the plain counts of `Counters`, in the order counters() reports them
@@ -99,6 +102,9 @@ def counters(
             "overhead_ms_p50": rounded(percentile(c.overhead_ms, 50)),
             "overhead_ms_p99": rounded(percentile(c.overhead_ms, 99)),
             "refine_ms_p50": rounded(percentile(c.refine_ms, 50)),
+            "refine_ms_p99": rounded(percentile(c.refine_ms, 99)),
+            "refine_distance_before_p50": rounded(percentile(c.refine_before, 50)),
+            "refine_distance_after_p50": rounded(percentile(c.refine_after, 50)),
             "samples_16k": samples_16k,
         }
     )

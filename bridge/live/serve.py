@@ -1,4 +1,4 @@
-"""`synthmatch bridge` as a process: config from file and flags, open the model, refiner, input, outputs
+"""`synthmatch bridge` as a process: config from file and flags, open the model, matcher, input, outputs
 and control inputs, run the worker (bridge/live/daemon.py's Daemon), keep the main thread's status line and
 periodic counters, stop on a signal, print the exit counters.
 
@@ -80,8 +80,8 @@ def config_from_args(args):
         over["output.print.enabled"] = True
     if args.no_control:
         over["control.enabled"] = False
-    if args.refine_passes is not None:
-        over["refine.passes"] = args.refine_passes
+    if args.refine_budget is not None:
+        over["refine.budget_ms"] = args.refine_budget
     source = str(over.get("input.source", ""))
     if source.startswith("file:") and "mode" not in over:
         # a file is most often one note (a one-shot): trigger mode answers each note it holds, where
@@ -91,14 +91,27 @@ def config_from_args(args):
     return config_mod.load(args.config, over, origins=origins)
 
 
+def _open_matcher(cfg, contract, meta):
+    """The live matcher (bridge/match/search.py), warmed up, or None: refine.budget_ms = 0, or a model trained
+    on another synth than the reference one (the reference synth cannot judge a plugin's sound)."""
+    if not cfg.refine.budget_ms:
+        return None
+    if meta.synth != "reference":
+        log.info("refine: off (the model was trained on %s; only the reference synth judges answers)", meta.synth)
+        return None
+    from synthmatch.bridge.match.search import MatchConfig, Matcher
+
+    matcher = Matcher(contract, MatchConfig(budget_ms=cfg.refine.budget_ms, keep_margin=cfg.refine.keep_margin))
+    matcher.warm()
+    return matcher
+
+
 def _open_engine(cfg, contract, backend: str | None = None):
     """The model on cfg.backend (or `backend`), checked against the contract."""
     from synthmatch.bridge.engines import ContractMismatch, load_engine
     from synthmatch.bridge.live.config import resolve_path
 
-    # refining: the search takes a core, so by default inference keeps to the other one (on 2 cores,
-    # snapshot latency p50 16.8 ms with two ONNX Runtime threads beside the search, 8.9 ms with one)
-    threads = cfg.threads or (1 if cfg.refine.passes else None)
+    threads = cfg.threads or None
     try:
         engine = load_engine(
             resolve_path(cfg.model), backend=backend or cfg.backend, contract=contract, threads=threads
@@ -174,7 +187,7 @@ def _open_control(cfg, commands, status: Callable[[], dict]) -> list:
 
 class Shutdown(BaseException):
     """Raised in the main thread by SIGTERM/SIGINT/SIGHUP while the bridge is still starting, so a slow
-    step (the refinement process importing torch, a TensorRT build) is abandoned at once and everything
+    step (a TensorRT build, say) is abandoned at once and everything
     opened so far is closed by main's ExitStack. A BaseException: no `except Exception` swallows it."""
 
 
@@ -273,16 +286,7 @@ def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: l
         )
         return 0
 
-    refiner = None
-    if cfg.refine.passes:  # also in continuous mode: the control server may switch to trigger later
-        from synthmatch.bridge.core.errors import UsageError
-        from synthmatch.bridge.live.refiner import Refiner, RefinerError
-
-        try:
-            refiner = Refiner(contract, cfg.refine.passes, cfg.refine.threads)
-        except RefinerError as e:
-            raise UsageError(f"refine.passes = {cfg.refine.passes}: {e}") from None
-        stack.callback(refiner.close)
+    matcher = _open_matcher(cfg, contract, engine.meta)
     source = open_source(cfg.input)
     stack.callback(source.stop)
     sinks = _open_sinks(cfg, contract)
@@ -300,7 +304,7 @@ def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: l
         sinks,
         source,
         commands,
-        refiner=refiner,
+        matcher=matcher,
         fallback=_fallback(cfg, contract, engine, engines),
     )
     daemon.control_stats = [obj.stats for obj in controls]

@@ -34,12 +34,15 @@ from synthmatch.bridge.match.synth import Synth, reverb_ir
 FAST_N_FFT = 4096  # 256 ms at 16 kHz: 3.9 Hz bins, so semitone bands resolve down to ~130 Hz
 FAST_HOP = 1024  # 64 ms
 GRID = 128  # samples per step of the envelope time grid (8 ms): short decays and the RMS envelope
+SUBSTEPS = 4  # envelope points averaged per grid step (2 ms apart)
 ENV_FRAME = 2  # grid steps per RMS-envelope frame (16 ms)
 SUBBIN = 16  # line positions are read from a table of the window-and-band response, 1/16 bin apart
 TOP = 8  # bands one line can reach (the response table keeps its TOP largest weights per position)
 BANDS_PER_OCTAVE = 12
 BAND_LO_HZ = 40.0
-FLOOR_DB = -80.0  # log terms compare magnitudes above the target's loudest minus this
+FLOOR_DB = -80.0  # the envelope's log term compares levels above the target's loudest minus this
+FRAME_FLOOR_DB = -60.0  # the spectral log term: each frame's bands above its loudest band minus this. The
+#   analytic spectrogram has nothing between harmonics; a render has the reverb of the attack's click there
 ENV_WEIGHT = 0.5  # weight of the envelope term beside the spectral terms (fitted by rank correlation)
 IR_FFT = 1 << 18  # the impulse response's spectrum, 0.06 Hz apart: read at each harmonic's frequency
 UNISON = 1e-9  # relative f0 difference under which two oscillators count as one in unison
@@ -82,7 +85,7 @@ class FastTarget:
         frames = np.lib.stride_tricks.sliding_window_view(x, FAST_N_FFT)[::FAST_HOP] * _hann(FAST_N_FFT)
         power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2  # (F, bins)
         self.mag = np.sqrt(power @ self.bands)  # (F, B) band magnitudes
-        self.floor = max(float(self.mag.max()), 1e-9) * 10 ** (FLOOR_DB / 20)
+        self.floor = np.maximum(self.mag.max(1, keepdims=True), 1e-9) * 10 ** (FRAME_FLOOR_DB / 20)  # (F, 1)
         self.log_mag = np.log(self.mag + self.floor)
         self.norm = max(float(np.linalg.norm(self.mag)), 1e-9)
         self.env = _rms_envelope(x)  # (E,)
@@ -105,10 +108,17 @@ class FastTarget:
         lines = power * scale[:, None]
         spectra = [lines, lines * np.abs(ir) ** 2, lines * ir.real]  # (C, L) each: dry, wet, cross
         S = _line_bands(g.response, freqs / (synth.sample_rate / FAST_N_FFT), np.stack(spectra))  # (3, C, B)
-        e2 = synth.envelope(p["env_attack"], p["env_decay"], g.t).astype(np.float64) ** 2  # (C, G)
+        # the envelope's power per grid step: the mean of SUBSTEPS points in it (attacks of a few ms)
+        e2 = synth.envelope(p["env_attack"], p["env_decay"], g.t_fine).astype(np.float64) ** 2
+        e2 = e2.reshape(len(v), -1, SUBSTEPS).mean(-1)  # (C, G)
         wet2 = np.maximum(g.smear(e2), 0)  # FFT rounding leaves tiny negatives
         cross = np.sqrt(e2 * wet2)
-        E = [(1 - mix) ** 2 * e2, mix**2 * wet2, 2 * (1 - mix) * mix * cross]  # (C, G) each
+        settled = g.settled  # (G,) the wet line's spectrum: its expectation early, the steady state late
+        E = [
+            (1 - mix) ** 2 * e2 + mix**2 * (1 - settled) * wet2,
+            mix**2 * settled * wet2,
+            2 * (1 - mix) * mix * settled * cross,
+        ]  # (C, G) each
         P = np.einsum("icb,icf->cfb", S, np.stack(E) @ g.to_frames.T)  # (C, F, B)
         level = sum(s.sum(1)[:, None] * E_i for s, E_i in zip(spectra, E)) / (FAST_N_FFT**2 / 16)  # (C, G)
         env = np.sqrt(np.maximum(level, 0) @ g.to_env.T / 2)  # (C, E): a sine's mean square is a^2 / 2
@@ -131,6 +141,7 @@ class _Grid:
     def __init__(self, synth: Synth):
         sr, T = synth.sample_rate, synth.num_samples
         self.t = (np.arange(T // GRID) + 0.5) * GRID / sr  # (G,) step centres, s
+        self.t_fine = (np.arange(T // GRID * SUBSTEPS) + 0.5) * (GRID / SUBSTEPS) / sr  # (G * SUBSTEPS,)
         w2 = _hann(FAST_N_FFT) ** 2
         n_frames = 1 + (T - FAST_N_FFT) // FAST_HOP
         self.to_frames = np.zeros((n_frames, len(self.t)))  # frame power = window-weighted mean power
@@ -143,6 +154,9 @@ class _Grid:
         ir = reverb_ir(synth.contract)
         energy = np.add.reduceat(ir**2, np.arange(0, len(ir), GRID))  # (steps,) sums to 1
         self._decay_f = np.fft.rfft(energy, 2 * len(self.t))
+        # how far a held line's wet part has settled on IR(f) (the impulse response's energy received so far):
+        # before that its spectrum is a partial sum with the same expected power, and no steady phase
+        self.settled = np.cumsum(energy)[np.minimum(np.arange(len(self.t)), len(energy) - 1)]
         self._ir_f = np.fft.rfft(ir, IR_FFT)
         self._hz_to_bin = IR_FFT / sr
         self._note_off = synth.contract.synth.note_off_s

@@ -60,13 +60,20 @@ ORDER = (
 )
 
 
+EVOLVE_SEED = 20241203  # the evolution stage's random numbers: the same answer for the same input
+MOVES_PER_CHILD = 2.5  # parameters an evolution child moves, on average
+SIGMA_START, SIGMA_MIN, SIGMA_MAX = 0.08, 0.01, 0.3  # its step (normalised units)
+
+
 @dataclass(frozen=True)
 class MatchConfig:
     budget_ms: float = 150.0  # the whole call, final renders included (see scripts/bench_match.py)
     seeds: int = 2  # closest starts searched from
     coarse: int = 9  # pass 0: values of a non-pitch parameter over [0, 1]
     fine: int = 2  # later passes: values each side of the current one, spacing halved each pass
-    passes: int = 3
+    passes: int = 3  # coordinate passes (pass p > 0: finer steps around the best) before the evolution stage
+    offspring: int = 32  # evolution: candidates per generation around the best so far
+    generations: int = 40  # evolution: at most this many (the budget usually ends it first)
     finalists: int = 3  # best distinct search candidates rendered for the final word (+ network, previous)
     keep_margin: float = 0.05  # the previous answer is kept unless another is closer by this fraction
     min_gain: float = 0.002  # a move must cut the fast distance by this fraction (a silent oscillator's
@@ -106,7 +113,9 @@ class Matcher:
         self.mean = np.array([sample_mean(p.sample) for p in self.contract.params], np.float32)
         self.unison = {i: float(self.contract.params[i].to_normalised(0.0)) for i in self.pitches}
         self.semitones = {i: int(round(p.max - p.min)) + 1 for i, p in enumerate(self.contract.params)}
-        self._final_s = 0.010  # seconds to render and judge one finalist; measured on every call
+        # measured on every call (running means), so the budget holds on any machine:
+        self._final_s = 0.010  # seconds to render and judge one finalist
+        self._candidate_s = 0.0005  # seconds to judge one candidate by the fast distance
         FastTarget(np.zeros(self.synth.num_samples, np.float32), self.synth)  # build the shared tables now
 
     def match(
@@ -132,34 +141,53 @@ class Matcher:
         deadline = t0 + budget
         full = Target(np.asarray(audio, np.float32))
         fast = FastTarget(audio, self.synth)
+        held = [network] + ([_values(previous)] if previous is not None else [])  # judged in full, always
+        held_d = list(self._judge(full, held, note, clock))
         timings = {"targets": clock() - t0}
 
-        starts = [network, self._unison(network), self.mean]
-        starts += [_values(x) for x in ([previous] if previous is not None else []) + list(extra)]
-        starts_d = fast.distance(np.stack(starts), note)
-        seeds = np.stack(starts)[np.argsort(starts_d)[: cfg.seeds]]
-        pool = _Pool(np.stack(starts), starts_d)
-        reserve = self._final_s * (cfg.finalists + 1 + (previous is not None))
-        stopped = self._search(fast, note, seeds, pool, lambda cost: clock() + cost < deadline - reserve)
+        starts = np.stack(held + [self._unison(network), self.mean] + [_values(x) for x in extra])
+        starts_d = fast.distance(starts, note)
+        pool = _Pool(starts, starts_d)
+        # the final word: as many finalists as fit in half of what is left, at least one
+        n_final = int(np.clip(0.5 * (deadline - clock()) / self._final_s, 1, cfg.finalists + 1))
+        until = deadline - n_final * self._final_s
+        stopped = self._search(fast, note, starts[np.argsort(starts_d)[: cfg.seeds]], pool, clock, until)
+        if not stopped:
+            stopped = self._evolve(fast, note, pool, clock, until)
         timings["search"] = clock() - t0 - timings["targets"]
 
         t1 = clock()
-        finals = [network] + ([_values(previous)] if previous is not None else [])
         # the search's best, and the best start besides (where the fast distance misjudges a real sound,
         # the unison or mean patch may still be the closer by the full one)
-        for v in pool.best(cfg.finalists) + [np.stack(starts)[np.argmin(starts_d)]]:
-            if not any(np.array_equal(v, f) for f in finals):
+        finals: list[np.ndarray] = []
+        for v in [starts[np.argmin(starts_d)]] + pool.best(n_final):
+            if not any(np.array_equal(v, f) for f in held + finals) and len(finals) < n_final:
                 finals.append(v)
-        d = full.distance(self.synth.render(np.stack(finals), note))
-        self._final_s = 0.7 * self._final_s + 0.3 * (clock() - t1) / len(finals)
+        d = np.array(held_d + (list(self._judge(full, finals, note, clock)) if finals else []))
         timings["final"] = clock() - t1
-        pick, source = int(np.argmin(d)), "search"
+        candidates = held + finals
+        pick = int(np.argmin(d))
         if previous is not None and d[pick] > d[1] * (1 - cfg.keep_margin):
             pick = 1  # keep what is playing unless another is clearly closer: no chatter on a held sound
         source = {0: "network", 1: "previous" if previous is not None else "search"}.get(pick, "search")
         return MatchResult(
-            finals[pick], float(d[pick]), float(d[0]), source, pool.count, len(finals), clock() - t0, stopped, timings
+            candidates[pick],
+            float(d[pick]),
+            float(d[0]),
+            source,
+            pool.count,
+            len(candidates),
+            clock() - t0,
+            stopped,
+            timings,
         )
+
+    def _judge(self, full: Target, values: list[np.ndarray], note: float, clock: Callable[[], float]) -> np.ndarray:
+        """Render and measure candidates by the full distance; keeps the cost per candidate up to date."""
+        t = clock()
+        d = full.distance(self.synth.render(np.stack(values), note))
+        self._final_s = 0.7 * self._final_s + 0.3 * (clock() - t) / len(values)
+        return d
 
     def warm(self) -> None:
         """One short call on a test tone: numpy's FFT plans and the caches are built before the first note
@@ -174,28 +202,60 @@ class Matcher:
             out[i] = u
         return out
 
-    def _search(self, fast: FastTarget, note: float, seeds: np.ndarray, pool: _Pool, may: Callable) -> bool:
-        """Coordinate search from seeds (S, 16), in place; every candidate judged goes to pool. may(cost_s)
-        says whether a sweep costing about that much still fits. Returns True when the budget cut it short."""
+    def _search(
+        self, fast: FastTarget, note: float, seeds: np.ndarray, pool: _Pool, clock: Callable[[], float], until: float
+    ) -> bool:
+        """Coordinate search from seeds (S, 16), in place; every candidate judged goes to pool. A sweep
+        starts only if it should end by `until` (clock time) at the measured cost per candidate. Returns
+        True when the budget cut the search short."""
         cfg = self.config
         best, dist = seeds.copy(), fast.distance(seeds, note)
-        per_candidate = 0.0005  # seconds, refined as sweeps are timed
         for p in range(cfg.passes):
             for k in self.order:
                 grid = self._grid(best[:, k], k, p)  # (S, G)
-                if not may(per_candidate * grid.size):
+                t = clock()
+                if t + self._candidate_s * grid.size > until:
                     return True
-                t = time.perf_counter()
                 cand = np.repeat(best, grid.shape[1], axis=0)
                 cand[:, k] = grid.reshape(-1)
                 scores = fast.distance(cand, note).reshape(grid.shape)
-                per_candidate = 0.5 * per_candidate + 0.5 * (time.perf_counter() - t) / grid.size
+                self._candidate_s = 0.7 * self._candidate_s + 0.3 * (clock() - t) / grid.size
                 pool.add(cand, scores.reshape(-1))
                 j = scores.argmin(1)
                 rows = np.arange(len(best))
                 better = scores[rows, j] < dist * (1 - cfg.min_gain)
                 best[better, k] = grid[rows, j][better]
                 dist[better] = scores[rows, j][better]
+        return False
+
+    def _evolve(self, fast: FastTarget, note: float, pool: _Pool, clock: Callable[[], float], until: float) -> bool:
+        """A (1 + offspring) evolution strategy from the best candidate so far: each child moves a few
+        parameters by a Gaussian step (pitches to whole semitones), the best child replaces the parent when
+        closer; the step grows after a success and shrinks after a failure. Moves several parameters at
+        once, where the coordinate search stalls (a gain against a cutoff, two oscillators' pitches).
+        Deterministic: its random numbers come from a fixed seed."""
+        cfg = self.config
+        rng = np.random.default_rng(EVOLVE_SEED)
+        parent, parent_d = pool.best_one()
+        sigma = SIGMA_START
+        pitches = np.array(self.pitches)
+        steps = np.array([self.semitones[k] - 1 for k in self.pitches], np.float32)  # semitones per unit
+        for _ in range(cfg.generations):
+            t = clock()
+            if t + self._candidate_s * cfg.offspring > until:
+                return True
+            move = rng.random((cfg.offspring, parent.size)) < MOVES_PER_CHILD / parent.size
+            move[np.arange(cfg.offspring), rng.integers(parent.size, size=cfg.offspring)] = True  # >= 1 each
+            cand = np.clip(parent + move * rng.standard_normal(move.shape).astype(np.float32) * sigma, 0, 1)
+            cand[:, pitches] = np.where(move[:, pitches], np.round(cand[:, pitches] * steps) / steps, parent[pitches])
+            d = fast.distance(cand, note)
+            self._candidate_s = 0.7 * self._candidate_s + 0.3 * (clock() - t) / len(cand)
+            pool.add(cand, d)
+            j = int(np.argmin(d))
+            if d[j] < parent_d * (1 - cfg.min_gain):
+                parent, parent_d, sigma = cand[j], d[j], min(SIGMA_MAX, sigma * 1.5)
+            else:
+                sigma = max(SIGMA_MIN, sigma * 0.8)
         return False
 
     def _grid(self, current: np.ndarray, k: int, p: int) -> np.ndarray:
@@ -220,6 +280,12 @@ class _Pool:
         self.values.append(values)
         self.dist.append(dist)
         self.count += len(values)
+
+    def best_one(self) -> tuple[np.ndarray, float]:
+        dist = [d.min() for d in self.dist]
+        i = int(np.argmin(dist))
+        j = int(np.argmin(self.dist[i]))
+        return self.values[i][j].copy(), float(self.dist[i][j])
 
     def best(self, n: int) -> list[np.ndarray]:
         values, dist = np.concatenate(self.values), np.concatenate(self.dist)

@@ -162,8 +162,8 @@ ABLETON = {**OSC_ON, "output.osc.preset": "ableton"}
 @pytest.mark.parametrize(
     "over, says",
     [
-        ({"refine.passes": 99999999999999999999}, "refine.passes = 99999999999999999999: must lie in [0, 10]"),
-        ({"refine.threads": 2147483648}, f"refine.threads = 2147483648: must lie in [1, {config.MAX_THREADS}]"),
+        ({"refine.budget_ms": 99999999999999999999}, "refine.budget_ms = 1e+20: must lie in [0, 5000] ms"),
+        ({"refine.keep_margin": 1.0}, "refine.keep_margin = 1: must lie in [0, 1)"),
         ({"threads": config.MAX_THREADS + 1}, f"threads = {config.MAX_THREADS + 1}: must lie in [0, "),
         ({"onset.holdoff_s": 1e308}, "onset.holdoff_s = 1e+308: must lie in [0, 60] s"),
         ({"onset.lookback_ms": 1e308}, "onset.lookback_ms = 1e+308: must lie in [0, 2000] ms"),

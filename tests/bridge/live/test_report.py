@@ -1,5 +1,5 @@
-"""The daemon's reporting (bridge/live/report.py) and refine bookkeeping (bridge/live/refinetrack.py)
-alone: counter dict, percentiles, status, status line, exit status; which refined answer is current."""
+"""The daemon's reporting (bridge/live/report.py)
+alone: counter dict, percentiles, status, status line, exit status."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import pytest
 
 from synthmatch.bridge.live import report
-from synthmatch.bridge.live.refinetrack import RefineTracker
 from synthmatch.bridge.live.report import Counters, percentile
 
 
@@ -51,6 +50,9 @@ def test_counters_is_flat_json_in_a_fixed_order():
         "overhead_ms_p50",
         "overhead_ms_p99",
         "refine_ms_p50",
+        "refine_ms_p99",
+        "refine_distance_before_p50",
+        "refine_distance_after_p50",
         "samples_16k",
         "control_received",
         "control_malformed",
@@ -123,19 +125,3 @@ def test_exit_report(capsys, counts, error, code):
     err = capsys.readouterr().err
     assert err.startswith('synthmatch bridge: counters {"updates": ')
     assert ("error:" in err) == (code != 0)
-
-
-def test_a_refined_answer_is_sent_only_for_the_newest_update():
-    c = Counters()
-    t = RefineTracker(c)
-    assert not t.owed(None)  # nothing submitted
-    first = t.sent(t_audio=1.5)
-    assert first == 1 and t.t_audio == 1.5 and t.owed(first)
-    assert t.current(first, blocked=False, seconds=2.0)
-    assert c.refined == 1 and list(c.refine_ms) == [2000.0] and not t.owed(first)
-    second = t.sent(3.0)
-    third = t.sent(4.0)  # a newer update went out before the answer for `second`
-    assert not t.current(second, blocked=False, seconds=2.0) and c.refines_dropped == 1
-    assert t.owed(third)
-    assert not t.current(third, blocked=True, seconds=2.0)  # frozen or continuous meanwhile
-    assert c.refines_dropped == 2 and c.refined == 1 and not t.owed(third) and t.t_audio == 4.0
