@@ -2,7 +2,7 @@
 # Build synthmatch-synth (plugin/: the reference synth in C++) into build/plugins/:
 #   synthmatch-synth.vst3   VST3 bundle
 #   synthmatch-synth.clap   CLAP plugin
-#   synthmatch-synth.lv2    LV2 bundle
+#   synthmatch-synth.lv2    LV2 bundle (its .ttl files made by DPF's lv2_ttl_generator)
 #   synthmatch-synth        JACK standalone (JACK is loaded at run time; no JACK headers needed)
 # Needs g++, make, Debian's dpf-source (DISTRHO Plugin Framework) and a Python with numpy and synthmatch
 # (the repository's .venv when present): plugin/gen_params.py writes the parameter table, the wavetable
@@ -57,7 +57,10 @@ if [[ ! -f "$dpf/.patched" ]]; then
 fi
 make -s -C plugin PYTHON="$python" DPF_PATH="$dpf" DPF_TARGET_DIR="$out" DPF_BUILD_DIR="$obj/build" \
      GEN_DIR="$obj/gen" ${MAKEFLAGS_SYNTH:-} all >/dev/null
-for f in synthmatch-synth.vst3 synthmatch-synth.clap synthmatch-synth.lv2 synthmatch-synth; do
+# the LV2 bundle's manifest.ttl and synthmatch-synth.ttl: DPF's generator asks the built library
+[[ -x "$dpf/utils/lv2_ttl_generator" ]] || make -s -C "$dpf/utils/lv2-ttl-generator" >/dev/null
+(cd "$out/synthmatch-synth.lv2" && "$dpf/utils/lv2_ttl_generator" ./synthmatch-synth_dsp.so >/dev/null)
+for f in synthmatch-synth.vst3 synthmatch-synth.clap synthmatch-synth.lv2/manifest.ttl synthmatch-synth; do
   [[ -e "$out/$f" ]] || { echo "build_synth_plugin: $out/$f was not built" >&2; exit 1; }
   echo "build_synth_plugin: $out/$f"
 done
