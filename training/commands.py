@@ -42,13 +42,19 @@ def register(command: Command) -> None:
     p.add_argument("--backend", default="onnxruntime", choices=("auto", *BACKENDS), help="(default onnxruntime)")
     p.add_argument("--channel", type=int, help="use this channel (0-based) instead of the mix")
     p.add_argument(
+        "--budget",
+        type=argtypes.milliseconds,
+        metavar="MS",
+        help="time to improve the prediction by judging candidates through the reference synth, the live "
+        "daemon's matcher (default 500; 0: the model alone)",
+    )
+    p.add_argument(
         "--refine-passes",
         type=argtypes.passes,
         metavar="N",
-        help="improve the prediction by re-rendering candidates, N passes from the prediction "
-        "and from the mean patch (default 3, about 780 renders, about 5 s; through a plugin "
-        "1: its mapped parameters only, one render at a time, 206 renders ~1 s for the test "
-        "instrument; 0: the model alone)",
+        help="instead, the older coordinate search over full renders, N passes from the prediction and the "
+        "mean patch (3 passes: about 780 renders, 5-10 s); through a plugin the only search (default 1: its "
+        "mapped parameters, one render at a time); 0: the model alone",
     )
     p.add_argument(
         "--synth",

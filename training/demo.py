@@ -27,7 +27,7 @@ def main(args) -> int:
     from synthmatch.bridge.core import audiofile
     from synthmatch.bridge.core import contract as contract_mod
     from synthmatch.training import match as match_mod
-    from synthmatch.training.sampling import sample_params
+    from synthmatch.training.sampling import mean_patch, sample_params
     from synthmatch.training.synth import ReferenceSynth
 
     c = contract_mod.default()
@@ -42,7 +42,7 @@ def main(args) -> int:
     audiofile.write(out / "target.wav", audio[0], sr)
     print(f"1. rendered a random patch (seed {args.seed}, example {audible[0]}) -> {out / 'target.wav'}")
 
-    result = match_mod.match_file(out / "target.wav", refine_passes=3, contract=c)
+    result = match_mod.match_file(out / "target.wav", contract=c)  # the matcher the live daemon uses
     (out / "match").mkdir(exist_ok=True)
     match_mod.write_match(result, out / "match", c)
     found, refinement = result.values, result.report["refinement"]
@@ -56,10 +56,12 @@ def main(args) -> int:
         )
     mse = float(np.mean((np.array([found[n] for n in c.names]) - truth[0]) ** 2))
     model_mse = float(np.mean((np.array([refinement["model_values"][n] for n in c.names]) - truth[0]) ** 2))
-    print(f"   parameter MSE {mse:.4f}; the network alone {model_mse:.4f} (the mean patch scores about 0.083)")
+    mean_mse = float(np.mean((mean_patch(c) - truth[0]) ** 2))
+    print(f"   parameter MSE {mse:.4f}; the network alone {model_mse:.4f}; the mean patch {mean_mse:.4f}")
     print(
-        f"   spectral distance to the target: network {refinement['distance_model']:.3f} -> refined by "
-        f"re-rendering {refinement['distance_refined']:.3f} ({refinement['renders']} renders)"
+        f"   spectral distance to the target: network {refinement['distance_model']:.3f} -> matched "
+        f"{refinement['distance_refined']:.3f} ({refinement['judged']} candidates judged, "
+        f"{refinement['renders']} rendered, {refinement['seconds'] * 1000:.0f} ms)"
     )
 
     # three patches, one after another with silence between: the daemon's trigger mode sees three notes

@@ -1,8 +1,10 @@
 """`synthmatch match INPUT`: match one sound file offline and write what was found.
 
 INPUT (wav, flac, ogg...; any rate; stereo mixed down) -> onset -> the 4 s window that starts there, as
-the training sounds do (shorter files zero-padded) -> model -> refinement by re-rendering
-(training.refine; --refine-passes 0 turns it off) -> in --out-dir:
+the training sounds do (shorter files zero-padded) -> model -> the matcher the live daemon uses
+(bridge/match/search.py: candidates judged by synthesis within --budget ms; 0 turns it off), or with
+--refine-passes N the older coordinate search over full renders (training.refine: slower, and the only
+search through a plugin) -> in --out-dir:
   params.json   normalised and physical values, Massive names, MIDI CCs, model and contract
   match.wav     the synth playing the prediction (16 kHz mono float): the reference synth, or a VST3
                 instrument with --synth vst3:PATH --profile P (training.synths; the model must have been
@@ -28,6 +30,8 @@ from synthmatch.bridge.core.errors import UsageError
 DEFAULT_MODEL = Path(str(resources.files("synthmatch.models"))) / "default.onnx"  # package data
 SILENCE_DBFS = -70.0  # a whole file below this peak level is treated as silent
 SHORT_S = 0.25  # inputs shorter than this get a warning: the model listens to 4 s from the onset
+# the matcher's time per file: closer than the old 3-pass search's 8-13 s (scripts/bench_match.py)
+MATCH_BUDGET_MS = 500.0
 DC_OFFSET = 0.05  # |mean| above this (full scale 1.0) gets a warning
 PLUGIN_REFINE_PASSES = 1  # default through a plugin, which renders one patch at a time: 206 renders for
 #                           the test instrument's 7 mapped parameters (~1 s), 528 for all 16 (x render time)
@@ -206,6 +210,7 @@ def match_file(
     model: str | Path | None = None,
     *,
     refine_passes: int | None = None,
+    budget_ms: float | None = None,
     synth: str = "reference",
     profile: str | None = None,
     backend: str = "onnxruntime",
@@ -215,8 +220,10 @@ def match_file(
 ) -> MatchResult:
     """Match one sound file: onset -> the 4 s window from it -> the note heard -> model -> refinement.
 
-    model: an exported .onnx (default: the shipped one); refine_passes: re-rendering passes (default 3
-    on the reference synth, PLUGIN_REFINE_PASSES through a plugin; 0: the network alone); synth/profile:
+    model: an exported .onnx (default: the shipped one); budget_ms: the matcher's time on the reference
+    synth (default MATCH_BUDGET_MS; 0: the network alone); refine_passes: the older coordinate search over
+    full renders instead, N passes (through a plugin it is the only search: default PLUGIN_REFINE_PASSES;
+    0: the network alone); synth/profile:
     "reference" or "vst3:PATH" with its profile; warn(text) hears what may spoil the match (default:
     stderr). Raises UsageError (one line, what to do) for bad files, models and synths."""
     import time
@@ -256,9 +263,7 @@ def match_file(
     pinned = [i for i, name in enumerate(c.names) if name not in player.mapped]
     predicted[pinned] = player.mean_patch()[pinned]  # what a plugin's profile pins them to (none: reference)
     values, refinement = predicted, None
-    passes = refine_passes
-    if passes is None:
-        passes = 3 if synth == REFERENCE else PLUGIN_REFINE_PASSES
+    passes = refine_passes if refine_passes is not None else (None if synth == REFERENCE else PLUGIN_REFINE_PASSES)
     if passes:
         from synthmatch.training.refine import RefineConfig, refine
 
@@ -267,11 +272,27 @@ def match_file(
         refined, before, after = refine(c, window[None], predicted[None], cfg, synth=player)
         values = refined[0]
         refinement = {
+            "method": "coordinate search",
             "passes": cfg.passes,
             "renders": cfg.renders_per_sound(c),
             "seconds": round(time.perf_counter() - t0, 2),
             "distance_model": round(float(before[0]), 4),
             "distance_refined": round(float(after[0]), 4),
+            "model_values": {p.name: round(float(v), 4) for p, v in zip(c.params, predicted)},
+        }
+    elif passes is None and (budget_ms is None or budget_ms > 0):
+        from synthmatch.bridge.match.search import Matcher
+
+        r = Matcher(c).match(window, float(heard.note), predicted, budget_ms=budget_ms or MATCH_BUDGET_MS)
+        values = r.values
+        refinement = {
+            "method": "matcher",
+            "budget_ms": budget_ms or MATCH_BUDGET_MS,
+            "judged": r.judged,
+            "renders": r.renders,
+            "seconds": round(r.seconds, 3),
+            "distance_model": round(r.network_distance, 4),
+            "distance_refined": round(r.distance, 4),
             "model_values": {p.name: round(float(v), 4) for p, v in zip(c.params, predicted)},
         }
     rendered = player.render(values[None].copy())[0]
@@ -334,6 +355,7 @@ def main(args) -> int:
         args.input,
         args.model,
         refine_passes=args.refine_passes,
+        budget_ms=args.budget,
         synth=args.synth,
         profile=args.profile,
         backend=args.backend,

@@ -79,8 +79,9 @@ def test_match_writes_params_wav_and_png(patches, tmp_path, capsys):
     assert first["massive"] == "OSC1 PITCH" and first["cc"] == C.params[0].cc and first["unit"] == "semitones"
     wav, rate = sf.read(tmp_path / "out" / "match.wav")
     assert rate == SR and wav.shape == (C.audio.num_samples,) and np.abs(wav).max() > 0
-    # refined by re-rendering: closer to the input than the network alone, and match.wav is that sound
+    # the live daemon's matcher: closer to the input than the network alone, and match.wav is that sound
     refinement = report["refinement"]
+    assert refinement["method"] == "matcher" and refinement["seconds"] < 5
     assert refinement["distance_refined"] < refinement["distance_model"]
     window, _ = aligned_window(audiofile.read_mono(path, SR), C)
     direct = multiscale_spectral_distance(
@@ -131,3 +132,16 @@ def test_the_readme_library_example_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     note, cutoff = r.stdout.split()
     assert int(note) == 55 and 0.0 <= float(cutoff) <= 1.0
+
+
+def test_the_older_search_is_an_explicit_option(patches, tmp_path):
+    """--refine-passes N runs the coordinate search over full renders instead of the matcher."""
+    _, audio = patches
+    path = tmp_path / "take.wav"
+    sf.write(path, audio[1], SR)
+    assert cli(["match", str(path), "--out-dir", str(tmp_path / "out"), "--refine-passes", "1"]) == 0
+    refinement = json.loads((tmp_path / "out" / "params.json").read_text())["refinement"]
+    assert refinement["method"] == "coordinate search" and refinement["passes"] == 1
+    assert refinement["distance_refined"] <= refinement["distance_model"]
+    assert cli(["match", str(path), "--out-dir", str(tmp_path / "net"), "--budget", "0"]) == 0
+    assert json.loads((tmp_path / "net" / "params.json").read_text())["refinement"] is None
