@@ -55,7 +55,9 @@ def main() -> int:
 
     def timed(midi, seconds) -> float:
         t = time.perf_counter()
-        plugin.process(midi, duration=seconds, sample_rate=args.rate, num_channels=2, buffer_size=args.block, reset=True)
+        plugin.process(
+            midi, duration=seconds, sample_rate=args.rate, num_channels=2, buffer_size=args.block, reset=True
+        )
         return time.perf_counter() - t
 
     def percent(make_midi) -> float:
