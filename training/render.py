@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from synthmatch.bridge.core.audiofile import wav_bytes  # the standard header (sox takes it silently)
 from synthmatch.bridge.core.errors import UsageError
 
 
@@ -44,18 +45,6 @@ def read_params(text: str, contract) -> list[float]:
         if isinstance(v, bool):
             raise UsageError(f"{where}: {name} = {json.dumps(v)}: give a number in [0, 1], not true/false")
     return contract.values_from_dict(d, where=where)
-
-
-def wav_bytes(audio, sample_rate: int) -> bytes:
-    """A mono float32 WAV file's bytes (to hand to core.atomic)."""
-    import io
-
-    import numpy as np
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, np.asarray(audio, dtype=np.float32), sample_rate, subtype="FLOAT", format="WAV")
-    return buf.getvalue()
 
 
 def main(args) -> int:
