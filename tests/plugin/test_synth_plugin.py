@@ -286,3 +286,51 @@ def test_mono_legato(plugin, c):
     assert mss(alone[67][seg], y[None, seg])[0] < mss(alone[60][seg], y[None, seg])[0]
     seg = slice(int(2.3 * sr), int(2.9 * sr))
     assert mss(alone[60][seg], y[None, seg])[0] < mss(alone[67][seg], y[None, seg])[0]
+
+
+def test_clap_and_lv2_builds_describe_the_plugin():
+    """The CLAP and LV2 binaries load and describe synthmatch-synth (no host needed: their C entry points
+    through ctypes); the LV2 bundle's ttl lists the contract's parameters with their CCs."""
+    import ctypes
+
+    clap, lv2 = PLUGINS / "synthmatch-synth.clap", PLUGINS / "synthmatch-synth.lv2"
+    if not clap.exists() or not (lv2 / "manifest.ttl").exists():
+        pytest.skip("CLAP/LV2 builds missing: run scripts/build_synth_plugin.sh")
+
+    class ClapEntry(ctypes.Structure):  # clap_plugin_entry_t
+        _fields_ = [
+            ("version", ctypes.c_uint32 * 3),
+            ("init", ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_char_p)),
+            ("deinit", ctypes.CFUNCTYPE(None)),
+            ("get_factory", ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)),
+        ]
+
+    class ClapFactory(ctypes.Structure):  # clap_plugin_factory_t (its first two functions)
+        _fields_ = [
+            ("get_plugin_count", ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p)),
+            ("get_plugin_descriptor", ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32)),
+        ]
+
+    class ClapDescriptor(ctypes.Structure):  # clap_plugin_descriptor_t (up to its name)
+        _fields_ = [("version", ctypes.c_uint32 * 3), ("id", ctypes.c_char_p), ("name", ctypes.c_char_p)]
+
+    lib = ctypes.CDLL(str(clap))
+    entry = ClapEntry.in_dll(lib, "clap_entry")
+    assert entry.init(str(clap).encode())
+    try:
+        factory_p = entry.get_factory(b"clap.plugin-factory")
+        factory = ClapFactory.from_address(factory_p)
+        assert factory.get_plugin_count(factory_p) == 1
+        desc = ClapDescriptor.from_address(factory.get_plugin_descriptor(factory_p, 0))
+        assert (desc.id, desc.name) == (b"org.synthmatch.synthmatch-synth", b"synthmatch-synth")
+    finally:
+        entry.deinit()
+
+    so = next(lv2.glob("*.so"))
+    lv2lib = ctypes.CDLL(str(so))
+    lv2lib.lv2_descriptor.restype = ctypes.POINTER(ctypes.c_char_p)  # LV2_Descriptor starts with its URI
+    assert lv2lib.lv2_descriptor(0)[0] == b"urn:synthmatch:synthmatch-synth"
+    ttl = "".join(p.read_text() for p in lv2.glob("*.ttl"))
+    c = contract_mod.default()
+    for p in c.params:
+        assert f'lv2:symbol "{p.name}"' in ttl and f"midi:controllerNumber {p.cc} ;" in ttl
