@@ -54,6 +54,7 @@ from synthmatch.bridge.live.config import MODES
 from synthmatch.bridge.live.intake import Intake
 from synthmatch.bridge.live.report import Counters
 from synthmatch.bridge.live.shaping import next_hop, pitch_resend, shape
+from synthmatch.bridge.match.candidates import pitch_candidates
 
 log = logging.getLogger("synthmatch.bridge")
 
@@ -131,6 +132,7 @@ class Daemon:
         self.fatal: str | None = None  # the worker ended for a reason the user must fix (exit 2): one line
         self.fallback = fallback
         self._failures_in_row = 0  # engine errors since the last inference that returned
+        self._extras: dict[str, np.ndarray] = {}  # the newest inference's extra outputs (pitch head's top classes)
         # a failing engine or sink: 5 lines, then one every 30 s carrying the count suppressed (the counters
         # logged every log.interval_s have the totals): a fault that lasts all night adds 120 lines an hour
         self._engine_log = LimitedLog(log, burst=5, per_s=1 / 30)
@@ -224,6 +226,7 @@ class Daemon:
         if values is None:
             return
         t_audio, fields = self.intake.arrival_of(p + max(m, 1)), _note_fields(est, est.note, True)
+        fields["stream_s"] = (p + max(m, 1)) / self.sr  # the end of the audio analysed, on the input's clock
         if self.matcher is not None and self.cfg.refine.network_first:
             self._send(values, t_audio, fields)  # the preview; the refined answer follows within the budget
             fields = {**fields, "new_note": False}
@@ -283,12 +286,12 @@ class Daemon:
         if out is None:
             self.c.held += 1
             return
-        self._send(out, self.intake.arrival_of(end), _note_fields(est, held, changed))
+        self._send(out, self.intake.arrival_of(end), {**_note_fields(est, held, changed), "stream_s": end / self.sr})
 
     def _infer(self, start: int, window: np.ndarray, note: int | None = None) -> np.ndarray | None:
         t0 = time.monotonic()
         try:
-            out = self.notes.infer(self.engine, window, note)  # the C4 model at this note (cfg.notes.normalise)
+            out, self._extras = self.notes.infer_full(self.engine, window, note)  # at this note (cfg.notes.normalise)
         except Exception as e:  # ONNX Runtime, a GPU fault, anything: this window is lost, not the show
             self._engine_failed(e)
             return None
@@ -314,7 +317,8 @@ class Daemon:
             return values
         played = float(self.contract.audio.note if note is None else note)
         try:
-            r = self.matcher.match(window, played, values, previous=previous, budget_ms=budget_ms)
+            starts = pitch_candidates(values, self._extras, self.engine.meta)  # the pitch head's runner-ups
+            r = self.matcher.match(window, played, values, previous=previous, extra=starts, budget_ms=budget_ms)
         except Exception as e:  # a matcher bug must not cost the show its answer
             self.c.refine_errors += 1
             self._match_log.warning(
@@ -367,7 +371,8 @@ class Daemon:
         )
 
     def _emit(self, values: np.ndarray, t_audio: float, mode: str, notes: dict[str, Any] | None = None) -> float:
-        """Hand one update to every sink -> the time it was handed over. notes: Update's note fields."""
+        """Hand one update to every sink -> the time it was handed over. notes: Update's note fields and
+        stream_s."""
         from synthmatch.bridge.outputs.sinks import Update
 
         u = Update(

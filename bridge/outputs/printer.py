@@ -41,10 +41,10 @@ def stop_process() -> None:
 
 class PrintSink:
     """One JSON line per update on `stream` (stdout):
-    {"t": unix time, "mode": ..., "latency_ms": now - t_audio, "infer_ms": t_infer_done - t_audio,
-     "values": {name: v}, ["physical": {name: x}], "note": {"midi": N, "f0_hz": f, "confidence": c,
-     "new": bool}}. Missing timings (and f0 when the note fell back) are null; a note-off update is
-    {"t", "mode", "note_off": N}.
+    {"t": unix time, "mode": ..., "stream_s": input position of the window's end (s), "latency_ms": now -
+     t_audio, "infer_ms": t_infer_done - t_audio, "values": {name: v}, ["physical": {name: x}], "note":
+     {"midi": N, "f0_hz": f, "confidence": c, "new": bool}}. Missing timings, stream_s (and f0 when the note
+    fell back) are null; a note-off update is {"t", "mode", "stream_s", "note_off": N}.
     """
 
     def __init__(
@@ -67,13 +67,16 @@ class PrintSink:
     def line(self, update: Sequence[float] | Update) -> str:
         u = as_update(update)
         if u.note_off:
-            return json.dumps({"t": round(time.time(), 3), "mode": u.mode, "note_off": u.note})
+            return json.dumps(
+                {"t": round(time.time(), 3), "mode": u.mode, "stream_s": _stream(u.stream_s), "note_off": u.note}
+            )
         vals = checked_values(u.values, len(self.names))
         now = time.monotonic()
         ms = lambda a, b: None if a is None or b is None else round((b - a) * 1000.0, 2)  # noqa: E731
         rec: dict[str, Any] = {
             "t": round(time.time(), 3),
             "mode": u.mode,
+            "stream_s": _stream(u.stream_s),
             "latency_ms": ms(u.t_audio, now),
             "infer_ms": ms(u.t_audio, u.t_infer_done),
             "values": {n: round(v, self.digits) for n, v in zip(self.names, vals)},
@@ -123,3 +126,8 @@ class PrintSink:
 
     def close(self) -> None:
         pass
+
+
+def _stream(s: float | None) -> float | None:
+    """stream_s to the 16 kHz sample (1/16000 s = 62.5 us: 5 digits keep every sample distinct)."""
+    return None if s is None else round(s, 5)

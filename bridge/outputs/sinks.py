@@ -34,6 +34,7 @@ class Update:
     values: 16 normalised floats in contract order. t_audio: time.monotonic() seconds at the end of the
     analysed audio (the newest sample the model saw); t_infer_done: time.monotonic() when the model's
     output was ready; either may be None. mode: "trigger" | "continuous" | "manual" | "" (free text).
+    stream_s: where in the input the analysed audio ends (s), the stream's own clock.
     """
 
     values: Sequence[float]
@@ -46,6 +47,9 @@ class Update:
     confidence: float | None = None  # voicing confidence of the detection, 0..1
     new_note: bool = False  # this update starts a note (a snapshot, or a tracked note change)
     note_off: bool = False  # no values: the held note ends (continuous mode's silence gate)
+    # the input position of the end of the analysed window, s since the input started (16 kHz samples / sr):
+    # on file input, the file position, so response can be measured without wall clocks; None: unknown
+    stream_s: float | None = None
 
 
 class Sink(Protocol):
