@@ -1,7 +1,10 @@
 """`synthmatch export`: a checkpoint -> one ONNX file the daemon runs, with the contract embedded.
 
 The graph takes raw audio "audio" (batch x num_samples float32, dynamic batch) and returns "params"
-(batch x 16 float32 in [0, 1]); the log-mel front-end is inside it (every model owns one). The metadata
+(batch x 16 float32 in [0, 1]); the log-mel front-end is inside it (every model owns one). A model with
+the pitch-cls head returns two more outputs after "params" (extra_outputs; the metadata lists them):
+"pitch_top" (batch x 3 oscillators x TOP_K, each oscillator's most probable pitch classes as normalised
+pitch values, best first) and "pitch_prob" (batch x 3 x TOP_K, their probabilities). The metadata
 (bridge/core/modelfile.py) carries the parameter names, the contract hash and hashed content, sample rate,
 window length, model config, a training summary, the synthmatch version and the identity of the synth
 the model was trained on (the checkpoint's; training.synths). Beside model.onnx go (unless weights=False,
@@ -16,8 +19,8 @@ the model was trained on (the checkpoint's; training.synths). Beside model.onnx 
 All carry the same export id (a fingerprint of the weights).
 
 After writing, the file is read back through bridge.engine (ONNX Runtime, CPU) and compared with torch
-on a fixed batch of test signals; so is model.pt2, through the "cuda" backend on the CPU in fp32. A max
-abs difference of 1e-4 or more fails the export.
+on a fixed batch of test signals; so is model.pt2, through the "cuda" backend on the CPU in fp32, extra
+outputs included. A max abs difference of 1e-4 or more fails the export.
 
 Uses the TorchScript-based ONNX exporter (`dynamo=False`): deterministic node names (the TensorRT
 backend keeps "/frontend/..." layers in fp32 by name) and no onnxscript dependency.
@@ -45,6 +48,8 @@ from synthmatch.bridge.core.modelfile import (
     INPUT_NAME,
     NOTE_NAME,
     OUTPUT_NAME,
+    PITCH_PROB_NAME,
+    PITCH_TOP_NAME,
     PROGRAM_FORMAT,
     PROGRAM_INFO,
     PROGRAM_SUFFIX,
@@ -56,6 +61,7 @@ from synthmatch.bridge.core.modelfile import (
 )
 from synthmatch.bridge.engines.base import MAX_BATCH
 from synthmatch.bridge.engines.cuda import program_path
+from synthmatch.training.heads import PitchClassHead
 
 PARITY_TOL = 1e-4  # max abs difference torch vs ONNX Runtime, fp32 on the CPU
 
@@ -113,9 +119,46 @@ def _takes_note(model: nn.Module) -> bool:
     return bool(getattr(getattr(model, "config", None), "note_input", False))
 
 
+def extra_outputs(model: nn.Module, contract: Contract) -> dict[str, list[str]]:
+    """The extra graph outputs an export of `model` has, each -> the parameters its rows stand for
+    (ModelMeta.extra_outputs): a pitch-cls model's top classes and their probabilities; {} for others."""
+    head = getattr(model, "head_out", None)
+    if not (isinstance(head, PitchClassHead) and hasattr(model, "frontend") and hasattr(model, "raw")):
+        return {}
+    rows = [contract.names[i] for i in head.pitch]
+    return {PITCH_TOP_NAME: rows, PITCH_PROB_NAME: rows}
+
+
+def _outputs(model: nn.Module, audio: torch.Tensor, note: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """The exported outputs of a model with extras: (B, 16) values, then (B, P, k) top pitch values and
+    (B, P, k) their probabilities, from one pass (the raw head outputs are shared)."""
+    raw = model.raw(model.frontend(audio), note)
+    return (model.head_out.decode(raw), *model.head_out.top_classes(raw))
+
+
+class _WithExtras(nn.Module):
+    """`model` returning its extra outputs after the values (for the ONNX exporter). It holds the model's
+    own submodules, parameters and buffers under their own names, so the graph's node names are the
+    model's ("/frontend/...": the TensorRT backend keeps those in fp32 by name)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        for name, p in model.named_parameters(recurse=False):
+            self.register_parameter(name, p)
+        for name, b in model.named_buffers(recurse=False):
+            self.register_buffer(name, b)
+        object.__setattr__(self, "_model", model)  # not a submodule: no "/model/" scope
+
+    def forward(self, audio: torch.Tensor, note: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        return _outputs(self._model, audio, note)
+
+
 def _onnx_bytes(model: nn.Module, contract: Contract, opset: int) -> bytes:
     example: tuple = (torch.from_numpy(parity_audio(contract, batch=2)),)
-    names, axes = [INPUT_NAME], {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    extras = list(extra_outputs(model, contract))
+    names, axes = [INPUT_NAME], {name: {0: "batch"} for name in (INPUT_NAME, OUTPUT_NAME, *extras)}
     if _takes_note(model):  # the note played: (batch,) float32 MIDI
         example += (torch.from_numpy(parity_notes(contract, 2)),)
         names.append(NOTE_NAME)
@@ -126,11 +169,11 @@ def _onnx_bytes(model: nn.Module, contract: Contract, opset: int) -> bytes:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
-            model,
+            _WithExtras(model) if extras else model,
             example,
             buf,
             input_names=names,
-            output_names=[OUTPUT_NAME],
+            output_names=[OUTPUT_NAME, *extras],
             dynamic_axes=axes,
             opset_version=opset,
             do_constant_folding=True,
@@ -142,26 +185,31 @@ def _onnx_bytes(model: nn.Module, contract: Contract, opset: int) -> bytes:
 class _Program(nn.Module):
     """What the "cuda" backend runs: the model with its front-end in a region where autocast is off (for
     CPU and CUDA autocast alike: the program is traced on the CPU and moved to the GPU at load), the rest
-    under the caller's autocast, the output in fp32. Models without a separate front-end run as they are."""
+    under the caller's autocast, the outputs in fp32. Models without a separate front-end run as they are.
+    With `extras` it returns the ONNX file's extra outputs after the values, as a tuple."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, extras: bool = False):
         super().__init__()
-        self.model = model
+        self.model, self.extras = model, extras
 
-    def forward(self, audio: torch.Tensor, note: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, audio: torch.Tensor, note: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, ...]:
         m = self.model
         if not (hasattr(m, "frontend") and hasattr(m, "predict_views")):
             return (m(audio) if note is None else m(audio, note)).float()
         with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
             views = m.frontend(audio.float())
-        return m.predict_views(views, note).float()
+        if not self.extras:
+            return m.predict_views(views, note).float()
+        raw = m.raw(views, note)
+        return tuple(t.float() for t in (m.head_out.decode(raw), *m.head_out.top_classes(raw)))
 
 
 def torch_program(model: nn.Module, contract: Contract) -> torch.export.ExportedProgram:
     """`model` as a torch.export ExportedProgram: inputs audio (B, num_samples) [, note (B,)] float32 with
-    B dynamic in 1..MAX_BATCH, output (B, 16) float32. Stripped of what the cuda backend's loader refuses
-    or does not need: dtype assertions (they fail under autocast), stack traces (local paths, size) and
-    the example inputs (a pickle)."""
+    B dynamic in 1..MAX_BATCH, output (B, 16) float32, or for a model with extra outputs the tuple of the
+    ONNX file's outputs (values, then the extras in extra_outputs' order). Stripped of what the cuda
+    backend's loader refuses or does not need: dtype assertions (they fail under autocast), stack traces
+    (local paths, size) and the example inputs (a pickle)."""
     model = model.eval().float().cpu()
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     args: tuple = (torch.from_numpy(parity_audio(contract, batch=2)),)
@@ -169,7 +217,8 @@ def torch_program(model: nn.Module, contract: Contract) -> torch.export.Exported
     if _takes_note(model):
         args += (torch.from_numpy(parity_notes(contract, 2)),)
         shapes["note"] = {0: batch}
-    program = torch.export.export(_Program(model).eval(), args, dynamic_shapes=shapes, strict=False)
+    wrapped = _Program(model, extras=bool(extra_outputs(model, contract))).eval()
+    program = torch.export.export(wrapped, args, dynamic_shapes=shapes, strict=False)
     for module in program.graph_module.modules():
         if isinstance(module, torch.fx.GraphModule):
             for node in list(module.graph.nodes):
@@ -205,6 +254,12 @@ def write_torch_artifact(model: nn.Module, onnx_path: str | Path, contract: Cont
             f"{onnx_path}: the model and the ONNX file disagree on the note input; pass the model the ONNX "
             "file was exported from"
         )
+    if list(extra_outputs(model, contract)) != list(meta.extra_outputs):
+        raise ExportError(
+            f"{onnx_path}: outputs {[OUTPUT_NAME, *meta.extra_outputs]}, but this model's export has "
+            f"{[OUTPUT_NAME, *extra_outputs(model, contract)]}: re-export the ONNX file with this version "
+            "(`synthmatch export`)"
+        )
     return _write_program(model, contract, meta)
 
 
@@ -215,6 +270,7 @@ def _write_program(model: nn.Module, contract: Contract, meta: ModelMeta) -> Pat
         "export_id": meta.export_id,
         "contract_hash": meta.contract_hash,
         "inputs": [INPUT_NAME, NOTE_NAME] if meta.takes_note else [INPUT_NAME],
+        "outputs": [OUTPUT_NAME, *meta.extra_outputs],
         "max_batch": MAX_BATCH,
         "torch": torch.__version__,
     }
@@ -256,7 +312,8 @@ def export_model(
     model = model.eval().float().cpu()
     export_id = weights_fingerprint(model)
     proto = onnx.load_from_string(_onnx_bytes(model, contract, opset))
-    embed(proto, build_props(contract, model_config, summary or {}, export_id, synth))
+    extras = extra_outputs(model, contract)
+    embed(proto, build_props(contract, model_config, summary or {}, export_id, synth, extras))
     onnx.checker.check_model(proto)
     write_atomic(path, proto.SerializeToString())
     wpath = None
@@ -281,18 +338,13 @@ def export_model(
     if check:
         audio = parity_audio(contract, batch=3)  # batch 3 != the traced 2: exercises the dynamic axis
         notes = parity_notes(contract, 3) if meta.takes_note else None
-        with torch.no_grad():
-            ref = (
-                model(torch.from_numpy(audio))
-                if notes is None
-                else model(torch.from_numpy(audio), torch.from_numpy(notes))
-            ).numpy()
+        ref = _reference(model, audio, notes, bool(extras))
         engine = OnnxRuntimeEngine(path, meta, threads=threads)
         try:
-            got = engine.infer(audio, notes)
+            got = engine.infer_full(audio, notes)
         finally:
             engine.close()
-        diff = float(np.abs(got - ref).max())
+        diff = _max_diff(got, ref)
         if not diff < PARITY_TOL:  # also catches NaN
             raise ExportError(
                 f"{path}: parity check failed: torch vs ONNX Runtime max abs diff {diff:.3g} "
@@ -302,7 +354,7 @@ def export_model(
         if ppath is not None:
             engine = TorchEngine(path, meta, device="cpu", precision="fp32")
             try:
-                program_diff = float(np.abs(engine.infer(audio, notes) - ref).max())
+                program_diff = _max_diff(engine.infer_full(audio, notes), ref)
             finally:
                 engine.close()
             if not program_diff < PARITY_TOL:
@@ -312,6 +364,35 @@ def export_model(
                     "not be used"
                 )
     return ExportResult(path, wpath, diff, meta, ppath, program_diff)
+
+
+def _reference(model: nn.Module, audio: np.ndarray, notes: np.ndarray | None, extras: bool) -> list[np.ndarray]:
+    """torch's outputs for the parity batch: [values] or [values, *extras] (the exported outputs' order)."""
+    a, n = torch.from_numpy(audio), None if notes is None else torch.from_numpy(notes)
+    with torch.no_grad():
+        if extras:
+            return [t.numpy() for t in _outputs(model, a, n)]
+        return [(model(a) if n is None else model(a, n)).numpy()]
+
+
+def _max_diff(got: tuple[np.ndarray, dict[str, np.ndarray]], ref: list[np.ndarray]) -> float:
+    """Max abs difference of an engine's infer_full (values, extras) from torch's outputs, over all of
+    them; inf when the engine returned other extras than torch's (a backend that lost them). Classes whose
+    probabilities tie within PARITY_TOL may come in either order: their pitch values are not compared."""
+    values, extras = got
+    outs = [values, *extras.values()]
+    if len(outs) != len(ref) or any(g.shape != r.shape for g, r in zip(outs, ref)):
+        return float("inf")
+    diffs = [np.abs(g - r) for g, r in zip(outs, ref)]
+    names = list(extras)
+    if PITCH_TOP_NAME in names and PITCH_PROB_NAME in names:
+        prob = ref[1 + names.index(PITCH_PROB_NAME)]  # (B, P, k), best first
+        gap = np.abs(np.diff(prob, axis=-1)) < PARITY_TOL  # (B, P, k - 1): neighbours tied
+        tied = np.zeros(prob.shape, bool)
+        tied[..., 1:] |= gap
+        tied[..., :-1] |= gap
+        diffs[1 + names.index(PITCH_TOP_NAME)][tied] = 0.0
+    return max(float(d.max()) for d in diffs)
 
 
 def summary_from_checkpoint(ckpt: dict, ckpt_path: str | Path) -> dict:

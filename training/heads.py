@@ -8,7 +8,10 @@
   min(1, gain / AUDIBLE_GAIN): full weight from gain 1/3 up, none at gain 0.
 
 Both decode to (B, 16) values in [0, 1], contract order; the decoding is plain tensor ops (ArgMax,
-GatherElements), so it exports to ONNX inside the model.
+GatherElements), so it exports to ONNX inside the model. The pitch-cls head also says how sure it is:
+`top_classes` gives each oscillator's TOP_K most probable classes as pitch values (decoded as `decode`
+does) and their probabilities, which export adds as extra graph outputs (bridge.core.modelfile
+PITCH_TOP_NAME, PITCH_PROB_NAME) and the matcher starts from (bridge/match/candidates.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ HEADS = ("mse", "pitch-cls")
 AUDIBLE_GAIN = 1 / 3  # gain (linear amplitude into the filters) from which an oscillator counts fully
 CE_WEIGHT = 0.05  # cross-entropy (nats) against squared error of normalised values (~0.01-0.08)
 RESIDUAL_WEIGHT = 0.05  # squared residual error in semitones
+TOP_K = 3  # pitch classes per oscillator exported with their probabilities: the answer and two alternatives
 
 
 class MSEHead(nn.Module):
@@ -78,6 +82,16 @@ class PitchClassHead(nn.Module):
         semis = cls.squeeze(-1).to(raw.dtype) + residual  # semitones above the range's bottom
         pitch = torch.clamp(semis / self.span, 0.0, 1.0)
         return torch.cat([torch.sigmoid(other), pitch], dim=1)[:, self.order]
+
+    def top_classes(self, raw: torch.Tensor, k: int = TOP_K) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_raw) -> each oscillator's k most probable pitch classes, most probable first:
+        (B, P, k) normalised pitch values (the class's semitone plus the oscillator's predicted residual,
+        clamped to [0, 1], as `decode` does: column 0 is decode's pitch) and (B, P, k) their softmax
+        probabilities. P = the pitch parameters in contract order (self.pitch). TopK + Softmax in ONNX."""
+        _, logits, residual = self._split(raw)
+        prob, cls = torch.topk(torch.softmax(logits.float(), dim=-1), k, dim=-1)  # (B, P, k) each
+        semis = cls.to(raw.dtype) + residual[..., None]
+        return torch.clamp(semis / self.span, 0.0, 1.0), prob.to(raw.dtype)
 
     def weights(self, target: torch.Tensor) -> torch.Tensor:
         """(B, 16) per-parameter loss weights: audibility for oscillator pitch and position, else 1."""

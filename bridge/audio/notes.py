@@ -3,7 +3,8 @@
     NoteSettings   the [notes] table of the daemon's TOML
     NoteTracker    continuous mode: a held note with hysteresis (vibrato does not re-trigger it)
     NoteStage      detection per window (bridge.pitch) + inference with note normalisation
-                   (bridge.notenorm): snapshot(window, m), track(window), infer(engine, window, est)
+                   (bridge.notenorm): snapshot(window, m), track(window), infer(engine, window, est),
+                   infer_full (also the model's extra outputs, where they describe this window)
 
 Snapshots (trigger, manual) detect over the captured part of their window (from the onset); every
 snapshot starts a note. Continuous mode detects over the newest track_s of each hop's window, so a
@@ -106,6 +107,23 @@ class NoteStage:
         est = self._detect(window[-int(self.s.track_s * self.sr) :])
         held, changed = self.tracker.update(est)
         return est, held, changed
+
+    def infer_full(self, engine, window: np.ndarray, note: int | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """As `infer`, plus the model's extra outputs for this window ({name: (rows, k)}, e.g. the pitch
+        head's top classes) when the values are the model's own answer for it: a model told the note, or
+        a C4-only one hearing the raw window ("off", or the reference note). {} otherwise (the window
+        normalised to C4: its classes describe another note) and for models without extras, whose values
+        are infer's."""
+        ref = self.contract.audio.note
+        if not engine.meta.extra_outputs:
+            return self.infer(engine, window, note), {}
+        if engine.meta.takes_note:
+            values, extras = engine.infer_full(window.reshape(1, -1), [ref if note is None else note])
+        elif self.s.normalise == "off" or note is None or note == ref:
+            values, extras = engine.infer_full(window.reshape(1, -1))
+        else:
+            return self.infer(engine, window, note), {}
+        return values[0], {name: x[0] for name, x in extras.items()}
 
     def infer(self, engine, window: np.ndarray, note: int | None) -> np.ndarray:
         """(num_samples,) window at MIDI `note` (None: the reference note) -> (16,) raw model output.

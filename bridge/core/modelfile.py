@@ -3,12 +3,14 @@ it against the daemon's contract.
 
 An exported model is a single ONNX file with input "audio" (batch x num_samples float32, dynamic batch),
 output "params" (batch x 16 float32 in [0, 1]) and the front-end inside the graph (a model told the note
-has a second input, "note"). Its metadata_props hold JSON values under "synthmatch." keys (build_props
-writes them): the parameter names in output order, the contract hash and the contract's hashed content, the
-sample rate and window length in samples, the model config, a training summary, the synthmatch version, an
-export id (shared with the optional files export writes beside it: model.pt2, the torch program the "cuda"
-backend runs, and model.pt, the weights training can start from) and the identity of the synth the model was
-trained on (training.synths; optional, "reference" when absent). Pure Python + onnx; never imports torch.
+has a second input, "note"; a model with a pitch-class head has extra outputs after "params", listed in
+the metadata's "extra_outputs": EXTRA_OUTPUTS). Its metadata_props hold JSON values under "synthmatch."
+keys (build_props writes them): the parameter names in output order, the contract hash and the contract's
+hashed content, the sample rate and window length in samples, the model config, a training summary, the
+synthmatch version, an export id (shared with the optional files export writes beside it: model.pt2, the
+torch program the "cuda" backend runs, and model.pt, the weights training can start from), the identity of
+the synth the model was trained on (training.synths; optional, "reference" when absent) and the extra
+outputs (optional, none when absent). Pure Python + onnx; never imports torch.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ FORMAT_ADVICE = {
 }
 INPUT_NAME, OUTPUT_NAME = "audio", "params"
 NOTE_NAME = "note"  # optional second input: (batch,) float32 MIDI note played, for models told the note
+# Optional outputs after OUTPUT_NAME (pitch-cls models; training.heads.PitchClassHead.top_classes), each
+# (batch, rows, k) float32, row r for the parameter the metadata's extra_outputs[name][r] names:
+PITCH_TOP_NAME = "pitch_top"  # the k most probable pitch classes as normalised pitch values, best first
+PITCH_PROB_NAME = "pitch_prob"  # their probabilities (softmax over all the classes)
+EXTRA_OUTPUTS = (PITCH_TOP_NAME, PITCH_PROB_NAME)  # every extra output this version knows
 WEIGHTS_FORMAT = "synthmatch-weights"  # the torch weights file export writes beside model.onnx (model.pt)
 # the torch program export writes beside model.onnx for the "cuda" backend (model.pt2: a torch.export
 # ExportedProgram); its extra file PROGRAM_INFO holds {"format": PROGRAM_FORMAT, "export_id", ...}
@@ -61,6 +68,10 @@ class ModelMeta:
     synth: str = "reference"  # identity of the synth the training data came from (training.synths)
     format: int = FORMAT
     takes_note: bool = False  # the graph has the NOTE_NAME input: it matches at the note it is given
+    # extra graph outputs after OUTPUT_NAME (graph order) -> the parameter each row stands for; {} for
+    # models without them (every file exported before they existed)
+    extra_outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    extra_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per window: (rows, k), the graph's
 
     @property
     def num_params(self) -> int:
@@ -82,9 +93,15 @@ def synthmatch_version() -> str:
 
 
 def build_props(
-    contract: Contract, model_config: dict, summary: dict, export_id: str, synth: str = "reference"
+    contract: Contract,
+    model_config: dict,
+    summary: dict,
+    export_id: str,
+    synth: str = "reference",
+    extra_outputs: dict[str, list[str]] | None = None,
 ) -> dict[str, str]:
-    """The metadata_props (key -> JSON text) an export embeds for `contract`."""
+    """The metadata_props (key -> JSON text) an export embeds for `contract`. extra_outputs: the graph's
+    outputs after OUTPUT_NAME, in order, each -> the parameter names of its rows (ModelMeta.extra_outputs)."""
     values: dict[str, Any] = {
         "format": FORMAT,
         "param_names": list(contract.names),
@@ -97,6 +114,7 @@ def build_props(
         "version": synthmatch_version(),
         "export_id": export_id,
         "synth": synth,
+        "extra_outputs": {k: list(v) for k, v in (extra_outputs or {}).items()},
     }
     # default=str: summaries may carry paths or numpy scalars; sort_keys keeps files reproducible
     return {_PREFIX + k: json.dumps(v, sort_keys=True, default=_jsonable) for k, v in values.items()}
@@ -208,6 +226,8 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
             f"{path}: graph inputs {ins} / outputs {outs}; a synthmatch model has input "
             f"{INPUT_NAME!r} (and optionally {NOTE_NAME!r}) and output {OUTPUT_NAME!r}; {_fix(path)}"
         )
+    extras = _extra_outputs(values.get("extra_outputs") or {}, names, outs, path)
+    shapes = {name: _window_shape(proto, name, len(rows), path) for name, rows in extras.items()}
     return ModelMeta(
         path=str(path),
         names=tuple(names),
@@ -222,7 +242,41 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
         format=fmt,
         synth=values.get("synth") or "reference",
         takes_note=NOTE_NAME in ins,
+        extra_outputs=extras,
+        extra_shapes=shapes,
     )
+
+
+def _extra_outputs(extras: Any, names: list, outs: list[str], path: Path) -> dict[str, tuple[str, ...]]:
+    """The metadata's extra_outputs, checked against the graph: each a known extra output of the graph,
+    after OUTPUT_NAME, rows naming parameters. Extras this version does not know are left out."""
+    if not (isinstance(extras, dict) and all(isinstance(v, list) for v in extras.values())):
+        raise ModelError(f"{path}: metadata {_PREFIX}extra_outputs must map output names to lists; {_fix(path)}")
+    out = {}
+    for name, rows in extras.items():
+        if name not in outs or outs.index(name) < outs.index(OUTPUT_NAME):
+            raise ModelError(
+                f"{path}: metadata {_PREFIX}extra_outputs names {clip(name, 40)!r}, which is not a graph output "
+                f"after {OUTPUT_NAME!r} (outputs {outs}); {_fix(path)}"
+            )
+        if not rows or not all(isinstance(r, str) and r in names for r in rows):
+            raise ModelError(
+                f"{path}: metadata {_PREFIX}extra_outputs[{name!r}] must list parameter names; {_fix(path)}"
+            )
+        if name in EXTRA_OUTPUTS:
+            out[name] = tuple(rows)
+    return dict(sorted(out.items(), key=lambda kv: outs.index(kv[0])))  # graph order (the JSON's is sorted)
+
+
+def _window_shape(proto, name: str, rows: int, path: Path) -> tuple[int, ...]:
+    """An extra output's shape per window, from the graph: (batch, rows, k) -> (rows, k)."""
+    (out,) = [o for o in proto.graph.output if o.name == name]
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in out.type.tensor_type.shape.dim]
+    if len(dims) != 3 or dims[1] != rows or dims[2] < 1:
+        raise ModelError(
+            f"{path}: graph output {name!r} has shape {dims}; its metadata says (batch, {rows}, k); {_fix(path)}"
+        )
+    return dims[1], dims[2]
 
 
 def _whole(v: Any) -> bool:

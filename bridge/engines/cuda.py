@@ -4,7 +4,8 @@ The model comes from the torch program export writes beside the ONNX file (model
 torch.export ExportedProgram (torch.export.save), self-contained (graph of ATen ops + weights + the
 front-end's DFT/constant-Q kernels), so this backend needs torch alone, never training's model code.
 Its graph inputs are those of the ONNX file: "audio" (B, num_samples) float32 and, for a model told the
-note, "note" (B,) float32, with a dynamic batch of 1..MAX_BATCH. Its extra file (PROGRAM_INFO) carries
+note, "note" (B,) float32, with a dynamic batch of 1..MAX_BATCH; its outputs too: "params" (B, 16), then
+for a pitch-cls model the extra outputs (a tuple; infer_full returns them). Its extra file (PROGRAM_INFO) carries
 the format tag and the export id also embedded in the ONNX metadata, so a stale pair is refused.
 
 torch.export rather than TorchScript: the models export with a dynamic batch through their conv-based
@@ -43,6 +44,7 @@ import numpy as np
 from synthmatch.bridge.core.modelfile import (
     INPUT_NAME,
     NOTE_NAME,
+    OUTPUT_NAME,
     PROGRAM_FORMAT,
     PROGRAM_INFO,
     PROGRAM_SUFFIX,
@@ -221,6 +223,9 @@ def load_program(onnx_path: str | Path, meta: ModelMeta):
     inputs = [INPUT_NAME, NOTE_NAME] if meta.takes_note else [INPUT_NAME]
     if info.get("inputs") != inputs:
         raise ModelError(f"{path}: program inputs {info.get('inputs')}, {onnx_path} has {inputs}; re-export")
+    outputs = [OUTPUT_NAME, *meta.extra_outputs]
+    if info.get("outputs", [OUTPUT_NAME]) != outputs:  # programs written before the extras: values alone
+        raise ModelError(f"{path}: program outputs {info.get('outputs')}, {onnx_path} has {outputs}; re-export")
     import torch
 
     try:
@@ -285,13 +290,15 @@ class TorchEngine(Engine):
                 np.full(1, meta.reference_note, np.float32) if meta.takes_note else None,
             )  # warm-up
 
-    def _forward(self, x, note):
+    def _forward(self, x, note) -> tuple:
+        """The program's outputs as a tuple of fp32 tensors: (values,) or (values, *extras)."""
         torch = self._torch
         with (
             torch.inference_mode(),
             torch.autocast(self.device.type, dtype=self._dtype, enabled=self.precision != "fp32"),
         ):
-            return (self.model(x) if note is None else self.model(x, note)).float()
+            out = self.model(x) if note is None else self.model(x, note)
+            return tuple(t.float() for t in (out if isinstance(out, (tuple, list)) else (out,)))
 
     def _graph(self, batch: int):
         torch = self._torch
@@ -313,8 +320,11 @@ class TorchEngine(Engine):
         return self._graphs[batch]
 
     def _run(self, audio: np.ndarray, notes: np.ndarray | None) -> np.ndarray:
+        return self._run_full(audio, notes)[0]
+
+    def _run_full(self, audio: np.ndarray, notes: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         torch = self._torch
-        outs = []
+        outs: list[list[np.ndarray]] = []  # per chunk: values, then the extras
         for start in range(0, audio.shape[0], MAX_BATCH):
             x = torch.from_numpy(audio[start : start + MAX_BATCH])
             n = None if notes is None else torch.from_numpy(notes[start : start + MAX_BATCH])
@@ -325,10 +335,12 @@ class TorchEngine(Engine):
                 if n is not None:
                     static_note[:b].copy_(n)
                 graph.replay()
-                outs.append(static_out[:b].cpu().numpy())  # .cpu() synchronises
+                outs.append([t[:b].cpu().numpy() for t in static_out])  # .cpu() synchronises
             else:
-                outs.append(self._forward(x.to(self.device), None if n is None else n.to(self.device)).cpu().numpy())
-        return np.concatenate(outs)
+                got = self._forward(x.to(self.device), None if n is None else n.to(self.device))
+                outs.append([t.cpu().numpy() for t in got])
+        values, *extras = (np.concatenate(parts) for parts in zip(*outs))
+        return values, dict(zip(self.meta.extra_outputs, extras))
 
     def close(self) -> None:
         self._graphs.clear()

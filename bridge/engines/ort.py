@@ -1,5 +1,5 @@
 """The "onnxruntime" backend: ONNX Runtime on the CPU, fp32. Always available; the reference the GPU
-backends are checked against."""
+backends are checked against. Returns the model's extra outputs (infer_full) when it has them."""
 
 from __future__ import annotations
 
@@ -39,8 +39,16 @@ class OnnxRuntimeEngine(Engine):
         self.detail = f"cpu fp32 threads={threads or 'default'}"
 
     def _run(self, audio: np.ndarray, notes: np.ndarray | None) -> np.ndarray:
-        feed = {INPUT_NAME: audio} if notes is None else {INPUT_NAME: audio, NOTE_NAME: notes}
-        return self._session.run([OUTPUT_NAME], feed)[0]
+        return self._session.run([OUTPUT_NAME], self._feed(audio, notes))[0]
+
+    def _run_full(self, audio: np.ndarray, notes: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        names = list(self.meta.extra_outputs)
+        values, *extras = self._session.run([OUTPUT_NAME, *names], self._feed(audio, notes))
+        return values, dict(zip(names, extras))
+
+    @staticmethod
+    def _feed(audio: np.ndarray, notes: np.ndarray | None) -> dict[str, np.ndarray]:
+        return {INPUT_NAME: audio} if notes is None else {INPUT_NAME: audio, NOTE_NAME: notes}
 
     def close(self) -> None:
         self._session = None

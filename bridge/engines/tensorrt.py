@@ -80,11 +80,18 @@ class TensorRTEngine(Engine):
         # one buffer each for the largest batch; a batch b uses the first b rows (row-major, contiguous)
         self._in = torch.empty((max_batch, meta.num_samples), dtype=torch.float32, device=device)
         self._out = torch.empty((max_batch, meta.num_params), dtype=torch.float32, device=device)
+        # the model's extra outputs (pitch head's top classes): every output needs an address, so bound always
+        self._extras = {
+            name: torch.empty((max_batch, *meta.extra_shapes[name]), dtype=torch.float32, device=device)
+            for name in meta.extra_outputs
+        }
         self._context.set_tensor_address(INPUT_NAME, self._in.data_ptr())
         self._note = torch.full((max_batch,), float(meta.reference_note), dtype=torch.float32, device=device)
         if meta.takes_note:
             self._context.set_tensor_address(NOTE_NAME, self._note.data_ptr())
         self._context.set_tensor_address(OUTPUT_NAME, self._out.data_ptr())
+        for name, buf in self._extras.items():
+            self._context.set_tensor_address(name, buf.data_ptr())
         self._stream = torch.cuda.Stream(device)
         # TensorRT: CUDA graphs captured here per batch size; TensorRT-RTX replays its own
         self._graphs: dict[int, Any] | None = None if self.flavour.jit else {}
@@ -106,7 +113,8 @@ class TensorRTEngine(Engine):
                 f"{self.name}: the engine {built.file} does not deserialize on {gpu.name} "
                 f"(see the TensorRT log above); delete it to rebuild, or use --backend cuda"
             )
-        for name in (INPUT_NAME, OUTPUT_NAME) + ((NOTE_NAME,) if self.meta.takes_note else ()):
+        names = (INPUT_NAME, OUTPUT_NAME, *((NOTE_NAME,) if self.meta.takes_note else ()), *self.meta.extra_outputs)
+        for name in names:
             if dtype_name(engine.get_tensor_dtype(name)) != "float32":
                 raise BackendError(f"{self.name}: tensor {name!r} of {built.file} is not float32")
         return engine
@@ -161,10 +169,13 @@ class TensorRTEngine(Engine):
         return graph
 
     def _run(self, audio: np.ndarray, notes: np.ndarray | None) -> np.ndarray:
+        return self._run_full(audio, notes)[0]
+
+    def _run_full(self, audio: np.ndarray, notes: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         torch, context = self._torch, self._context
         if context is None:
             raise BackendError(f"{self.name}: engine used after close()")
-        outs = []
+        outs: list[list[np.ndarray]] = []  # per chunk: values, then the extras
         for start in range(0, audio.shape[0], self.max_batch):
             chunk = torch.from_numpy(audio[start : start + self.max_batch])
             b = chunk.shape[0]
@@ -180,10 +191,11 @@ class TensorRTEngine(Engine):
                 if notes is not None:
                     self._note[:b].copy_(torch.from_numpy(notes[start : start + b]))
                 self._enqueue(b)
-                out = self._out[:b].to("cpu")
+                got = [t[:b].to("cpu") for t in (self._out, *self._extras.values())]
             self._stream.synchronize()
-            outs.append(out.numpy())
-        return np.concatenate(outs)
+            outs.append([t.numpy() for t in got])
+        values, *extras = (np.concatenate(parts) for parts in zip(*outs))
+        return values, dict(zip(self._extras, extras))
 
     def close(self) -> None:
         if self._context is not None:

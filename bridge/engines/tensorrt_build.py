@@ -249,7 +249,9 @@ def expected_io(meta: ModelMeta) -> dict[str, list[tuple[str, tuple[int, ...], s
     inputs: list[tuple[str, tuple[int, ...], str]] = [(INPUT_NAME, (-1, meta.num_samples), "float32")]
     if meta.takes_note:
         inputs.append((NOTE_NAME, (-1,), "float32"))
-    return {"inputs": inputs, "outputs": [(OUTPUT_NAME, (-1, meta.num_params), "float32")]}
+    outputs: list[tuple[str, tuple[int, ...], str]] = [(OUTPUT_NAME, (-1, meta.num_params), "float32")]
+    outputs += [(name, (-1, *meta.extra_shapes[name]), "float32") for name in meta.extra_outputs]
+    return {"inputs": inputs, "outputs": outputs}
 
 
 def parse(

@@ -112,7 +112,9 @@ def test_torch_program_moves_to_another_device_whole(tiny_notes_onnx):
     assert baked == {"meta"} and {t.device.type for t in [*run.parameters(), *run.buffers()]} == {"meta"}
     with torch.inference_mode():
         out = run(torch.zeros(4, C.audio.num_samples, device="meta"), torch.full((4,), 60.0, device="meta"))
-    assert out.device.type == "meta" and tuple(out.shape) == (4, 16) and out.dtype == torch.float32
+    values, top, prob = out  # a pitch-cls model: the values, then its top pitch classes and their probabilities
+    assert all(t.device.type == "meta" and t.dtype == torch.float32 for t in out)
+    assert tuple(values.shape) == (4, 16) and tuple(top.shape) == tuple(prob.shape) == (4, 3, 3)
 
 
 def _rewrite(src: Path, dst: Path, edit) -> None:
