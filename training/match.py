@@ -68,18 +68,24 @@ def aligned_window(
 
 
 def predict(
-    model: str | Path, audio: np.ndarray, contract: Contract, backend: str = "onnxruntime", notes=None
+    model: str | Path,
+    audio: np.ndarray,
+    contract: Contract,
+    backend: str = "onnxruntime",
+    notes=None,
+    extras: dict | None = None,
 ) -> np.ndarray:
     """(B, num_samples) [, (B,) MIDI notes played] -> (B, 16) normalised values from an exported model, in
     [0, 1]. notes reach a model told the note (bridge.engine.Engine.infer); a C4-only model ignores them.
 
     Outputs that are not finite or lie outside [0, 1] (beyond the engine's rounding tolerance) raise
-    UsageError: a model that gives them is broken, and its numbers must not reach params.json."""
+    UsageError: a model that gives them is broken, and its numbers must not reach params.json. extras: a
+    dict to receive the model's extra outputs ({name: (B, rows, k)}; Engine.infer_full), if it has any."""
     from synthmatch.bridge.engines import load_engine, output_problem
 
     engine = load_engine(model, backend=backend, contract=contract)
     try:
-        out = engine.infer(np.ascontiguousarray(audio, dtype=np.float32), notes)
+        out, got = engine.infer_full(np.ascontiguousarray(audio, dtype=np.float32), notes)
     finally:
         engine.close()
     why = output_problem(out)
@@ -88,6 +94,8 @@ def predict(
             f"{model}: for this input {why}; the model file is broken: re-export it with "
             "`synthmatch export` or pass another --model"
         )
+    if extras is not None:
+        extras.update(got)
     return np.clip(out, 0.0, 1.0)
 
 
@@ -98,15 +106,22 @@ def predict_at_note(
     contract: Contract,
     backend: str = "onnxruntime",
     mode: str = "pitch",
+    extras: dict | None = None,
 ) -> np.ndarray:
     """(num_samples,) window played at MIDI `note` -> (16,) values for it. A model told the note hears
     it as the window's note; a C4-only model, as bridge.notenorm says (mode "pitch": the oscillator pitches
-    from the window resampled to C4, the rest from the raw window, as the daemon does)."""
+    from the window resampled to C4, the rest from the raw window, as the daemon does). extras: a dict to
+    receive the model's extra outputs for the window ({name: (rows, k)}) where they describe it (as
+    bridge.audio.notes.NoteStage.infer_full)."""
     from synthmatch.bridge.audio import notenorm
     from synthmatch.bridge.core.modelfile import read_meta
 
     if mode == "off" or note == contract.audio.note or read_meta(model).takes_note:
-        return predict(model, window[None], contract, backend=backend, notes=[note])[0]
+        got: dict = {}
+        values = predict(model, window[None], contract, backend=backend, notes=[note], extras=got)[0]
+        if extras is not None:
+            extras.update({name: x[0] for name, x in got.items()})
+        return values
     x, s = notenorm.to_reference(window, note, contract)
     raw, norm = predict(model, np.stack([window.astype(np.float32), x]), contract, backend=backend)
     return notenorm.combine(raw, notenorm.from_reference(norm, s, contract)[0], contract, mode)
@@ -257,7 +272,8 @@ def match_file(
     heard = detect(window, c.audio.sample_rate)  # the note played: the model is told it, match.wav plays it
     if not heard.voiced:
         warn(f"no clear note ({heard.reason}); matched at the fallback note {heard.note}")
-    predicted = predict_at_note(model, window, heard.note, c, backend=backend)
+    extras: dict = {}  # the pitch head's top classes: more starts for the matcher
+    predicted = predict_at_note(model, window, heard.note, c, backend=backend, extras=extras)
     if hasattr(player, "note"):  # the reference synth plays the heard note (a plugin plays its profile's)
         player.note = heard.note
     pinned = [i for i, name in enumerate(c.names) if name not in player.mapped]
@@ -281,9 +297,11 @@ def match_file(
             "model_values": {p.name: round(float(v), 4) for p, v in zip(c.params, predicted)},
         }
     elif passes is None and (budget_ms is None or budget_ms > 0):
+        from synthmatch.bridge.match.candidates import pitch_candidates
         from synthmatch.bridge.match.search import Matcher
 
-        r = Matcher(c).match(window, float(heard.note), predicted, budget_ms=budget_ms or MATCH_BUDGET_MS)
+        starts = pitch_candidates(predicted, extras, read_meta(model))
+        r = Matcher(c).match(window, float(heard.note), predicted, extra=starts, budget_ms=budget_ms or MATCH_BUDGET_MS)
         values = r.values
         refinement = {
             "method": "matcher",
