@@ -34,13 +34,15 @@ def stft_magnitude(audio: np.ndarray, n_fft: int) -> np.ndarray:
 class Target:
     """A target sound's spectra at every scale, computed once; `distance` judges candidates against it."""
 
-    def __init__(self, audio: np.ndarray):
+    def __init__(self, audio: np.ndarray, n_ffts: tuple[int, ...] = MSS_N_FFTS):
+        """n_ffts: the scales (default: the metric's own; a subset is a cheaper distance of the same kind,
+        what the matcher's polish stage judges by)."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1:
             raise ValueError(f"Target: audio must be one sound, shape (T,); got {audio.shape}")
         self.num_samples = len(audio)
         self._scales = []
-        for n_fft in MSS_N_FFTS:
+        for n_fft in n_ffts:
             S = stft_magnitude(audio, n_fft)
             norm = max(float(np.sqrt(np.sum(np.square(S, dtype=np.float64)))), SC_EPS)
             self._scales.append((n_fft, S, np.log(S + np.float32(MSS_LOG_EPS)), norm))
@@ -56,7 +58,7 @@ class Target:
             sc = np.sqrt(np.sum(np.square(S - S_hat, dtype=np.float64), axis=(-2, -1))) / norm
             log_l1 = np.mean(np.abs(log_S - np.log(S_hat + np.float32(MSS_LOG_EPS))), axis=(-2, -1), dtype=np.float64)
             total += sc + log_l1
-        return total / len(MSS_N_FFTS)
+        return total / len(self._scales)
 
 
 def mss(target: np.ndarray, candidates: np.ndarray) -> np.ndarray:

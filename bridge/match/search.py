@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core.contract import Contract, sample_mean
@@ -63,6 +64,11 @@ ORDER = (
 EVOLVE_SEED = 20241203  # the evolution stage's random numbers: the same answer for the same input
 MOVES_PER_CHILD = 2.5  # parameters an evolution child moves, on average
 SIGMA_START, SIGMA_MIN, SIGMA_MAX = 0.08, 0.01, 0.3  # its step (normalised units)
+# The polish stage judges real renders by the multi-scale distance at two of its four scales (about half
+# its cost), where the fast distance cannot see: a real sound's noise, vibrato and transients
+POLISH_N_FFTS = (512, 2048)
+POLISH_STEP = 0.04  # its first step, normalised (pitches: one semitone); halved after a round without a move
+POLISH_BATCH = 8  # candidates rendered at once (4 parameters, each a step down and up)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,8 @@ class MatchConfig:
     generations: int = 40  # evolution: at most this many (the budget usually ends it first)
     finalists: int = 3  # best distinct search candidates rendered for the final word (+ network, previous)
     keep_margin: float = 0.05  # the previous answer is kept unless another is closer by this fraction
+    polish: float = 0.35  # share of the budget kept for the polish stage (real renders around the pick),
+    polish_from_ms: float = 300.0  # from this budget up (below it, a round of renders does not fit)
     min_gain: float = 0.002  # a move must cut the fast distance by this fraction (a silent oscillator's
     #                          pitch keeps its value)
 
@@ -84,6 +92,8 @@ class MatchConfig:
             raise ValueError(f"MatchConfig: need 0 <= budget_ms <= 60000, seeds, fine >= 1, coarse >= 2; got {self}")
         if not (0 <= self.passes <= 10 and 1 <= self.finalists <= 16 and 0 <= self.keep_margin < 1):
             raise ValueError(f"MatchConfig: need passes 0..10, finalists 1..16, keep_margin in [0, 1); got {self}")
+        if not 0 <= self.polish < 1:
+            raise ValueError(f"MatchConfig: need polish in [0, 1); got {self.polish}")
 
 
 @dataclass
@@ -113,6 +123,7 @@ class Matcher:
         self.mean = np.array([sample_mean(p.sample) for p in self.contract.params], np.float32)
         self.unison = {i: float(self.contract.params[i].to_normalised(0.0)) for i in self.pitches}
         self.semitones = {i: int(round(p.max - p.min)) + 1 for i, p in enumerate(self.contract.params)}
+        self.pitch_step = 1.0 / (self.semitones[self.pitches[0]] - 1) if self.pitches else POLISH_STEP
         # measured on every call (running means), so the budget holds on any machine:
         self._final_s = 0.010  # seconds to render and judge one finalist
         self._candidate_s = 0.0005  # seconds to judge one candidate by the fast distance
@@ -131,7 +142,15 @@ class Matcher:
     ) -> MatchResult:
         """audio (T,) float32 at the contract's rate (the model's window), note: the MIDI note played,
         network (16,) the network's values; previous: the answer sent last (kept unless another is clearly
-        closer); extra: more starting candidates (16,) each. budget_ms: default the config's."""
+        closer); extra: more starting candidates (16,) each. budget_ms: default the config's.
+
+        numpy's BLAS runs on one thread meanwhile: the matrix products here are small, and OpenBLAS's
+        threads spin against whatever else runs (the network's inference, the audio thread): the band
+        projection of one target took 36 ms with them beside a busy core, 0.7 ms without."""
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._match(audio, note, network, previous, extra, budget_ms, clock)
+
+    def _match(self, audio, note, network, previous, extra, budget_ms, clock) -> MatchResult:
         t0 = clock()
         cfg = self.config
         budget = (cfg.budget_ms if budget_ms is None else budget_ms) / 1000
@@ -149,18 +168,19 @@ class Matcher:
         starts_d = fast.distance(starts, note)
         pool = _Pool(starts, starts_d)
         # the final word: as many finalists as fit in half of what is left, at least one
-        n_final = int(np.clip(0.5 * (deadline - clock()) / self._final_s, 1, cfg.finalists + 1))
-        until = deadline - n_final * self._final_s
+        n_final = int(np.clip(0.5 * (deadline - clock()) / self._final_s, 1, cfg.finalists + 2))
+        polish = cfg.polish * budget if budget * 1000 >= cfg.polish_from_ms else 0.0
+        until = deadline - n_final * self._final_s - polish
         stopped = self._search(fast, note, starts[np.argsort(starts_d)[: cfg.seeds]], pool, clock, until)
         if not stopped:
             stopped = self._evolve(fast, note, pool, clock, until)
         timings["search"] = clock() - t0 - timings["targets"]
 
         t1 = clock()
-        # the search's best, and the best start besides (where the fast distance misjudges a real sound,
-        # the unison or mean patch may still be the closer by the full one)
+        # the search's best, the best start and the mean patch besides (where the fast distance misjudges a
+        # real sound, the unison or the mean patch may still be the closer by the full one)
         finals: list[np.ndarray] = []
-        for v in [starts[np.argmin(starts_d)]] + pool.best(n_final):
+        for v in [starts[np.argmin(starts_d)], self.mean] + pool.best(n_final):
             if not any(np.array_equal(v, f) for f in held + finals) and len(finals) < n_final:
                 finals.append(v)
         d = np.array(held_d + (list(self._judge(full, finals, note, clock)) if finals else []))
@@ -170,9 +190,18 @@ class Matcher:
         if previous is not None and d[pick] > d[1] * (1 - cfg.keep_margin):
             pick = 1  # keep what is playing unless another is clearly closer: no chatter on a held sound
         source = {0: "network", 1: "previous" if previous is not None else "search"}.get(pick, "search")
+        answer, answer_d = candidates[pick], float(d[pick])
+        if polish and source != "previous" and clock() + 2 * self._final_s < deadline:
+            t2 = clock()
+            polished = self._polish(audio, note, answer, clock, deadline - self._final_s)
+            if polished is not None:
+                polished_d = float(self._judge(full, [polished], note, clock)[0])
+                if polished_d < answer_d:
+                    answer, answer_d, source = polished, polished_d, "search"
+            timings["polish"] = clock() - t2
         return MatchResult(
-            candidates[pick],
-            float(d[pick]),
+            answer,
+            answer_d,
             float(d[0]),
             source,
             pool.count,
@@ -181,6 +210,38 @@ class Matcher:
             stopped,
             timings,
         )
+
+    def _polish(
+        self, audio: np.ndarray, note: float, start: np.ndarray, clock: Callable[[], float], until: float
+    ) -> np.ndarray | None:
+        """Coordinate moves around `start` judged on real renders (POLISH_N_FFTS), greedy, until the clock
+        reaches `until` -> the closest found, or None when no move helped (or there was no time)."""
+        cheap = Target(np.asarray(audio, np.float32), POLISH_N_FFTS)
+        best = start.copy()
+        best_d = float(cheap.distance(self.synth.render(best[None], note))[0])
+        step, moved_ever = POLISH_STEP, False
+        per_render = self._final_s / 2  # half the full distance's scales
+        while step >= POLISH_STEP / 8:
+            moved = False
+            for i in range(0, len(self.order), POLISH_BATCH // 2):
+                t = clock()
+                if t + per_render * POLISH_BATCH > until:
+                    return best if moved_ever else None
+                cand = []
+                for k in self.order[i : i + POLISH_BATCH // 2]:
+                    size = self.pitch_step if k in self.pitches else step
+                    for sign in (-1, 1):
+                        x = best.copy()
+                        x[k] = np.clip(x[k] + sign * size, 0, 1)
+                        cand.append(x)
+                d = cheap.distance(self.synth.render(np.stack(cand), note))
+                per_render = 0.7 * per_render + 0.3 * (clock() - t) / len(cand)
+                j = int(np.argmin(d))
+                if d[j] < best_d:
+                    best, best_d, moved, moved_ever = cand[j], float(d[j]), True, True
+            if not moved:
+                step /= 2
+        return best if moved_ever else None
 
     def _judge(self, full: Target, values: list[np.ndarray], note: float, clock: Callable[[], float]) -> np.ndarray:
         """Render and measure candidates by the full distance; keeps the cost per candidate up to date."""
