@@ -16,7 +16,7 @@ extras="train"
 debs=(libportaudio2 libsndfile1 jackd2 liblo-tools fluidsynth fluid-soundfont-gm)
 # --dev: g++, make and dpf-source (DISTRHO Plugin Framework) build the VST3 test instrument the tests load;
 # sox reads the WAVs synthmatch writes (tests/bridge/live/test_friction.py: no header warnings).
-[[ "$extras" == *dev* ]] && debs+=(g++ make dpf-source sox)
+[[ "$extras" == *dev* ]] && debs+=(g++ make dpf-source sox amsynth zynaddsubfx)
 missing=()
 for d in "${debs[@]}"; do dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done
 if ((${#missing[@]})); then
