@@ -86,6 +86,14 @@ def predict(
     engine = load_engine(model, backend=backend, contract=contract)
     try:
         out, got = engine.infer_full(np.ascontiguousarray(audio, dtype=np.float32), notes)
+    except UsageError:
+        raise
+    except Exception as e:  # ONNX Runtime or a GPU failing on this input: one line, not a traceback
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise UsageError(
+            f"{model}: inference failed on this input ({type(e).__name__}: {first}); the model file may be "
+            "broken: re-export it with `synthmatch export`, or try another --backend"
+        ) from None
     finally:
         engine.close()
     why = output_problem(out)

@@ -48,3 +48,40 @@ def write_model(path: Path, contract, outputs: int = 16, value: float = 0.5, on_
     embed(model, build_props(contract, {"name": "bad-model"}, {"note": "test model"}, "test"))
     onnx.save(model, str(path))
     return path
+
+
+def write_raising_model(path: Path, contract) -> Path:
+    """A synthmatch-looking ONNX model that outputs 0.5 on silence (so it passes the load check) and makes
+    ONNX Runtime raise on any window with sound: Gather at index ceil(peak * 1e6), out of bounds."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from synthmatch.bridge.core.modelfile import build_props, embed
+
+    n, k = contract.audio.num_samples, len(contract.names)
+    consts = {
+        "fill": np.full((1, k), 0.5, np.float32),
+        "million": np.array(1e6, np.float32),
+        "axis1": np.array([1], np.int64),
+    }
+    nodes = [
+        helper.make_node("Abs", ["audio"], ["mag"]),
+        helper.make_node("ReduceMax", ["mag"], ["peak"], axes=[1], keepdims=1),  # (B, 1)
+        helper.make_node("Mul", ["peak", "million"], ["scaled"]),
+        helper.make_node("Ceil", ["scaled"], ["ceil"]),
+        helper.make_node("Cast", ["ceil"], ["index"], to=TensorProto.INT64),  # 0 on silence
+        helper.make_node("Gather", ["fill", "index"], ["picked"], axis=0),  # (B, 1, k)
+        helper.make_node("Squeeze", ["picked", "axis1"], ["params"]),  # (B, k)
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "raising-model",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", n])],
+        [helper.make_tensor_value_info("params", TensorProto.FLOAT, ["batch", k])],
+        initializer=[numpy_helper.from_array(v, name) for name, v in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    embed(model, build_props(contract, {"name": "raising-model"}, {"note": "test model"}, "test"))
+    onnx.save(model, str(path))
+    return path

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from synthmatch.bridge.cli import main as cli
 from synthmatch.bridge.core import contract as contract_mod
-from tests.bridge.bad_models import write_model
+from tests.bridge.bad_models import write_model, write_raising_model
 
 C = contract_mod.default()
 SR = C.audio.sample_rate
@@ -76,6 +76,16 @@ def test_match_refuses_unusable_model_outputs_and_writes_nothing(tmp_path, capsy
     assert cli(["match", str(note), "--out-dir", str(out), "--model", str(model), "--refine-passes", "0"]) == 2
     line = one_error(capsys.readouterr().err, "match")
     assert why in line and "bad.onnx" in line
+    assert not (out / "params.json").exists()
+
+
+def test_match_with_a_model_raising_on_sound_is_one_line(tmp_path, capsys, note):
+    """ONNX Runtime raises inside the model on loud input (not at load): one line, exit 2, nothing written."""
+    model = write_raising_model(tmp_path / "raising.onnx", C)
+    out = tmp_path / "out"
+    assert cli(["match", str(note), "--out-dir", str(out), "--model", str(model)]) == 2
+    line = one_error(capsys.readouterr().err, "match")
+    assert "inference failed on this input" in line and "raising.onnx" in line
     assert not (out / "params.json").exists()
 
 

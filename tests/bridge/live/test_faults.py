@@ -23,6 +23,7 @@ from pythonosc.osc_message_builder import BuildError
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.live.daemon import ENGINE_FAILURES_MAX
 from synthmatch.bridge.live.report import exit_report
+from tests.bridge.bad_models import write_raising_model
 from tests.bridge.daemon_util import SR, bridge_cmd, exit_counters, make_config, notes_file
 
 N = 64000
@@ -100,7 +101,7 @@ def continuous(c, path, **over):
         c,
         mode="continuous",
         input={"source": f"file:{path}", "fast": True},
-        continuous={"hop_s": 0.25, "deadband": 0.0, "max_rate_hz": 0, "gate_db": -200.0, **over},
+        continuous={"follow": "window", "hop_s": 0.25, "deadband": 0.0, "max_rate_hz": 0, "gate_db": -200.0, **over},
     )
 
 
@@ -242,43 +243,6 @@ def test_a_sink_whose_port_check_raises_is_counted_not_fatal(c, engine, notes):
 
 
 # ---- the CLI: a model that raises in ONNX Runtime on loud input -----------------------------------
-
-
-def write_raising_model(path: Path, contract) -> Path:
-    """A synthmatch-looking ONNX model that outputs 0.5 on silence (so it passes the load check) and makes
-    ONNX Runtime raise on any window with sound: Gather at index ceil(peak * 1e6), out of bounds."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from synthmatch.bridge.core.modelfile import build_props, embed
-
-    n, k = contract.audio.num_samples, len(contract.names)
-    consts = {
-        "fill": np.full((1, k), 0.5, np.float32),
-        "million": np.array(1e6, np.float32),
-        "axis1": np.array([1], np.int64),
-    }
-    nodes = [
-        helper.make_node("Abs", ["audio"], ["mag"]),
-        helper.make_node("ReduceMax", ["mag"], ["peak"], axes=[1], keepdims=1),  # (B, 1)
-        helper.make_node("Mul", ["peak", "million"], ["scaled"]),
-        helper.make_node("Ceil", ["scaled"], ["ceil"]),
-        helper.make_node("Cast", ["ceil"], ["index"], to=TensorProto.INT64),  # 0 on silence
-        helper.make_node("Gather", ["fill", "index"], ["picked"], axis=0),  # (B, 1, k)
-        helper.make_node("Squeeze", ["picked", "axis1"], ["params"]),  # (B, k)
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "raising-model",
-        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", n])],
-        [helper.make_tensor_value_info("params", TensorProto.FLOAT, ["batch", k])],
-        initializer=[numpy_helper.from_array(v, name) for name, v in consts.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    embed(model, build_props(contract, {"name": "raising-model"}, {"note": "test model"}, "test"))
-    onnx.save(model, str(path))
-    return path
 
 
 @pytest.mark.parametrize(
