@@ -11,7 +11,11 @@ closer than the mean patch by MSS, the median spectral convergence (SC, training
 per call (median and p90, ms). Also the fast distance's Spearman rank correlation with the full MSS over
 each sound's candidates (the network's answer moved one or two parameters at a time).
 
-Usage: python scripts/bench_match.py [--budgets 0,50,150,500] [--in-domain 48] [--old] [--quick]
+With --daemon, also the live figure: six FluidR3 notes at C4 played through `synthmatch bridge --mode
+trigger --print` in real time (not --fast), at each budget: the latency from the end of a note's window
+to its snapshot handed to the outputs (the printed latency_ms), median and max.
+
+Usage: python scripts/bench_match.py [--budgets 0,50,150,500] [--in-domain 48] [--old] [--quick] [--daemon]
 """
 
 from __future__ import annotations
@@ -124,6 +128,32 @@ def run_set(name, sounds, engine, matcher, budgets, old, mean_patch, c) -> dict:
     }
 
 
+def daemon_latency(c, budgets: list[float]) -> dict:
+    """Trigger snapshots through the real daemon, real time: latency_ms per budget (p50, max)."""
+    import subprocess
+
+    from synthmatch.bridge.core import audiofile
+
+    notes = gm(c, [(n, 60) for n in ("square lead", "warm pad", "flute", "violin", "church organ", "oboe")])
+    gap = np.zeros(c.audio.sample_rate, np.float32)
+    x = np.concatenate([np.concatenate([w, gap]) for _, w, _ in notes])
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "notes.wav"
+        audiofile.write(path, x, c.audio.sample_rate)
+        for b in budgets:
+            cmd = [sys.executable, "-m", "synthmatch.bridge.cli", "bridge", "--input", f"file:{path}"]
+            cmd += ["--mode", "trigger", "--print", "--no-control", "--refine-budget", str(b)]
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            lat = [json.loads(ln)["latency_ms"] for ln in run.stdout.splitlines() if '"values"' in ln]
+            out[f"budget_{b}ms"] = {
+                "snapshots": len(lat),
+                "latency_ms_p50": round(float(np.median(lat)), 1) if lat else None,
+                "latency_ms_max": round(float(np.max(lat)), 1) if lat else None,
+            }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", default="0,50,150,500", help="matcher budgets, ms (comma-separated)")
@@ -131,6 +161,7 @@ def main() -> None:
     ap.add_argument("--old", action="store_true", help="also run the old coordinate search (slow: ~3 s a sound)")
     ap.add_argument("--quick", action="store_true", help="a few sounds per set")
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--daemon", action="store_true", help="also snapshot latency through the real-time daemon")
     args = ap.parse_args()
     torch.set_num_threads(1)
     c = contract_mod.default()
@@ -147,6 +178,8 @@ def main() -> None:
     out = {"model": args.model, "budgets_ms": budgets, "cpu_threads": 1, "sets": {}}
     for name, sounds in sets.items():
         out["sets"][name] = run_set(name, sounds, engine, matcher, budgets, args.old, matcher.mean, c)
+    if args.daemon:
+        out["daemon_trigger"] = daemon_latency(c, budgets)
     print(json.dumps(out, indent=1))
 
 
