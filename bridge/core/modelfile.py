@@ -254,7 +254,7 @@ def _extra_outputs(extras: Any, names: list, outs: list[str], path: Path) -> dic
         raise ModelError(f"{path}: metadata {_PREFIX}extra_outputs must map output names to lists; {_fix(path)}")
     out = {}
     for name, rows in extras.items():
-        if name not in outs or outs.index(name) < outs.index(OUTPUT_NAME):
+        if name not in outs or outs.index(name) <= outs.index(OUTPUT_NAME):
             raise ModelError(
                 f"{path}: metadata {_PREFIX}extra_outputs names {clip(name, 40)!r}, which is not a graph output "
                 f"after {OUTPUT_NAME!r} (outputs {outs}); {_fix(path)}"

@@ -74,6 +74,62 @@ def test_export_parity(name, tmp_path):
     assert np.abs(got - ref).max() < PARITY_TOL
 
 
+def test_pitch_heads_top_classes_are_exported_and_equal_across_torch_onnxruntime_and_the_program(tmp_path):
+    """A pitch-cls model's extra outputs: "pitch_top" and "pitch_prob" (B, 3 oscillators, TOP_K) after
+    "params", listed in the metadata, the same from torch, ONNX Runtime and model.pt2 (the cuda backend
+    on the CPU); column 0 is decode's pitch, probabilities best first."""
+    from synthmatch.bridge.engines.cuda import TorchEngine
+    from synthmatch.training.export import _outputs
+    from synthmatch.training.heads import TOP_K
+
+    cfg = resolve_config({"base": "ast-tiny-notes", **SMALL["ast-tiny-notes"]})
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        model = build_model(cfg, C).eval()
+        with torch.no_grad():  # random weights score every class alike: spread them so the order is clear
+            [*_, last] = [m for m in model.head.modules() if isinstance(m, nn.Linear)]
+            last.weight.mul_(40.0), last.bias.normal_(0.0, 3.0)
+    path = tmp_path / "m.onnx"
+    result = export_model(model, C, path, cfg.to_dict(), {})
+    rows = ("osc1_pitch", "osc2_pitch", "osc3_pitch")
+    assert result.meta.extra_outputs == {"pitch_top": rows, "pitch_prob": rows}
+    assert result.meta.extra_shapes == {"pitch_top": (3, TOP_K), "pitch_prob": (3, TOP_K)}
+    outs = onnx.load(str(path)).graph.output
+    assert [o.name for o in outs] == ["params", "pitch_top", "pitch_prob"]
+    assert [[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in outs[1:]] == [
+        ["batch", 3, TOP_K]
+    ] * 2
+    assert result.max_abs_diff < PARITY_TOL and result.program_max_abs_diff < PARITY_TOL
+    audio = ReferenceSynth(C).render(torch.rand(5, 16, generator=torch.Generator().manual_seed(6))).numpy()
+    notes = np.array([36, 48, 60, 72, 84], np.float32)
+    with torch.no_grad():
+        ref_values, ref_top, ref_prob = (
+            t.numpy() for t in _outputs(model, torch.from_numpy(audio), torch.from_numpy(notes))
+        )
+    assert np.all(np.diff(ref_prob, axis=-1) < -1e-3)  # no near-ties: the class order is defined
+    pitches = [C.names.index(r) for r in rows]
+    np.testing.assert_array_equal(ref_top[..., 0], ref_values[:, pitches])  # column 0 is decode's answer
+    assert np.all(ref_prob.sum(-1) <= 1 + 1e-6) and np.all(ref_prob > 0)
+    with load_engine(path, "onnxruntime") as ort, TorchEngine(path, result.meta, device="cpu") as program:
+        for engine in (ort, program):
+            values, extras = engine.infer_full(audio, notes)
+            assert list(extras) == ["pitch_top", "pitch_prob"]
+            np.testing.assert_allclose(values, ref_values, atol=PARITY_TOL)
+            np.testing.assert_allclose(extras["pitch_top"], ref_top, atol=PARITY_TOL)
+            np.testing.assert_allclose(extras["pitch_prob"], ref_prob, atol=PARITY_TOL)
+            np.testing.assert_array_equal(engine.infer(audio, notes), values)  # infer: the values alone
+
+
+def test_a_model_without_the_pitch_head_has_no_extras(tiny_onnx):
+    """An mse model exports "params" alone; infer_full returns no extras, and its metadata says so."""
+    assert [o.name for o in onnx.load(str(tiny_onnx)).graph.output] == ["params"]
+    meta = read_meta(tiny_onnx)
+    assert meta.extra_outputs == {} and meta.extra_shapes == {}
+    with load_engine(tiny_onnx, "onnxruntime") as engine:
+        values, extras = engine.infer_full(parity_audio(C, 2))
+        assert extras == {} and values.shape == (2, 16)
+
+
 def test_graph_io_and_dynamic_batch(tiny_onnx):
     proto = onnx.load(str(tiny_onnx))
     (inp,), (out,) = proto.graph.input, proto.graph.output

@@ -145,3 +145,31 @@ def test_the_older_search_is_an_explicit_option(patches, tmp_path):
     assert refinement["distance_refined"] <= refinement["distance_model"]
     assert cli(["match", str(path), "--out-dir", str(tmp_path / "net"), "--budget", "0"]) == 0
     assert json.loads((tmp_path / "net" / "params.json").read_text())["refinement"] is None
+
+
+def test_the_matcher_starts_from_the_pitch_heads_runner_ups_and_works_without_them(patches, tiny_onnx, tmp_path):
+    """match_file hands the matcher the pitch head's runner-up classes (bridge/match/candidates.py) when
+    the model exports them; a model without the extra outputs (an mse head) still matches, with fewer
+    candidates: none from the network beyond its answer."""
+    from unittest import mock
+
+    from synthmatch.bridge.match.search import Matcher
+    from synthmatch.training.match import match_file
+
+    _, audio = patches
+    path = tmp_path / "take.wav"
+    sf.write(path, audio[0], SR)
+    seen = []
+    real = Matcher.match
+
+    def spy(self, *args, **kw):
+        seen.append(list(kw.get("extra", ())))
+        return real(self, *args, **kw)
+
+    with mock.patch.object(Matcher, "match", spy):
+        without = match_file(path, model=tiny_onnx, budget_ms=30)
+        shipped = match_file(path, budget_ms=30)
+    assert read_meta(tiny_onnx).extra_outputs == {} and seen[0] == []
+    assert without.report["refinement"]["method"] == "matcher" and np.all(np.isfinite(list(without.values.values())))
+    assert seen[1] and all(c.shape == (16,) and c.dtype == np.float32 for c in seen[1])
+    assert shipped.report["refinement"]["distance_refined"] <= shipped.report["refinement"]["distance_model"]

@@ -124,3 +124,30 @@ def test_the_shipped_model_resolves_pitch_and_carries_its_front_end():
     meta = read_meta(DEFAULT_CONTRACT.parents[1] / "models" / "default.onnx")
     assert meta.format == FORMAT and meta.model_config["frontend"] == "mel+cqt"
     assert meta.model_config["head"] == "pitch-cls" and meta.model_config["cqt"]["bins_per_octave"] >= 24
+    # its pitch head's top classes (the matcher's extra starts): three per oscillator
+    rows = ("osc1_pitch", "osc2_pitch", "osc3_pitch")
+    assert meta.extra_outputs == {"pitch_top": rows, "pitch_prob": rows}
+    assert meta.extra_shapes == {"pitch_top": (3, 3), "pitch_prob": (3, 3)}
+
+
+def test_extra_outputs_are_read_from_the_metadata_and_checked_against_the_graph(tiny_onnx, tmp_path):
+    """Files without the key (every export before the pitch head's extras) have none; a key naming an
+    output the graph lacks, or rows that are not parameters, is refused naming the file."""
+    assert read_meta(tiny_onnx).extra_outputs == {}
+    for value, why in (('{"pitch_top": ["osc1_pitch"]}', "not a graph output"), ('{"params": [1]}', "")):
+        proto = onnx.load(str(tiny_onnx))
+        for p in proto.metadata_props:
+            if p.key == "synthmatch.extra_outputs":
+                p.value = value
+        bad = tmp_path / "bad.onnx"
+        onnx.save(proto, str(bad))
+        with pytest.raises(ModelError, match=f"{bad}.*extra_outputs.*{why}"):
+            read_meta(bad)
+    proto = onnx.load(str(tiny_onnx))
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key != "synthmatch.extra_outputs"]
+    del proto.metadata_props[:]
+    for k, v in keep:
+        proto.metadata_props.add(key=k, value=v)
+    old = tmp_path / "old.onnx"
+    onnx.save(proto, str(old))
+    assert read_meta(old).extra_outputs == {}

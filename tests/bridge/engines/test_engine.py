@@ -97,6 +97,33 @@ def test_shipped_models_torch_program_matches_onnxruntime():
         assert np.abs(engine.infer(audio, notes) - ref).mean() < 5e-3  # front-end in bf16 would be ~2e-2
 
 
+def test_shipped_model_returns_its_pitch_heads_top_classes():
+    """models/default.onnx has the extra outputs (three pitch classes per oscillator and their
+    probabilities); infer_full returns them, infer the same values alone; the .pt2 program agrees."""
+    onnx_path = ROOT / "models" / "default.onnx"
+    meta = read_meta(onnx_path)
+    assert list(meta.extra_outputs) == ["pitch_top", "pitch_prob"]
+    audio = _audio(4, seed=5)
+    notes = np.array([36, 55, 60, 79], np.float32)
+    with OnnxRuntimeEngine(onnx_path, meta, threads=1) as engine:
+        values, extras = engine.infer_full(audio, notes)
+        np.testing.assert_array_equal(values, engine.infer(audio, notes))
+    top, prob = extras["pitch_top"], extras["pitch_prob"]
+    assert top.shape == prob.shape == (4, 3, 3) and top.dtype == prob.dtype == np.float32
+    pitches = [C.names.index(n) for n in meta.extra_outputs["pitch_top"]]
+    np.testing.assert_allclose(top[..., 0], values[:, pitches], atol=1e-6)  # the answer is the top class
+    assert np.all(np.diff(prob, axis=-1) <= 0) and np.all(prob > 0) and np.all(prob.sum(-1) <= 1 + 1e-5)
+    assert np.all((top >= 0) & (top <= 1))
+    if importlib.util.find_spec("torch") is None:  # the runtime venv: no cuda backend
+        return
+    from synthmatch.bridge.engines.cuda import TorchEngine
+
+    with TorchEngine(onnx_path, meta, device="cpu") as engine:
+        got_values, got = engine.infer_full(audio, notes)
+    assert np.abs(got_values - values).max() < 1e-4
+    assert all(np.abs(got[k] - extras[k]).max() < 1e-4 for k in extras)
+
+
 def test_torch_program_moves_to_another_device_whole(tiny_notes_onnx):
     """What the GPU path does after loading (move_to_device_pass), checked here on the meta device: every
     weight, kernel and device baked into the graph (torch.arange in the note shift) moves, so nothing
