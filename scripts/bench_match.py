@@ -9,7 +9,9 @@ budgets (0 = the network's answer alone) and, with --old, by the old coordinate 
 Per set and method: the median multi-scale spectral distance (MSS) to the input, the share of sounds
 closer than the mean patch by MSS, the median spectral convergence (SC, training.metrics), and the time
 per call (median and p90, ms). Also the fast distance's Spearman rank correlation with the full MSS over
-each sound's candidates (the network's answer moved one or two parameters at a time).
+each sound's candidates (the network's answer moved one or two parameters at a time). The matcher gets
+the pitch head's runner-up classes as extra starts (bridge/match/candidates.py) when the model exports
+them, as the daemon and match do; --no-extras leaves them out.
 
 With --daemon, also the live figure: six FluidR3 notes at C4 played through `synthmatch bridge --mode
 trigger --print` in real time (not --fast), at each budget: the latency from the end of a note's window
@@ -37,6 +39,7 @@ from eval_ood import INSTRUMENTS, render_gm  # noqa: E402
 from synthmatch.bridge.audio.pitch import detect  # noqa: E402
 from synthmatch.bridge.core import contract as contract_mod  # noqa: E402
 from synthmatch.bridge.engines import load_engine  # noqa: E402
+from synthmatch.bridge.match.candidates import pitch_candidates  # noqa: E402
 from synthmatch.bridge.match.distance import Target  # noqa: E402
 from synthmatch.bridge.match.fast import FastTarget  # noqa: E402
 from synthmatch.bridge.match.search import Matcher  # noqa: E402
@@ -80,18 +83,20 @@ def rank_check(matcher: Matcher, window: np.ndarray, note: float, network: np.nd
     return spearman(fast, full)
 
 
-def run_set(name, sounds, engine, matcher, budgets, old, mean_patch, c) -> dict:
+def run_set(name, sounds, engine, matcher, budgets, old, mean_patch, c, extras: bool = True) -> dict:
     rng = np.random.default_rng(0)
     methods: dict[str, dict[str, list]] = {}
     rhos = []
     for label, window, note in sounds:
-        network = np.clip(engine.infer(window[None], [note])[0], 0, 1)
+        values, found = engine.infer_full(window[None], [note])
+        network = np.clip(values[0], 0, 1)
+        starts = pitch_candidates(network, {k: x[0] for k, x in found.items()}, engine.meta) if extras else []
         full = Target(window)
         mean_d = full.distance(matcher.synth.render(mean_patch[None], note))[0]
         answers = {}
         for b in budgets:
             t = time.perf_counter()
-            r = matcher.match(window, note, network, budget_ms=b)
+            r = matcher.match(window, note, network, extra=starts, budget_ms=b)
             answers[f"budget_{b}ms"] = (r.values, time.perf_counter() - t)
         if old:
             from synthmatch.training.refine import RefineConfig, refine
@@ -161,6 +166,7 @@ def main() -> None:
     ap.add_argument("--old", action="store_true", help="also run the old coordinate search (slow: ~3 s a sound)")
     ap.add_argument("--quick", action="store_true", help="a few sounds per set")
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--no-extras", action="store_true", help="no starts from the pitch head's runner-up classes")
     ap.add_argument("--daemon", action="store_true", help="also snapshot latency through the real-time daemon")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -175,9 +181,10 @@ def main() -> None:
         "gm-c4": gm(c, [(n, 60) for n in (names[:4] if args.quick else names)]),
         "gm-notes": gm(c, [(n, k) for n in (GM_AT_NOTES[:2] if args.quick else GM_AT_NOTES) for k in GM_NOTES]),
     }
-    out = {"model": args.model, "budgets_ms": budgets, "cpu_threads": 1, "sets": {}}
+    extras = not args.no_extras and bool(engine.meta.extra_outputs)
+    out = {"model": args.model, "budgets_ms": budgets, "cpu_threads": 1, "pitch_extras": extras, "sets": {}}
     for name, sounds in sets.items():
-        out["sets"][name] = run_set(name, sounds, engine, matcher, budgets, args.old, matcher.mean, c)
+        out["sets"][name] = run_set(name, sounds, engine, matcher, budgets, args.old, matcher.mean, c, extras)
     if args.daemon:
         out["daemon_trigger"] = daemon_latency(c, budgets)
     print(json.dumps(out, indent=1))
