@@ -2,6 +2,7 @@
 
     engine = load_engine("models/default.onnx", backend="auto", contract=c)
     params = engine.infer(audio)   # (B, num_samples) float32 -> (B, 16) float32 in [0, 1]
+    params, extras = engine.infer_full(audio)   # + {"pitch_top": (B, 3, 3), "pitch_prob": ...} or {}
     engine.close()
 
 Backends (`BACKENDS`, in the order "auto" tries them):
