@@ -232,8 +232,8 @@ def test_osc_sink_with_the_zynaddsubfx_profile_into_a_udp_server():
         sink.close()
         server.shutdown()
         server.server_close()
-    # the two fixed settings, then the four parameters zyn has; no /synthmatch/note (zyn has no such address)
-    assert n == 6 and len(got) == 6
+    # the three fixed settings, then the four parameters zyn has; no /synthmatch/note (zyn has no such address)
+    assert n == 7 and len(got) == 7
     by = dict(got)
     base = "/part0/kit0/adpars/GlobalPar/"
     assert by[base + "AmpEnvelope/Penvstretch"] == (0,) and by[base + "AmpEnvelope/PS_val"] == (98,)
