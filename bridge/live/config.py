@@ -34,6 +34,7 @@ from synthmatch.bridge.engines import BACKENDS
 DEFAULT_CONFIG = CONFIG_DIR / "bridge.toml"
 DEFAULT_MODEL = "models/default.onnx"  # relative paths: the working directory, else the repository root
 MODES = ("trigger", "continuous", "manual")
+FOLLOW = ("held", "window")  # continuous.follow
 BACKEND_CHOICES = ("auto", *BACKENDS)
 # threads beyond 4 per core only contend (threads=1000 measured 2.4 s per inference on 2 cores)
 MAX_THREADS = (os.cpu_count() or 1) * 4
@@ -60,18 +61,33 @@ class RefineSettings:
 
 @dataclass
 class ContinuousSettings:
-    # a new 4 s window every hop (10 ms at least: 100 inferences a second)
-    hop_s: float = field(default=0.25, metadata=within(0.01, 60, unit=" s"))
-    # one-pole time constant per parameter; 0 = none
-    smoothing_s: float = field(default=0.3, metadata=within(0, 60, unit=" s"))
+    # "held" (performance mode): each hop the held matcher (bridge/match/held.py) judges the steady
+    # spectrum of the newest 0.3 s; "window": the network (and refine's matcher) on a sliding 4 s window
+    follow: str = "held"
+    # a new answer every hop (10 ms at least). Held: 50 ms (scripts/bench_performance.py: 0.1 s answered a
+    # switch a hop later for the same CPU per second of audio; 25 ms doubled the CPU for no faster crossing)
+    hop_s: float = field(default=0.05, metadata=within(0.01, 60, unit=" s"))
+    # one-pole time constant per parameter; 0 = none (held: the matcher's keep_margin is the stability, and
+    # any smoothing only delays the crossing: 0.3 s cost 0.5 s of response on the benchmark)
+    smoothing_s: float = field(default=0.0, metadata=within(0, 60, unit=" s"))
     # a parameter moves only when it changed more than this (normalised)
     deadband: float = field(default=0.005, metadata=within(0, 1, high_open=True, unit=" (normalised)"))
-    # at most this many updates per second; 0 = unlimited
-    max_rate_hz: float = field(default=20.0, metadata=within(0, 1000, note="0 = unlimited"))
+    # at most this many updates per second; 0 = unlimited (held: on the stream's clock)
+    max_rate_hz: float = field(default=30.0, metadata=within(0, 1000, note="0 = unlimited"))
     # silence gate: no updates while the newest gate_s is below this (dBFS)
     gate_db: float = field(default=-55.0, metadata=within(-200, 0, unit=" dBFS"))
-    # the gate's span: 10 ms at least (shorter measured nothing and gated every window), the window at most
-    gate_s: float = field(default=0.5, metadata=within(0.01, 4, unit=" s"))
+    # the gate's span: 10 ms at least (shorter measured nothing and gated every window), the window at most.
+    # 0.3 s: the held window, so a note's first update comes as soon as its window is loud enough
+    gate_s: float = field(default=0.3, metadata=within(0.01, 4, unit=" s"))
+    # held: the held matcher's time per hop (at most 60 % of the hop less an inference); 8 ms at a 50 ms hop
+    # keeps the daemon under 30 % of a core (the benchmark's cpu_share)
+    budget_ms: float = field(default=8.0, metadata=within(0, 1000, unit=" ms"))
+    # held: the answer playing is kept unless another is closer by this fraction (the stability; 0.05 moved
+    # on most hops while the search converged, 0.3 held the old answer a second after a switch)
+    keep_margin: float = field(default=0.15, metadata=within(0, 1, high_open=True))
+    # held: the network's 4 s answer seeds the matcher on a new note and then every this many seconds
+    # (0 = on new notes only)
+    network_every_s: float = field(default=0.5, metadata=within(0, 60, unit=" s"))
     catch_up: bool = False  # process every hop even when late (files, benchmarks); else skip to newest
 
 
@@ -272,6 +288,8 @@ def validate(cfg: BridgeConfig, contract=None) -> None:
         if not (math.isfinite(seconds) and 0 < seconds <= 10):
             raise UsageError(f'input.latency = {i.latency!r}: "low", "high" or seconds (0 < s <= 10)')
     cfg.onset.validate("onset")
+    if cfg.continuous.follow not in FOLLOW:
+        raise UsageError(f'continuous.follow = {cfg.continuous.follow!r}: "held" (performance mode) or "window"')
     if cfg.manual.start not in ("onset", "now"):
         raise UsageError(f'manual.start = {cfg.manual.start!r}: "onset" or "now"')
     try:

@@ -9,8 +9,15 @@ Modes:
   trigger     every onset opens a 4 s window starting exactly at the onset sample; once those 4 s are
               in (or the next onset / trigger.max_wait_s / end of input cuts it short: zero-padded),
               one inference, one snapshot of all 16 values.
-  continuous  a sliding 4 s window every continuous.hop_s; per-parameter one-pole smoothing, deadband,
-              rate limit; the silence gate stops updates while nobody plays.
+  continuous  continuous.follow = "held" (performance mode, the default): every continuous.hop_s (50 ms)
+              the held matcher (bridge/match/held.py) judges candidates by the steady spectrum of the
+              newest 0.3 s, the answer playing among them and kept unless another is clearly closer
+              (that is the stability: no one-pole lag); only oscillators and filters move, the envelope
+              and reverb keep the answer playing. The network's 4 s answer seeds it on a new note and
+              every continuous.network_every_s. The first update comes one hop after a voiced onset.
+              follow = "window": a sliding 4 s window through the network (and refine's matcher) every
+              hop. Both: optional smoothing, deadband, rate limit (on the stream's clock for "held");
+              the silence gate stops updates while nobody plays.
   manual      like trigger, but only after a control message arms it (OSC /synthmatch/trigger or the
               MIDI footswitch); manual.start = "now" analyses the last 4 s at once instead.
 With refine.budget_ms > 0 every answer is the matcher's (bridge/match/search.py): the network's values
@@ -120,7 +127,13 @@ class Daemon:
         self.capture = TriggerCapture(cfg.trigger, cfg.manual, self.n)  # trigger/manual: pending, armed
         cont = cfg.continuous
         self._hop = max(1, int(round(cont.hop_s * self.sr)))  # continuous hop, samples
-        self._next_end = self.n  # continuous: end of the next window
+        self._held: Any = None  # continuous.follow = "held": the HeldMatcher (bridge/match/held.py), made once
+        self._note_start = 0  # held: where the sounding note began (16 kHz sample), the network seed's start
+        self._net_end = -1  # held: the end of the newest window the network answered (-1: none this note)
+        self._sent_end = -1  # held: the end of the newest window sent (the rate limit's stream clock)
+        if cfg.mode == "continuous" and cont.follow == "held":
+            self._held_matcher()  # its tables (and numpy's FFT plans) before the first note, not during it
+        self._next_end = self._first_end()  # continuous: end of the next window
         self._catch_up = cont.catch_up or cfg.input.fast
         self._smooth: np.ndarray | None = None  # continuous: smoothed values (shaping.shape's state)
         self._last_sent: np.ndarray | None = None  # the newest update's values (any mode; a copy)
@@ -254,6 +267,20 @@ class Daemon:
         while self.intake.ring16.written >= self._next_end and not self._stop.is_set():
             self._hop_once()
 
+    def _first_end(self) -> int:
+        """Continuous mode's first window end: the held window (performance mode) or the network's 4 s."""
+        return self._held_matcher().window_n if self.cfg.continuous.follow == "held" else self.n
+
+    def _held_matcher(self):
+        if self._held is None:
+            from synthmatch.bridge.match.held import HeldConfig, HeldMatcher
+
+            cont = self.cfg.continuous
+            config = HeldConfig(budget_ms=cont.budget_ms, keep_margin=cont.keep_margin)
+            self._held = HeldMatcher(self.contract, config, synth=getattr(self.matcher, "synth", None))
+            self._held.warm()
+        return self._held
+
     def _hop_once(self) -> None:
         hop = next_hop(self.intake.ring16.written, self._next_end, self._hop, self._catch_up)
         self.c.skipped_hops += hop.skipped
@@ -262,11 +289,14 @@ class Daemon:
         if self.frozen:
             self.c.held += 1
             return
+        if self.cfg.continuous.follow == "held":
+            self._held_hop(end)
+            return
         gate_n = min(self.n, int(self.cfg.continuous.gate_s * self.sr))
         recent = self.intake.ring16.window(end - gate_n, gate_n)
         if recent is None or rms_dbfs(recent) < self.cfg.continuous.gate_db:
             self.c.gated += 1
-            self._end_note()
+            self._end_note(end)
             return
         window = self.intake.ring16.window(end - self.n, self.n)
         if window is None:
@@ -287,6 +317,72 @@ class Daemon:
             self.c.held += 1
             return
         self._send(out, self.intake.arrival_of(end), {**_note_fields(est, held, changed), "stream_s": end / self.sr})
+
+    def _held_hop(self, end: int) -> None:
+        """Performance mode's hop (window ending at `end`): gate, note, a network seed when due, the held
+        matcher's answer, shaping, send."""
+        cont, ring, held_m = self.cfg.continuous, self.intake.ring16, self._held_matcher()
+        span = max(held_m.window_n, int(cont.gate_s * self.sr), int(self.cfg.notes.track_s * self.sr))
+        recent = ring.window(max(0, end - span), min(span, end))
+        gate_n = min(len(recent), int(cont.gate_s * self.sr)) if recent is not None else 0
+        if recent is None or rms_dbfs(recent[len(recent) - gate_n :]) < cont.gate_db:
+            self.c.gated += 1
+            if self._net_end >= 0:  # the note ended: the next sound is a new note
+                held_m.reset()
+                self._net_end = -1
+            self._end_note(end)
+            return
+        recent = recent[:, 0]
+        est, held, changed = self.notes.track(recent)
+        if self._net_end < 0 or changed:
+            self._note_start = max(0, end - held_m.window_n)
+            held_m.reset()
+        seeds = []
+        every = int(cont.network_every_s * self.sr)
+        if self._net_end < 0 or changed or (every > 0 and end - self._net_end >= every):
+            values = self._seed(end, held)
+            self._net_end = end
+            if values is not None:
+                seeds.append(values)
+        previous = self._last_sent if self._last_sent is not None else (seeds[0] if seeds else None)
+        if previous is None:
+            return
+        spent = self.c.infer_ms[-1] if seeds and self.c.infer_ms else 0.0
+        budget = max(0.0, min(cont.budget_ms, HOP_SHARE * self._hop / self.sr * 1000.0 - spent))
+        heard = est.midi if est.voiced else float(self.contract.audio.note if held is None else held)
+        try:
+            r = held_m.match(recent, heard, previous, seeds=seeds, budget_ms=budget)
+        except Exception as e:  # a matcher bug must not cost the show: the network's answer, if any
+            self.c.refine_errors += 1
+            self._match_log.warning("held matching failed (%d so far): %s", self.c.refine_errors, _one_line(e))
+            if not seeds:
+                return
+            values = seeds[0]
+        else:
+            self.c.refined += 1
+            self.c.refine_ms.append(r.seconds * 1000.0)
+            values = r.values
+        resend = pitch_resend(est.voiced, est.midi, self._note_fields.get("midi"), held, changed)
+        since_sent_s = math.inf if self._sent_end < 0 else (end - self._sent_end) / self.sr  # stream clock
+        out, self._smooth = shape(
+            values, self._smooth, self._last_sent, since_sent_s, cont, self._hop / self.sr, resend
+        )
+        if out is None:
+            self.c.held += 1
+            return
+        self._sent_end = end
+        self._send(out, self.intake.arrival_of(end), {**_note_fields(est, held, changed), "stream_s": end / self.sr})
+
+    def _seed(self, end: int, note: int | None) -> np.ndarray | None:
+        """The network's answer as a held-matcher seed: the 4 s from the note's start (a one-shot, as it was
+        trained on), or the newest 4 s once the note is longer; zero-padded after the end."""
+        start = max(self._note_start, end - self.n)
+        got = self.intake.ring16.window(start, end - start)
+        if got is None:
+            return None
+        window = np.zeros(self.n, np.float32)
+        window[: end - start] = got[:, 0]
+        return self._infer(start, window, note)
 
     def _infer(self, start: int, window: np.ndarray, note: int | None = None) -> np.ndarray | None:
         t0 = time.monotonic()
@@ -391,14 +487,16 @@ class Daemon:
         self.last_values = values
         return now
 
-    def _end_note(self) -> None:
-        """Continuous mode: the held note ends (silence, mode change, end of input): a note-off update."""
+    def _end_note(self, end: int | None = None) -> None:
+        """Continuous mode: the held note ends (silence, mode change, end of input): a note-off update.
+        end: the stream position it ends at (default: all input so far)."""
         held = self.notes.tracker.held
         if not self.notes.tracker.end():
             return
         from synthmatch.bridge.outputs.sinks import Update
 
-        self._deliver(Update(values=(), mode=self.mode, note=held, note_off=True))
+        at = (self.intake.ring16.written if end is None else end) / self.sr
+        self._deliver(Update(values=(), mode=self.mode, note=held, note_off=True, stream_s=at))
 
     def _deliver(self, u: Any) -> int:
         """Hand an outputs.sinks.Update to every sink -> how many took it (counting messages and failures)."""
@@ -469,7 +567,7 @@ class Daemon:
                 self._end_note()
                 self.mode = arg
                 self.capture.reset()
-                self._next_end = max(self.n, self.intake.ring16.written)
+                self._next_end = max(self._first_end(), self.intake.ring16.written)
         else:
             log.warning("unknown control command %r", kind)
 

@@ -91,7 +91,7 @@ def test_continuous_mode_gates_silence_and_smooths(c, engine, three_notes):
         c,
         mode="continuous",
         input={"source": f"file:{path}", "fast": True},
-        continuous={"hop_s": 0.25, "smoothing_s": 0.5, "deadband": 0.0, "max_rate_hz": 0},
+        continuous={"follow": "window", "hop_s": 0.25, "smoothing_s": 0.5, "deadband": 0.0, "max_rate_hz": 0},
     )
     d, taps, lines = run_daemon(cfg, c, engine)
     # the gate (silence after notes 1 and 3, then the end of input) ends the note held at that moment;
@@ -342,7 +342,7 @@ def test_idle_worker_sleeps_until_the_next_window_can_arrive(c, engine, tmp_path
     audiofile.write(path, np.zeros(SR, np.float32), SR)
     plans = {}
     for name, sections in {
-        "continuous": dict(mode="continuous"),
+        "continuous": dict(mode="continuous", continuous={"follow": "window"}),  # first window: the 4 s one
         "trigger": dict(mode="trigger"),
         "fast": dict(mode="continuous", input={"source": f"file:{path}", "fast": True}),
     }.items():
