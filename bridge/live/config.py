@@ -64,11 +64,11 @@ class ContinuousSettings:
     # "held" (performance mode): each hop the held matcher (bridge/match/held.py) judges the steady
     # spectrum of the newest 0.3 s; "window": the network (and refine's matcher) on a sliding 4 s window
     follow: str = "held"
-    # a new answer every hop (10 ms at least). Held: 50 ms (scripts/bench_performance.py: 0.1 s answered a
-    # switch a hop later for the same CPU per second of audio; 25 ms doubled the CPU for no faster crossing)
+    # a new answer every hop (10 ms at least). Held: 50 ms (the example; at 8 ms a hop it measured
+    # 33 % of a core on scripts/bench_performance.py; other hops not measured yet)
     hop_s: float = field(default=0.05, metadata=within(0.01, 60, unit=" s"))
-    # one-pole time constant per parameter; 0 = none (held: the matcher's keep_margin is the stability, and
-    # any smoothing only delays the crossing: 0.3 s cost 0.5 s of response on the benchmark)
+    # one-pole time constant per parameter; 0 = none (held: the matcher's keep_margin is the stability;
+    # smoothing would only add lag to a crossing)
     smoothing_s: float = field(default=0.0, metadata=within(0, 60, unit=" s"))
     # a parameter moves only when it changed more than this (normalised)
     deadband: float = field(default=0.005, metadata=within(0, 1, high_open=True, unit=" (normalised)"))
@@ -80,7 +80,7 @@ class ContinuousSettings:
     # 0.3 s: the held window, so a note's first update comes as soon as its window is loud enough
     gate_s: float = field(default=0.3, metadata=within(0.01, 4, unit=" s"))
     # held: the held matcher's time per hop (at most 60 % of the hop less an inference); 8 ms at a 50 ms hop
-    # keeps the daemon under 30 % of a core (the benchmark's cpu_share)
+    # measured 33 % of a core in real time (the benchmark's cpu_share, on a loaded 2-core machine)
     budget_ms: float = field(default=8.0, metadata=within(0, 1000, unit=" ms"))
     # held: the answer playing is kept unless another is closer by this fraction (the stability; 0.05 moved
     # on most hops while the search converged, 0.3 held the old answer a second after a switch)
