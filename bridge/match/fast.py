@@ -27,6 +27,8 @@ over candidates (scripts/bench_match.py; tests/bridge/match/test_match_fast.py).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from synthmatch.bridge.match.synth import Synth, reverb_ir
@@ -49,6 +51,7 @@ FLOOR_DB = -80.0  # the envelope's log term compares levels above the target's l
 # weight 0.25 beside 0.5 / 1: 0.90 / 0.96 against 0.90 / 0.95 and 0.89 / 0.93.
 FRAME_FLOOR_DB = -80.0
 ENV_WEIGHT = 0.25
+TIME_PARAMS = ("env_attack", "env_decay", "reverb_mix")  # what the time terms depend on; the rest: spectral
 IR_FFT = 1 << 18  # the impulse response's spectrum, 0.06 Hz apart: read at each harmonic's frequency
 UNISON = 1e-9  # relative f0 difference under which two oscillators count as one in unison
 
@@ -99,35 +102,61 @@ class FastTarget:
         self._grid = _Grid.for_synth(synth)
 
     def spectrogram(self, values: np.ndarray, note: float) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates (C, 16) normalised at a MIDI note -> (band magnitudes (C, F, B), RMS envelope (C, E))."""
-        g, synth = self._grid, self.synth
+        """Candidates (C, 16) normalised at a MIDI note -> (band magnitudes (C, F, B), RMS envelope (C, E)).
+
+        The spectral terms depend on the oscillators and filters, the time terms on the envelope and the
+        reverb mix: each is computed once per distinct setting of its parameters (a coordinate sweep
+        moves one parameter, so one of the two is computed once for the whole sweep)."""
+        g = self._grid
         v = np.nan_to_num(np.asarray(values, dtype=np.float32).reshape(-1, 16), nan=0.5).clip(0, 1)
+        _, s_first, s_of = np.unique(v[:, g.spectral], axis=0, return_index=True, return_inverse=True)
+        timing, t_of = np.unique(v[:, g.timing], axis=0, return_inverse=True)
+        S, totals, peak = self._spectral_terms(v[s_first], note)  # (3, Cs, B), (3, Cs), (Cs,)
+        E, env_max = self._time_terms(timing)  # (3, Ct, G), (Ct,)
+        s_of, t_of = s_of.reshape(-1), t_of.reshape(-1)
+        scale = 1.0 / np.maximum(peak[s_of] * env_max[t_of], 1.0) ** 2  # (C,) the limiter, on power
+        S, totals, E = S[:, s_of] * scale[:, None], totals[:, s_of] * scale, E[:, t_of]
+        P = np.einsum("icb,icf->cfb", S, E @ g.to_frames.T)  # (C, F, B)
+        level = np.einsum("ic,icg->cg", totals, E) / (FAST_N_FFT**2 / 16)  # (C, G) mean square x 2
+        env = np.sqrt(np.maximum(level, 0) @ g.to_env.T / 2)  # (C, E): a sine's mean square is a^2 / 2
+        return np.sqrt(np.maximum(P, 0)), env
+
+    def _spectral_terms(self, v: np.ndarray, note: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Oscillator and filter settings (C, 16) -> the dry, wet and cross line spectra on the bands
+        (3, C, B) at unit envelope and before the limiter, their totals over all lines (3, C), and the
+        dry sound's single-cycle peak (C,)."""
+        g, synth = self._grid, self.synth
         f0, amp = synth.harmonics(v, note)
         amp = _merge_unison(f0, amp.astype(np.complex128))
-        p = synth.physical(v)
         freqs = (f0[..., None] * synth.k).reshape(len(v), -1)  # (C, L) Hz
-        power = (np.abs(amp) ** 2).reshape(len(v), -1) * (FAST_N_FFT**2 / 16)  # peak bin power at unit envelope
+        lines = (np.abs(amp) ** 2).reshape(len(v), -1) * (FAST_N_FFT**2 / 16)  # peak bin power at unit envelope
         ir = g.ir_at(freqs)  # (C, L) complex
-        mix = p["reverb_mix"][:, None]
-        scale = 1.0 / np.maximum(peak_estimate(amp, p, g.env_max(p)), 1.0) ** 2  # the limiter, on power
-        lines = power * scale[:, None]
-        spectra = [lines, lines * np.abs(ir) ** 2, lines * ir.real]  # (C, L) each: dry, wet, cross
-        S = _line_bands(g.response, freqs / (synth.sample_rate / FAST_N_FFT), np.stack(spectra))  # (3, C, B)
+        spectra = np.stack([lines, lines * np.abs(ir) ** 2, lines * ir.real])  # (3, C, L): dry, wet, cross
+        S = line_bands(g.response, freqs / (synth.sample_rate / FAST_N_FFT), spectra)  # (3, C, B)
+        return S, spectra.sum(-1), peak_estimate(amp)
+
+    def _time_terms(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Envelope and reverb settings (C, 3: attack, decay, mix, normalised) -> the dry, wet and cross
+        terms' power over the grid (3, C, G), and the envelope's peak (C,)."""
+        g, params = self._grid, self.synth.contract.params
+        attack, decay, mix = (
+            np.asarray(params[k].to_physical(v[:, i].astype(np.float64))) for i, k in enumerate(g.timing)
+        )
         # the envelope's power per grid step: the mean of SUBSTEPS points in it (attacks of a few ms)
-        e2 = synth.envelope(p["env_attack"], p["env_decay"], g.t_fine).astype(np.float64) ** 2
+        e2 = self.synth.envelope(attack, decay, g.t_fine).astype(np.float64) ** 2
         e2 = e2.reshape(len(v), -1, SUBSTEPS).mean(-1)  # (C, G)
         wet2 = np.maximum(g.smear(e2), 0)  # FFT rounding leaves tiny negatives
         cross = np.sqrt(e2 * wet2)
         settled = g.settled  # (G,) the wet line's spectrum: its expectation early, the steady state late
-        E = [
-            (1 - mix) ** 2 * e2 + mix**2 * (1 - settled) * wet2,
-            mix**2 * settled * wet2,
-            2 * (1 - mix) * mix * settled * cross,
-        ]  # (C, G) each
-        P = np.einsum("icb,icf->cfb", S, np.stack(E) @ g.to_frames.T)  # (C, F, B)
-        level = sum(s.sum(1)[:, None] * E_i for s, E_i in zip(spectra, E)) / (FAST_N_FFT**2 / 16)  # (C, G)
-        env = np.sqrt(np.maximum(level, 0) @ g.to_env.T / 2)  # (C, E): a sine's mean square is a^2 / 2
-        return np.sqrt(np.maximum(P, 0)), env
+        mix = mix[:, None]
+        E = np.stack(
+            [
+                (1 - mix) ** 2 * e2 + mix**2 * (1 - settled) * wet2,
+                mix**2 * settled * wet2,
+                2 * (1 - mix) * mix * settled * cross,
+            ]
+        )
+        return E, g.env_max(attack)
 
     def distance(self, values: np.ndarray, note: float) -> np.ndarray:
         """Candidates (C, 16) normalised at a MIDI note -> (C,) float64: lower is closer."""
@@ -165,7 +194,10 @@ class _Grid:
         self._ir_f = np.fft.rfft(ir, IR_FFT)
         self._hz_to_bin = IR_FFT / sr
         self._note_off = synth.contract.synth.note_off_s
-        self.response = _response_table(band_matrix(sr, FAST_N_FFT))
+        names = list(synth.contract.names)
+        self.timing = [names.index(n) for n in TIME_PARAMS]  # the columns the time terms depend on
+        self.spectral = [i for i in range(len(names)) if i not in self.timing]
+        self.response = response_table(band_matrix(sr, FAST_N_FFT))
 
     @classmethod
     def for_synth(cls, synth: Synth) -> _Grid:
@@ -183,14 +215,22 @@ class _Grid:
         idx = np.clip(np.rint(freqs * self._hz_to_bin).astype(np.int64), 0, len(self._ir_f) - 1)
         return self._ir_f[idx]
 
-    def env_max(self, p: dict[str, np.ndarray]) -> np.ndarray:
+    def env_max(self, attack_s: np.ndarray) -> np.ndarray:
         """(C,) the envelope's peak: 1 at the end of the attack, or where note-off cuts the attack short."""
-        return np.minimum(1.0, self._note_off / p["env_attack"])
+        return np.minimum(1.0, self._note_off / attack_s)
 
 
-def _response_table(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+class BandResponse(NamedTuple):
+    """What a unit line adds to the bands at each bin position q / SUBBIN: its TOP largest weights."""
+
+    idx: np.ndarray  # (bins * SUBBIN, TOP) band indices
+    weights: np.ndarray  # (bins * SUBBIN, TOP)
+    n_bands: int
+
+
+def response_table(bands: np.ndarray) -> BandResponse:
     """What a unit line at bin position q / SUBBIN adds to each band, through the Hann window's response
-    on the four nearest bins: (indices, weights), each (bins * SUBBIN, TOP), the TOP largest weights."""
+    on the four nearest bins."""
     n_bins = len(bands)
     pos = np.arange(n_bins * SUBBIN) / SUBBIN
     dense = np.zeros((len(pos), bands.shape[1]))
@@ -199,15 +239,14 @@ def _response_table(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ok = (m >= 0) & (m < n_bins)
         dense[ok] += _hann_response(m[ok] - pos[ok])[:, None] * bands[m[ok]]
     idx = np.argsort(-dense, axis=1)[:, :TOP]
-    return idx, np.take_along_axis(dense, idx, 1)
+    return BandResponse(idx, np.take_along_axis(dense, idx, 1), bands.shape[1])
 
 
-def _line_bands(response: tuple[np.ndarray, np.ndarray], pos: np.ndarray, powers: np.ndarray) -> np.ndarray:
+def line_bands(response: BandResponse, pos: np.ndarray, powers: np.ndarray) -> np.ndarray:
     """Line powers (S, C, L) at bin positions pos (C, L) -> band powers (S, C, B); silent lines (at or
     above Nyquist, muted oscillators) are skipped."""
-    idx_table, w_table = response
+    idx_table, w_table, B = response
     n_spectra, C, _ = powers.shape
-    B = int(idx_table.max()) + 1
     c, line = np.nonzero(powers[0] > 0)
     q = np.minimum(np.rint(pos[c, line] * SUBBIN).astype(np.int64), len(idx_table) - 1)
     where = (c[:, None] * B + idx_table[q]).ravel()  # (n * TOP,)
@@ -237,12 +276,12 @@ def _merge_unison(f0: np.ndarray, amp: np.ndarray) -> np.ndarray:
     return amp
 
 
-def peak_estimate(amp: np.ndarray, p: dict[str, np.ndarray], env_max: np.ndarray) -> np.ndarray:
-    """(C,) the rendered sound's peak before the limiter, estimated: the sum of the oscillators' single-
-    cycle peaks (they drift in and out of phase over a held note) at the envelope's peak; the reverb's
-    wet signal peaks about as high as the dry one, so the mix changes little."""
+def peak_estimate(amp: np.ndarray) -> np.ndarray:
+    """(C,) the rendered sound's peak before the limiter at unit envelope, estimated: the sum of the
+    oscillators' single-cycle peaks (they drift in and out of phase over a held note); the reverb's wet
+    signal peaks about as high as the dry one, so the mix changes little."""
     n = 4 * amp.shape[-1]
     spectrum = np.zeros(amp.shape[:-1] + (n // 2 + 1,), complex)
     spectrum[..., 1 : amp.shape[-1] + 1] = amp * (n / 2)
     cycles = np.fft.irfft(spectrum, n)  # (C, 3, n)
-    return np.abs(cycles).max(-1).sum(-1) * env_max
+    return np.abs(cycles).max(-1).sum(-1)

@@ -6,7 +6,7 @@ the last few hundred milliseconds. While a reference-synth note is held, that sp
 (bridge/match/fast.py's reasoning without its time axis): each oscillator plays fixed harmonics
 (`Synth.harmonics`), the envelope sits at a level, and the reverb scales a held line at f by
 |(1 - mix) + mix IR(f)|^2. So a candidate's held band spectrum is its line powers through the Hann window
-onto semitone bands (fast.py's `_response_table` / `_line_bands`), with no render.
+onto semitone bands (fast.py's `response_table` / `line_bands`), with no render.
 
 Only the spectral parameters move here (oscillators and filters: 13 of 16); the envelope and the reverb mix
 keep the values of the answer playing (the last trigger answer or the previous update): a short window of a
@@ -40,12 +40,12 @@ import numpy as np
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core.contract import Contract, sample_mean
 from synthmatch.bridge.match.fast import (
-    SUBBIN,
     _hann,
     _merge_unison,
-    _response_table,
     band_matrix,
+    line_bands,
     peak_estimate,
+    response_table,
 )
 from synthmatch.bridge.match.search import EVOLVE_SEED, ORDER
 from synthmatch.bridge.match.synth import Synth, reverb_ir
@@ -129,7 +129,7 @@ class HeldModel:
         sr = synth.sample_rate
         self.window = _hann(HELD_N_FFT)
         self.bands = band_matrix(sr, HELD_N_FFT)  # (bins, B)
-        self.response = _response_table(self.bands)
+        self.response = response_table(self.bands)
         self.n_bands = self.bands.shape[1]
         self.bin_hz = sr / HELD_N_FFT
         self._ir_f = np.fft.rfft(reverb_ir(synth.contract), IR_FFT)
@@ -149,25 +149,13 @@ class HeldModel:
         mix = p["reverb_mix"][:, None]
         gain = np.abs((1 - mix) + mix * self._ir_f[idx]) ** 2  # (C, L) the reverb's steady-state power gain
         lines = (np.abs(amp) ** 2).reshape(len(v), -1) * gain  # (C, L) line powers at unit envelope
-        bands = self._line_bands(freqs / self.bin_hz, lines)  # (C, B)
+        bands = line_bands(self.response, freqs / self.bin_hz, lines[None])[0]  # (C, B)
         mag = np.sqrt(np.maximum(bands, 0))
         shape = mag / np.maximum(np.linalg.norm(mag, axis=1, keepdims=True), 1e-12)
         env_max = np.minimum(1.0, self.note_off / p["env_attack"])
-        limiter = np.maximum(peak_estimate(amp, p, env_max), 1.0)
+        limiter = np.maximum(peak_estimate(amp) * env_max, 1.0)
         level = self.sustain * np.sqrt(lines.sum(1) / 2) / limiter  # a sine's mean square is a^2 / 2
         return shape, level
-
-    def _line_bands(self, pos: np.ndarray, powers: np.ndarray) -> np.ndarray:
-        """Line powers (C, L) at bin positions pos (C, L) -> band powers (C, B): fast.py's _line_bands for
-        one spectrum, with the band count known (that one takes the table's max on every call, 0.4 ms,
-        a quarter of a small call)."""
-        idx_table, w_table = self.response
-        C, B = len(powers), self.n_bands
-        c, line = np.nonzero(powers > 0)
-        q = np.minimum(np.rint(pos[c, line] * SUBBIN).astype(np.int64), len(idx_table) - 1)
-        where = (c[:, None] * B + idx_table[q]).ravel()
-        w = (powers[c, line][:, None] * w_table[q]).ravel()
-        return np.bincount(where, w, C * B).reshape(C, B)
 
 
 class HeldMatcher:
