@@ -44,7 +44,7 @@ def ast_paper(tmp_path_factory) -> Path:
     torch = pytest.importorskip("torch")
     from synthmatch.bridge.core import contract
     from synthmatch.training.export import export_model
-    from synthmatch.training.models import build_model, resolve_config
+    from synthmatch.training.model.models import build_model, resolve_config
 
     c = contract.default()
     cfg = resolve_config(AST_PAPER_DEPTH1)
@@ -58,9 +58,10 @@ def ast_paper(tmp_path_factory) -> Path:
 
 def _contract_io(meta) -> dict:
     """What the metadata says: float32 audio (batch, num_samples) and, for a model told the note, float32
-    notes (batch,); one float32 output (batch, params)."""
+    notes (batch,); a float32 output (batch, params), then the extra outputs it declares (batch, rows, k)."""
     inputs = [(INPUT_NAME, (-1, meta.num_samples), "float32")] + [(NOTE_NAME, (-1,), "float32")] * meta.takes_note
-    return {"inputs": inputs, "outputs": [(OUTPUT_NAME, (-1, len(meta.names)), "float32")]}
+    extras = [(name, (-1, *meta.extra_shapes[name]), "float32") for name in meta.extra_outputs]
+    return {"inputs": inputs, "outputs": [(OUTPUT_NAME, (-1, len(meta.names)), "float32"), *extras]}
 
 
 def _copy_with_meta(src: Path, dst: Path, **changes) -> Path:
