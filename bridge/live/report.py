@@ -1,6 +1,7 @@
 """The daemon's counters and what it reports: the counter set the worker increments, the flat dict logged
-every log.interval_s and printed at exit, the /synthmatch/status answer, the terminal status line and the
-exit status. Plain functions of the values they are given (no daemon, no threads), so each is testable alone.
+every log.interval_s and printed at exit, the /synthmatch/status answer, the terminal status line, the
+exit status and an exception as one log line. Plain functions of the values they are given (no daemon,
+no threads), so each is testable alone.
 
 Threads: the worker alone writes `Counters`; the control server's thread and the main thread read them
 (ints are read whole; the latency deques are copied before their percentiles are taken).
@@ -35,7 +36,7 @@ class Counters:
     skipped_hops: int = 0  # continuous hops dropped because the worker was late
     bad_outputs: int = 0  # model outputs not finite or outside [0, 1] (never sent)
     send_failures: int = 0  # sends (or port checks) a sink raised on (an update no sink took is not an update)
-    engine_errors: int = 0  # inferences that raised (the window dropped; daemon.ENGINE_FAILURES_MAX in a row: act)
+    engine_errors: int = 0  # inferences that raised (the window dropped; inference.ENGINE_FAILURES_MAX in a row: act)
     engine_fallbacks: int = 0  # switches to the fallback backend after engine errors in a row
     silent_captures: int = 0  # manual "now" captures refused: the last 4 s were silent (or all NaN)
     control_commands: int = 0
@@ -60,6 +61,14 @@ def percentile(xs: Iterable[float], q: float) -> float | None:
     if not xs:
         return None
     return float(np.percentile(np.asarray(xs, dtype=np.float64), q))
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception as one short line for a log: its type and the first line of its message (ONNX Runtime's
+    run over many), cut to `limit` characters."""
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def rounded(x: float | None) -> float | None:

@@ -21,7 +21,7 @@ import pytest
 from pythonosc.osc_message_builder import BuildError
 
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.bridge.live.daemon import ENGINE_FAILURES_MAX
+from synthmatch.bridge.live.inference import ENGINE_FAILURES_MAX
 from synthmatch.bridge.live.report import exit_report
 from tests.bridge.bad_models import write_raising_model
 from tests.bridge.daemon_util import SR, bridge_cmd, exit_counters, make_config, notes_file

@@ -125,3 +125,12 @@ def test_exit_report(capsys, counts, error, code):
     err = capsys.readouterr().err
     assert err.startswith('synthmatch bridge: counters {"updates": ')
     assert ("error:" in err) == (code != 0)
+
+
+def test_an_exception_is_one_short_line():
+    from synthmatch.bridge.live.report import one_line
+
+    assert one_line(RuntimeError("first\nsecond")) == "RuntimeError: first"
+    assert one_line(KeyError()) == "KeyError"  # no message: the type
+    long = one_line(ValueError("x" * 1000), limit=50)
+    assert len(long) == 50 and long.endswith("...")
