@@ -44,7 +44,7 @@ def tiny_model(folder: Path, contract) -> Path:
     import torch
 
     from synthmatch.training.export import export_model
-    from synthmatch.training.models import build_model, resolve_config
+    from synthmatch.training.model.models import build_model, resolve_config
 
     cfg = resolve_config("ast-tiny")
     torch.manual_seed(0)
@@ -59,8 +59,8 @@ def test_signal(contract, seconds: float = 8.0, sr: int = 48000) -> np.ndarray:
     import soxr
     import torch
 
-    from synthmatch.training.sampling import sample_params
-    from synthmatch.training.synth import ReferenceSynth
+    from synthmatch.training.synths.reference import ReferenceSynth
+    from synthmatch.training.synths.sampling import sample_params
 
     v = torch.as_tensor(np.array(sample_params(contract, 5, np.arange(4)), dtype=np.float32))
     notes = ReferenceSynth(contract).render(v).numpy()

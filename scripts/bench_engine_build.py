@@ -3,7 +3,7 @@
     python scripts/bench_engine_build.py [--models default,ast-paper] [--flavour tensorrt-rtx] [--runs 3]
 
 Run from the repository root (PYTHONPATH=. or the package installed). "default" is models/default.onnx;
-any other name is a preset from training/models.py exported with random weights to a temporary folder
+any other name is a preset from training/model/models.py exported with random weights to a temporary folder
 (needs torch; the full ast-paper export takes ~30 s on 2 cores and writes ~350 MB). Each run rebuilds
 the engine from scratch (ensure_engine(rebuild=True)) into a temporary cache. No GPU needed for
 tensorrt-rtx; "tensorrt" builds on the GPU it is for.

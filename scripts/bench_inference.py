@@ -48,7 +48,7 @@ def export_random(name: str, out_dir: Path, contract, spread: bool = True, seed:
     from torch import nn
 
     from synthmatch.training.export import export_model
-    from synthmatch.training.models import build_model, resolve_config
+    from synthmatch.training.model.models import build_model, resolve_config
 
     cfg = resolve_config(name)
     with torch.random.fork_rng():

@@ -3,11 +3,11 @@
 Sets of sounds, each matched by the shipped model (ONNX Runtime) and then by the matcher at several
 budgets (0 = the network's answer alone) and, with --old, by the old coordinate search over full renders
 (training/refine.py, what `synthmatch match --refine-passes 3` runs):
-  in-domain   the test split's random patches at C4 (training.data.cached_split, the reference synth)
+  in-domain   the test split's random patches at C4 (training.data.onthefly.cached_split, the reference synth)
   gm-c4       General MIDI instruments from FluidR3 (fluidsynth) at C4, aligned at their onset
   gm-notes    a subset of them at notes 36..84 (the note heard by bridge.audio.pitch, as the daemon does)
 Per set and method: the median multi-scale spectral distance (MSS) to the input, the share of sounds
-closer than the mean patch by MSS, the median spectral convergence (SC, training.metrics), and the time
+closer than the mean patch by MSS, the median spectral convergence (SC, training.model.metrics), and the time
 per call (median and p90, ms). Also the fast distance's Spearman rank correlation with the full MSS over
 each sound's candidates (the network's answer moved one or two parameters at a time). The matcher gets
 the pitch head's runner-up classes as extra starts (bridge/match/candidates.py) when the model exports
@@ -44,14 +44,14 @@ from synthmatch.bridge.match.distance import Target  # noqa: E402
 from synthmatch.bridge.match.fast import FastTarget  # noqa: E402
 from synthmatch.bridge.match.search import Matcher  # noqa: E402
 from synthmatch.training.match import DEFAULT_MODEL, aligned_window  # noqa: E402
-from synthmatch.training.metrics import spectral_convergence  # noqa: E402
+from synthmatch.training.model.metrics import spectral_convergence  # noqa: E402
 
 GM_NOTES = (36, 48, 72, 84)
 GM_AT_NOTES = ("square lead", "synth bass", "warm pad", "brass section", "church organ", "flute", "violin", "oboe")
 
 
 def in_domain(c, n: int) -> list[tuple[str, np.ndarray, float]]:
-    from synthmatch.training.data import cached_split
+    from synthmatch.training.data.onthefly import cached_split
 
     audio, _ = cached_split(c, "test", max(n, 1))
     return [(f"test-{i}", audio[i].numpy(), float(c.audio.note)) for i in range(n)]

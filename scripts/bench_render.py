@@ -17,8 +17,8 @@ import time
 import torch
 
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.training.sampling import sample_params
-from synthmatch.training.synth import ReferenceSynth
+from synthmatch.training.synths.reference import ReferenceSynth
+from synthmatch.training.synths.sampling import sample_params
 
 
 def median_seconds(fn, repeats: int, sync=lambda: None) -> float:

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.training.data import Renderer
-from synthmatch.training.frontend import LogMel
-from synthmatch.training.shards import INT16_SCALE
+from synthmatch.training.data.onthefly import Renderer
+from synthmatch.training.data.shards import INT16_SCALE
+from synthmatch.training.model.frontend import LogMel
 
 
 def main() -> None:

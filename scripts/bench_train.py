@@ -1,10 +1,10 @@
 """Training speed of every model preset: samples/s per precision, and the share of a step spent on data.
 
-For each model and precision: the trainer's own step (training.loop.TrainStep: forward, the head's loss,
+For each model and precision: the trainer's own step (training.run.loop.TrainStep: forward, the head's loss,
 backward, clip, Adam update, schedule) on a batch rendered once and turned into front-end views once
-(compute only, median of --steps timed steps after warm-up); the front-end on that batch (training.loop.
+(compute only, median of --steps timed steps after warm-up); the front-end on that batch (training.run.loop.
 batch_views, as the trainer calls it); then the time to render one batch of the same size with
-training.data.OnTheFly on the same device, as the trainer does with workers = 0.
+training.data.onthefly.OnTheFly on the same device, as the trainer does with workers = 0.
 train_samples_per_s = batch / (front-end + step): the rate when data costs nothing (render workers).
 data_share = (render + front-end) / (render + front-end + step): the fraction of wall time a
 single-process run spends on data, as the trainer's "train" records count it.
@@ -31,9 +31,9 @@ import time
 import torch
 
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.training.data import OnTheFly
-from synthmatch.training.loop import TrainStep, batch_views
-from synthmatch.training.models import MODEL_CONFIGS, build_model, count_params
+from synthmatch.training.data.onthefly import OnTheFly
+from synthmatch.training.model.models import MODEL_CONFIGS, build_model, count_params
+from synthmatch.training.run.loop import TrainStep, batch_views
 
 
 def _sync(device: torch.device) -> None:

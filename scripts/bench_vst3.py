@@ -30,10 +30,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synthmatch.bridge.core import contract as contract_mod  # noqa: E402
-from synthmatch.training.sampling import sample_params  # noqa: E402
-from synthmatch.training.shardrender import render_dataset  # noqa: E402
+from synthmatch.training.data.shardrender import render_dataset  # noqa: E402
 from synthmatch.training.synths import SynthSpec  # noqa: E402
 from synthmatch.training.synths import profile as profile_mod  # noqa: E402
+from synthmatch.training.synths.sampling import sample_params  # noqa: E402
 from synthmatch.training.synths.vst3 import Vst3Synth  # noqa: E402
 
 

@@ -27,15 +27,16 @@ import torch
 
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core.contract import CONFIG_DIR
-from synthmatch.training import train
-from synthmatch.training.checkpoint import load_model
-from synthmatch.training.data import cached_split
+from synthmatch.training.data.onthefly import cached_split
 from synthmatch.training.evaluate import PAPER, evaluate
+from synthmatch.training.model.checkpoint import load_model
+from synthmatch.training.run import train
+from synthmatch.training.run.config import TrainConfig
 
 
-def train_config(name: str, args: argparse.Namespace) -> train.TrainConfig:
+def train_config(name: str, args: argparse.Namespace) -> TrainConfig:
     path = CONFIG_DIR / "train" / f"{name}.toml"
-    base = train.TrainConfig.load(path) if path.exists() else train.TrainConfig(model=name)
+    base = TrainConfig.load(path) if path.exists() else TrainConfig(model=name)
     return dataclasses.replace(
         base,
         steps=args.steps,

@@ -20,7 +20,7 @@ import torch
 
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.engines import load_engine
-from synthmatch.training.data import cached_split
+from synthmatch.training.data.onthefly import cached_split
 from synthmatch.training.evaluate import _spectral, predict, rerender
 from synthmatch.training.match import DEFAULT_MODEL
 

@@ -103,7 +103,7 @@ def mse_at_notes(c, engine, args) -> dict:
     from synthmatch.bridge.audio import notenorm
     from synthmatch.bridge.audio.pitch import detect
     from synthmatch.training.notesets import random_notes, render_at
-    from synthmatch.training.sampling import sample_params
+    from synthmatch.training.synths.sampling import sample_params
 
     v = sample_params(c, args.seed + 1, range(args.count)).astype(np.float32)
     notes = random_notes(args.seed + 2, args.count)
@@ -159,7 +159,7 @@ def main() -> None:
     from synthmatch.bridge.core.modelfile import read_meta
     from synthmatch.bridge.engines import load_engine
     from synthmatch.training.notesets import random_notes, render_at
-    from synthmatch.training.sampling import sample_params
+    from synthmatch.training.synths.sampling import sample_params
 
     c = contract_mod.default()
     meta = read_meta(args.model)

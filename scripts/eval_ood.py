@@ -32,10 +32,10 @@ from synthmatch.bridge.audio.pitch import detect
 from synthmatch.bridge.core import audiofile
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.training.match import DEFAULT_MODEL, aligned_window, predict
-from synthmatch.training.metrics import multiscale_spectral_distance, spectral_convergence
+from synthmatch.training.model.metrics import multiscale_spectral_distance, spectral_convergence
 from synthmatch.training.refine import RefineConfig, refine
-from synthmatch.training.sampling import mean_patch, sample_params
-from synthmatch.training.synth import ReferenceSynth
+from synthmatch.training.synths.reference import ReferenceSynth
+from synthmatch.training.synths.sampling import mean_patch, sample_params
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 INSTRUMENTS = {  # GM program numbers, 0-based

@@ -10,9 +10,9 @@ import json
 import torch
 
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.training.frontend import LogMel
-from synthmatch.training.sampling import sample_params
-from synthmatch.training.synth import ReferenceSynth
+from synthmatch.training.model.frontend import LogMel
+from synthmatch.training.synths.reference import ReferenceSynth
+from synthmatch.training.synths.sampling import sample_params
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ def tiny_onnx(tmp_path_factory):
     torch = pytest.importorskip("torch")
     from synthmatch.bridge.core import contract
     from synthmatch.training.export import export_model
-    from synthmatch.training.models import build_model, resolve_config
+    from synthmatch.training.model.models import build_model, resolve_config
 
     c = contract.default()
     cfg = resolve_config("ast-tiny")
@@ -31,7 +31,7 @@ def tiny_notes_onnx(tmp_path_factory):
     torch = pytest.importorskip("torch")
     from synthmatch.bridge.core import contract
     from synthmatch.training.export import export_model
-    from synthmatch.training.models import build_model, resolve_config
+    from synthmatch.training.model.models import build_model, resolve_config
 
     c = contract.default()
     cfg = resolve_config({"base": "ast-tiny-notes", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32})

@@ -105,7 +105,7 @@ def register(command: Command) -> None:
 
     p = command(
         "train",
-        "synthmatch.training.train:main",
+        "synthmatch.training.run.train:main",
         "train a model on synth patches rendered on the fly (DDP under torchrun)",
     )
     p.add_argument("--config", required=True, help="training TOML (see configs/train/)")
@@ -115,7 +115,7 @@ def register(command: Command) -> None:
         "--device", choices=("cpu", "cuda", "auto"), default="auto", help="cuda when available with auto (default)"
     )
 
-    p = command("dataset", "synthmatch.training.shardrender:main", "offline sharded datasets (render, verify)")
+    p = command("dataset", "synthmatch.training.data.shardrender:main", "offline sharded datasets (render, verify)")
     dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
     r = dsub.add_parser(
         "render",

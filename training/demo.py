@@ -27,8 +27,8 @@ def main(args) -> int:
     from synthmatch.bridge.core import audiofile
     from synthmatch.bridge.core import contract as contract_mod
     from synthmatch.training import match as match_mod
-    from synthmatch.training.sampling import mean_patch, sample_params
-    from synthmatch.training.synth import ReferenceSynth
+    from synthmatch.training.synths.reference import ReferenceSynth
+    from synthmatch.training.synths.sampling import mean_patch, sample_params
 
     c = contract_mod.default()
     synth = ReferenceSynth(c)

@@ -3,7 +3,7 @@
 `evaluate(predict_fn, contract, audio, params)` is the reusable core (scripts/compare_models.py and
 the model card use it): predict_fn maps (B, num_samples) float32 numpy audio to (B, 16) normalised
 parameters (numpy or torch). Predictions are clipped to [0, 1] (what a synth accepts), rendered with
-ReferenceSynth and scored with training.metrics: parameter MSE overall and per parameter, spectral
+ReferenceSynth and scored with training.model.metrics: parameter MSE overall and per parameter, spectral
 convergence, multi-scale spectral distance.
 
 `synthmatch eval (--checkpoint PATH | --model model.onnx | --baseline mean) --split test` runs it on a
@@ -25,9 +25,9 @@ import torch
 
 from synthmatch.bridge.core.atomic import write_atomic, write_text
 from synthmatch.bridge.core.contract import Contract
-from synthmatch.training import metrics
-from synthmatch.training.data import DEFAULT_SPLIT_SIZES, RENDER_GROUP, cached_split, split_seed
-from synthmatch.training.synth import ReferenceSynth
+from synthmatch.training.data.onthefly import DEFAULT_SPLIT_SIZES, RENDER_GROUP, cached_split, split_seed
+from synthmatch.training.model import metrics
+from synthmatch.training.synths.reference import ReferenceSynth
 
 PAPER = {  # Bruford et al., DAFx 2024, test set of Massive patches: param MSE, spectral convergence
     "ast": {"param_mse": 0.031, "spectral_convergence": 0.616},
@@ -68,7 +68,7 @@ def predict(predict_fn: PredictFn, audio, batch_size: int = 64, n_params: int = 
 
 def rerender(contract: Contract, pred: np.ndarray, notes=None) -> torch.Tensor:
     """(N, 16) normalised [, (N,) MIDI notes played] -> (N, T) audio on the CPU, in the same render
-    groups as training.data."""
+    groups as training.data.onthefly."""
     synth = ReferenceSynth(contract, chunk=RENDER_GROUP)
     if notes is None:
         return synth.render(torch.from_numpy(pred))
@@ -195,7 +195,7 @@ def plot_examples(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from synthmatch.training.frontend import LogMel
+    from synthmatch.training.model.frontend import LogMel
 
     order = np.argsort(sc, kind="stable")
     count = min(count, len(order))
@@ -250,7 +250,7 @@ def write_reports(
 
 
 def _torch_predictor(path: str, contract: Contract, device: str) -> PredictFn:
-    from synthmatch.training.checkpoint import load_model
+    from synthmatch.training.model.checkpoint import load_model
 
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
@@ -284,7 +284,7 @@ def main(args) -> int:
     if args.checkpoint:
         predict_fn, model = _torch_predictor(args.checkpoint, c, args.device), args.checkpoint
     elif args.baseline:
-        from synthmatch.training.sampling import mean_patch
+        from synthmatch.training.synths.sampling import mean_patch
 
         patch = mean_patch(c)
         predict_fn, model = (lambda x, n=None: np.broadcast_to(patch, (x.shape[0], patch.size))), "baseline-mean"
@@ -296,7 +296,7 @@ def main(args) -> int:
         engine = load_engine(args.model, backend=args.backend, contract=c)
         predict_fn, model = engine.infer, args.model
     from synthmatch.bridge.core.outpaths import writable_dir
-    from synthmatch.training.sampling import parse_notes
+    from synthmatch.training.synths.sampling import parse_notes
 
     try:
         notes = parse_notes(args.notes)
@@ -307,7 +307,7 @@ def main(args) -> int:
     audio, params = cached_split(c, args.split, size, cache_dir=args.cache_dir, progress=True, notes=notes)
     played = told = None
     if notes is not None:
-        from synthmatch.training.data import split_notes
+        from synthmatch.training.data.onthefly import split_notes
 
         played = split_notes(c, args.split, size, notes=notes).numpy()
         told = heard_notes(audio.numpy(), c) if args.told == "heard" else played

@@ -61,7 +61,7 @@ from synthmatch.bridge.core.modelfile import (
 )
 from synthmatch.bridge.engines.base import MAX_BATCH
 from synthmatch.bridge.engines.cuda import program_path
-from synthmatch.training.heads import PitchClassHead
+from synthmatch.training.model.heads import PitchClassHead
 
 PARITY_TOL = 1e-4  # max abs difference torch vs ONNX Runtime, fp32 on the CPU
 
@@ -301,7 +301,7 @@ def export_model(
     summary: training summary (step, data, metrics, ...), JSON-able. check: run the parity checks (torch
     vs ONNX Runtime; torch vs model.pt2 through the cuda backend on the CPU) and raise ExportError when a
     max abs diff >= PARITY_TOL. synth: the training data's synth identity
-    (training.checkpoint.checkpoint_synth). Returns an ExportResult.
+    (training.model.checkpoint.checkpoint_synth). Returns an ExportResult.
     """
     import onnx
 
@@ -457,7 +457,7 @@ def _test_metrics(path: str, checkpoint: str, contract) -> dict:
 def main(args: argparse.Namespace) -> int:
     """`synthmatch export --checkpoint CKPT --out model.onnx [--opset 17] [--contract TOML] [--no-weights]`."""
     from synthmatch.bridge.core.outpaths import writable_file
-    from synthmatch.training.checkpoint import checkpoint_synth, load_model
+    from synthmatch.training.model.checkpoint import checkpoint_synth, load_model
 
     out = Path(args.out)
     if out.suffix != ".onnx":

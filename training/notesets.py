@@ -83,7 +83,7 @@ def lead_patches(contract: Contract, seed: int, count: int, notes, margin_db: fl
     Drawn from the contract's sampling; the loudest oscillator by gain is set to unison; the patch is
     kept if the rules of the module docstring hold (margin_db for LEAD_MARGIN_DB), else redrawn."""
     from synthmatch.bridge.audio.onset import rms_dbfs
-    from synthmatch.training.sampling import sample_params
+    from synthmatch.training.synths.sampling import sample_params
 
     idx = contract.names.index
     gains = [idx(f"osc{j}_gain") for j in (1, 2, 3)]
@@ -125,7 +125,7 @@ def render_at(contract: Contract, values: np.ndarray, notes) -> np.ndarray:
     """(B, 16) patches at (B,) MIDI notes -> (B, num_samples) float32 audio from the reference synth."""
     import torch
 
-    from synthmatch.training.synth import ReferenceSynth
+    from synthmatch.training.synths.reference import ReferenceSynth
 
     synth = ReferenceSynth(contract)
     return synth.render(

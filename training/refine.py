@@ -5,7 +5,7 @@ average, and an average oscillator pitch plays harmonics where the target has no
 synth is cheap (about 3.6 ms per 4 s sound on 2 CPU cores), so `match` can afford a few hundred
 renders per sound: a coordinate search that moves one parameter at a time and keeps a move only if
 the re-rendered sound gets closer to the input. Closer is judged by the multi-scale spectral distance
-of training.metrics (linear SC plus log-magnitude L1) at two of its scales with half-overlapping
+of training.model.metrics (linear SC plus log-magnitude L1) at two of its scales with half-overlapping
 frames (SEARCH_N_FFTS): a quarter of the full metric's cost, which the search would otherwise spend
 four times more on STFTs than on rendering. The distances returned are the full metric's.
 
@@ -38,13 +38,13 @@ import numpy as np
 import torch
 
 from synthmatch.bridge.core.contract import Contract
-from synthmatch.training.metrics import (
+from synthmatch.training.model.metrics import (
     MSS_LOG_EPS,
     multiscale_spectral_distance,
     spectral_convergence_spec,
     stft_magnitude,
 )
-from synthmatch.training.synth import ReferenceSynth
+from synthmatch.training.synths.reference import ReferenceSynth
 
 SEARCH_N_FFTS = (512, 2048)  # hop n_fft // 2
 
@@ -126,7 +126,7 @@ def refine(
     contract: Contract, audio, init: np.ndarray, cfg: RefineConfig = RefineConfig(), synth=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """audio (B, T) at the contract's rate, init (B, P) normalised -> (patches (B, P), distance before
-    (B,), distance after (B,)), distances by training.metrics.multiscale_spectral_distance.
+    (B,), distance after (B,)), distances by training.model.metrics.multiscale_spectral_distance.
     synth: a ReferenceSynth (default) or a training.synths seam synth. Deterministic: no random candidates."""
     synth = synth or ReferenceSynth(contract)
     render = _renderer(synth)
@@ -140,8 +140,8 @@ def refine(
     targets = Targets(audio)
     starts = [start]
     if cfg.from_mean:
-        from synthmatch.training.sampling import mean_patch
         from synthmatch.training.synths import Synth
+        from synthmatch.training.synths.sampling import mean_patch
 
         mean = synth.mean_patch() if isinstance(synth, Synth) else mean_patch(contract)
         starts.append(np.broadcast_to(mean.astype(np.float32), start.shape))

@@ -57,8 +57,8 @@ def main(args) -> int:
     import torch
 
     from synthmatch.bridge.core import contract as contract_mod
-    from synthmatch.training.sampling import sample_params
-    from synthmatch.training.synth import ReferenceSynth
+    from synthmatch.training.synths.reference import ReferenceSynth
+    from synthmatch.training.synths.sampling import sample_params
 
     c = contract_mod.load(args.contract)
     if args.random:

@@ -18,7 +18,7 @@ SR = 16000
 
 def loud_patches(contract, n: int, seed: int = 3) -> np.ndarray:
     """n random patches made clearly audible (fast attack, open filters, oscillators up): (n, 16)."""
-    from synthmatch.training.sampling import sample_params
+    from synthmatch.training.synths.sampling import sample_params
 
     v = np.array(sample_params(contract, seed, np.arange(n)), dtype=np.float32)
     names = list(contract.names)
@@ -38,7 +38,7 @@ def loud_patches(contract, n: int, seed: int = 3) -> np.ndarray:
 def render(contract, values: np.ndarray) -> np.ndarray:
     torch = pytest.importorskip("torch")  # the reference synth: a test needing it skips in a runtime-only venv
 
-    from synthmatch.training.synth import ReferenceSynth
+    from synthmatch.training.synths.reference import ReferenceSynth
 
     with torch.no_grad():
         return ReferenceSynth(contract).render(torch.as_tensor(values)).numpy().astype(np.float32)

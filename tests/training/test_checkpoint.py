@@ -10,8 +10,14 @@ import pytest
 import torch
 
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.training.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint, set_rng_state
-from synthmatch.training.models import build_model, resolve_config
+from synthmatch.training.model.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    set_rng_state,
+)
+from synthmatch.training.model.models import build_model, resolve_config
 
 C = contract_mod.default()
 CFG = resolve_config({"base": "ast-tiny", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32})

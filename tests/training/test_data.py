@@ -1,4 +1,4 @@
-"""training.data and presets-fitted sampling: example i is f(seed, i) whatever the batching."""
+"""training.data.onthefly and presets-fitted sampling: example i is f(seed, i) whatever the batching."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core.contract import CONFIG_DIR, ContractError
-from synthmatch.training.data import OnTheFly, cached_split, split_cache_path
-from synthmatch.training.sampling import fit_presets, read_presets_csv, sample_params
+from synthmatch.training.data.onthefly import OnTheFly, cached_split, split_cache_path
+from synthmatch.training.synths.sampling import fit_presets, read_presets_csv, sample_params
 
 PRESETS = CONFIG_DIR / "presets_example.csv"
 

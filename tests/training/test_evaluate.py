@@ -10,10 +10,10 @@ import torch
 
 from synthmatch.bridge import cli
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.training.checkpoint import save_checkpoint
-from synthmatch.training.data import cached_split
+from synthmatch.training.data.onthefly import cached_split
 from synthmatch.training.evaluate import evaluate
-from synthmatch.training.models import build_model, resolve_config
+from synthmatch.training.model.checkpoint import save_checkpoint
+from synthmatch.training.model.models import build_model, resolve_config
 
 SIZE = 8
 

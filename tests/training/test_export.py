@@ -15,7 +15,6 @@ from synthmatch.bridge.cli import main as cli
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core.modelfile import read_meta
 from synthmatch.bridge.engines import load_engine
-from synthmatch.training.checkpoint import save_checkpoint
 from synthmatch.training.export import (
     PARITY_TOL,
     ExportError,
@@ -24,8 +23,9 @@ from synthmatch.training.export import (
     torch_program,
     write_torch_artifact,
 )
-from synthmatch.training.models import MODEL_CONFIGS, build_model, patch_grid, resolve_config
-from synthmatch.training.synth import ReferenceSynth
+from synthmatch.training.model.checkpoint import save_checkpoint
+from synthmatch.training.model.models import MODEL_CONFIGS, build_model, patch_grid, resolve_config
+from synthmatch.training.synths.reference import ReferenceSynth
 
 C = contract_mod.default()
 
@@ -80,7 +80,7 @@ def test_pitch_heads_top_classes_are_exported_and_equal_across_torch_onnxruntime
     on the CPU); column 0 is decode's pitch, probabilities best first."""
     from synthmatch.bridge.engines.cuda import TorchEngine
     from synthmatch.training.export import _outputs
-    from synthmatch.training.heads import TOP_K
+    from synthmatch.training.model.heads import TOP_K
 
     cfg = resolve_config({"base": "ast-tiny-notes", **SMALL["ast-tiny-notes"]})
     with torch.random.fork_rng():

@@ -6,9 +6,9 @@ import torch
 
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core import frontend as ref
-from synthmatch.training.frontend import LogMel
-from synthmatch.training.sampling import sample_params
-from synthmatch.training.synth import ReferenceSynth
+from synthmatch.training.model.frontend import LogMel
+from synthmatch.training.synths.reference import ReferenceSynth
+from synthmatch.training.synths.sampling import sample_params
 
 C = contract_mod.default()
 

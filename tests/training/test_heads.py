@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from synthmatch.bridge.core.contract import default
-from synthmatch.training.heads import AUDIBLE_GAIN, PitchClassHead, make_head
-from synthmatch.training.models import build_model
+from synthmatch.training.model.heads import AUDIBLE_GAIN, PitchClassHead, make_head
+from synthmatch.training.model.models import build_model
 
 C = default()
 PITCH = [i for i, p in enumerate(C.params) if p.unit == "semitones"]
@@ -107,7 +107,7 @@ def test_unknown_head_and_frontend_are_refused():
 
 def test_harmonic_salience_points_at_the_played_semitone():
     """One saw oscillator 5 semitones above the note: a plain harmonic sum peaks on class +5."""
-    from synthmatch.training.synth import ReferenceSynth
+    from synthmatch.training.synths.reference import ReferenceSynth
 
     model = build_model({"base": "ast-tiny-cqt", "salience": True}, C)
     names = list(C.names)

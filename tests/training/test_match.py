@@ -14,9 +14,9 @@ from synthmatch.bridge.core import audiofile
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core.modelfile import read_meta
 from synthmatch.training.match import DEFAULT_MODEL, aligned_window, predict
-from synthmatch.training.metrics import multiscale_spectral_distance
-from synthmatch.training.sampling import sample_params
-from synthmatch.training.synth import ReferenceSynth
+from synthmatch.training.model.metrics import multiscale_spectral_distance
+from synthmatch.training.synths.reference import ReferenceSynth
+from synthmatch.training.synths.sampling import sample_params
 
 C = contract_mod.default()
 SR = C.audio.sample_rate

@@ -1,4 +1,4 @@
-"""training.metrics: hand-computed cases and real synth sounds."""
+"""training.model.metrics: hand-computed cases and real synth sounds."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.training import metrics
-from synthmatch.training.data import OnTheFly
+from synthmatch.training.data.onthefly import OnTheFly
+from synthmatch.training.model import metrics
 
 
 def test_param_mse_hand_computed():

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.training.models import MODEL_CONFIGS, ModelConfig, build_model, count_params, patch_grid, resolve_config
+from synthmatch.training.model.models import (
+    MODEL_CONFIGS,
+    ModelConfig,
+    build_model,
+    count_params,
+    patch_grid,
+    resolve_config,
+)
 
 C = contract_mod.default()
 

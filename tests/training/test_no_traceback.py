@@ -13,9 +13,9 @@ import torch
 from synthmatch.bridge.cli import main as cli
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core.atomic import DiskFull
-from synthmatch.training.checkpoint import save_checkpoint
 from synthmatch.training.match import MatchResult, write_match
-from synthmatch.training.models import build_model, resolve_config
+from synthmatch.training.model.checkpoint import save_checkpoint
+from synthmatch.training.model.models import build_model, resolve_config
 from tests.fulldisk import fill, small_disk
 
 C = contract_mod.default()

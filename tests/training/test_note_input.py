@@ -13,12 +13,12 @@ import torch
 from synthmatch.bridge.cli import main as cli
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.engines import load_engine
-from synthmatch.training.data import OnTheFly, Renderer, cached_split, split_cache_path, split_notes
+from synthmatch.training.data.onthefly import OnTheFly, Renderer, cached_split, split_cache_path, split_notes
+from synthmatch.training.data.shardrender import render_dataset
+from synthmatch.training.data.shards import ShardDataset, ShardError
 from synthmatch.training.export import PARITY_TOL, export_model
-from synthmatch.training.models import build_model, resolve_config
-from synthmatch.training.sampling import check_notes, sample_notes
-from synthmatch.training.shardrender import render_dataset
-from synthmatch.training.shards import ShardDataset, ShardError
+from synthmatch.training.model.models import build_model, resolve_config
+from synthmatch.training.synths.sampling import check_notes, sample_notes
 
 C = contract_mod.default()
 SMALL_NOTES = {"base": "ast-tiny-notes", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32}
@@ -124,8 +124,9 @@ def test_export_takes_the_note_as_a_second_input(tmp_path):
 
 
 def test_init_from_a_c4_model_widens_it_to_take_the_note(tmp_path):
-    from synthmatch.training.checkpoint import save_checkpoint
-    from synthmatch.training.train import TrainConfig, run
+    from synthmatch.training.model.checkpoint import save_checkpoint
+    from synthmatch.training.run.config import TrainConfig
+    from synthmatch.training.run.train import run
 
     c4_cfg = resolve_config({**SMALL_NOTES, "note_input": False})
     torch.manual_seed(4)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.training.metrics import multiscale_spectral_distance
+from synthmatch.training.model.metrics import multiscale_spectral_distance
 from synthmatch.training.refine import RefineConfig, refine
-from synthmatch.training.synth import ReferenceSynth
+from synthmatch.training.synths.reference import ReferenceSynth
 
 C = contract_mod.default()
 SEMITONE = 1 / 48  # osc pitch spans -24..+24 semitones over [0, 1]

@@ -1,4 +1,4 @@
-"""training.shards and training.shardrender: the dataset format, parallel resumable rendering, byte-identical
+"""training.data.shards and training.data.shardrender: the dataset format, parallel resumable rendering, byte-identical
 resume, refusing bad datasets."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import torch
 
 from synthmatch.bridge import cli
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.training.data import OnTheFly
-from synthmatch.training.frontend import LogMel
-from synthmatch.training.shardrender import render_dataset
-from synthmatch.training.shards import MANIFEST, ShardDataset, ShardError
+from synthmatch.training.data.onthefly import OnTheFly
+from synthmatch.training.data.shardrender import render_dataset
+from synthmatch.training.data.shards import MANIFEST, ShardDataset, ShardError
+from synthmatch.training.model.frontend import LogMel
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNT, SHARD = 24, 3  # 8 shards

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.training.sampling import sample_params
-from synthmatch.training.synth import ReferenceSynth
+from synthmatch.training.synths.reference import ReferenceSynth
+from synthmatch.training.synths.sampling import sample_params
 
 C = contract_mod.default()
 SR = C.audio.sample_rate

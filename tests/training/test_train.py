@@ -20,9 +20,11 @@ from torch import nn
 from synthmatch.bridge import cli
 from synthmatch.bridge.core.contract import default
 from synthmatch.bridge.core.errors import UsageError
-from synthmatch.training.checkpoint import load_checkpoint, load_model
-from synthmatch.training.data import OnTheFly
-from synthmatch.training.loop import (
+from synthmatch.training.data.onthefly import OnTheFly
+from synthmatch.training.model.checkpoint import load_checkpoint, load_model
+from synthmatch.training.model.models import build_model, resolve_config
+from synthmatch.training.run.config import TrainConfig
+from synthmatch.training.run.loop import (
     Checkpoints,
     MetricsLog,
     RunState,
@@ -33,8 +35,7 @@ from synthmatch.training.loop import (
     restore_run,
     validate,
 )
-from synthmatch.training.models import build_model, resolve_config
-from synthmatch.training.train import TrainConfig, run
+from synthmatch.training.run.train import run
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"base": "ast-tiny", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32}
@@ -139,7 +140,7 @@ def test_overfits_fixed_set(tmp_path, one_thread):
     assert [r["step"] for r in vals] == [0, 40, 80]
     assert result["best_val"] <= 0.7 * vals[0]["val_loss"], vals
     # best.pt is the best validation; reloaded, it reproduces that loss on the same examples
-    from synthmatch.training.data import Renderer
+    from synthmatch.training.data.onthefly import Renderer
 
     audio, params = Renderer(default(), 7, "cpu").render(0, 16)
     model, ckpt = load_model(out / "best.pt")
@@ -153,7 +154,8 @@ def test_overfits_fixed_set(tmp_path, one_thread):
 
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
-    from synthmatch.training.train import TrainConfig, run
+    from synthmatch.training.run.config import TrainConfig
+    from synthmatch.training.run.train import run
 
     def on_step(step):
         if step == int(sys.argv[3]):
@@ -262,8 +264,8 @@ def test_init_from_an_exported_models_weights(tiny_onnx):
     """A run can start from the weights an export writes beside its .onnx (fine-tuning a shipped model)."""
     from synthmatch.bridge.core import contract as contract_mod
     from synthmatch.bridge.core.errors import UsageError
-    from synthmatch.training.models import build_model, resolve_config
-    from synthmatch.training.train import _init_weights
+    from synthmatch.training.model.models import build_model, resolve_config
+    from synthmatch.training.run.train import _init_weights
 
     c = contract_mod.default()
     weights = tiny_onnx.with_suffix(".pt")
@@ -283,7 +285,7 @@ CQT_TINY = {**TINY, "frontend": "mel+cqt", "head": "pitch-cls"}
 @pytest.fixture(scope="module")
 def audio_shards(tmp_path_factory):
     """A 20-example audio dataset in shards of 8 (the last one short), as `dataset render` writes it."""
-    from synthmatch.training.shardrender import render_dataset
+    from synthmatch.training.data.shardrender import render_dataset
 
     root = tmp_path_factory.mktemp("shards") / "ds"
     render_dataset(default(), root, 20, seed=3, shard_size=8, store="audio", progress=False)
@@ -320,8 +322,8 @@ def test_training_from_shards_resumes_exactly_and_reads_epochs(tmp_path, audio_s
 
 
 def test_shard_batches_are_the_cached_views_of_the_right_rows(audio_shards):
-    from synthmatch.training.featcache import ViewCache
-    from synthmatch.training.shards import ShardDataset
+    from synthmatch.training.data.featcache import ViewCache
+    from synthmatch.training.data.shards import ShardDataset
 
     c = default()
     model = build_model(CQT_TINY, c)
@@ -360,7 +362,7 @@ def test_config_types_come_from_the_typed_loader():
 
 
 # ------------------------------------------------------------------------------------------------
-# The loop's parts alone (training.loop)
+# The loop's parts alone (training.run.loop)
 
 CPU = torch.device("cpu")
 

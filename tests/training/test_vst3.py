@@ -14,12 +14,12 @@ import torch
 
 from synthmatch.bridge import cli
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.training import shardrender as shards_mod
-from synthmatch.training.sampling import sample_params
-from synthmatch.training.shardrender import render_dataset
-from synthmatch.training.shards import MANIFEST, ShardDataset, ShardError, holdout
+from synthmatch.training.data import shardrender as shards_mod
+from synthmatch.training.data.shardrender import render_dataset
+from synthmatch.training.data.shards import MANIFEST, ShardDataset, ShardError, holdout
 from synthmatch.training.synths import SynthError, SynthSpec, parse_spec
 from synthmatch.training.synths import profile as profile_mod
+from synthmatch.training.synths.sampling import sample_params
 from synthmatch.training.synths.vst3 import Vst3Synth, load_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -345,8 +345,8 @@ def plugin_model(c, tmp_path_factory):
 
 def test_model_trained_on_plugin_shards_carries_the_plugins_identity(c, synth, plugin_model):
     from synthmatch.bridge.core.modelfile import read_meta
-    from synthmatch.training.checkpoint import checkpoint_synth, load_checkpoint
     from synthmatch.training.match import DEFAULT_MODEL
+    from synthmatch.training.model.checkpoint import checkpoint_synth, load_checkpoint
 
     assert json.loads((plugin_model / "data" / MANIFEST).read_text())["synth"] == synth.identity
     assert checkpoint_synth(load_checkpoint(plugin_model / "run" / "last.pt")) == synth.identity
@@ -434,7 +434,7 @@ def test_training_on_plugin_shards_validates_on_their_tail_and_refuses_another_s
 ):
     import shutil
 
-    from synthmatch.training.checkpoint import load_model
+    from synthmatch.training.model.checkpoint import load_model
 
     ds = ShardDataset(plugin_model / "data", c)
     x, y = ds.batch(range(20, 24))  # val_size = 4: the last 4 of 24 examples

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from synthmatch.bridge.core.atomic import write_atomic
-from synthmatch.training.shards import MANIFEST, ShardDataset, ShardError
+from synthmatch.training.data.shards import MANIFEST, ShardDataset, ShardError
 
 CHUNK = 64  # examples per front-end call (bounds memory: ~25 MB of audio)
 

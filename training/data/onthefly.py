@@ -1,8 +1,8 @@
 """Training data rendered on the fly, and fixed validation/test splits cached on disk.
 
 Example i of a dataset is a pure function of (seed, i): its parameters come from
-training.sampling.sample_params (one generator per (seed, i)), the note it is played at from
-training.sampling.sample_notes (the contract's C4 unless a note range is given), and its audio from
+training.synths.sampling.sample_params (one generator per (seed, i)), the note it is played at from
+training.synths.sampling.sample_notes (the contract's C4 unless a note range is given), and its audio from
 ReferenceSynth. Batch iterators yield (x, params (B, 16), notes (B,) float32 MIDI).
 
 Batched FFTs round differently with the batch's size and the row's place in it (a few 1e-8, rarely
@@ -33,8 +33,8 @@ import torch
 
 from synthmatch.bridge.core.atomic import write_atomic
 from synthmatch.bridge.core.contract import Contract
-from synthmatch.training.sampling import PresetSampling, sample_notes, sample_params, sampling_fingerprint
-from synthmatch.training.synth import ReferenceSynth
+from synthmatch.training.synths.reference import ReferenceSynth
+from synthmatch.training.synths.sampling import PresetSampling, sample_notes, sample_params, sampling_fingerprint
 
 RENDER_GROUP = 8  # CPU render unit (examples); 8 is as fast per example as 32 on one or two threads
 SPLIT_SEEDS = {"val": 1_000_003, "test": 2_000_003}  # far from the small seeds used for training

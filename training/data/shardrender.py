@@ -1,6 +1,6 @@
 """Rendering a sharded dataset in worker processes, resumably; the `synthmatch dataset` subcommand.
 
-training.shards holds the format this writes (Plan, the manifest, shard file names, checksums) and reads
+training.data.shards holds the format this writes (Plan, the manifest, shard file names, checksums) and reads
 a finished dataset back for training (ShardDataset). Each shard is rendered whole by one process, so its
 bytes do not depend on the worker count. Resumable: a shard is written under a temporary name, fsynced,
 renamed (os.replace), and only then entered in the manifest (itself replaced atomically). A rerun
@@ -28,8 +28,7 @@ import numpy as np
 from synthmatch.bridge.core.atomic import FULL, DiskFull, disk_full
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.bridge.core.digest import file_sha256
-from synthmatch.training.sampling import PresetSampling
-from synthmatch.training.shards import (
+from synthmatch.training.data.shards import (
     DEFAULT_SHARD_SIZE,
     DEFAULT_STORE,
     INT16_SCALE,
@@ -43,6 +42,7 @@ from synthmatch.training.shards import (
     verify_entry,
     write_manifest,
 )
+from synthmatch.training.synths.sampling import PresetSampling
 
 RENDER_CHUNK = 128  # examples per synth call inside a shard (bounds memory)
 MAX_CRASHES = 3  # a shard whose worker dies this often is reported, not retried again
@@ -63,7 +63,7 @@ def _init_worker(
     notes: tuple[int, int] | None = None,
     parent: int | None = None,
 ) -> None:
-    """synth: a training.synths.SynthSpec for a plugin (None: the reference synth, as training.data);
+    """synth: a training.synths.SynthSpec for a plugin (None: the reference synth, as training.data.onthefly);
     log: where the plugin's own stderr chatter goes; parent: the render's pid (the worker dies with it)."""
     import torch
 
@@ -73,8 +73,8 @@ def _init_worker(
         os._exit(1)  # the render was killed while this worker started
 
     torch.set_num_threads(1)  # one process per core; also keeps each shard's bytes thread-independent
-    from synthmatch.training.data import Renderer
-    from synthmatch.training.frontend import LogMel
+    from synthmatch.training.data.onthefly import Renderer
+    from synthmatch.training.model.frontend import LogMel
 
     if synth is None:
         renderer = Renderer(contract, seed, "cpu", presets, notes)
@@ -371,10 +371,10 @@ def main(args) -> int:
         raise UsageError("--presets is for the reference synth; a plugin samples as its profile's [sampling] says")
     presets = None
     if args.presets:
-        from synthmatch.training.sampling import fit_presets
+        from synthmatch.training.synths.sampling import fit_presets
 
         presets = fit_presets(c, args.presets, args.presets_method)
-    from synthmatch.training.sampling import parse_notes
+    from synthmatch.training.synths.sampling import parse_notes
 
     try:
         summary = render_dataset(

@@ -1,6 +1,6 @@
 """Offline sharded datasets: the format (plan, manifest, shard files, checksums) and reading one back.
 
-For synths that cannot render on the fly (a VST3 through pedalboard, say). training.shardrender renders
+For synths that cannot render on the fly (a VST3 through pedalboard, say). training.data.shardrender renders
 a dataset in worker processes (render_dataset, the `synthmatch dataset` subcommand); this module says
 what one is and reads it memory-mapped for training (ShardDataset, holdout). Layout of a dataset DIR:
 
@@ -9,8 +9,8 @@ what one is and reads it memory-mapped for training (ShardDataset, holdout). Lay
     shard-00000.x.npy           (n, *example_shape) examples, .npy (np.lib.format), memory-mappable
     shard-00000.params.npy      (n, 16) float32 normalised parameters
 
-Example i (global) lives in shard i // shard_size and is f(seed, i) as in training.data. A shard is
-entered in the manifest only once its files are complete on disk (training.shardrender writes them under
+Example i (global) lives in shard i // shard_size and is f(seed, i) as in training.data.onthefly. A shard is
+entered in the manifest only once its files are complete on disk (training.data.shardrender writes them under
 a temporary name, fsyncs, renames), and the manifest itself is replaced atomically, so a manifest entry
 means a finished shard; verify_entry checks one against its sizes and sha256.
 
@@ -44,7 +44,8 @@ import numpy as np
 from synthmatch.bridge.core.atomic import write_text
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.bridge.core.digest import file_sha256
-from synthmatch.training.sampling import PresetSampling, sampling_fingerprint
+from synthmatch.training.synths import REFERENCE
+from synthmatch.training.synths.sampling import PresetSampling, sampling_fingerprint
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -64,7 +65,7 @@ class Plan:
     """What a dataset is; a rerun must name the same plan to resume it."""
 
     contract_hash: str
-    sampling: str  # training.sampling.sampling_fingerprint
+    sampling: str  # training.synths.sampling.sampling_fingerprint
     seed: int
     count: int
     shard_size: int
@@ -72,7 +73,7 @@ class Plan:
     dtype: str
     example_shape: tuple[int, ...]
     synth: str = "reference"  # training.synths identity: which synth (and profile) rendered the audio
-    notes: tuple[int, int] = (60, 60)  # MIDI notes played, inclusive (training.sampling.sample_notes)
+    notes: tuple[int, int] = (60, 60)  # MIDI notes played, inclusive (training.synths.sampling.sample_notes)
 
     @property
     def num_shards(self) -> int:
@@ -166,6 +167,14 @@ def read_manifest(root: Path) -> tuple[Plan, dict[str, dict]]:
     return plan, dict(data.get("shards", {}))
 
 
+def dataset_identity(data: str | Path | None) -> str:
+    """The synth identity of training data (training.synths): a shard dataset's (its manifest), "reference"
+    for on-the-fly data (data "" or None; anything but a path, as free-form configs may hold)."""
+    if not data or not isinstance(data, (str, Path)):
+        return REFERENCE
+    return read_manifest(Path(data))[0].synth
+
+
 def verify_entry(root: Path, entry: dict) -> str | None:
     """None if the shard's files match their manifest entry, else what is wrong."""
     for key in ("x", "params"):
@@ -244,7 +253,7 @@ class ShardDataset:
         """(N,) float32 torch tensor: the MIDI notes the examples at `indices` are played at (from the plan)."""
         import torch
 
-        from synthmatch.training.sampling import sample_notes
+        from synthmatch.training.synths.sampling import sample_notes
 
         return torch.from_numpy(
             sample_notes(self.plan.seed, np.asarray(indices).tolist(), self.plan.notes).astype(np.float32)
@@ -287,7 +296,7 @@ class ShardDataset:
     def batches(
         self, batch_size: int, rank: int = 0, world_size: int = 1, start_step: int = 0, shuffle_seed: int | None = None
     ):
-        """Infinite batches under training.data.OnTheFly's global-index rule: batch b of this rank holds
+        """Infinite batches under training.data.onthefly.OnTheFly's global-index rule: batch b of this rank holds
         positions (start_step + b) * batch_size * world_size + rank * batch_size + j (see `order`)."""
         step = start_step
         while True:

@@ -36,7 +36,8 @@ from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core.atomic import write_atomic
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.bridge.core.errors import UsageError
-from synthmatch.training.models import ModelConfig, build_model
+from synthmatch.training.model.models import ModelConfig, build_model
+from synthmatch.training.synths import REFERENCE
 
 FORMAT = "synthmatch-checkpoint"
 VERSION = 1
@@ -121,16 +122,12 @@ def save_checkpoint(
     train_config: dict | None = None,
     metrics: dict | None = None,
     extra: dict | None = None,
-    synth: str | None = None,
+    synth: str = REFERENCE,
 ) -> Path:
     """Write a checkpoint atomically (tmp file in the same directory, fsync, os.replace). Returns path.
-    synth: the data's synth identity; None: that of train_config's `data` (a shard dataset's manifest),
-    "reference" for on-the-fly data."""
-    from synthmatch.training.synths import dataset_identity
-
+    synth: the training data's synth identity (training.synths): the trainer passes its data's
+    (training.run.traindata.data_synth); the default is the reference synth, whose data is rendered on the fly."""
     path = Path(path)
-    if synth is None:
-        synth = dataset_identity((train_config or {}).get("data"))
     ckpt = {
         "format": FORMAT,
         "version": VERSION,

@@ -1,13 +1,13 @@
 """Sound-matching models: raw audio (B, num_samples) -> 16 normalised parameters (B, 16) in [0, 1].
 
-Every model starts with its front-end (training/frontend.py), so an ONNX export takes raw audio and
+Every model starts with its front-end (training/model/frontend.py), so an ONNX export takes raw audio and
 carries the front-end in its graph. The front-end belongs to the model (its config, stored in checkpoints
 and in the ONNX metadata): "mel" is the paper's 64-band log-mel (the contract's [frontend]); "mel+cqt"
 adds a constant-Q view (36 bins per octave, ~1 s windows at the bottom) that resolves oscillator pitch.
 Views are computed once and kept apart: a model's `body` reads a tuple of views, so training can read
-views cached from shards (training.featcache) and skip the front-end.
+views cached from shards (training.data.featcache) and skip the front-end.
 
-Two heads (training.heads): "mse" (16 sigmoids, MSE: the paper's) and "pitch-cls" (each oscillator's
+Two heads (training.model.heads): "mse" (16 sigmoids, MSE: the paper's) and "pitch-cls" (each oscillator's
 pitch as a class over whole semitones plus a residual, cross-entropy; oscillator pitch and position
 weighted by how audible the oscillator is). Both decode to the same 16 normalised values.
 
@@ -37,8 +37,8 @@ from torch import nn
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.bridge.core.frontend import CQTSpec
 from synthmatch.bridge.core.loader import load_dataclass
-from synthmatch.training.frontend import LogCQT, LogMel
-from synthmatch.training.heads import HEADS, HarmonicSalience, make_head
+from synthmatch.training.model.frontend import LogCQT, LogMel
+from synthmatch.training.model.heads import HEADS, HarmonicSalience, make_head
 
 KINDS = ("ast", "mlp", "cnn")
 FRONTENDS = ("mel", "mel+cqt")
@@ -67,7 +67,7 @@ class ModelConfig:
     cqt: dict = field(default_factory=dict)
     # ast: constant-Q tokens are (cqt_patch[0] bins x all frames) every cqt_patch[1] bins
     cqt_patch: tuple[int, int] = (24, 6)
-    head: str = "mse"  # "mse" | "pitch-cls" (training.heads)
+    head: str = "mse"  # "mse" | "pitch-cls" (training.model.heads)
     salience: bool = False  # pitch-cls on mel+cqt: add harmonic-sum evidence to the class logits
     # the played note as a second input (ast on mel+cqt): the constant-Q view is shifted so the played
     # note sits where the contract's note does (pitch-relative tokens and salience) and the note's

@@ -1,4 +1,4 @@
-"""The parts of a training run, each usable and testable alone; training.train puts them together.
+"""The parts of a training run, each usable and testable alone; training.run.train puts them together.
 
     trainer = TrainStep(model, lr=5e-5, amp="bf16", grad_clip=1.0)      # optimizer, schedule, loss scaler
     views, target, note = batch_views(next(batches), model, device)    # a batch on the device, as views
@@ -29,8 +29,8 @@ from torch import nn
 
 from synthmatch.bridge.core.atomic import FULL, disk_full, write_atomic, write_text
 from synthmatch.bridge.core.contract import Contract
-from synthmatch.training.checkpoint import save_checkpoint, set_rng_state
-from synthmatch.training.models import ModelConfig
+from synthmatch.training.model.checkpoint import save_checkpoint, set_rng_state
+from synthmatch.training.model.models import ModelConfig
 
 ViewBatch = tuple[torch.Tensor, ...]  # the model's front-end views of a batch: (B, h, w) each (mel [, constant-Q])
 
@@ -193,7 +193,7 @@ class RunState:
 @dataclass
 class Checkpoints:
     """Saves a run's state: weights, TrainStep's optimizer, schedule and (fp16) scaler, RunState, and the RNG
-    states (training.checkpoint), with what identifies the run. restore_run reads it back."""
+    states (training.model.checkpoint), with what identifies the run. restore_run reads it back."""
 
     trainer: TrainStep
     model_config: ModelConfig

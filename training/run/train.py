@@ -3,19 +3,19 @@
     synthmatch train --config configs/train/ast-tiny.toml --out runs/ast-tiny [--resume] [--device auto]
     torchrun --nproc_per_node 4 -m bridge.cli train --config ... --out ...     (DDP, same command)
 
-Data: on the fly (training.data.OnTheFly), or `data = "DIR"`: a dataset from `synthmatch dataset render`,
+Data: on the fly (training.data.onthefly.OnTheFly), or `data = "DIR"`: a dataset from `synthmatch dataset render`,
 read epoch after epoch in a fresh permutation per epoch (a pure function of train_seed and the epoch).
 Validation: the reference synth's val split (val_seed), except for a dataset rendered by a plugin,
-which validates on its own last val_size examples and never trains on them (training.shards.holdout).
+which validates on its own last val_size examples and never trains on them (training.data.shards.holdout).
 The data's synth identity goes into every checkpoint; --resume on another synth's data is refused.
 The model's front-end views of a shard dataset are computed once and cached beside it
-(training.featcache), so a CPU step costs only the network.
+(training.data.featcache), so a CPU step costs only the network.
 
-Loss: the model head's (training.heads): MSE between predicted and true normalised parameters, or
+Loss: the model head's (training.model.heads): MSE between predicted and true normalised parameters, or
 pitch as classes for head "pitch-cls". Adam (lr 5e-5 in the paper), linear warm-up,
 then constant (paper) or cosine decay; gradient clipping; bf16/fp16 autocast. `batch_size` is the global
 batch: under DDP each of W ranks renders and trains on its own batch_size / W slice of every step
-(training.data.OnTheFly), so a run's data and result do not depend on W (up to float rounding).
+(training.data.onthefly.OnTheFly), so a run's data and result do not depend on W (up to float rounding).
 
 Outputs in OUT: last.pt (every ckpt_every steps and at the end), best.pt (lowest validation loss),
 config.resolved.json, metrics.jsonl (one JSON object per line: "train" and "val" records), loss.png.
@@ -24,8 +24,8 @@ or kill -9 continues exactly: the same data indices (via start_step) and the sam
 was never interrupted.
 
 Here: the config, the process group, and the run put together (_start_run, then the loop in _run). The
-loop's parts, each usable alone, are in training.loop (TrainStep, validate, RunState, Checkpoints,
-MetricsLog, StepWindow); what the run reads, from its config, in training.traindata.
+loop's parts, each usable alone, are in training.run.loop (TrainStep, validate, RunState, Checkpoints,
+MetricsLog, StepWindow); what the run reads, from its config, in training.run.traindata.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +45,13 @@ import torch.distributed as dist
 from torch import nn
 
 from synthmatch.bridge.core import contract as contract_mod
-from synthmatch.bridge.core import tomlfile
 from synthmatch.bridge.core.atomic import write_text
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.bridge.core.errors import UsageError
-from synthmatch.bridge.core.loader import load_dataclass
-from synthmatch.training.checkpoint import check_contract, checkpoint_synth, load_checkpoint
-from synthmatch.training.loop import (
+from synthmatch.training.model.checkpoint import check_contract, checkpoint_synth, load_checkpoint
+from synthmatch.training.model.models import ModelConfig, build_model, count_params, resolve_config
+from synthmatch.training.run.config import Dist, TrainConfig
+from synthmatch.training.run.loop import (
     Checkpoints,
     MetricsLog,
     RunState,
@@ -62,107 +62,15 @@ from synthmatch.training.loop import (
     restore_run,
     validate,
 )
-from synthmatch.training.models import ModelConfig, build_model, count_params, resolve_config
-from synthmatch.training.sampling import check_notes
+from synthmatch.training.run.traindata import data_synth, run_data
 from synthmatch.training.synths import check_identity
-from synthmatch.training.traindata import data_synth, run_data
 
-AMP = ("none", "bf16", "fp16")
-OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("constant", "cosine")
 # keys that may change between a run and its --resume without changing the result
 RESUMABLE_CHANGES = {"steps", "val_every", "ckpt_every", "log_every", "workers", "plot", "cache_dir"}
 
 
-@dataclass
-class TrainConfig:
-    model: str | dict = "ast-tiny"  # a MODEL_CONFIGS name, or a table {base = "ast-tiny", depth = 2, ...}
-    batch_size: int = 32  # global batch (all ranks together)
-    steps: int = 100_000  # optimizer steps
-    lr: float = 5e-5  # peak learning rate (paper: Adam, 5e-5)
-    optimizer: str = "adam"  # "adam" | "adamw"
-    weight_decay: float = 0.0
-    warmup_steps: int = 1000  # linear warm-up from lr / warmup_steps
-    schedule: str = "constant"  # after warm-up: "constant" (paper) | "cosine" (to 0 at `steps`)
-    grad_clip: float = 1.0  # max global gradient norm; 0 = off
-    amp: str = "none"  # "none" | "bf16" | "fp16" (fp16 on CUDA only)
-    val_every: int = 1000  # steps between validations (0 = only at the end)
-    ckpt_every: int = 1000  # steps between last.pt saves
-    log_every: int = 50  # steps between "train" records in metrics.jsonl
-    seed: int = 0  # model init and dropout
-    # data
-    train_seed: int = 0  # training example i = f(train_seed, i)
-    notes: list = field(default_factory=lambda: [60, 60])  # [lo, hi] MIDI notes played (on-the-fly and val data;
-    #                                                      a dataset's own range when `data` is set)
-    train_size: int = 0  # > 0: train on the fixed set of examples 0..train_size-1, repeated (overfit checks)
-    val_seed: int = 1_000_003  # validation example i = f(val_seed, i) (training.data's val split seed)
-    val_size: int = 512
-    val_batch_size: int = 64
-    workers: int = 0  # CPU render processes (0: render in the training process, on its device)
-    data: str = ""  # a sharded dataset directory (synthmatch dataset render) instead of on-the-fly data
-    data_size: int = 0  # > 0: read only the dataset's first data_size examples
-    presets: str = ""  # CSV of preset patches to fit the sampling to ("" = the contract's distributions)
-    presets_fit: str = "beta"  # "beta" | "kde" (training.sampling.fit_presets)
-    cache_dir: str = "data/cache"  # cached validation audio
-    contract: str = ""  # contract TOML ("" = configs/contract.toml)
-    plot: bool = True  # write OUT/loss.png at each validation
-    init_from: str = ""  # start from these weights: a checkpoint, or the .pt an export writes beside its .onnx
-
-    def validate(self, where: str = "config") -> None:
-        def need(cond: bool, key: str, what: str) -> None:
-            if not cond:
-                raise UsageError(f"{where}: {key} = {getattr(self, key)!r}: {what}")
-
-        for key in ("batch_size", "steps", "val_size", "val_batch_size"):
-            need(getattr(self, key) >= 1, key, "must be >= 1")
-        for key in ("warmup_steps", "val_every", "ckpt_every", "log_every", "train_size", "workers", "data_size"):
-            need(getattr(self, key) >= 0, key, "must be >= 0")
-        need(self.lr > 0, "lr", "must be > 0")
-        need(self.weight_decay >= 0 and self.grad_clip >= 0, "grad_clip", "grad_clip, weight_decay must be >= 0")
-        need(self.amp in AMP, "amp", f"use one of {', '.join(AMP)}")
-        need(self.optimizer in OPTIMIZERS, "optimizer", f"use one of {', '.join(OPTIMIZERS)}")
-        need(self.schedule in SCHEDULES, "schedule", f"use one of {', '.join(SCHEDULES)}")
-        need(self.presets_fit in ("beta", "kde"), "presets_fit", "use beta or kde")
-        try:
-            check_notes(self.notes, f"{where}: notes")
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        try:
-            resolve_config(self.model)
-        except (ValueError, TypeError) as e:
-            raise UsageError(f"{where}: model: {e}") from None
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "config") -> TrainConfig:
-        """Typed construction from a TOML table (bridge.core.loader: unknown keys, wrong types and non-finite
-        numbers raise UsageError naming the key; ints become floats where a float is expected), then validate."""
-        cfg = load_dataclass(cls, d, error=UsageError, source=where)
-        cfg.validate(where)
-        return cfg
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        data = tomlfile.read(path, UsageError, "no such config file (see configs/train/)")
-        return cls.from_dict(data, str(path))
-
-
 # ------------------------------------------------------------------------------------------------
 # Distributed setup
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
 
 
 def _setup(device_arg: str) -> tuple[Dist, torch.device]:

@@ -1,8 +1,8 @@
 """What a training run reads, from its TrainConfig: this rank's training batches and the validation set.
 
 Training batches are (x, params (B, 16), notes (B,)): x is audio (B, T) rendered on the fly
-(training.data.OnTheFly) or taken from the fixed set of train_size examples (FixedSet), or a shard
-dataset's cached front-end views (training.featcache). Each rank takes its B = batch_size / W slice of
+(training.data.onthefly.OnTheFly) or taken from the fixed set of train_size examples (FixedSet), or a shard
+dataset's cached front-end views (training.data.featcache). Each rank takes its B = batch_size / W slice of
 every global batch, from the step a run starts or resumes at, so the data does not depend on W.
 Validation: the reference synth's val split (cached), or a plugin dataset's own held-out examples.
 """
@@ -11,18 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.bridge.core.errors import UsageError
-from synthmatch.training.loop import ValSet
-from synthmatch.training.sampling import check_notes
-
-if TYPE_CHECKING:
-    from synthmatch.training.train import Dist, TrainConfig
+from synthmatch.training.run.config import Dist, TrainConfig
+from synthmatch.training.run.loop import ValSet
+from synthmatch.training.synths.sampling import check_notes
 
 
 class FixedSet:
@@ -54,10 +51,10 @@ def shard_batches(
     cfg: TrainConfig, model: nn.Module, contract: Contract, per_rank: int, env: Dist, start_step: int, progress: bool
 ):
     """Batches of cached front-end views from the dataset at cfg.data (computed once, on rank 0), and
-    the dataset's held-out validation examples (x, params) for a plugin's dataset (training.shards.holdout;
+    the dataset's held-out validation examples (x, params) for a plugin's dataset (training.data.shards.holdout;
     None: validate on the reference synth's val split)."""
-    from synthmatch.training.featcache import ViewCache
-    from synthmatch.training.shards import ShardDataset, ShardError, holdout
+    from synthmatch.training.data.featcache import ViewCache
+    from synthmatch.training.data.shards import ShardDataset, ShardError, holdout
 
     try:
         ds = ShardDataset(cfg.data, contract)
@@ -77,7 +74,7 @@ def note_range(cfg: TrainConfig, contract: Contract) -> tuple[int, int]:
     """The notes training (and validation) plays: a dataset's own range, else cfg.notes."""
     if not cfg.data:
         return check_notes(cfg.notes)
-    from synthmatch.training.shards import ShardError, read_manifest
+    from synthmatch.training.data.shards import ShardError, read_manifest
 
     try:
         return read_manifest(Path(cfg.data))[0].notes
@@ -87,8 +84,7 @@ def note_range(cfg: TrainConfig, contract: Contract) -> tuple[int, int]:
 
 def data_synth(cfg: TrainConfig) -> str:
     """Identity of the synth the training data comes from (training.synths): a dataset's, or "reference"."""
-    from synthmatch.training.shards import ShardError
-    from synthmatch.training.synths import dataset_identity
+    from synthmatch.training.data.shards import ShardError, dataset_identity
 
     try:
         return dataset_identity(cfg.data)
@@ -99,7 +95,7 @@ def data_synth(cfg: TrainConfig) -> str:
 def preset_sampling(cfg: TrainConfig, contract: Contract):
     if not cfg.presets:
         return None
-    from synthmatch.training.sampling import fit_presets
+    from synthmatch.training.synths.sampling import fit_presets
 
     return fit_presets(contract, cfg.presets, cfg.presets_fit)
 
@@ -115,7 +111,7 @@ def run_data(
 ) -> tuple[Iterator, ValSet]:
     """This rank's training batches from start_step on (a dataset's cached views, the fixed set of
     train_size examples, or rendered on the fly), and the validation set."""
-    from synthmatch.training import data
+    from synthmatch.training.data import onthefly
 
     presets = preset_sampling(cfg, contract)
     notes = note_range(cfg, contract)
@@ -124,12 +120,12 @@ def run_data(
     if cfg.data:
         batches, held = shard_batches(cfg, model, contract, per_rank, env, start_step, progress)
     elif cfg.train_size:
-        renderer = data.Renderer(contract, cfg.train_seed, "cpu", presets, notes)
+        renderer = onthefly.Renderer(contract, cfg.train_seed, "cpu", presets, notes)
         fa, fp = renderer.render(0, cfg.train_size)
         batches = iter(FixedSet(fa, fp, renderer.notes(0, cfg.train_size), per_rank, env.rank, env.world, start_step))
     else:
         render_dev = dev if cfg.workers == 0 else torch.device("cpu")
-        stream = data.OnTheFly(
+        stream = onthefly.OnTheFly(
             contract, cfg.train_seed, per_rank, env.rank, env.world, start_step, render_dev, presets, notes
         )
         batches = iter(stream.loader(cfg.workers, pin_memory=dev.type == "cuda"))
@@ -137,9 +133,9 @@ def run_data(
         return batches, ValSet(*held)
     split = (contract, "val", cfg.val_size, cfg.val_seed, cfg.cache_dir, presets)
     if env.main:  # render (or read) the cache once, then the other ranks read it
-        val_audio, val_params = data.cached_split(*split, progress=progress, notes=notes)
+        val_audio, val_params = onthefly.cached_split(*split, progress=progress, notes=notes)
     env.barrier()
     if not env.main:
-        val_audio, val_params = data.cached_split(*split, notes=notes)
-    val_notes = data.split_notes(contract, "val", cfg.val_size, cfg.val_seed, notes)
+        val_audio, val_params = onthefly.cached_split(*split, notes=notes)
+    val_notes = onthefly.split_notes(contract, "val", cfg.val_size, cfg.val_seed, notes)
     return batches, ValSet(val_audio, val_params, val_notes)

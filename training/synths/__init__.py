@@ -1,6 +1,6 @@
 """The synth seam: one interface over every synth that renders datasets, matches and refinements.
 
-    synth = open_synth("reference", contract)                        # training.synth.ReferenceSynth
+    synth = open_synth("reference", contract)                        # training.synths.reference.ReferenceSynth
     synth = open_synth("vst3:/path/SMTest.vst3", contract, "smtest")  # a VST3 instrument via pedalboard
     audio = synth.render(params)      # (N, 16) normalised float32 -> (N, num_samples) float32 mono at
                                       # the contract's rate; row i depends only on params[i]
@@ -9,7 +9,7 @@
     synth.sampling                    # PresetSampling to draw datasets from, or None (the contract's)
     synth.mapped                      # contract names the synth hears (a plugin's profile may pin others)
 
-A model carries the identity of the synth its data came from (training.checkpoint, the ONNX metadata),
+A model carries the identity of the synth its data came from (training.model.checkpoint, the ONNX metadata),
 and `match --synth`, resumed training and the like refuse another synth's (check_identity). The
 identity names the plugin, its version and maker and the profile's name and fingerprint (a hash of its
 mapping, fixed values, sampling and render settings), never a path: a model trained on one machine
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from synthmatch.bridge.core.contract import Contract, ContractError
-from synthmatch.training.sampling import PresetSampling, sample_params
+from synthmatch.training.synths.sampling import PresetSampling, sample_params
 
 REFERENCE = "reference"
 
@@ -48,7 +48,7 @@ class Synth:
 
     def mean_patch(self) -> np.ndarray:
         """(16,) float32: every parameter at the mean of this synth's sampling (pinned ones at their pin)."""
-        from synthmatch.training.sampling import distribution_mean
+        from synthmatch.training.synths.sampling import distribution_mean
 
         samples = self.sampling.samples if self.sampling else [p.sample for p in self.contract.params]
         return np.array([distribution_mean(s) for s in samples], np.float32)
@@ -99,16 +99,6 @@ def open_synth(spec: str, contract: Contract, profile: str | Path | None = None)
     return parse_spec(spec, profile).open(contract)
 
 
-def dataset_identity(data: str | Path | None) -> str:
-    """The synth identity of training data: a shard dataset's (its manifest), "reference" for on-the-fly
-    data (data "" or None; anything but a path, as free-form configs may hold)."""
-    if not data or not isinstance(data, (str, Path)):
-        return REFERENCE
-    from synthmatch.training.shards import read_manifest
-
-    return read_manifest(Path(data))[0].synth
-
-
 def check_identity(trained: str, used: str, what: str, fix: str) -> None:
     """Refuse to use something trained on synth `trained` with synth `used`: a one-line SynthError that
     names both. what: the thing and where (e.g. "model.onnx"); fix: what to do instead."""
@@ -117,7 +107,7 @@ def check_identity(trained: str, used: str, what: str, fix: str) -> None:
 
 
 class SynthRenderer:
-    """training.data.Renderer's interface over any synth: render(start, stop) -> (audio, params)
+    """training.data.onthefly.Renderer's interface over any synth: render(start, stop) -> (audio, params)
     torch tensors for examples start..stop-1 of the (seed, sampling) stream."""
 
     def __init__(self, synth: Synth, seed: int, presets: PresetSampling | None):

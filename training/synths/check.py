@@ -7,8 +7,8 @@ import time
 import numpy as np
 
 from synthmatch.bridge.core.contract import Contract
-from synthmatch.training.sampling import distribution_mean
 from synthmatch.training.synths import SynthError, parse_spec
+from synthmatch.training.synths.sampling import distribution_mean
 
 
 def probe(contract: Contract, spec: str, profile: str) -> dict:

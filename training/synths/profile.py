@@ -18,7 +18,7 @@ trained on them learns to output that constant, and sending it to the plugin cha
 
 [sampling] says how patches are drawn: "contract" (each parameter's contract distribution) or
 "presets" (distributions fitted to a presets CSV, as the paper fitted Massive's factory presets; see
-training.sampling.fit_presets). [render] holds the MIDI note's velocity and the plugin's native rate,
+training.synths.sampling.fit_presets). [render] holds the MIDI note's velocity and the plugin's native rate,
 block size and channel count, and how the plugin is reset between renders (training.synths.vst3).
 Unknown keys anywhere are errors.
 """
@@ -35,7 +35,7 @@ from pathlib import Path
 from synthmatch.bridge.core import tomlfile
 from synthmatch.bridge.core.contract import CONFIG_DIR, Contract, ContractError
 from synthmatch.bridge.core.loader import load_dataclass
-from synthmatch.training.sampling import FIT_METHODS, PresetSampling, fit_presets
+from synthmatch.training.synths.sampling import FIT_METHODS, PresetSampling, fit_presets
 
 PROFILE_DIR = CONFIG_DIR / "synths"
 MAPS = ("raw", "physical")

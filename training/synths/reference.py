@@ -16,6 +16,7 @@ with an inverse FFT (harmonics at or above Nyquist are never written, so nothing
 and read with a phase accumulator. The envelope multiplies in time; the reverb is one FFT convolution.
 
 render: (B, 16) normalised parameters -> (B, num_samples) float32 in [-1, 1], on the input's device.
+Reference is the same synth behind the seam (training.synths.Synth): CPU, numpy in and out.
 
 The torch-free definitions (constants, the shapes' harmonic series, the reverb's impulse response) live in
 bridge/match/synth.py, beside the numpy renderer of the same voice that the runtime uses.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from synthmatch.bridge.core.contract import Contract
@@ -38,6 +40,9 @@ from synthmatch.bridge.match.synth import (  # the torch-free definitions, share
     reverb_ir,
     wavetable_coefficients,
 )
+from synthmatch.training.synths import REFERENCE, Synth
+
+RENDER_GROUP = 8  # as training.data.onthefly: fixed groups keep example i bit-identical whatever N
 
 
 class ReferenceSynth:
@@ -188,3 +193,19 @@ class ReferenceSynth:
         at_off = held(torch.full_like(A, s.note_off_s))
         released = at_off * torch.exp(-(t - s.note_off_s).clamp(min=0) / s.release_s)
         return torch.where(t < s.note_off_s, held(t), released)
+
+
+class Reference(Synth):
+    """ReferenceSynth behind the seam: CPU, numpy in and out."""
+
+    identity = REFERENCE
+
+    def __init__(self, contract: Contract, device: str = "cpu"):
+        self.contract = contract
+        self.device = torch.device(device)
+        self._synth = ReferenceSynth(contract, chunk=RENDER_GROUP)
+        self.note: float | None = None  # MIDI note played; None = the contract's (match sets the heard one)
+
+    def render(self, params: np.ndarray) -> np.ndarray:
+        p = torch.as_tensor(np.asarray(params, dtype=np.float32)).reshape(-1, len(self.contract.params))
+        return self._synth.render(p.to(self.device), note=self.note).cpu().numpy()

@@ -29,7 +29,7 @@ def c():
 def clear_patches(contract, count: int) -> np.ndarray:
     """Patches whose played note is plain: osc 1 at unison and loudest, osc 2 an octave up, osc 3 at
     unison, filters open, a quick attack; positions and resonances as sampled."""
-    from synthmatch.training.sampling import sample_params
+    from synthmatch.training.synths.sampling import sample_params
 
     v = np.array(sample_params(contract, 11, range(count)), dtype=np.float32)
     for name, value in (

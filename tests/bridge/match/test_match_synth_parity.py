@@ -16,9 +16,9 @@ torch = pytest.importorskip("torch")
 from synthmatch.bridge.core import contract as contract_mod  # noqa: E402
 from synthmatch.bridge.match import distance  # noqa: E402
 from synthmatch.bridge.match.synth import Synth  # noqa: E402
-from synthmatch.training import metrics  # noqa: E402
-from synthmatch.training.sampling import sample_params  # noqa: E402
-from synthmatch.training.synth import ReferenceSynth  # noqa: E402
+from synthmatch.training.model import metrics  # noqa: E402
+from synthmatch.training.synths.reference import ReferenceSynth  # noqa: E402
+from synthmatch.training.synths.sampling import sample_params  # noqa: E402
 
 C = contract_mod.default()
 MAX_ABS, MIN_CORR, MAX_MSS = 1e-5, 0.99999, 0.05
