@@ -1,7 +1,8 @@
-"""The dependency rule of bridge/__init__.py, checked on every import statement of the package (module level
-and inside functions): each layer imports only those below it; audio, engines, match and outputs do not import
-one another; training never imports live/ or the CLI (it may import core, audio, engines and match); only the
-GPU engines import torch."""
+"""The dependency rules of bridge/__init__.py and training/__init__.py, checked on every import statement of the
+packages (module level and inside functions). bridge: each layer imports only those below it; audio, engines,
+match and outputs do not import one another; only the GPU engines import torch. training: synths < model < data
+< run < the commands on top, each importing only those below it; no import cycle; of the runtime, core, audio,
+engines and match only; commands.py imports no torch and no other training module."""
 
 from __future__ import annotations
 
@@ -66,15 +67,104 @@ def test_runtime_layers_import_only_below():
     assert _violations("bridge", check) == []
 
 
-def test_training_imports_neither_live_nor_cli():
-    def check(rel: str, module: str) -> str | None:
-        layer = _layer(module)
-        return f"training may not import bridge.{layer}" if layer in ("live", "cli", "devices") else None
-
-    assert _violations("training", check) == []
-
-
 @pytest.mark.parametrize("layer", ["core", "audio", "engines", "match", "outputs", "live"])
 def test_every_layer_is_a_package_with_its_job_written(layer):
     init = ROOT / "bridge" / layer / "__init__.py"
     assert init.is_file() and ast.get_docstring(ast.parse(init.read_text())), f"{init} must say what the layer does"
+
+
+# ------------------------------------------------------------------------------------------------
+# The rule of training/__init__.py
+
+TRAINING_RANK = {"synths": 0, "model": 1, "data": 2, "run": 3}  # and the top: the commands (rank 4)
+TOP = 4
+MAY_IMPORT_FROM_BRIDGE = ("core", "audio", "engines", "match")
+
+
+def _training_module(rel: str) -> str:
+    """'training/run/loop.py' -> 'synthmatch.training.run.loop'; 'training/synths/__init__.py' -> '...synths'."""
+    parts = ["synthmatch", *Path(rel).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+TRAINING_MODULES = {_training_module(p.relative_to(ROOT).as_posix()) for p in (ROOT / "training").rglob("*.py")}
+
+
+def _target(module: str) -> str | None:
+    """The training module an import names ('synthmatch.training.run.loop.ValSet' -> '...run.loop'), or None."""
+    while module and module not in TRAINING_MODULES:
+        module = module.rpartition(".")[0]
+    return module or None
+
+
+def _wing_rank(module: str) -> int | None:
+    """synthmatch.training.<wing>... -> the wing's rank; a top module (synthmatch.training.match) -> TOP."""
+    parts = module.split(".")
+    if len(parts) < 3:
+        return None  # synthmatch.training itself
+    return TRAINING_RANK.get(parts[2], TOP)
+
+
+def _training_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {m: set() for m in TRAINING_MODULES}
+    for path in (ROOT / "training").rglob("*.py"):
+        own = _training_module(path.relative_to(ROOT).as_posix())
+        for _, module in _imports(path):
+            target = _target(module)
+            if target and target != own and target != "synthmatch.training":
+                graph[own].add(target)
+    return graph
+
+
+def test_training_wings_import_only_below():
+    def check(rel: str, module: str) -> str | None:
+        own = _wing_rank(_training_module(rel))
+        target = _target(module)
+        if own is None or target is None:
+            return None
+        other = _wing_rank(target)
+        if other is not None and other > own:
+            return f"{target} is above {_training_module(rel)} (synths < model < data < run < commands)"
+        return None
+
+    assert _violations("training", check) == []
+
+
+def test_training_imports_only_core_audio_engines_and_match_of_the_runtime():
+    def check(rel: str, module: str) -> str | None:
+        layer = _layer(module)
+        if layer is not None and layer not in MAY_IMPORT_FROM_BRIDGE:
+            return f"training may import bridge.{', bridge.'.join(MAY_IMPORT_FROM_BRIDGE)} only"
+        return None
+
+    assert _violations("training", check) == []
+
+
+def test_training_has_no_import_cycle():
+    graph, state, cycles = _training_graph(), {}, []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join([*stack[stack.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+def test_training_commands_register_with_argparse_only():
+    """bridge/cli.py imports training/commands.py on a runtime-only install: no torch, no other training module."""
+    found = [m for _, m in _imports(ROOT / "training" / "commands.py") if m.split(".")[0] == "torch" or _target(m)]
+    assert found == []
+
+
+@pytest.mark.parametrize("wing", [*TRAINING_RANK])
+def test_every_training_wing_is_a_package_with_its_job_written(wing):
+    init = ROOT / "training" / wing / "__init__.py"
+    assert init.is_file() and ast.get_docstring(ast.parse(init.read_text())), f"{init} must say what the wing does"

@@ -16,6 +16,8 @@ mapping, fixed values, sampling and render settings), never a path: a model trai
 matches on another with the same plugin and profile.
 
 Specs are "reference" or "vst3:PATH"; a VST3 needs a profile (configs/synths/, training.synths.profile).
+The seam itself (Synth, SynthError, REFERENCE) is synths/base.py, which every synth imports; the synths
+(reference: the torch ReferenceSynth and its adapter; vst3) are opened from here, imported when opened.
 """
 
 from __future__ import annotations
@@ -25,39 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from synthmatch.bridge.core.contract import Contract, ContractError
+from synthmatch.bridge.core.contract import Contract
+from synthmatch.training.synths.base import REFERENCE, Synth, SynthError
 from synthmatch.training.synths.sampling import PresetSampling, sample_params
-
-REFERENCE = "reference"
-
-
-class SynthError(ContractError):
-    """A synth cannot be opened or used (missing plugin, wrong kind, silent); the message says what to do."""
-
-
-class Synth:
-    """Base class: subclasses set identity/contract/sampling and implement render."""
-
-    identity: str
-    contract: Contract
-    sampling: PresetSampling | None = None
-
-    @property
-    def mapped(self) -> tuple[str, ...]:
-        return tuple(self.contract.names)
-
-    def mean_patch(self) -> np.ndarray:
-        """(16,) float32: every parameter at the mean of this synth's sampling (pinned ones at their pin)."""
-        from synthmatch.training.synths.sampling import distribution_mean
-
-        samples = self.sampling.samples if self.sampling else [p.sample for p in self.contract.params]
-        return np.array([distribution_mean(s) for s in samples], np.float32)
-
-    def render(self, params: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from synthmatch.bridge.match.synth import (  # the torch-free definitions, share
     reverb_ir,
     wavetable_coefficients,
 )
-from synthmatch.training.synths import REFERENCE, Synth
+from synthmatch.training.synths.base import REFERENCE, Synth
 
 RENDER_GROUP = 8  # as training.data.onthefly: fixed groups keep example i bit-identical whatever N
 

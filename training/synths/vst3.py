@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from synthmatch.bridge.core.contract import Contract
-from synthmatch.training.synths import Synth, SynthError
 from synthmatch.training.synths import profile as profile_mod
+from synthmatch.training.synths.base import Synth, SynthError
 from synthmatch.training.synths.sampling import distribution_mean
 
 SILENCE_PEAK = 1e-5  # a mean-patch render quieter than this (-100 dBFS) means the plugin is silent
