@@ -32,19 +32,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # eval_ood's fluidsynth helper, beside this file
-
-from eval_ood import INSTRUMENTS, render_gm  # noqa: E402
-
-from synthmatch.bridge.audio.pitch import detect  # noqa: E402
-from synthmatch.bridge.core import contract as contract_mod  # noqa: E402
-from synthmatch.bridge.engines import load_engine  # noqa: E402
-from synthmatch.bridge.match.candidates import pitch_candidates  # noqa: E402
-from synthmatch.bridge.match.distance import Target  # noqa: E402
-from synthmatch.bridge.match.fast import FastTarget  # noqa: E402
-from synthmatch.bridge.match.search import Matcher  # noqa: E402
-from synthmatch.training.match import DEFAULT_MODEL, aligned_window  # noqa: E402
-from synthmatch.training.model.metrics import spectral_convergence  # noqa: E402
+from synthmatch.bridge.audio.pitch import detect
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.engines import load_engine
+from synthmatch.bridge.match.candidates import pitch_candidates
+from synthmatch.bridge.match.distance import Target
+from synthmatch.bridge.match.fast import FastTarget
+from synthmatch.bridge.match.search import Matcher
+from synthmatch.training.data.gm import INSTRUMENTS, render_gm
+from synthmatch.training.match import DEFAULT_MODEL, aligned_window
+from synthmatch.training.model.metrics import spectral_convergence
 
 GM_NOTES = (36, 48, 72, 84)
 GM_AT_NOTES = ("square lead", "synth bass", "warm pad", "brass section", "church organ", "flute", "violin", "oboe")

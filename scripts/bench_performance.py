@@ -43,11 +43,11 @@ from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core.contract import sample_mean
 from synthmatch.bridge.match.distance import Target
 from synthmatch.bridge.match.synth import Synth
+from synthmatch.training.data.gm import render_midi
 
 SR = 16000
 LEAD_S = 0.5  # silence before the first onset
 FADE_S = 0.02  # crossfade at a switch
-SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 SETTLED_S = 1.5  # a stretch's reference values: the median of its last SETTLED_S
 STEADY_S = 2.0  # jitter over the last STEADY_S of each stretch
 MSS_S = 0.5  # the input chunk each MSS point compares
@@ -109,15 +109,7 @@ def gm_sequence(work: Path, programs: tuple[int, int], note: int) -> tuple[np.nd
             mido.Message("note_off", note=note, velocity=0, time=ticks(total - LEAD_S)),
             mido.MetaMessage("end_of_track", time=ticks(0.5)),
         ]
-        mid, wav = work / f"gm{program}.mid", work / f"gm{program}.wav"
-        midi.save(mid)
-        subprocess.run(
-            ["fluidsynth", "-ni", "-q", "-g", "0.6", "-r", "44100", "-F", str(wav), str(SOUNDFONT), str(mid)],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        x = audiofile.read_mono(wav, SR)
+        x = render_midi(midi, work, f"gm{program}", SR)
         parts.append(np.pad(x, (0, max(0, int(total * SR) - len(x))))[: int(total * SR)])
     return splice(parts, [int(switch * SR)]), [LEAD_S, switch, total]
 

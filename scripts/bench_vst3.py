@@ -20,21 +20,18 @@ import json
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from synthmatch.bridge.core import contract as contract_mod  # noqa: E402
-from synthmatch.training.data.shardrender import render_dataset  # noqa: E402
-from synthmatch.training.synths import SynthSpec  # noqa: E402
-from synthmatch.training.synths import profile as profile_mod  # noqa: E402
-from synthmatch.training.synths.sampling import sample_params  # noqa: E402
-from synthmatch.training.synths.vst3 import Vst3Synth  # noqa: E402
+from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.training.data.shardrender import render_dataset
+from synthmatch.training.synths import SynthSpec
+from synthmatch.training.synths import profile as profile_mod
+from synthmatch.training.synths.sampling import sample_params
+from synthmatch.training.synths.vst3 import Vst3Synth
 
 
 def _median_time(fn, repeats: int) -> float:

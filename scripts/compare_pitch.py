@@ -152,9 +152,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.libs:
         sys.path.append(args.libs)  # after the venv's own numpy
-    from eval_ood import INSTRUMENTS  # noqa: E402  (on sys.path via training.notesets)
-
     from synthmatch.bridge.core import contract as contract_mod
+    from synthmatch.training.data.gm import INSTRUMENTS
     from synthmatch.training.notesets import gm_notes, gm_sounding_note, lead_patches, random_notes, render_at
 
     c = contract_mod.default()

@@ -29,21 +29,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # eval_ood (FluidR3 rendering)
 
 GM_NOTES = [36, 43, 48, 55, 60, 67, 72, 79, 84]
 
 
 def detection(c, args) -> dict:
-    from eval_ood import INSTRUMENTS
-
     from synthmatch.bridge.audio.pitch import PitchSettings, detect, midi_to_hz
+    from synthmatch.training.data.gm import INSTRUMENTS
     from synthmatch.training.notesets import gm_notes, gm_sounding_note, lead_patches, random_notes, render_at
 
     notes = random_notes(args.seed, args.patches)

@@ -2,7 +2,8 @@
 packages (module level and inside functions). bridge: each layer imports only those below it; audio, engines,
 match and outputs do not import one another; only the GPU engines import torch. training: synths < model < data
 < run < the commands on top, each importing only those below it; no import cycle; of the runtime, core, audio,
-engines and match only; commands.py imports no torch and no other training module."""
+engines and match only; commands.py imports no torch and no other training module. Neither training nor
+scripts/ edit sys.path; training makes no relative import and never imports a script."""
 
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def test_every_layer_is_a_package_with_its_job_written(layer):
 TRAINING_RANK = {"synths": 0, "model": 1, "data": 2, "run": 3}  # and the top: the commands (rank 4)
 TOP = 4
 MAY_IMPORT_FROM_BRIDGE = ("core", "audio", "engines", "match")
+SCRIPTS = {p.stem for p in (ROOT / "scripts").glob("*.py")}
 
 
 def _training_module(rel: str) -> str:
@@ -161,6 +163,24 @@ def test_training_has_no_import_cycle():
 def test_training_commands_register_with_argparse_only():
     """bridge/cli.py imports training/commands.py on a runtime-only install: no torch, no other training module."""
     found = [m for _, m in _imports(ROOT / "training" / "commands.py") if m.split(".")[0] == "torch" or _target(m)]
+    assert found == []
+
+
+def test_no_sys_path_edits_relative_imports_or_script_imports():
+    """training imports the package only; scripts import it too, never one another through sys.path. Allowed:
+    compare_pitch.py's --libs, a folder of third-party pitch libraries outside the virtualenv."""
+    allowed = {"scripts/compare_pitch.py"}
+    found = []
+    for path in sorted([*(ROOT / "training").rglob("*.py"), *(ROOT / "scripts").glob("*.py")]):
+        rel, tree = path.relative_to(ROOT).as_posix(), ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", "") == "sys":
+                if rel not in allowed:
+                    found.append(f"{rel}:{node.lineno} uses sys.path: import the package instead")
+            if isinstance(node, ast.ImportFrom) and node.level and rel.startswith("training/"):
+                found.append(f"{rel}:{node.lineno} relative import: write it absolute, so the rule sees it")
+        if rel.startswith("training/"):
+            found += [f"{rel}:{n} imports {m}: a script" for n, m in _imports(path) if m.split(".")[0] in SCRIPTS]
     assert found == []
 
 

@@ -6,7 +6,8 @@ Wings, each importing only those below it (tests/test_layers.py checks it on eve
     match, refine, render, demo,    no torch; each handler imported when it runs) and the evaluation
     notesets                        helpers; they import the wings and one another, with no cycle
     run/                            a training run: config, what it reads, the loop, `synthmatch train`
-    data/                           examples rendered on the fly or stored in shards, and the front-end views cached
+    data/                           examples rendered on the fly or stored in shards, the front-end views cached,
+                                    General MIDI test notes (gm: fluidsynth)
     model/                          front-ends, heads, models, metrics, checkpoints
     synths/                         the synth seam (base), the torch reference synth, VST3 plugins and
                                     their profiles, the sampling of patches and notes

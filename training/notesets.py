@@ -26,7 +26,6 @@ under its key).
 from __future__ import annotations
 
 import math
-import sys
 import tempfile
 from pathlib import Path
 
@@ -140,10 +139,7 @@ def gm_sounding_note(instrument: str, key: int) -> int:
 
 def gm_notes(contract: Contract, programs: dict[str, int], notes: list[int]) -> list[tuple[str, int, np.ndarray]]:
     """(instrument, note, (num_samples,) window aligned at its onset) for every program x note."""
-    scripts = Path(__file__).resolve().parent.parent / "scripts"
-    sys.path.insert(0, str(scripts))
-    from eval_ood import render_gm  # fluidsynth + FluidR3_GM, one held note  # noqa: E402
-
+    from synthmatch.training.data.gm import render_gm  # fluidsynth + FluidR3_GM, one held note
     from synthmatch.training.match import aligned_window
 
     out = []

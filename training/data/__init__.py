@@ -4,6 +4,7 @@
     shards       the sharded dataset format (plan, manifest, shard files, checksums) and reading it back
     shardrender  rendering a sharded dataset in worker processes, resumably (`synthmatch dataset`)
     featcache    a model's front-end views of a sharded dataset, computed once for many epochs
+    gm           General MIDI test notes: FluidR3 instruments through fluidsynth (evaluation's out-of-domain)
 
 Imports training.synths and training.model (the front-ends whose views it stores).
 """
