@@ -1,7 +1,7 @@
 """The log-mel front-end, defined once from the contract.
 
 The matrices built here (Hann window, real DFT basis, mel filterbank) are the only definition of the
-front-end: training/frontend.py wraps them as torch buffers (so every model carries the front-end inside
+front-end: training/model/frontend.py wraps them as torch buffers (so every model carries the front-end inside
 its graph and exports take raw audio) and `log_mel` below is the numpy reference used by the daemon's
 tools and by the equivalence tests.
 

@@ -1,4 +1,4 @@
-"""The multi-scale spectral distance (MSS) of training/metrics.py in numpy, for judging candidates.
+"""The multi-scale spectral distance (MSS) of training/model/metrics.py in numpy, for judging candidates.
 
 For each FFT size n in MSS_N_FFTS (hop n // 4, periodic Hann window of n, centred frames with reflect
 padding, as torch.stft with center=True): the spectral convergence ||S - S_hat||_F / max(||S||_F, SC_EPS)

@@ -1,12 +1,12 @@
-"""The reference synthesizer in numpy: the same voice as training/synth.py's torch ReferenceSynth, no torch.
+"""The reference synthesizer in numpy: the same voice as training/synths/reference.py's torch ReferenceSynth, no torch.
 
 Signal path (serial, fixed; settings in the contract's [synth] table): 3 wavetable oscillators (pitch,
 position, gain) -> 4-pole ladder lowpass -> 2-pole resonant highpass -> amplitude envelope -> reverb (fixed
-impulse response, dry/wet mix) -> limiter (divides by the peak only where it exceeds 1). training/synth.py
+impulse response, dry/wet mix) -> limiter (divides by the peak only where it exceeds 1). training/synths/reference.py
 explains why it is exact: the filters act on each harmonic of a strictly periodic oscillator.
 
 This module holds the synth's torch-free definitions (the constants, the shapes' harmonic series, the
-reverb's impulse response), imported from here by training/synth.py, and `Synth`, which renders with the
+reverb's impulse response), imported from here by training/synths/reference.py, and `Synth`, which renders with the
 same arithmetic in the same precisions (float64 where the torch synth uses float64, float32 elsewhere), so
 the two agree to float32 rounding (tests/bridge/match/test_synth_parity.py). Its parts serve the matcher:
 `Synth.harmonics` (each oscillator's f0 and filtered complex harmonic amplitudes) and `Synth.envelope`
@@ -207,7 +207,7 @@ class Synth:
         return f0, amp
 
     def _read(self, table: np.ndarray, inc: np.ndarray) -> np.ndarray:
-        """Phase-accumulator reading, nearest sample, as training/synth.py's _read (which explains the
+        """Phase-accumulator reading, nearest sample, as training/synths/reference.py's _read (which explains the
         error bounds). table (B, 3, N), N a power of two; inc (B, 3) float64 table samples per output
         sample -> (B, 3, T) float32. Block starts are reduced mod N in float64, ramps within a block stay
         float32, and the integer index wraps with a bit mask."""
