@@ -17,6 +17,18 @@ Command = Callable[[str, str, str], argparse.ArgumentParser]  # (name, "module:f
 
 
 def register(command: Command) -> None:
+    """Add training's subcommands, in the order `synthmatch --help` lists them."""
+    _render(command)
+    _match(command)
+    _demo(command)
+    _export(command)
+    _train(command)
+    _dataset(command)
+    _eval(command)
+
+
+def _render(command: Command) -> None:
+    """`synthmatch render`: one patch to a WAV file."""
     p = command("render", "synthmatch.training.render:main", "render a patch with the reference synth to a WAV file")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--random", action="store_true", help="random patch from the contract's sampling")
@@ -31,6 +43,9 @@ def register(command: Command) -> None:
     p.add_argument("--note", type=argtypes.note, help="MIDI note to play, 0..127 (default: the contract's, 60 = C4)")
     argtypes.add_contract(p)
 
+
+def _match(command: Command) -> None:
+    """`synthmatch match`: one sound file to params.json, match.wav and compare.png."""
     p = command(
         "match",
         "synthmatch.training.match:main",
@@ -66,6 +81,9 @@ def register(command: Command) -> None:
     p.add_argument("--profile", help="with vst3: a synth profile, configs/synths/NAME.toml or a TOML file")
     argtypes.add_contract(p)
 
+
+def _demo(command: Command) -> None:
+    """`synthmatch demo`: render, match and stream, no hardware needed."""
     p = command(
         "demo",
         "synthmatch.training.demo:main",
@@ -74,6 +92,9 @@ def register(command: Command) -> None:
     p.add_argument("--out-dir", default="demo", help="where the demo's files go (default ./demo)")
     p.add_argument("--seed", type=argtypes.seed, default=2024, help="which random patch to render (>= 0)")
 
+
+def _export(command: Command) -> None:
+    """`synthmatch export`: a checkpoint to an ONNX model file."""
     p = command(
         "export",
         "synthmatch.training.export:main",
@@ -103,6 +124,9 @@ def register(command: Command) -> None:
     )
     argtypes.add_contract(p)
 
+
+def _train(command: Command) -> None:
+    """`synthmatch train`: a model on patches rendered on the fly."""
     p = command(
         "train",
         "synthmatch.training.run.train:main",
@@ -115,8 +139,28 @@ def register(command: Command) -> None:
         "--device", choices=("cpu", "cuda", "auto"), default="auto", help="cuda when available with auto (default)"
     )
 
+
+def _dataset(command: Command) -> None:
+    """`synthmatch dataset render|probe|verify`: offline sharded datasets."""
     p = command("dataset", "synthmatch.training.data.shardrender:main", "offline sharded datasets (render, verify)")
     dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    _dataset_render(dsub)
+    pr = dsub.add_parser(
+        "probe",
+        help="open a synth with its profile: parameters, mapping, one test render",
+        description="load a VST3 plugin with a profile, check every name against the plugin "
+        "and print its parameters and one render's level (JSON)",
+    )
+    pr.add_argument("--synth", required=True, metavar="SPEC", help='"vst3:PATH"')
+    pr.add_argument("--profile", required=True, help="configs/synths/NAME.toml or a TOML file")
+    argtypes.add_contract(pr)
+    v = dsub.add_parser("verify", help="check a sharded dataset's manifest, sizes and checksums")
+    v.add_argument("dir", help="dataset directory")
+    argtypes.add_contract(v)
+
+
+def _dataset_render(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`synthmatch dataset render`: a sharded dataset, resumable."""
     r = dsub.add_parser(
         "render",
         help="render a sharded dataset with a synth (resumable)",
@@ -154,19 +198,10 @@ def register(command: Command) -> None:
         "(a function of seed and i), e.g. 36:84; default the contract's note",
     )
     argtypes.add_contract(r)
-    pr = dsub.add_parser(
-        "probe",
-        help="open a synth with its profile: parameters, mapping, one test render",
-        description="load a VST3 plugin with a profile, check every name against the plugin "
-        "and print its parameters and one render's level (JSON)",
-    )
-    pr.add_argument("--synth", required=True, metavar="SPEC", help='"vst3:PATH"')
-    pr.add_argument("--profile", required=True, help="configs/synths/NAME.toml or a TOML file")
-    argtypes.add_contract(pr)
-    v = dsub.add_parser("verify", help="check a sharded dataset's manifest, sizes and checksums")
-    v.add_argument("dir", help="dataset directory")
-    argtypes.add_contract(v)
 
+
+def _eval(command: Command) -> None:
+    """`synthmatch eval`: a model on a fixed split."""
     p = command(
         "eval",
         "synthmatch.training.evaluate:main",
