@@ -218,13 +218,7 @@ def render_dataset(
     processes or machines can share one dataset directory; the manifest is merged under a lock.
     """
     root = Path(out)
-    identity = "reference"
-    if synth is not None and synth.kind != "reference":
-        opened = synth.open(contract)  # fail here, with a clear message, rather than in every worker
-        identity, presets = opened.identity, opened.sampling
-        opened.close()
-    else:
-        synth = None
+    synth, presets, identity = _open_synth(contract, synth, presets)
     if notes is not None and tuple(notes) != (contract.audio.note,) * 2 and identity != "reference":
         raise ShardError(
             f"--notes {notes[0]}:{notes[1]}: note ranges render on the reference synth only so far; "
@@ -233,6 +227,34 @@ def render_dataset(
     plan = make_plan(contract, seed, count, shard_size, store, presets, identity, notes)
     span = _shard_span(shards, plan)
     root.mkdir(parents=True, exist_ok=True)
+    done = _resume(root, plan, span, shared=shards is not None, progress=progress)
+
+    todo = [k for k in range(*span) if f"{k:05d}" not in done]
+    t0 = time.perf_counter()
+    log = str(root / "render-plugin.log") if synth is not None else None
+    initargs = (contract, presets, plan.seed, synth, log, plan.notes, os.getpid())
+    restarts = _run_workers(plan, root, todo, workers, initargs, done, progress, log)
+    if progress and todo:
+        print(file=sys.stderr)
+    return _summary(root, plan, span, done, len(todo), restarts, time.perf_counter() - t0)
+
+
+def _open_synth(contract: Contract, synth, presets: PresetSampling | None):
+    """(synth, presets, identity): a plugin is opened once here, so that a bad path or profile fails with
+    one clear message rather than in every worker; its profile decides the sampling. The reference synth
+    -> (None, presets, "reference")."""
+    if synth is None or synth.kind == "reference":
+        return None, presets, "reference"
+    opened = synth.open(contract)
+    identity, presets = opened.identity, opened.sampling
+    opened.close()
+    return synth, presets, identity
+
+
+def _resume(root: Path, plan: Plan, span: tuple[int, int], shared: bool, progress: bool) -> dict[str, dict]:
+    """The shards already finished in `root` (checked against their checksums; a damaged one in this
+    range is dropped and rendered again), after refusing a directory that holds another dataset and
+    removing the half-written files of a killed render. shared: --shards was given (merge the manifest)."""
     done: dict[str, dict] = {}
     damaged: list[str] = []
     if (root / MANIFEST).exists():
@@ -258,19 +280,29 @@ def render_dataset(
             damaged.append(name)
             if progress:
                 print(f"re-rendering shard {name}: {problem}", file=sys.stderr)
-    elif shards is None and any(root.iterdir()):
+    elif not shared and any(root.iterdir()):
         raise ShardError(f"{root}: not empty and has no {MANIFEST}; choose an empty or new --out")
     _remove_leftovers(root, range(*span))  # half-written files of a killed render: never read
-    write_manifest(root, plan, done, merge=shards is not None, drop=damaged)
+    write_manifest(root, plan, done, merge=shared, drop=damaged)
+    return done
 
-    todo = [k for k in range(*span) if f"{k:05d}" not in done]
-    rendered = len(todo)
-    t0 = time.perf_counter()
+
+def _run_workers(
+    plan: Plan,
+    root: Path,
+    todo: list[int],
+    workers: int,
+    initargs: tuple,
+    done: dict[str, dict],
+    progress: bool,
+    log: str | None,
+) -> int:
+    """Render the shards `todo` into `done`, restarting the pool when a worker dies. Returns the number of
+    restarts; raises ShardError when the same shard (or start-up) kills a worker MAX_CRASHES times.
+    log: the plugin workers' log file, named in that error."""
     crashes: dict[int, int] = {}
     restarts = 0
-    log = str(root / "render-plugin.log") if synth is not None else None
     while todo:
-        initargs = (contract, presets, plan.seed, synth, log, plan.notes, os.getpid())
         lost = _render_pool(plan, root, todo, workers, initargs, done, progress)
         if not lost:
             break
@@ -295,9 +327,13 @@ def render_dataset(
         if progress:
             print(f"\na render worker died; restarting, re-rendering {len(lost)} shard(s)", file=sys.stderr)
         todo = lost
-    if progress and rendered:
-        print(file=sys.stderr)
-    seconds = time.perf_counter() - t0
+    return restarts
+
+
+def _summary(
+    root: Path, plan: Plan, span: tuple[int, int], done: dict[str, dict], rendered: int, restarts: int, seconds: float
+) -> dict:
+    """render_dataset's summary: sizes counted over this range's shards."""
     mine = {k: e for k, e in done.items() if span[0] <= int(k) < span[1]}
     nbytes = sum(e[k]["bytes"] for e in mine.values() for k in ("x", "params"))
     n_examples = sum(e["count"] for e in mine.values())
