@@ -249,17 +249,30 @@ def match_file(
     0: the network alone); synth/profile:
     "reference" or "vst3:PATH" with its profile; warn(text) hears what may spoil the match (default:
     stderr). Raises UsageError (one line, what to do) for bad files, models and synths."""
-    import time
-
-    from synthmatch.bridge.audio.pitch import detect
-    from synthmatch.bridge.core import audiofile
     from synthmatch.bridge.core import contract as contract_mod
-    from synthmatch.bridge.core.modelfile import read_meta
-    from synthmatch.training.synths import REFERENCE, check_identity, open_synth
+    from synthmatch.training.synths import REFERENCE
 
     c = contract or contract_mod.default()
     warn = warn or (lambda text: print(f"synthmatch match: warning: {path}: {text}", file=sys.stderr))
     model = model_path(model)
+    window, onset = _read_window(path, c, channel, warn)
+    player = _open_player(synth, profile, c, model)  # a plugin that is missing or wrong fails here
+    heard, predicted, extras = _predict(model, window, c, backend, player, warn)
+    values, refinement = predicted, None
+    passes = refine_passes if refine_passes is not None else (None if synth == REFERENCE else PLUGIN_REFINE_PASSES)
+    if passes:
+        values, refinement = _coordinate_search(c, window, predicted, passes, synth, player)
+    elif passes is None and (budget_ms is None or budget_ms > 0):
+        budget = budget_ms or MATCH_BUDGET_MS
+        values, refinement = _matcher(c, window, heard.note, predicted, extras, model, budget)
+    return _result(path, model, c, player, window, onset, heard, values, refinement)
+
+
+def _read_window(path: str | Path, c: Contract, channel: int | None, warn) -> tuple[np.ndarray, int]:
+    """The input file -> (the (num_samples,) window from its onset, onset in samples); warn(text) hears
+    what may spoil the match. UsageError for a file that cannot be read or holds no sound."""
+    from synthmatch.bridge.core import audiofile
+
     try:
         found: dict = {}
         audio = audiofile.read_mono(path, c.audio.sample_rate, channel=channel, report=found)
@@ -268,8 +281,16 @@ def match_file(
     audio = np.clip(audio, -1.0, 1.0)  # as the bridge's input does: samples beyond full scale (1e30...) clip
     for w in input_warnings(audio, found, c.audio.sample_rate):
         warn(w)
-    window, onset = aligned_window(audio, c, where=str(path))
-    player = open_synth(synth, c, profile)  # a plugin that is missing or wrong fails here
+    return aligned_window(audio, c, where=str(path))
+
+
+def _open_player(synth: str, profile: str | None, c: Contract, model: Path):
+    """The synth that plays the match (reference or a plugin with its profile); UsageError when it is
+    missing or is not the synth the model was trained on."""
+    from synthmatch.bridge.core.modelfile import read_meta
+    from synthmatch.training.synths import check_identity, open_synth
+
+    player = open_synth(synth, c, profile)
     check_identity(
         read_meta(model).synth,
         player.identity,
@@ -277,6 +298,14 @@ def match_file(
         "match with the synth and profile it was trained on (--synth/--profile), or train a model "
         "on this synth's data (docs/massive-guide.md)",
     )
+    return player
+
+
+def _predict(model: Path, window: np.ndarray, c: Contract, backend: str, player, warn):
+    """(the note heard, the model's (P,) normalised prediction at it, the pitch head's extras). The
+    player is set to play the heard note; parameters its profile does not map are pinned to its means."""
+    from synthmatch.bridge.audio.pitch import detect
+
     heard = detect(window, c.audio.sample_rate)  # the note played: the model is told it, match.wav plays it
     if not heard.voiced:
         warn(f"no clear note ({heard.reason}); matched at the fallback note {heard.note}")
@@ -286,41 +315,54 @@ def match_file(
         player.note = heard.note
     pinned = [i for i, name in enumerate(c.names) if name not in player.mapped]
     predicted[pinned] = player.mean_patch()[pinned]  # what a plugin's profile pins them to (none: reference)
-    values, refinement = predicted, None
-    passes = refine_passes if refine_passes is not None else (None if synth == REFERENCE else PLUGIN_REFINE_PASSES)
-    if passes:
-        from synthmatch.training.refine import RefineConfig, refine
+    return heard, predicted, extras
 
-        cfg = RefineConfig(passes=passes, only=() if synth == REFERENCE else player.mapped)
-        t0 = time.perf_counter()
-        refined, before, after = refine(c, window[None], predicted[None], cfg, synth=player)
-        values = refined[0]
-        refinement = {
-            "method": "coordinate search",
-            "passes": cfg.passes,
-            "renders": cfg.renders_per_sound(c),
-            "seconds": round(time.perf_counter() - t0, 2),
-            "distance_model": round(float(before[0]), 4),
-            "distance_refined": round(float(after[0]), 4),
-            "model_values": {p.name: round(float(v), 4) for p, v in zip(c.params, predicted)},
-        }
-    elif passes is None and (budget_ms is None or budget_ms > 0):
-        from synthmatch.bridge.match.candidates import pitch_candidates
-        from synthmatch.bridge.match.search import Matcher
 
-        starts = pitch_candidates(predicted, extras, read_meta(model))
-        r = Matcher(c).match(window, float(heard.note), predicted, extra=starts, budget_ms=budget_ms or MATCH_BUDGET_MS)
-        values = r.values
-        refinement = {
-            "method": "matcher",
-            "budget_ms": budget_ms or MATCH_BUDGET_MS,
-            "judged": r.judged,
-            "renders": r.renders,
-            "seconds": round(r.seconds, 3),
-            "distance_model": round(r.network_distance, 4),
-            "distance_refined": round(r.distance, 4),
-            "model_values": {p.name: round(float(v), 4) for p, v in zip(c.params, predicted)},
-        }
+def _coordinate_search(c: Contract, window: np.ndarray, predicted: np.ndarray, passes: int, synth: str, player):
+    """The older refinement: `passes` of coordinate search over full renders -> (values, report)."""
+    import time
+
+    from synthmatch.training.refine import RefineConfig, refine
+    from synthmatch.training.synths import REFERENCE
+
+    cfg = RefineConfig(passes=passes, only=() if synth == REFERENCE else player.mapped)
+    t0 = time.perf_counter()
+    refined, before, after = refine(c, window[None], predicted[None], cfg, synth=player)
+    return refined[0], {
+        "method": "coordinate search",
+        "passes": cfg.passes,
+        "renders": cfg.renders_per_sound(c),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "distance_model": round(float(before[0]), 4),
+        "distance_refined": round(float(after[0]), 4),
+        "model_values": {p.name: round(float(v), 4) for p, v in zip(c.params, predicted)},
+    }
+
+
+def _matcher(
+    c: Contract, window: np.ndarray, note: int, predicted: np.ndarray, extras: dict, model: Path, budget_ms: float
+):
+    """The live daemon's matcher on the reference synth within budget_ms -> (values, report)."""
+    from synthmatch.bridge.core.modelfile import read_meta
+    from synthmatch.bridge.match.candidates import pitch_candidates
+    from synthmatch.bridge.match.search import Matcher
+
+    starts = pitch_candidates(predicted, extras, read_meta(model))
+    r = Matcher(c).match(window, float(note), predicted, extra=starts, budget_ms=budget_ms)
+    return r.values, {
+        "method": "matcher",
+        "budget_ms": budget_ms,
+        "judged": r.judged,
+        "renders": r.renders,
+        "seconds": round(r.seconds, 3),
+        "distance_model": round(r.network_distance, 4),
+        "distance_refined": round(r.distance, 4),
+        "model_values": {p.name: round(float(v), 4) for p, v in zip(c.params, predicted)},
+    }
+
+
+def _result(path, model: Path, c: Contract, player, window, onset: int, heard, values, refinement) -> MatchResult:
+    """The match rendered by the player, and params.json's report."""
     rendered = player.render(values[None].copy())[0]
     note = {
         "midi": heard.note,
