@@ -14,6 +14,8 @@ import importlib
 import re
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from synthmatch.bridge.core import argtypes
 from synthmatch.bridge.core.errors import UsageError, clip, os_error_advice
@@ -34,11 +36,10 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # imported here, not at the top: this module loads in milliseconds, so a Ctrl-C while starting lands
-    # inside main's try (exit 130, no traceback) rather than in the import of numpy
-    from synthmatch.bridge.live.config import BACKEND_CHOICES, MODES
+Command = Callable[[str, Any, str], argparse.ArgumentParser]  # (name, handler, help) -> its parser
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthmatch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -49,13 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("params", _params, "print the 16-parameter table")
     argtypes.add_contract(p)
-
-    p = command("devices", "synthmatch.bridge.devices:main", "list audio inputs and MIDI ports")
+    command("devices", "synthmatch.bridge.devices:main", "list audio inputs and MIDI ports")
 
     from synthmatch.training import commands as training_commands  # argparse only: no torch
 
     training_commands.register(command)
+    _engine_command(command)
+    _bridge_command(command)
+    return parser
 
+
+def _engine_command(command: Command) -> None:
+    """`synthmatch engine build`: a TensorRT engine built and cached ahead of time."""
     p = command(
         "engine",
         "synthmatch.bridge.engines.tensorrt_build:build_main",  # "build" is its only action
@@ -77,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--precision", choices=("fp32", "fp16"), help="default: fp32 for tensorrt-rtx, fp16 for tensorrt")
     e.add_argument("--cache-dir", help="default: $SYNTHMATCH_CACHE or ~/.cache/synthmatch, then tensorrt/")
     e.add_argument("--rebuild", action="store_true", help="build even when a valid cached engine exists")
+
+
+def _bridge_command(command: Command) -> None:
+    """`synthmatch bridge`: the live daemon."""
+    # imported here, not at the top: this module loads in milliseconds, so a Ctrl-C while starting lands
+    # inside main's try (exit 130, no traceback) rather than in the import of numpy
+    from synthmatch.bridge.live.config import BACKEND_CHOICES, MODES
 
     p = command(
         "bridge",
@@ -119,8 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seconds", type=argtypes.seconds, help="stop after this many seconds (> 0)")
     p.add_argument("--check", action="store_true", help="validate config and model, then exit")
-
-    return parser
 
 
 def _resolve(handler):
