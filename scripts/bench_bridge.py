@@ -87,7 +87,7 @@ def main() -> int:
     from synthmatch.bridge.engines import load_engine
     from synthmatch.bridge.live import config
     from synthmatch.bridge.live.daemon import Daemon
-    from synthmatch.bridge.outputs.sinks import build_sinks
+    from synthmatch.bridge.outputs import build_sinks
 
     c = contract_mod.default()
     tmp = Path(tempfile.mkdtemp(prefix="bench-bridge-"))

@@ -18,10 +18,10 @@ import statistics
 import time
 
 from synthmatch.bridge.core import contract as contract_mod
+from synthmatch.bridge.outputs.config import MidiSinkConfig, OscSinkConfig
 from synthmatch.bridge.outputs.midi import MidiCCSink
 from synthmatch.bridge.outputs.osc import OscSink
 from synthmatch.bridge.outputs.printer import PrintSink
-from synthmatch.bridge.outputs.sinks import MidiSinkConfig, OscSinkConfig
 
 
 def stats_us(samples: list[float]) -> dict:

@@ -1,9 +1,10 @@
 """The dependency rules of bridge/__init__.py and training/__init__.py, checked on every import statement of the
 packages (module level and inside functions). bridge: each layer imports only those below it; audio, engines,
-match and outputs do not import one another; only the GPU engines import torch. training: synths < model < data
-< run < the commands on top, each importing only those below it; no import cycle; of the runtime, core, audio,
-engines and match only; commands.py imports no torch and no other training module. Neither training nor
-scripts/ edit sys.path; training makes no relative import and never imports a script."""
+match and outputs do not import one another; only the GPU engines import torch; no import cycle, inside a package
+or across packages. training: synths < model < data < run < the commands on top, each importing only those below
+it; no import cycle; of the runtime, core, audio, engines and match only; commands.py imports no torch and no
+other training module. Neither training nor scripts/ edit sys.path; training makes no relative import and never
+imports a script."""
 
 from __future__ import annotations
 
@@ -48,6 +49,57 @@ def _violations(folder: str, check) -> list[str]:
     return found
 
 
+def _module_of(rel: str) -> str:
+    """'bridge/outputs/midi.py' -> 'synthmatch.bridge.outputs.midi'; 'bridge/outputs/__init__.py' -> '...outputs'."""
+    parts = ["synthmatch", *Path(rel).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules(folder: str) -> set[str]:
+    return {_module_of(p.relative_to(ROOT).as_posix()) for p in (ROOT / folder).rglob("*.py")}
+
+
+def _resolve(module: str, known: set[str]) -> str | None:
+    """The module of `known` an import names ('synthmatch.training.run.loop.ValSet' -> '...run.loop'), or None."""
+    while module and module not in known:
+        module = module.rpartition(".")[0]
+    return module or None
+
+
+def _graph(folder: str, skip: frozenset[str] = frozenset()) -> dict[str, set[str]]:
+    """module -> the modules of the same folder it imports (every import statement, module level and in
+    functions; `from pkg import name` of a name that is no module counts as pkg, its __init__)."""
+    known = _modules(folder)
+    graph: dict[str, set[str]] = {m: set() for m in known}
+    for path in (ROOT / folder).rglob("*.py"):
+        own = _module_of(path.relative_to(ROOT).as_posix())
+        for _, module in _imports(path):
+            target = _resolve(module, known)
+            if target and target != own and target not in skip:
+                graph[own].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[str]:
+    """Every cycle a depth-first walk meets, as 'a -> b -> a'."""
+    state: dict[str, str] = {}
+    cycles: list[str] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join([*stack[stack.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
 def test_runtime_layers_import_only_below():
     def check(rel: str, module: str) -> str | None:
         parts = rel.split("/")
@@ -68,6 +120,17 @@ def test_runtime_layers_import_only_below():
     assert _violations("bridge", check) == []
 
 
+@pytest.mark.parametrize("package", ["core", "audio", "engines", "match", "outputs", "live"])
+def test_no_runtime_package_has_an_import_cycle(package):
+    """Among a package's own modules, its __init__ included (a factory in the package imports the modules that
+    implement the seam; they import the seam's module, never the package)."""
+    assert _cycles(_graph(f"bridge/{package}")) == []
+
+
+def test_the_runtime_has_no_import_cycle():
+    assert _cycles(_graph("bridge")) == []
+
+
 @pytest.mark.parametrize("layer", ["core", "audio", "engines", "match", "outputs", "live"])
 def test_every_layer_is_a_package_with_its_job_written(layer):
     init = ROOT / "bridge" / layer / "__init__.py"
@@ -85,18 +148,15 @@ SCRIPTS = {p.stem for p in (ROOT / "scripts").glob("*.py")}
 
 def _training_module(rel: str) -> str:
     """'training/run/loop.py' -> 'synthmatch.training.run.loop'; 'training/synths/__init__.py' -> '...synths'."""
-    parts = ["synthmatch", *Path(rel).with_suffix("").parts]
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    return _module_of(rel)
 
 
-TRAINING_MODULES = {_training_module(p.relative_to(ROOT).as_posix()) for p in (ROOT / "training").rglob("*.py")}
+TRAINING_MODULES = _modules("training")
 
 
 def _target(module: str) -> str | None:
     """The training module an import names ('synthmatch.training.run.loop.ValSet' -> '...run.loop'), or None."""
-    while module and module not in TRAINING_MODULES:
-        module = module.rpartition(".")[0]
-    return module or None
+    return _resolve(module, TRAINING_MODULES)
 
 
 def _wing_rank(module: str) -> int | None:
@@ -108,14 +168,7 @@ def _wing_rank(module: str) -> int | None:
 
 
 def _training_graph() -> dict[str, set[str]]:
-    graph: dict[str, set[str]] = {m: set() for m in TRAINING_MODULES}
-    for path in (ROOT / "training").rglob("*.py"):
-        own = _training_module(path.relative_to(ROOT).as_posix())
-        for _, module in _imports(path):
-            target = _target(module)
-            if target and target != own and target != "synthmatch.training":
-                graph[own].add(target)
-    return graph
+    return _graph("training", skip=frozenset({"synthmatch.training"}))
 
 
 def test_training_wings_import_only_below():
@@ -143,21 +196,7 @@ def test_training_imports_only_core_audio_engines_and_match_of_the_runtime():
 
 
 def test_training_has_no_import_cycle():
-    graph, state, cycles = _training_graph(), {}, []
-
-    def visit(node: str, stack: list[str]) -> None:
-        state[node] = "open"
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == "open":
-                cycles.append(" -> ".join([*stack[stack.index(nxt) :], nxt]))
-            elif nxt not in state:
-                visit(nxt, [*stack, nxt])
-        state[node] = "done"
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node, [node])
-    assert cycles == []
+    assert _cycles(_training_graph()) == []
 
 
 def test_training_commands_register_with_argparse_only():

@@ -124,9 +124,9 @@ class LogSettings:
 
 
 def _output_types():
-    from synthmatch.bridge.outputs import sinks
+    from synthmatch.bridge.outputs import config
 
-    return sinks
+    return config
 
 
 @dataclass

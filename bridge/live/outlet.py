@@ -1,6 +1,6 @@
 """The updates' way out: every answer, and every note-off, handed to every sink, counted.
 
-`Outlet.send` builds one bridge.outputs.sinks.Update from 16 values and hands it to each sink; it counts
+`Outlet.send` builds one bridge.outputs.base.Update from 16 values and hands it to each sink; it counts
 the update (when a sink took it, or there are none), the messages the sinks put on the wire, the latency
 from the audio's arrival (and that latency less the newest inference: the overhead), and remembers the
 newest update (its values, when it went out, its note fields: `note_fields` makes them) for shaping,
@@ -16,21 +16,24 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from synthmatch.bridge.core.ratelimit import LimitedLog
 from synthmatch.bridge.live.report import Counters, one_line
 
+if TYPE_CHECKING:
+    from synthmatch.bridge.outputs.base import Sink, Update
+
 log = logging.getLogger("synthmatch.bridge")
 
 
 class Outlet:
-    """sinks: the bridge.outputs sinks (`send(update) -> messages`, optional `maintain()`); counters: the
+    """sinks: the bridge.outputs sinks (`send(update) -> messages`, `maintain()`); counters: the
     daemon's Counters (updates, messages, send_failures, latency_ms, overhead_ms; infer_ms is read)."""
 
-    def __init__(self, sinks: list, counters: Counters):
+    def __init__(self, sinks: list[Sink], counters: Counters):
         self.sinks, self.c = sinks, counters
         self.last_sent: np.ndarray | None = None  # the newest update's values (a copy)
         self.last_send_t = -math.inf  # ... when it was handed to the sinks (monotonic s)
@@ -43,7 +46,7 @@ class Outlet:
     def send(self, values: np.ndarray, t_audio: float, mode: str, notes: dict[str, Any] | None = None) -> None:
         """One update of 16 values whose audio arrived at t_audio (monotonic s). mode: Update's mode (with
         its tag, e.g. "trigger+refined"); notes: Update's note fields and stream_s."""
-        from synthmatch.bridge.outputs.sinks import Update
+        from synthmatch.bridge.outputs.base import Update
 
         self.note_fields = {**(notes or {}), "new_note": False}
         u = Update(
@@ -67,12 +70,12 @@ class Outlet:
 
     def note_off(self, note: int | None, mode: str, stream_s: float) -> None:
         """The held note ended at stream_s (s on the input's clock): a note-off update."""
-        from synthmatch.bridge.outputs.sinks import Update
+        from synthmatch.bridge.outputs.base import Update
 
         self.deliver(Update(values=(), mode=mode, note=note, note_off=True, stream_s=stream_s))
 
-    def deliver(self, u: Any) -> int:
-        """Hand an outputs.sinks.Update to every sink -> how many took it (counting messages and failures)."""
+    def deliver(self, u: Update) -> int:
+        """Hand an outputs.base.Update to every sink -> how many took it (counting messages and failures)."""
         taken = 0
         for s in self.sinks:
             try:
@@ -83,14 +86,12 @@ class Outlet:
         return taken
 
     def maintain(self) -> None:
-        """The idle worker's port check of every sink that has one (reconnects are the sink's business)."""
+        """The idle worker's port check of every sink (reconnects are the sink's business)."""
         for s in self.sinks:
-            m = getattr(s, "maintain", None)
-            if m is not None:
-                try:
-                    m()
-                except Exception as e:  # as in deliver: a sink's trouble is counted, never fatal
-                    self._failed(s, "port check failed", e)
+            try:
+                s.maintain()
+            except Exception as e:  # as in deliver: a sink's trouble is counted, never fatal
+                self._failed(s, "port check failed", e)
 
     def _failed(self, sink: Any, what: str, e: Exception) -> None:
         self.c.send_failures += 1

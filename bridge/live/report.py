@@ -134,7 +134,7 @@ def status(
     counters: dict[str, Any],
 ) -> dict[str, Any]:
     """The /synthmatch/status answer. values: the newest update's 16 values (None before the first);
-    note_fields: the newest update's note fields (bridge.outputs.sinks.Update's note, f0_hz, ...)."""
+    note_fields: the newest update's note fields (bridge.outputs.base.Update's note, f0_hz, ...)."""
     return {
         "mode": mode,
         "frozen": frozen,

@@ -235,8 +235,8 @@ def _closer(stack: contextlib.ExitStack, obj) -> None:
 def _open_sinks(cfg, contract) -> list:
     import rtmidi
 
+    from synthmatch.bridge.outputs import build_sinks
     from synthmatch.bridge.outputs.midiports import MidiPortError
-    from synthmatch.bridge.outputs.sinks import build_sinks
 
     try:
         return build_sinks(cfg.output, contract)

@@ -40,17 +40,10 @@ import mido
 import rtmidi
 
 from synthmatch.bridge.outputs import midiports
+from synthmatch.bridge.outputs.base import SinkConfigError, SinkStats, Update, as_update, checked_values
+from synthmatch.bridge.outputs.config import MidiSinkConfig, validate_midi
 from synthmatch.bridge.outputs.midiports import MidiPortError
 from synthmatch.bridge.outputs.profile import OutputProfile
-from synthmatch.bridge.outputs.sinks import (
-    MidiSinkConfig,
-    SinkConfigError,
-    SinkStats,
-    Update,
-    as_update,
-    checked_values,
-    validate_midi,
-)
 
 log = logging.getLogger("synthmatch.midi")
 

@@ -13,16 +13,9 @@ from pythonosc.osc_bundle_builder import BuildError as BundleBuildError
 from pythonosc.osc_message_builder import BuildError
 
 from synthmatch.bridge.core.loader import INT32_MAX
+from synthmatch.bridge.outputs.base import SinkConfigError, SinkStats, Update, as_update, checked_values
+from synthmatch.bridge.outputs.config import OscSinkConfig, osc_settings
 from synthmatch.bridge.outputs.profile import OutputProfile
-from synthmatch.bridge.outputs.sinks import (
-    OscSinkConfig,
-    SinkConfigError,
-    SinkStats,
-    Update,
-    as_update,
-    checked_values,
-    osc_settings,
-)
 
 log = logging.getLogger("synthmatch.sinks")
 
@@ -185,9 +178,8 @@ class OscSink:
         self.stats.sent += n
         return n
 
+    def maintain(self) -> None:
+        """Nothing to check: UDP has no connection (an absent receiver is counted as sends fail)."""
+
     def close(self) -> None:
         self._sock.close()
-
-
-# ------------------------------------------------------------------------------------------------
-# print

@@ -18,12 +18,7 @@ import sys
 import time
 from typing import IO, Any, Callable, Sequence
 
-from synthmatch.bridge.outputs.sinks import (
-    SinkStats,
-    Update,
-    as_update,
-    checked_values,
-)
+from synthmatch.bridge.outputs.base import SinkStats, Update, as_update, checked_values
 
 log = logging.getLogger("synthmatch.sinks")
 
@@ -123,6 +118,9 @@ class PrintSink:
         except (OSError, ValueError, AttributeError):
             pass
         self.on_closed()
+
+    def maintain(self) -> None:
+        """Nothing to check: a closed pipe shows on the next write."""
 
     def close(self) -> None:
         pass

@@ -27,9 +27,10 @@ import numpy as np
 
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.outputs import midiports, profile
+from synthmatch.bridge.outputs.base import Update
+from synthmatch.bridge.outputs.config import MidiSinkConfig, OscSinkConfig
 from synthmatch.bridge.outputs.midi import MidiCCSink
 from synthmatch.bridge.outputs.osc import OscSink
-from synthmatch.bridge.outputs.sinks import MidiSinkConfig, OscSinkConfig, Update
 from tests.jack import JackServer, missing_tools
 
 C = contract_mod.default()

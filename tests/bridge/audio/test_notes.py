@@ -388,9 +388,10 @@ def test_continuous_vibrato_one_note_on_and_pitch_bend_in_range(jack, c, engine,
 
 
 def test_osc_and_print_carry_the_note(c):
+    from synthmatch.bridge.outputs.base import Update
+    from synthmatch.bridge.outputs.config import OscSinkConfig
     from synthmatch.bridge.outputs.osc import OscSink
     from synthmatch.bridge.outputs.printer import PrintSink
-    from synthmatch.bridge.outputs.sinks import OscSinkConfig, Update
 
     sink = OscSink(OscSinkConfig(enabled=True, port=9), c)
     try:

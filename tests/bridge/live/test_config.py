@@ -207,7 +207,7 @@ def _numeric_keys(cls, prefix: str):
 
 
 def _all_numeric_keys():
-    from synthmatch.bridge.outputs.sinks import OutputSettings
+    from synthmatch.bridge.outputs.config import OutputSettings
 
     return [*_numeric_keys(config.BridgeConfig, ""), *_numeric_keys(OutputSettings, "output.")]
 

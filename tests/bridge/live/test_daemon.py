@@ -190,6 +190,9 @@ def test_manual_capture_armed_over_osc(c, engine, tmp_path):
             def close(self):
                 pass
 
+            def maintain(self):
+                pass
+
         d = Daemon(cfg, c, engine, [Collect()], source, commands=q)
         d.start()
         time.sleep(0.5)  # the first note (0.1 s) passed unarmed

@@ -13,10 +13,11 @@ import pytest
 
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.outputs import profile
+from synthmatch.bridge.outputs.base import Update
+from synthmatch.bridge.outputs.config import MidiSinkConfig, OscSinkConfig, OutputSettings, validate_outputs
 from synthmatch.bridge.outputs.midi import MidiCCSink, quantise
 from synthmatch.bridge.outputs.osc import OscSink
 from synthmatch.bridge.outputs.profile import ProfileError
-from synthmatch.bridge.outputs.sinks import MidiSinkConfig, OscSinkConfig, OutputSettings, Update, validate_outputs
 from tests.jack import MidiDump
 
 C = contract_mod.default()

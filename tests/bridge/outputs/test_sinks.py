@@ -17,19 +17,18 @@ import pytest
 
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.core.loader import load_dataclass
+from synthmatch.bridge.outputs.base import SinkConfigError, Update
+from synthmatch.bridge.outputs.config import (
+    MidiSinkConfig,
+    OscSinkConfig,
+    OutputSettings,
+    validate_midi,
+    validate_outputs,
+)
 from synthmatch.bridge.outputs.midi import MidiCCSink, cc_messages, quantise
 from synthmatch.bridge.outputs.midiports import MidiPortError
 from synthmatch.bridge.outputs.osc import OscSink
 from synthmatch.bridge.outputs.printer import PrintSink
-from synthmatch.bridge.outputs.sinks import (
-    MidiSinkConfig,
-    OscSinkConfig,
-    OutputSettings,
-    SinkConfigError,
-    Update,
-    validate_midi,
-    validate_outputs,
-)
 from tests.jack import MidiDump, MidiReceiver
 
 C = contract_mod.default()

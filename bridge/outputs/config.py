@@ -1,88 +1,18 @@
-"""Where predictions go: MIDI CC, OSC and JSON lines, behind one `Sink` seam.
+"""The outputs' settings: [output.midi], [output.osc], [output.print] and output.profile of the daemon's TOML
+(`OutputSettings`), the OSC presets of the DAWs, and their checks against the contract.
 
-Every sink takes one update at a time: the 16 normalised values [0, 1] in contract order, either as a
-plain sequence or as an `Update` carrying timing and mode for the print sink. `send` returns the number
-of messages it put on the wire (0 when nothing changed or the output is unreachable) and never raises
-for transport trouble: a lost MIDI port or an absent OSC receiver is counted in `stats` and retried.
-
-Config dataclasses ([output.midi], [output.osc], [output.print] in the daemon's TOML) are loaded by
-core.loader.load_dataclass (unknown keys and wrong types name the key); `validate_outputs` checks them
-against the contract.
+The dataclasses are loaded by core.loader.load_dataclass (unknown keys and wrong types name the key);
+`validate_outputs` cross-checks them against the contract (SinkConfigError, naming the key).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any
 
-from synthmatch.bridge.core.errors import UsageError
 from synthmatch.bridge.core.loader import BOUNDS, INT32_MAX, within
-
-log = logging.getLogger("synthmatch.sinks")
-
-
-class SinkConfigError(UsageError, ValueError):
-    """A sink setting is invalid; the message names the key (e.g. output.midi.ccs[3])."""
-
-
-@dataclass(frozen=True)
-class Update:
-    """One prediction on its way out.
-
-    values: 16 normalised floats in contract order. t_audio: time.monotonic() seconds at the end of the
-    analysed audio (the newest sample the model saw); t_infer_done: time.monotonic() when the model's
-    output was ready; either may be None. mode: "trigger" | "continuous" | "manual" | "" (free text).
-    stream_s: where in the input the analysed audio ends (s), the stream's own clock.
-    """
-
-    values: Sequence[float]
-    t_audio: float | None = None
-    t_infer_done: float | None = None
-    mode: str = ""
-    note: int | None = None  # MIDI note the sound plays (detected, or the fallback note); None: no note
-    f0_hz: float | None = None  # detected fundamental, Hz; None when the note fell back
-    midi: float | None = None  # fractional MIDI pitch (f0's), for pitch bend
-    confidence: float | None = None  # voicing confidence of the detection, 0..1
-    new_note: bool = False  # this update starts a note (a snapshot, or a tracked note change)
-    note_off: bool = False  # no values: the held note ends (continuous mode's silence gate)
-    # the input position of the end of the analysed window, s since the input started (16 kHz samples / sr):
-    # on file input, the file position, so response can be measured without wall clocks; None: unknown
-    stream_s: float | None = None
-
-
-class Sink(Protocol):
-    def send(self, values: Sequence[float] | Update) -> int: ...  # messages sent
-    def close(self) -> None: ...
-
-
-@dataclass
-class SinkStats:
-    updates: int = 0  # send() calls
-    sent: int = 0  # messages (MIDI CC messages, OSC messages inside bundles, JSON lines)
-    errors: int = 0  # failed sends (port gone, ICMP refused, ...)
-    reopens: int = 0  # successful reopen after a loss (MIDI)
-    dropped: int = 0  # updates that found the output down
-    deferred: int = 0  # updates held while a new MIDI connection settled (sent after it)
-
-
-def as_update(x: Sequence[float] | Update) -> Update:
-    return x if isinstance(x, Update) else Update(values=x)
-
-
-def checked_values(values: Sequence[float], n: int, where: str = "update") -> list[float]:
-    """Python floats (numpy scalars cast), clipped to [0, 1]; wrong count or NaN -> ValueError."""
-    vals = [float(v) for v in values]
-    if len(vals) != n:
-        raise ValueError(f"{where}: {len(vals)} values, expected {n} (one per contract parameter)")
-    if any(math.isnan(v) for v in vals):
-        raise ValueError(f"{where}: NaN among the values: {vals}")
-    return [min(1.0, max(0.0, v)) for v in vals]
-
-
-# ------------------------------------------------------------------------------------------------
-# configs
+from synthmatch.bridge.outputs.base import SinkConfigError
 
 
 @dataclass
@@ -315,24 +245,3 @@ def validate_outputs(out: OutputSettings, contract) -> None:
             raise SinkConfigError(
                 f"output.osc.indices: {len(out.osc.indices)} entries for {len(contract.params)} parameters"
             )
-
-
-def build_sinks(out: OutputSettings, contract) -> list[Sink]:
-    """The enabled sinks, opened (a MIDI port that cannot be found raises MidiPortError here)."""
-    from synthmatch.bridge.outputs.midi import MidiCCSink
-    from synthmatch.bridge.outputs.osc import OscSink
-    from synthmatch.bridge.outputs.printer import PrintSink
-
-    prof = load_profile(out, contract)
-    sinks: list[Sink] = []
-    if out.midi.enabled:
-        sinks.append(MidiCCSink(out.midi, contract, profile=prof))
-    if out.osc.enabled:
-        sinks.append(OscSink(out.osc, contract, profile=prof))
-    if out.print.enabled:
-        sinks.append(PrintSink(contract, physical=out.print.physical))
-    return sinks
-
-
-# ------------------------------------------------------------------------------------------------
-# OSC
