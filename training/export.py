@@ -305,9 +305,6 @@ def export_model(
     """
     import onnx
 
-    from synthmatch.bridge.engines.cuda import TorchEngine
-    from synthmatch.bridge.engines.ort import OnnxRuntimeEngine
-
     path = Path(path)
     model = model.eval().float().cpu()
     export_id = weights_fingerprint(model)
@@ -316,54 +313,77 @@ def export_model(
     embed(proto, build_props(contract, model_config, summary or {}, export_id, synth, extras))
     onnx.checker.check_model(proto)
     write_atomic(path, proto.SerializeToString())
-    wpath = None
-    if weights:
-        wpath = weights_path_for(path)
-        buf = io.BytesIO()
-        torch.save(
-            {
-                "format": WEIGHTS_FORMAT,
-                "version": 1,
-                "model_config": model_config,
-                "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "contract_hash": contract.hash,
-                "export_id": export_id,
-            },
-            buf,
-        )
-        write_atomic(wpath, buf.getvalue())
+    wpath = _write_weights(model, contract, path, model_config, export_id) if weights else None
     meta = read_meta(path)
     ppath = _write_program(model, contract, meta) if weights else None
     diff = program_diff = float("nan")
     if check:
-        audio = parity_audio(contract, batch=3)  # batch 3 != the traced 2: exercises the dynamic axis
-        notes = parity_notes(contract, 3) if meta.takes_note else None
-        ref = _reference(model, audio, notes, bool(extras))
-        engine = OnnxRuntimeEngine(path, meta, threads=threads)
+        diff, program_diff = _check_parity(model, contract, path, meta, ppath, bool(extras), threads)
+    return ExportResult(path, wpath, diff, meta, ppath, program_diff)
+
+
+def _write_weights(model: nn.Module, contract: Contract, path: Path, model_config: dict, export_id: str) -> Path:
+    """model.pt beside the model file: the weights to fine-tune from, with their config. Returns its path."""
+    wpath = weights_path_for(path)
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "format": WEIGHTS_FORMAT,
+            "version": 1,
+            "model_config": model_config,
+            "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "contract_hash": contract.hash,
+            "export_id": export_id,
+        },
+        buf,
+    )
+    write_atomic(wpath, buf.getvalue())
+    return wpath
+
+
+def _check_parity(
+    model: nn.Module,
+    contract: Contract,
+    path: Path,
+    meta: ModelMeta,
+    ppath: Path | None,
+    extras: bool,
+    threads: int | None,
+) -> tuple[float, float]:
+    """(max abs diff of ONNX Runtime, of the torch program (NaN when there is none)) from torch on the
+    parity batch; ExportError when either is not below PARITY_TOL."""
+    from synthmatch.bridge.engines.cuda import TorchEngine
+    from synthmatch.bridge.engines.ort import OnnxRuntimeEngine
+
+    program_diff = float("nan")
+    audio = parity_audio(contract, batch=3)  # batch 3 != the traced 2: exercises the dynamic axis
+    notes = parity_notes(contract, 3) if meta.takes_note else None
+    ref = _reference(model, audio, notes, extras)
+    engine = OnnxRuntimeEngine(path, meta, threads=threads)
+    try:
+        got = engine.infer_full(audio, notes)
+    finally:
+        engine.close()
+    diff = _max_diff(got, ref)
+    if not diff < PARITY_TOL:  # also catches NaN
+        raise ExportError(
+            f"{path}: parity check failed: torch vs ONNX Runtime max abs diff {diff:.3g} "
+            f">= {PARITY_TOL:g}; the exported graph does not compute the model. The file was "
+            f"written for inspection but must not be used"
+        )
+    if ppath is not None:
+        engine = TorchEngine(path, meta, device="cpu", precision="fp32")
         try:
-            got = engine.infer_full(audio, notes)
+            program_diff = _max_diff(engine.infer_full(audio, notes), ref)
         finally:
             engine.close()
-        diff = _max_diff(got, ref)
-        if not diff < PARITY_TOL:  # also catches NaN
+        if not program_diff < PARITY_TOL:
             raise ExportError(
-                f"{path}: parity check failed: torch vs ONNX Runtime max abs diff {diff:.3g} "
-                f">= {PARITY_TOL:g}; the exported graph does not compute the model. The file was "
-                f"written for inspection but must not be used"
+                f"{ppath}: parity check failed: torch vs the exported torch program max abs diff "
+                f"{program_diff:.3g} >= {PARITY_TOL:g}; the file was written for inspection but must "
+                "not be used"
             )
-        if ppath is not None:
-            engine = TorchEngine(path, meta, device="cpu", precision="fp32")
-            try:
-                program_diff = _max_diff(engine.infer_full(audio, notes), ref)
-            finally:
-                engine.close()
-            if not program_diff < PARITY_TOL:
-                raise ExportError(
-                    f"{ppath}: parity check failed: torch vs the exported torch program max abs diff "
-                    f"{program_diff:.3g} >= {PARITY_TOL:g}; the file was written for inspection but must "
-                    "not be used"
-                )
-    return ExportResult(path, wpath, diff, meta, ppath, program_diff)
+    return diff, program_diff
 
 
 def _reference(model: nn.Module, audio: np.ndarray, notes: np.ndarray | None, extras: bool) -> list[np.ndarray]:
