@@ -167,6 +167,34 @@ def load_proto(path: str | Path):
 def meta_from_proto(proto, path: str | Path) -> ModelMeta:
     """Read and validate the synthmatch metadata of a parsed ONNX model."""
     path = Path(path)
+    values = _decoded(proto, path)
+    _check_values(values, path)
+    ins, outs = _graph_io(proto, path)
+    names = values["param_names"]
+    extras = _extra_outputs(values.get("extra_outputs") or {}, names, outs, path)
+    shapes = {name: _window_shape(proto, name, len(rows), path) for name, rows in extras.items()}
+    return ModelMeta(
+        path=str(path),
+        names=tuple(names),
+        contract_hash=values["contract_hash"],
+        sample_rate=values["sample_rate"],
+        num_samples=values["num_samples"],
+        contract=values.get("contract") or {},
+        model_config=values.get("model_config") or {},
+        summary=values.get("summary") or {},
+        version=str(values.get("version", "")),
+        export_id=str(values.get("export_id", "")),
+        format=values["format"],
+        synth=values.get("synth") or "reference",
+        takes_note=NOTE_NAME in ins,
+        extra_outputs=extras,
+        extra_shapes=shapes,
+    )
+
+
+def _decoded(proto, path: Path) -> dict[str, Any]:
+    """The synthmatch metadata keys (prefix removed), each JSON-decoded; ModelError when there are none,
+    one is not JSON or a required one is missing."""
     raw = {p.key[len(_PREFIX) :]: p.value for p in proto.metadata_props if p.key.startswith(_PREFIX)}
     if not raw:
         raise ModelError(
@@ -184,6 +212,11 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
     missing = [k for k in REQUIRED if k not in values]
     if missing:
         raise ModelError(f"{path}: metadata key {_PREFIX}{missing[0]} is missing; {_fix(path)}")
+    return values
+
+
+def _check_values(values: dict[str, Any], path: Path) -> None:
+    """ModelError naming the first metadata value of the wrong format, type or shape."""
     fmt = values["format"]
     if not _whole(fmt):
         raise ModelError(
@@ -219,6 +252,11 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
         raise ModelError(f"{path}: metadata {_PREFIX}param_names must be a list of names; {_fix(path)}")
     if not isinstance(values.get("synth", ""), str):
         raise ModelError(f"{path}: metadata {_PREFIX}synth must be a synth identity string; {_fix(path)}")
+
+
+def _graph_io(proto, path: Path) -> tuple[list[str], list[str]]:
+    """The graph's (input names, output names); ModelError unless it takes INPUT_NAME (and optionally
+    NOTE_NAME) and gives OUTPUT_NAME."""
     ins = [i.name for i in proto.graph.input]
     outs = [o.name for o in proto.graph.output]
     if INPUT_NAME not in ins or OUTPUT_NAME not in outs or not set(ins) <= {INPUT_NAME, NOTE_NAME}:
@@ -226,25 +264,7 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
             f"{path}: graph inputs {ins} / outputs {outs}; a synthmatch model has input "
             f"{INPUT_NAME!r} (and optionally {NOTE_NAME!r}) and output {OUTPUT_NAME!r}; {_fix(path)}"
         )
-    extras = _extra_outputs(values.get("extra_outputs") or {}, names, outs, path)
-    shapes = {name: _window_shape(proto, name, len(rows), path) for name, rows in extras.items()}
-    return ModelMeta(
-        path=str(path),
-        names=tuple(names),
-        contract_hash=values["contract_hash"],
-        sample_rate=values["sample_rate"],
-        num_samples=values["num_samples"],
-        contract=values.get("contract") or {},
-        model_config=values.get("model_config") or {},
-        summary=values.get("summary") or {},
-        version=str(values.get("version", "")),
-        export_id=str(values.get("export_id", "")),
-        format=fmt,
-        synth=values.get("synth") or "reference",
-        takes_note=NOTE_NAME in ins,
-        extra_outputs=extras,
-        extra_shapes=shapes,
-    )
+    return ins, outs
 
 
 def _extra_outputs(extras: Any, names: list, outs: list[str], path: Path) -> dict[str, tuple[str, ...]]:
