@@ -49,7 +49,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -66,6 +66,15 @@ from synthmatch.bridge.live.judge import Judge
 from synthmatch.bridge.live.outlet import Outlet, note_fields
 from synthmatch.bridge.live.report import Counters
 from synthmatch.bridge.live.shaping import next_hop, pitch_resend, shape
+
+if TYPE_CHECKING:
+    from synthmatch.bridge.audio.input import DeviceSource, FileSource
+    from synthmatch.bridge.core.contract import Contract
+    from synthmatch.bridge.engines import Engine
+    from synthmatch.bridge.live.config import BridgeConfig
+    from synthmatch.bridge.live.control import CommandQueue
+    from synthmatch.bridge.match.search import Matcher
+    from synthmatch.bridge.outputs.base import Sink
 
 log = logging.getLogger("synthmatch.bridge")
 
@@ -91,15 +100,15 @@ class Daemon:
 
     def __init__(
         self,
-        cfg,
-        contract,
-        engine,
-        sinks: list,
-        source,
-        commands=None,
+        cfg: BridgeConfig,
+        contract: Contract,
+        engine: Engine,
+        sinks: list[Sink],
+        source: DeviceSource | FileSource,
+        commands: CommandQueue | None = None,
         window_tap: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
-        matcher=None,
-        fallback: Callable[[], Any] | None = None,
+        matcher: Matcher | None = None,
+        fallback: Callable[[], Engine] | None = None,
     ):
         self.cfg, self.contract, self.source = cfg, contract, source
         self.sr = contract.audio.sample_rate
