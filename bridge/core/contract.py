@@ -26,6 +26,10 @@ from synthmatch.bridge.core.loader import load_dataclass
 CONFIG_DIR = Path(str(resources.files("synthmatch.configs")))
 DEFAULT_CONTRACT = CONFIG_DIR / "contract.toml"
 
+# The paper's Massive set, in model output order: the one statement in code of the parameters the synths and the
+# matcher are written for (they look them up by name). Deliberately not read from configs/contract.toml: from_dict
+# checks every contract file against it (the shipped one and any --contract), which may change ranges, curves,
+# CCs and sampling, never the names or their order.
 PARAM_NAMES = (
     "osc1_pitch",
     "osc1_position",
@@ -43,7 +47,7 @@ PARAM_NAMES = (
     "env_attack",
     "env_decay",
     "reverb_mix",
-)  # the paper's Massive set, in model output order
+)
 CURVES = ("linear", "log")
 DISTRIBUTIONS = {"uniform": (), "beta": ("a", "b"), "fixed": ("value",)}
 
