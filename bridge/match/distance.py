@@ -47,6 +47,15 @@ class Target:
             norm = max(float(np.sqrt(np.sum(np.square(S, dtype=np.float64)))), SC_EPS)
             self._scales.append((n_fft, S, np.log(S + np.float32(MSS_LOG_EPS)), norm))
 
+    def at(self, n_ffts: tuple[int, ...]) -> Target:
+        """The same target judged at some of its scales only, its spectra shared (nothing recomputed)."""
+        scales = [scale for scale in self._scales if scale[0] in n_ffts]
+        if len(scales) != len(n_ffts):
+            raise ValueError(f"Target.at: {n_ffts} are not all among this target's scales")
+        out = object.__new__(Target)
+        out.num_samples, out._scales = self.num_samples, scales
+        return out
+
     def distance(self, candidates: np.ndarray) -> np.ndarray:
         """candidates (C, T) or (T,) audio -> (C,) float64 MSS (a float64 scalar for one (T,) candidate)."""
         x = np.asarray(candidates, dtype=np.float32)

@@ -193,7 +193,7 @@ class Matcher:
         answer, answer_d = candidates[pick], float(d[pick])
         if polish and source != "previous" and clock() + 2 * self._final_s < deadline:
             t2 = clock()
-            polished = self._polish(audio, note, answer, clock, deadline - self._final_s)
+            polished = self._polish(full.at(POLISH_N_FFTS), note, answer, clock, deadline - self._final_s)
             if polished is not None:
                 polished_d = float(self._judge(full, [polished], note, clock)[0])
                 if polished_d < answer_d:
@@ -212,11 +212,11 @@ class Matcher:
         )
 
     def _polish(
-        self, audio: np.ndarray, note: float, start: np.ndarray, clock: Callable[[], float], until: float
+        self, cheap: Target, note: float, start: np.ndarray, clock: Callable[[], float], until: float
     ) -> np.ndarray | None:
-        """Coordinate moves around `start` judged on real renders (POLISH_N_FFTS), greedy, until the clock
-        reaches `until` -> the closest found, or None when no move helped (or there was no time)."""
-        cheap = Target(np.asarray(audio, np.float32), POLISH_N_FFTS)
+        """Coordinate moves around `start` judged on real renders by `cheap` (the target at POLISH_N_FFTS),
+        greedy, until the clock reaches `until` -> the closest found, or None when no move helped (or there
+        was no time)."""
         best = start.copy()
         best_d = float(cheap.distance(self.synth.render(best[None], note))[0])
         step, moved_ever = POLISH_STEP, False

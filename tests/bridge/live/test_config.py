@@ -15,11 +15,6 @@ from synthmatch.bridge.core.errors import UsageError
 from synthmatch.bridge.live import config
 
 
-@pytest.fixture(scope="module")
-def c():
-    return contract_mod.default()
-
-
 def test_shipped_config_is_the_defaults(c):
     cfg = config.load(contract=c)
     assert cfg.source.endswith("configs/bridge.toml")

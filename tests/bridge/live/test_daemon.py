@@ -14,7 +14,6 @@ import pytest
 
 from synthmatch.bridge.audio.onset import OnsetSettings, offline_onsets
 from synthmatch.bridge.core import audiofile
-from synthmatch.bridge.core import contract as contract_mod
 from tests.bridge.daemon_util import (
     SHUTDOWN_S,
     SR,
@@ -28,20 +27,6 @@ from tests.bridge.daemon_util import (
 )
 
 N = 64000
-
-
-@pytest.fixture(scope="module")
-def c():
-    return contract_mod.default()
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_onnx, c):
-    from synthmatch.bridge.engines import load_engine
-
-    e = load_engine(tiny_onnx, backend="onnxruntime", contract=c, threads=1)
-    yield e
-    e.close()
 
 
 @pytest.fixture(scope="module")

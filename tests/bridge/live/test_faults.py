@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from pythonosc.osc_message_builder import BuildError
 
-from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.live.inference import ENGINE_FAILURES_MAX
 from synthmatch.bridge.live.report import exit_report
 from tests.bridge.bad_models import write_raising_model
@@ -29,20 +28,6 @@ from tests.bridge.daemon_util import SR, bridge_cmd, exit_counters, make_config,
 N = 64000
 SECONDS = 12  # the test file: 12 s, a hop every 0.25 s -> (12 s - 4 s) / 0.25 s + 1 = 33 windows
 WINDOWS = (SECONDS * SR - N) // (SR // 4) + 1
-
-
-@pytest.fixture(scope="module")
-def c():
-    return contract_mod.default()
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_onnx, c):
-    from synthmatch.bridge.engines import load_engine
-
-    e = load_engine(tiny_onnx, backend="onnxruntime", contract=c, threads=1)
-    yield e
-    e.close()
 
 
 @pytest.fixture(scope="module")

@@ -29,11 +29,6 @@ MODES = ("trigger", "continuous", "manual")
 
 
 @pytest.fixture(scope="module")
-def c():
-    return contract_mod.default()
-
-
-@pytest.fixture(scope="module")
 def long_notes(tmp_path_factory, c):
     """20 s with a note every 2 s: keeps a real-time daemon busy while it is attacked."""
     path = tmp_path_factory.mktemp("audio") / "long.wav"
@@ -308,15 +303,6 @@ def test_seconds_must_be_positive(seconds):
 
 
 # ---- in-process: manual "now" on silence, sinks that fail ----------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_onnx, c):
-    from synthmatch.bridge.engines import load_engine
-
-    e = load_engine(tiny_onnx, backend="onnxruntime", contract=c, threads=1)
-    yield e
-    e.close()
 
 
 def _manual_now(c, engine, path, sinks) -> "object":
