@@ -17,6 +17,10 @@ from tests.bridge import real_synths as rs
 pytestmark = pytest.mark.jack
 TOL = 0.20  # the goal: within 20 % of the prediction, in physical units
 BASE = "/part0/kit0/adpars/GlobalPar/"
+# 20 % of zero is zero, so resonance 0 gets an absolute bound: the fit on ~1 s of noise scatters by
+# 0.00-0.03 on an idle machine and reached 0.07 once under a loaded CI run; 0.1 (ladder feedback 0.35,
+# +3.7 dB at the cutoff) still fails a profile that sends a clearly resonant filter for 0
+RES_ZERO_MAX = 0.10
 
 
 def need(synth: str) -> None:
@@ -59,7 +63,7 @@ def check_filters(got: list[tuple[float, float, float]]) -> None:
         if res:
             near(r, res, f"resonance at {cutoff:g} Hz")
         else:
-            assert r <= 0.05, f"resonance 0 landed as {r:.2f}"
+            assert r <= RES_ZERO_MAX, f"resonance 0 landed as {r:.2f}"
 
 
 def test_amsynth_attack_lands_through_its_profile(jack, tmp_path):
