@@ -95,9 +95,15 @@ def weights_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def parity_audio(contract: Contract, batch: int = 3, seed: int = 0) -> np.ndarray:
-    """(batch, num_samples) float32 test signals: a decaying saw-ish tone, noise, then silence/quiet noise."""
-    n, sr = contract.audio.num_samples, contract.audio.sample_rate
+def input_n(model: nn.Module, contract: Contract) -> int:
+    """Samples the model reads: a performance model's window, else the contract's."""
+    return int(getattr(model, "num_samples", contract.audio.num_samples))
+
+
+def parity_audio(contract: Contract, batch: int = 3, seed: int = 0, n: int | None = None) -> np.ndarray:
+    """(batch, n) float32 test signals (n: the contract's window unless given): a decaying saw-ish tone,
+    noise, then silence/quiet noise."""
+    n, sr = n or contract.audio.num_samples, contract.audio.sample_rate
     rng = np.random.default_rng(seed)
     t = np.arange(n) / sr
     rows = [
@@ -156,7 +162,7 @@ class _WithExtras(nn.Module):
 
 
 def _onnx_bytes(model: nn.Module, contract: Contract, opset: int) -> bytes:
-    example: tuple = (torch.from_numpy(parity_audio(contract, batch=2)),)
+    example: tuple = (torch.from_numpy(parity_audio(contract, batch=2, n=input_n(model, contract))),)
     extras = list(extra_outputs(model, contract))
     names, axes = [INPUT_NAME], {name: {0: "batch"} for name in (INPUT_NAME, OUTPUT_NAME, *extras)}
     if _takes_note(model):  # the note played: (batch,) float32 MIDI
@@ -212,7 +218,7 @@ def torch_program(model: nn.Module, contract: Contract) -> torch.export.Exported
     (local paths, size) and the example inputs (a pickle)."""
     model = model.eval().float().cpu()
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    args: tuple = (torch.from_numpy(parity_audio(contract, batch=2)),)
+    args: tuple = (torch.from_numpy(parity_audio(contract, batch=2, n=input_n(model, contract))),)
     shapes: dict = {"audio": {0: batch}}
     if _takes_note(model):
         args += (torch.from_numpy(parity_notes(contract, 2)),)
@@ -310,7 +316,11 @@ def export_model(
     export_id = weights_fingerprint(model)
     proto = onnx.load_from_string(_onnx_bytes(model, contract, opset))
     extras = extra_outputs(model, contract)
-    embed(proto, build_props(contract, model_config, summary or {}, export_id, synth, extras))
+    carries = tuple(getattr(getattr(model, "config", None), "carries", ()) or ())
+    props = build_props(
+        contract, model_config, summary or {}, export_id, synth, extras, input_n(model, contract), carries
+    )
+    embed(proto, props)
     onnx.checker.check_model(proto)
     write_atomic(path, proto.SerializeToString())
     wpath = _write_weights(model, contract, path, model_config, export_id) if weights else None
@@ -356,7 +366,7 @@ def _check_parity(
     from synthmatch.bridge.engines.ort import OnnxRuntimeEngine
 
     program_diff = float("nan")
-    audio = parity_audio(contract, batch=3)  # batch 3 != the traced 2: exercises the dynamic axis
+    audio = parity_audio(contract, batch=3, n=meta.num_samples)  # batch 3 != the traced 2: the dynamic axis
     notes = parity_notes(contract, 3) if meta.takes_note else None
     ref = _reference(model, audio, notes, extras)
     engine = OnnxRuntimeEngine(path, meta, threads=threads)

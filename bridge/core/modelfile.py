@@ -72,10 +72,27 @@ class ModelMeta:
     # models without them (every file exported before they existed)
     extra_outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     extra_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per window: (rows, k), the graph's
+    # the parameters the model answers for (a performance model's: what its short window reveals); () = all
+    carries: tuple[str, ...] = ()
 
     @property
     def num_params(self) -> int:
         return len(self.names)
+
+    @property
+    def carried(self) -> tuple[str, ...]:
+        """The names of the outputs that mean something: `carries`, or every parameter."""
+        return self.carries or self.names
+
+    @property
+    def performance(self) -> bool:
+        """A performance model: trained on a window of its own (model_config window_s) or on some outputs."""
+        return bool(self.model_config.get("window_s")) or bool(self.carries)
+
+    @property
+    def window_s(self) -> float:
+        """The model's input window, seconds."""
+        return self.num_samples / self.sample_rate
 
     @property
     def reference_note(self) -> int:
@@ -99,16 +116,21 @@ def build_props(
     export_id: str,
     synth: str = "reference",
     extra_outputs: dict[str, list[str]] | None = None,
+    num_samples: int | None = None,
+    carries: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """The metadata_props (key -> JSON text) an export embeds for `contract`. extra_outputs: the graph's
-    outputs after OUTPUT_NAME, in order, each -> the parameter names of its rows (ModelMeta.extra_outputs)."""
+    outputs after OUTPUT_NAME, in order, each -> the parameter names of its rows (ModelMeta.extra_outputs).
+    num_samples: the model's input window (a performance model's; default the contract's); carries: the
+    parameters a performance model answers for (() = all)."""
     values: dict[str, Any] = {
         "format": FORMAT,
         "param_names": list(contract.names),
         "contract_hash": contract.hash,
         "contract": contract.hashed_content(),
         "sample_rate": contract.audio.sample_rate,
-        "num_samples": contract.audio.num_samples,
+        "num_samples": num_samples or contract.audio.num_samples,
+        "carries": list(carries),
         "model_config": model_config,
         "summary": summary,
         "version": synthmatch_version(),
@@ -189,6 +211,7 @@ def meta_from_proto(proto, path: str | Path) -> ModelMeta:
         takes_note=NOTE_NAME in ins,
         extra_outputs=extras,
         extra_shapes=shapes,
+        carries=tuple(values.get("carries") or ()),
     )
 
 
@@ -250,6 +273,9 @@ def _check_values(values: dict[str, Any], path: Path) -> None:
     names = values["param_names"]
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise ModelError(f"{path}: metadata {_PREFIX}param_names must be a list of names; {_fix(path)}")
+    carries = values.get("carries") or []
+    if not (isinstance(carries, list) and all(isinstance(n, str) and n in names for n in carries)):
+        raise ModelError(f"{path}: metadata {_PREFIX}carries must list some of its param_names; {_fix(path)}")
     if not isinstance(values.get("synth", ""), str):
         raise ModelError(f"{path}: metadata {_PREFIX}synth must be a synth identity string; {_fix(path)}")
 
@@ -317,19 +343,24 @@ def read_meta(path: str | Path) -> ModelMeta:
     return meta_from_proto(load_proto(path), path)
 
 
-def check_contract(meta: ModelMeta, contract: Contract) -> None:
-    """Refuse a model made for another contract. Raises ContractMismatch saying which side to change."""
+def check_contract(meta: ModelMeta, contract: Contract, performance: bool = False) -> None:
+    """Refuse a model made for another contract, or for the other role. Raises ContractMismatch saying
+    which side to change. performance: the model is wanted as continuous mode's performance model (a
+    shorter window, answering for `carries`); else as the full model (the contract's window, every
+    parameter)."""
     where = contract.source
     fix = (
         "re-export the model from a checkpoint trained on this contract, or run with --contract pointing "
         "at the contract it was trained with"
     )
+    _check_role(meta, contract, performance)
+    n = contract.audio.num_samples if not performance else min(meta.num_samples, contract.audio.num_samples)
     if tuple(meta.names) != tuple(contract.names):
         raise ContractMismatch(
             f"{meta.path}: the model predicts parameters ({', '.join(meta.names)}) but {where} names "
             f"({', '.join(contract.names)}); {fix}"
         )
-    if meta.sample_rate != contract.audio.sample_rate or meta.num_samples != contract.audio.num_samples:
+    if meta.sample_rate != contract.audio.sample_rate or meta.num_samples != n:
         raise ContractMismatch(
             f"{meta.path}: the model takes {meta.num_samples} samples at {meta.sample_rate} Hz but {where} says "
             f"{contract.audio.num_samples} at {contract.audio.sample_rate} Hz; {fix}"
@@ -340,6 +371,20 @@ def check_contract(meta: ModelMeta, contract: Contract) -> None:
         raise ContractMismatch(
             f"{meta.path}: model was exported for contract {meta.contract_hash}, {where} is {contract.hash}"
             f"{detail}; {fix}"
+        )
+
+
+def _check_role(meta: ModelMeta, contract: Contract, performance: bool) -> None:
+    """ModelError when a performance model is given as the full model, or the other way round."""
+    if meta.performance and not performance:
+        raise ModelError(
+            f"{meta.path}: a performance model ({meta.window_s:g} s window, answers for {len(meta.carried)} "
+            "parameters), not a full one; give it as continuous.model, and a full model (models/default.onnx) as model"
+        )
+    if performance and not meta.performance:
+        raise ModelError(
+            f"{meta.path}: a full model ({meta.window_s:g} s window), not a performance model; give it as "
+            'model, and a performance model (models/performance.onnx) or "" as continuous.model'
         )
 
 

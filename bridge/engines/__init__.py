@@ -150,8 +150,10 @@ def load_engine(
     contract: Contract | None = None,
     threads: int | None = None,
     cache_dir: str | Path | None = None,
+    performance: bool = False,
 ) -> Engine:
-    """Open an exported model on a backend ("auto" or one of BACKENDS).
+    """Open an exported model on a backend ("auto" or one of BACKENDS). performance: the model is wanted
+    as continuous mode's performance model (bridge.core.modelfile.check_contract), not the full one.
 
     contract: the contract the caller works with (default: configs/contract.toml); a model exported for
     another contract raises ContractMismatch. threads: ONNX Runtime intra-op threads (default: its own).
@@ -164,7 +166,7 @@ def load_engine(
         from synthmatch.bridge.core import contract as contract_mod
 
         contract = contract_mod.default()
-    check_contract(meta, contract)
+    check_contract(meta, contract, performance)
     options = {"threads": threads, "cache_dir": Path(cache_dir) if cache_dir is not None else None}
 
     def opener(name: str) -> Opener:

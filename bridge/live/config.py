@@ -33,6 +33,7 @@ from synthmatch.bridge.engines import BACKENDS
 
 DEFAULT_CONFIG = CONFIG_DIR / "bridge.toml"
 DEFAULT_MODEL = "models/default.onnx"  # relative paths: the working directory, else the repository root
+DEFAULT_PERF_MODEL = "models/performance.onnx"  # continuous mode's performance model (follow = "held")
 MODES = ("trigger", "continuous", "manual")
 FOLLOW = ("held", "window")  # continuous.follow
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -88,6 +89,10 @@ class ContinuousSettings:
     # held: the network's 4 s answer seeds the matcher on a new note and then every this many seconds
     # (0 = on new notes only)
     network_every_s: float = field(default=0.5, metadata=within(0, 60, unit=" s"))
+    # held: the performance model (issue 19; a short window of the held note, told the note) seeds the
+    # held matcher every hop once the note has filled its window: the oscillators and filters it carries,
+    # the rest from the answer playing. "" = none (the full network's seeds alone)
+    model: str = DEFAULT_PERF_MODEL
     catch_up: bool = False  # process every hop even when late (files, benchmarks); else skip to newest
 
 

@@ -14,7 +14,9 @@ Modes:
               newest 0.3 s, the answer playing among them and kept unless another is clearly closer
               (that is the stability: no one-pole lag); only oscillators and filters move, the envelope
               and reverb keep the answer playing. The network's 4 s answer seeds it on a new note and
-              every continuous.network_every_s. The first update comes one hop after a voiced onset.
+              every continuous.network_every_s; the performance model (continuous.model: a 0.4 s window,
+              told the note) seeds it every hop once the note fills that window. The first update comes
+              one hop after a voiced onset.
               follow = "window": a sliding 4 s window through the network (and refine's matcher) every
               hop. Both: optional smoothing, deadband, rate limit (on the stream's clock for "held");
               the silence gate stops updates while nobody plays.
@@ -109,6 +111,7 @@ class Daemon:
         window_tap: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
         matcher: Matcher | None = None,
         fallback: Callable[[], Engine] | None = None,
+        perf_engine: Engine | None = None,
     ):
         self.cfg, self.contract, self.source = cfg, contract, source
         self.sr = contract.audio.sample_rate
@@ -131,7 +134,10 @@ class Daemon:
         match_log = LimitedLog(log, burst=5, per_s=1 / 30)  # the matcher's and the held matcher's
         self.judge = Judge(matcher, self.c, contract.audio.note, match_log)  # refine: judged by synthesis
         synth = getattr(matcher, "synth", None)
-        self.follower = HeldFollower(cfg.continuous, contract, self.c, match_log, synth)  # follow = "held"
+        perf = None  # the performance model (continuous.model), its calls counted apart
+        if perf_engine is not None:
+            perf = Inference(perf_engine, self.notes, self.c, counted=("perf_inferences", "perf_ms"))
+        self.follower = HeldFollower(cfg.continuous, contract, self.c, match_log, synth, perf=perf)  # "held"
         self.done = threading.Event()  # the loop ended (stop() or end of file input)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run_guarded, name="synthmatch-worker", daemon=True)
@@ -313,10 +319,13 @@ class Daemon:
             return
         est, held, changed = self.notes.track(recent)
         seeds = f.seeds(ring, end, changed, lambda start, window: self._infer(start, window, held))
+        spent = self.c.infer_ms[-1] if seeds and self.c.infer_ms else 0.0  # ms of this hop's inferences
         previous = self.outlet.last_sent if self.outlet.last_sent is not None else (seeds[0] if seeds else None)
+        t0 = time.monotonic()
+        seeds += f.perf_seeds(ring, end, previous, held)
+        spent += (time.monotonic() - t0) * 1000.0
         if previous is None:
             return
-        spent = self.c.infer_ms[-1] if seeds and self.c.infer_ms else 0.0
         heard = est.midi if est.voiced else float(self.contract.audio.note if held is None else held)
         values = f.answer(recent, heard, previous, seeds, max(0.0, self._budget_ms(cont.budget_ms, spent)))
         if values is not None and self._shape_send(values, est, held, changed, end, f.since_sent_s(end)):

@@ -6,6 +6,8 @@ The daemon calls, every hop (window end `end`, a 16 kHz position):
     est, held, changed = notes.track(recent)
     seeds = f.seeds(ring, end, changed, infer)   # the network's answer, on a new note and every
                                                  # network_every_s: the held matcher's seed
+    seeds += f.perf_seeds(ring, end, base, note)  # the performance model's, every hop once the note
+                                                 # fills its window (base: what it does not carry)
     values = f.answer(recent, heard, previous, seeds, budget_ms)   # the held matcher's answer
 
 and shapes and sends the values itself (bridge/live/shaping.py), telling `sent_end` (the rate limit's
@@ -26,7 +28,13 @@ import numpy as np
 
 from synthmatch.bridge.audio.onset import rms_dbfs
 from synthmatch.bridge.core.ratelimit import LimitedLog
+from synthmatch.bridge.live.inference import EngineGaveUp
 from synthmatch.bridge.live.report import Counters, one_line
+
+
+def _carried(meta: Any) -> np.ndarray:
+    """(16,) bool: the outputs a model answers for (ModelMeta.carried), in output order."""
+    return np.array([name in meta.carried for name in meta.names])
 
 
 class HeldFollower:
@@ -44,8 +52,14 @@ class HeldFollower:
         log: LimitedLog,
         synth: Any = None,
         matcher: Any = None,
+        perf: Any = None,
     ):
         self.cont, self.contract, self.c, self.log, self.synth = cont, contract, counters, log, synth
+        # the performance model: an Inference (bridge/live/inference.py) on its engine, its window (samples)
+        # and the mask of the outputs it carries; None: none loaded, or given up after failures in a row
+        self.perf = perf
+        self.perf_n = perf.engine.meta.num_samples if perf is not None else 0
+        self.perf_mask = _carried(perf.engine.meta) if perf is not None else None
         self.sr = contract.audio.sample_rate
         self.n = contract.audio.num_samples
         self._held = matcher  # the HeldMatcher (bridge/match/held.py), made once
@@ -112,6 +126,25 @@ class HeldFollower:
         window = np.zeros(self.n, np.float32)
         window[: end - start] = got[:, 0]
         return infer(start, window)
+
+    def perf_seeds(self, ring: Any, end: int, base: np.ndarray | None, note: int | None) -> list[np.ndarray]:
+        """The performance model's answer for the newest perf_n samples at `note`, once the sounding note
+        fills them: the outputs it carries, the rest from `base` (the answer playing, else the network's
+        seed) -> [values], or [] (no model, the note is younger than its window, no base, or lost)."""
+        if self.perf is None or base is None or end - self.note_start < self.perf_n:
+            return []
+        got = ring.window(end - self.perf_n, self.perf_n)
+        if got is None:
+            return []
+        try:
+            values = self.perf.run(end - self.perf_n, np.ascontiguousarray(got[:, 0]), note)
+        except EngineGaveUp as e:  # a broken performance model costs its seeds, not the show
+            self.log.warning("performance model off for this run: %s", one_line(e))
+            self.perf = None
+            return []
+        if values is None:
+            return []
+        return [np.where(self.perf_mask, values, base).astype(np.float32)]
 
     def answer(
         self, recent: np.ndarray, heard: float, previous: np.ndarray, seeds: list[np.ndarray], budget_ms: float

@@ -45,7 +45,8 @@ class Inference:
     window_tap(start, window, values): optional observer of every window the engine answered (start =
     absolute 16 kHz sample position, window = (num_samples,) float32, values = the raw model output).
     fallback: () -> an opened engine to switch to after ENGINE_FAILURES_MAX errors in a row (called at most
-    once), or None: then EngineGaveUp is raised.
+    once), or None: then EngineGaveUp is raised. counted: the Counters fields its calls are counted and
+    timed in (the performance model's: perf_inferences, perf_ms).
     """
 
     def __init__(
@@ -55,8 +56,10 @@ class Inference:
         counters: Counters,
         window_tap: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
         fallback: Callable[[], Any] | None = None,
+        counted: tuple[str, str] = ("inferences", "infer_ms"),
     ):
         self.engine, self.notes, self.c = engine, notes, counters
+        self.counted = counted  # the Counters fields this engine's calls go to (count, times)
         self.window_tap = window_tap
         self.fallback = fallback
         self.failures_in_row = 0  # engine errors since the last inference that returned
@@ -75,8 +78,9 @@ class Inference:
             self.failed(e)
             return None
         self.failures_in_row = 0
-        self.c.infer_ms.append((time.monotonic() - t0) * 1000.0)
-        self.c.inferences += 1
+        count, times = self.counted
+        getattr(self.c, times).append((time.monotonic() - t0) * 1000.0)
+        setattr(self.c, count, getattr(self.c, count) + 1)
         if self.window_tap is not None:
             self.window_tap(start, window, out)
         why = output_problem(out)

@@ -40,10 +40,12 @@ class Counters:
     engine_fallbacks: int = 0  # switches to the fallback backend after engine errors in a row
     silent_captures: int = 0  # manual "now" captures refused: the last 4 s were silent (or all NaN)
     control_commands: int = 0
+    perf_inferences: int = 0  # the performance model's calls (continuous.model; follow = "held")
     refined: int = 0  # answers judged by synthesis (refine.budget_ms > 0; bridge/match/search.py)
     refine_errors: int = 0  # matcher calls that raised (the network's answer was sent)
     latency_ms: collections.deque = field(default_factory=_times)  # audio arrival -> handed to the sinks, ms
     infer_ms: collections.deque = field(default_factory=_times)  # engine call, ms
+    perf_ms: collections.deque = field(default_factory=_times)  # the performance model's call, ms
     overhead_ms: collections.deque = field(default_factory=_times)  # latency minus its inference, ms
     refine_ms: collections.deque = field(default_factory=_times)  # the matcher's call, ms
     # the full multi-scale spectral distance to the window: the network's answer, the answer sent
@@ -108,6 +110,7 @@ def counters(
             "latency_ms_p99": rounded(percentile(c.latency_ms, 99)),
             "infer_ms_p50": rounded(percentile(c.infer_ms, 50)),
             "infer_ms_p99": rounded(percentile(c.infer_ms, 99)),
+            "perf_ms_p50": rounded(percentile(c.perf_ms, 50)),
             "overhead_ms_p50": rounded(percentile(c.overhead_ms, 50)),
             "overhead_ms_p99": rounded(percentile(c.overhead_ms, 99)),
             "refine_ms_p50": rounded(percentile(c.refine_ms, 50)),

@@ -135,6 +135,22 @@ def _open_engine(cfg, contract, backend: str | None = None):
     return engine
 
 
+def _open_perf(cfg, contract, engines: list):
+    """Continuous mode's performance model (continuous.model, follow = "held") on cfg.backend, checked as
+    one (a short window; bridge.core.modelfile.check_contract), appended to `engines`; None when off."""
+    if cfg.continuous.follow != "held" or not cfg.continuous.model:
+        return None
+    from synthmatch.bridge.engines import load_engine
+    from synthmatch.bridge.live.config import resolve_path
+
+    engine = load_engine(
+        resolve_path(cfg.continuous.model), backend=cfg.backend, contract=contract, threads=cfg.threads or None,
+        performance=True,
+    )
+    engines.append(engine)
+    return engine
+
+
 def _fallback(cfg, contract, engine, engines: list) -> Callable[[], Any] | None:
     """What the daemon falls back to after engine errors in a row: with backend = "auto" and another
     backend chosen, an opener of onnxruntime (the CPU reference; what it opens is appended to `engines`,
@@ -273,16 +289,18 @@ def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: l
     )
     contract = contract_mod.load(resolve_path(cfg.contract) if cfg.contract else None)
     engine = _open_engine(cfg, contract)
-    engines = [engine]  # and the fallback, if the daemon switches to it
+    engines = [engine]  # and the performance model, and the fallback if the daemon switches to it
     stack.callback(_close_engines, engines)
+    perf_engine = _open_perf(cfg, contract, engines)
     if args.check:  # the outputs are opened exactly as the run opens them (a missing MIDI port fails here)
         outputs = _open_sinks(cfg, contract)
         for s in outputs:
             _closer(stack, s)
         names = ", ".join(type(s).__name__ for s in outputs) or "none"
+        perf = f"; performance model {cfg.continuous.model}: ok ({perf_engine.name})" if perf_engine else ""
         print(
             f"config {cfg.source}: ok; model {cfg.model}: ok ({engine.name}, contract "
-            f"{engine.meta.contract_hash}); outputs: {names}: ok"
+            f"{engine.meta.contract_hash}){perf}; outputs: {names}: ok"
         )
         return 0
 
@@ -306,6 +324,7 @@ def _serve(args, stack: contextlib.ExitStack, stop: threading.Event, starting: l
         commands,
         matcher=matcher,
         fallback=_fallback(cfg, contract, engine, engines),
+        perf_engine=perf_engine,
     )
     daemon.control_stats = [obj.stats for obj in controls]
     stack.callback(daemon.stop, timeout=0.8)

@@ -39,6 +39,7 @@ SMALL = {
     "cnn": {"channels": [4, 8, 8], "head_hidden": 16},
     "ast-tiny-cqt": {"depth": 1, "dim": 32, "heads": 2, "head_hidden": 32},
     "ast-tiny-notes": {"depth": 1, "dim": 32, "heads": 2, "head_hidden": 32},
+    "ast-tiny-perf": {"depth": 1, "dim": 32, "heads": 2, "head_hidden": 32},
 }
 
 
@@ -67,11 +68,34 @@ def test_export_parity(name, tmp_path):
         assert patch_grid(cfg, C) == (9, 64) and tuple(cfg.stride) == (6, 6)
     # independent check on synth sounds at a batch size the trace never saw
     audio = ReferenceSynth(C).render(torch.rand(5, 16, generator=torch.Generator().manual_seed(3))).numpy()
+    if model.num_samples < audio.shape[1]:  # a performance model: a window from the held part
+        audio = np.ascontiguousarray(audio[:, 8000 : 8000 + model.num_samples])
     with torch.no_grad():
         ref = model(torch.from_numpy(audio)).numpy()
-    with load_engine(path, "onnxruntime") as engine:
+    with load_engine(path, "onnxruntime", performance=bool(cfg.window_s)) as engine:
         got = engine.infer(audio)
     assert np.abs(got - ref).max() < PARITY_TOL
+    assert result.meta.num_samples == model.num_samples and result.meta.carries == cfg.carries
+
+
+def test_a_performance_model_carries_its_window_and_outputs_and_is_refused_in_the_other_role(tmp_path):
+    """Its metadata says its window (0.4 s) and what it answers for; the daemon's loader takes it only as
+    the performance model, and a full model only as the full one, each refusal one line naming the fix."""
+    from synthmatch.bridge.core.modelfile import ModelError
+
+    paths = {}
+    for name in ("ast-tiny-perf", "ast-tiny-notes"):
+        cfg = resolve_config({"base": name, **SMALL[name]})
+        paths[name] = tmp_path / f"{name}.onnx"
+        export_model(build_model(cfg, C), C, paths[name], cfg.to_dict(), {}, weights=False, check=False)
+    meta = read_meta(paths["ast-tiny-perf"])
+    assert meta.num_samples == 6400 and meta.window_s == pytest.approx(0.4)
+    assert "filter1_cutoff" in meta.carried and "env_attack" not in meta.carried and len(meta.carried) == 13
+    assert read_meta(paths["ast-tiny-notes"]).carried == tuple(C.names)
+    with pytest.raises(ModelError, match="a performance model .* give it as continuous.model"):
+        load_engine(paths["ast-tiny-perf"], "onnxruntime")
+    with pytest.raises(ModelError, match="a full model .* give it as model"):
+        load_engine(paths["ast-tiny-notes"], "onnxruntime", performance=True)
 
 
 def test_pitch_heads_top_classes_are_exported_and_equal_across_torch_onnxruntime_and_the_program(tmp_path):

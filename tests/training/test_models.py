@@ -18,9 +18,9 @@ from synthmatch.training.model.models import (
 C = contract_mod.default()
 
 
-def _audio(n: int) -> torch.Tensor:
+def _audio(n: int, samples: int = C.audio.num_samples) -> torch.Tensor:
     """n short sounds: decaying tones of different pitch (real signals, not noise)."""
-    t = torch.arange(C.audio.num_samples) / C.audio.sample_rate
+    t = torch.arange(samples) / C.audio.sample_rate
     f0 = torch.tensor([220.0, 523.0, 90.0, 1500.0][:n])[:, None]
     return (0.5 * torch.sin(2 * torch.pi * f0 * t) * torch.exp(-t / 0.8)).float()
 
@@ -29,7 +29,7 @@ def _audio(n: int) -> torch.Tensor:
 def test_forward_backward(name):
     torch.manual_seed(0)
     model = build_model(name, C)
-    y = model(_audio(2))
+    y = model(_audio(2, model.num_samples))
     assert y.shape == (2, len(C.params)) and y.dtype == torch.float32
     assert bool(((y >= 0) & (y <= 1)).all())
     ((y - 0.25) ** 2).mean().backward()

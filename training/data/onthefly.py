@@ -25,7 +25,7 @@ import json
 import sys
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -83,12 +83,18 @@ class Renderer:
 
     def render(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Examples start..stop-1 -> (audio (N, num_samples) float32, params (N, 16) float32) on device."""
+        return self.render_patches(start, stop, self.params)
+
+    def render_patches(
+        self, start: int, stop: int, params: Callable[[int, int], np.ndarray]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As render, for the patches params(a, b) gives examples a..b-1 (each played at its note)."""
         if self.device.type != "cpu":
-            p = torch.from_numpy(self.params(start, stop)).to(self.device)
+            p = torch.from_numpy(params(start, stop)).to(self.device)
             return self._synth_render(p, start, stop), p
         g0 = start // RENDER_GROUP * RENDER_GROUP
         g1 = -(-stop // RENDER_GROUP) * RENDER_GROUP
-        p = torch.from_numpy(self.params(g0, g1))
+        p = torch.from_numpy(params(g0, g1))
         audio = torch.cat(
             [
                 self._synth_render(chunk, g, g + len(chunk))

@@ -29,25 +29,37 @@ RESIDUAL_WEIGHT = 0.05  # squared residual error in semitones
 TOP_K = 3  # pitch classes per oscillator exported with their probabilities: the answer and two alternatives
 
 
+def carried_mask(contract: Contract, carries: tuple[str, ...] = ()) -> torch.Tensor:
+    """(16,) float: 1 for the parameters a model answers for (`carries`; () = all), else 0. Their loss
+    terms are the only ones trained: a performance model is not asked what its window cannot reveal."""
+    unknown = [n for n in carries if n not in contract.names]
+    if unknown:
+        raise ValueError(f"model carries {unknown[0]!r}, which is not a contract parameter")
+    return torch.tensor([1.0 if not carries or n in carries else 0.0 for n in contract.names])
+
+
 class MSEHead(nn.Module):
-    def __init__(self, contract: Contract):
+    def __init__(self, contract: Contract, carries: tuple[str, ...] = ()):
         super().__init__()
         self.n_raw = len(contract.params)
+        self.register_buffer("mask", carried_mask(contract, carries), persistent=False)
 
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(raw)
 
     def loss(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(torch.sigmoid(raw), target)
+        sq = (torch.sigmoid(raw) - target) ** 2 * self.mask
+        return sq.sum(1).mean() / self.mask.sum()
 
 
 class PitchClassHead(nn.Module):
     """Raw layout (B, n_raw): the non-pitch parameters' logits in contract order, then per oscillator
     n_classes class logits and one residual logit."""
 
-    def __init__(self, contract: Contract):
+    def __init__(self, contract: Contract, carries: tuple[str, ...] = ()):
         super().__init__()
         names = contract.names
+        self.register_buffer("mask", carried_mask(contract, carries), persistent=False)
         pitch = [i for i, p in enumerate(contract.params) if p.unit == "semitones"]
         if not pitch:
             raise ValueError("head pitch-cls: the contract has no parameter in semitones")
@@ -97,7 +109,7 @@ class PitchClassHead(nn.Module):
         """(B, 16) per-parameter loss weights: audibility for oscillator pitch and position, else 1."""
         w = torch.ones_like(target)
         w[:, self.w_idx] = torch.clamp(target[:, self.w_gain] / AUDIBLE_GAIN, max=1.0)
-        return w
+        return w * self.mask
 
     def loss(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         other, logits, residual = self._split(raw)
@@ -108,14 +120,14 @@ class PitchClassHead(nn.Module):
         ce = F.cross_entropy(logits.flatten(0, 1), cls.long().flatten(), reduction="none").view_as(semis)
         res = (residual - (semis - cls)) ** 2
         pitch_terms = (CE_WEIGHT * ce + RESIDUAL_WEIGHT * res) * w[:, self.pitch]
-        return (sq.sum(1) + pitch_terms.sum(1)).mean() / target.shape[1]
+        return (sq.sum(1) + pitch_terms.sum(1)).mean() / self.mask.sum()
 
 
-def make_head(name: str, contract: Contract) -> MSEHead | PitchClassHead:
+def make_head(name: str, contract: Contract, carries: tuple[str, ...] = ()) -> MSEHead | PitchClassHead:
     if name == "mse":
-        return MSEHead(contract)
+        return MSEHead(contract, carries)
     if name == "pitch-cls":
-        return PitchClassHead(contract)
+        return PitchClassHead(contract, carries)
     raise ValueError(f"unknown head {name!r}; use one of {', '.join(HEADS)}")
 
 

@@ -73,6 +73,11 @@ class ModelConfig:
     # note sits where the contract's note does (pitch-relative tokens and salience) and the note's
     # offset is added to the class token (the mel view stays absolute: filters and tables are in Hz)
     note_input: bool = False
+    # a performance model (issue 19): reads window_s seconds (0 = the contract's whole window) and is
+    # trained on, and answers for, only the parameters in `carries` (() = all of them); the others are
+    # still decoded (so every model has 16 outputs) but mean nothing and the daemon takes them elsewhere
+    window_s: float = 0.0
+    carries: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -105,6 +110,8 @@ class ModelConfig:
                 raise ValueError(f"model {name} = {list(v)} must be two positive ints [mel bins, frames]")
         if self.kind == "ast" and self.dim % self.heads:
             raise ValueError(f"model dim {self.dim} must be divisible by heads {self.heads}")
+        if not 0.0 <= self.window_s:
+            raise ValueError(f"model window_s = {self.window_s} must be >= 0 (0: the contract's window)")
         if self.depth < 1 or self.head_layers < 1 or not self.channels:
             raise ValueError("model depth, head_layers and channels must be at least 1 / non-empty")
 
@@ -156,11 +163,44 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
 # the shipped default: ast-tiny-cqt told the played note (any note, e.g. MIDI 36-84): pitch-relative
 # constant-Q tokens
 MODEL_CONFIGS["ast-tiny-notes"] = MODEL_CONFIGS["ast-tiny-cqt"].replace(note_input=True)
+# the performance model (issue 19): ast-tiny-notes on a 0.4 s window of a held note, answering for what
+# such a window reveals (oscillators and filters; the envelope and reverb come from the trigger answer).
+# 16 x 16 mel patches every 8 frames (4 x 3 = 12 tokens on 38 frames) and 41 constant-Q tokens over two
+# 0.2 s frames (kernels cut to the window: lower Q under ~110 Hz); same width and depth as the default,
+# so its encoder and head can start from the default's weights
+PERF_CARRIES = tuple(
+    f"{p}_{k}" for p in ("osc1", "osc2", "osc3") for k in ("pitch", "position", "gain")
+) + ("filter1_cutoff", "filter1_resonance", "filter2_cutoff", "filter2_resonance")
+MODEL_CONFIGS["ast-tiny-perf"] = MODEL_CONFIGS["ast-tiny-notes"].replace(
+    patch=(16, 16),
+    stride=(16, 8),
+    window_s=0.4,
+    cqt={"hop_s": 0.2, "max_window": 6400},
+    carries=PERF_CARRIES,
+)
+
+
+def input_samples(config: ModelConfig, contract: Contract) -> int:
+    """Samples of audio the model reads: its window_s at the contract's rate, or the contract's window."""
+    if not config.window_s:
+        return contract.audio.num_samples
+    n = int(round(config.window_s * contract.audio.sample_rate))
+    if not contract.win_length <= n <= contract.audio.num_samples:
+        raise ValueError(
+            f"model window_s = {config.window_s} s must hold one STFT window and at most the contract's "
+            f"{contract.audio.duration_s:g} s"
+        )
+    return n
+
+
+def input_frames(config: ModelConfig, contract: Contract) -> int:
+    """STFT frames of the model's input (no centre padding, as contract.num_frames)."""
+    return 1 + (input_samples(config, contract) - contract.win_length) // contract.hop_length
 
 
 def patch_grid(config: ModelConfig, contract: Contract) -> tuple[int, int]:
-    """(rows, cols) of the AST patch grid over the (n_mels, num_frames) log-mel (no padding)."""
-    n_mels, frames = contract.frontend.n_mels, contract.num_frames
+    """(rows, cols) of the AST patch grid over the (n_mels, frames) log-mel (no padding)."""
+    n_mels, frames = contract.frontend.n_mels, input_frames(config, contract)
     (ph, pw), (sh, sw) = config.patch, config.stride
     if ph > n_mels or pw > frames:
         raise ValueError(f"patch {list(config.patch)} is larger than the log-mel ({n_mels} x {frames})")
@@ -186,8 +226,9 @@ class Views(nn.Module):
         super().__init__()
         self.mel = LogMel(contract)
         spec = config.cqt_spec
-        self.cqt = LogCQT(spec, contract.audio.sample_rate, contract.audio.num_samples) if spec else None
-        self.shapes: tuple[tuple[int, int], ...] = ((contract.frontend.n_mels, contract.num_frames),)
+        n = input_samples(config, contract)
+        self.cqt = LogCQT(spec, contract.audio.sample_rate, n) if spec else None
+        self.shapes: tuple[tuple[int, int], ...] = ((contract.frontend.n_mels, input_frames(config, contract)),)
         # (name, settings) per view: what defines it, so a cache of one view is shared by every model
         self.settings: tuple[tuple[str, dict], ...] = (("mel", contract.hashed_content()["frontend"]),)
         if self.cqt is not None:
@@ -209,7 +250,8 @@ class SoundMatcher(nn.Module):
         self.config = config
         self.frontend = Views(config, contract)
         self.n_mels, self.n_frames = self.frontend.shapes[0]
-        self.head_out = make_head(config.head, contract)
+        self.num_samples = input_samples(config, contract)
+        self.head_out = make_head(config.head, contract, config.carries)
         self.n_raw = self.head_out.n_raw
         self.salience = None
         if config.salience and self.frontend.cqt is not None:

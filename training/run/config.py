@@ -53,6 +53,9 @@ class TrainConfig:
     contract: str = ""  # contract TOML ("" = configs/contract.toml)
     plot: bool = True  # write OUT/loss.png at each validation
     init_from: str = ""  # start from these weights: a checkpoint, or the .pt an export writes beside its .onnx
+    # take from init_from every tensor whose name and shape fit this model, the rest fresh (a model of
+    # another window or patch size starting from the default's encoder and head); listed at the start
+    init_partial: bool = False
 
     def validate(self, where: str = "config") -> None:
         def need(cond: bool, key: str, what: str) -> None:

@@ -148,7 +148,8 @@ def validate(
     rank: int = 0,
     world: int = 1,
 ) -> dict:
-    """{"val_loss": mean squared error of the predicted normalised parameters over all of val,
+    """{"val_loss": mean squared error of the predicted normalised parameters over all of val (over the
+    parameters the model carries: a performance model's),
     "val_mse": {name: that error per parameter}}. Under DDP each rank takes rows rank::world and the
     sums are all-reduced, so every rank returns the whole set's metrics. Leaves model in its mode."""
     was_training = model.training
@@ -166,7 +167,9 @@ def validate(
         dist.all_reduce(sse)
     model.train(was_training)
     per_param = (sse / len(val.audio)).tolist()
-    return {"val_loss": float(np.mean(per_param)), "val_mse": dict(zip(names, per_param))}
+    mask = getattr(getattr(model, "head_out", None), "mask", None)  # the parameters the model answers for
+    carried = [e for e, m in zip(per_param, mask.tolist() if mask is not None else [1] * len(per_param)) if m]
+    return {"val_loss": float(np.mean(carried)), "val_mse": dict(zip(names, per_param))}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -131,8 +132,22 @@ def _check_resume(stored: dict | None, cfg: TrainConfig, path: Path) -> None:
 # The loop
 
 
-def _init_weights(model: nn.Module, model_cfg: ModelConfig, path: Path, contract: Contract) -> None:
-    """Load a checkpoint's or an export's weights into a fresh model of the same configuration."""
+def _init_partial(model: nn.Module, state: dict, path: Path) -> None:
+    """Load the tensors of `state` whose name and shape fit `model`; say which of the model's are fresh."""
+    ours = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in ours and ours[k].shape == v.shape}
+    if not fits:
+        raise UsageError(f"init_from = {str(path)!r}: none of its weights fit this model; drop init_partial")
+    model.load_state_dict(fits, strict=False)
+    fresh = sorted(k for k in ours if k not in fits)
+    print(f"init_from {path}: {len(fits)} tensors taken, {len(fresh)} fresh ({', '.join(fresh)})", file=sys.stderr)
+
+
+def _init_weights(
+    model: nn.Module, model_cfg: ModelConfig, path: Path, contract: Contract, partial: bool = False
+) -> None:
+    """Load a checkpoint's or an export's weights into a fresh model of the same configuration (partial:
+    of any configuration, the tensors that fit)."""
     try:
         init = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -145,6 +160,9 @@ def _init_weights(model: nn.Module, model_cfg: ModelConfig, path: Path, contract
             f"synthmatch train) or the .pt written beside an exported .onnx"
         )
     check_contract(init, contract, path)
+    if partial:
+        _init_partial(model, init["model_state"], path)
+        return
     theirs, ours = dict(init["model_config"]), model_cfg.to_dict()
     widening = not theirs.get("note_input", False) and ours["note_input"]  # a C4 model, told the note from now
     if {**theirs, "note_input": ours["note_input"]} != ours or (
@@ -284,7 +302,7 @@ def _start_run(
     )
     state = RunState()
     if cfg.init_from and not resume:
-        _init_weights(model, model_cfg, Path(cfg.init_from), contract)
+        _init_weights(model, model_cfg, Path(cfg.init_from), contract, cfg.init_partial)
     if resume:
         state = _resume(last, cfg, contract, trainer)
     log = MetricsLog(out / "metrics.jsonl", write=env.main)

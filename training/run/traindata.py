@@ -117,6 +117,9 @@ def run_data(
     notes = note_range(cfg, contract)
     per_rank = cfg.batch_size // env.world
     held = None  # a plugin dataset's own validation examples
+    window_n = getattr(model, "num_samples", contract.audio.num_samples)
+    if window_n < contract.audio.num_samples:  # a performance model: windows of held notes
+        return held_data(cfg, contract, window_n, per_rank, env, dev, start_step, presets, notes)
     if cfg.data:
         batches, held = shard_batches(cfg, model, contract, per_rank, env, start_step, progress)
     elif cfg.train_size:
@@ -139,3 +142,29 @@ def run_data(
         val_audio, val_params = onthefly.cached_split(*split, notes=notes)
     val_notes = onthefly.split_notes(contract, "val", cfg.val_size, cfg.val_seed, notes)
     return batches, ValSet(val_audio, val_params, val_notes)
+
+
+def held_data(
+    cfg: TrainConfig,
+    contract: Contract,
+    window_n: int,
+    per_rank: int,
+    env: Dist,
+    dev: torch.device,
+    start_step: int,
+    presets,
+    notes: tuple[int, int],
+) -> tuple[Iterator, ValSet]:
+    """A performance model's data (training.data.held): windows of window_n samples cut from held notes,
+    rendered on the fly, and a validation set of such windows (val_seed; rendered in memory, ~30 s)."""
+    from synthmatch.training.data.held import HeldStream, held_split
+
+    if cfg.data or cfg.train_size:
+        raise UsageError("a model with window_s renders its own held windows; remove data and train_size")
+    render_dev = dev if cfg.workers == 0 else torch.device("cpu")
+    stream = HeldStream(
+        contract, cfg.train_seed, per_rank, window_n,
+        rank=env.rank, world_size=env.world, start_step=start_step, device=render_dev, presets=presets, notes=notes,
+    )
+    batches = iter(stream.loader(cfg.workers, pin_memory=dev.type == "cuda"))
+    return batches, ValSet(*held_split(contract, cfg.val_seed, cfg.val_size, window_n, presets, notes))

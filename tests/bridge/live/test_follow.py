@@ -192,3 +192,84 @@ def test_the_held_matcher_is_made_once_on_first_use_from_the_settings():
     assert f.window_n == HELD_N
     made = f.matcher
     assert made is f.matcher and made.config.budget_ms == 5.0 and made.config.keep_margin == 0.2
+
+
+# ---- the performance model's seeds (issue 19) ----
+
+
+@pytest.fixture(scope="module")
+def perf():
+    """The shipped performance model on ONNX Runtime, one thread, behind the daemon's Inference seam."""
+    from synthmatch.bridge.audio.notes import NoteSettings, NoteStage
+    from synthmatch.bridge.engines import load_engine
+    from synthmatch.bridge.live.config import DEFAULT_PERF_MODEL, resolve_path
+    from synthmatch.bridge.live.inference import Inference
+
+    engine = load_engine(resolve_path(DEFAULT_PERF_MODEL), "onnxruntime", C, threads=1, performance=True)
+    yield lambda c: Inference(engine, NoteStage(NoteSettings(), C), c, counted=("perf_inferences", "perf_ms"))
+    engine.close()
+
+
+def perf_follower(perf, inference=None) -> HeldFollower:
+    c = Counters()
+    f = HeldFollower(ContinuousSettings(), C, c, LimitedLog(log, burst=5, per_s=1 / 30), matcher=Recording())
+    f.perf = inference or perf(c)
+    f.perf_n = f.perf.engine.meta.num_samples
+    f.perf_mask = np.array([n in f.perf.engine.meta.carried for n in C.names])
+    return f
+
+
+def synth_ring(seconds: float, values: np.ndarray, note: int = 60) -> Ring:
+    from synthmatch.bridge.match.synth import Synth
+
+    ring = Ring(12 * SR, 1)
+    ring.write(Synth(C).render(values[None], note)[0, : int(seconds * SR), None])
+    return ring
+
+
+def test_the_performance_model_seeds_what_it_carries_and_keeps_the_rest_from_the_answer_playing(perf):
+    f = perf_follower(perf)
+    assert f.perf_n == int(0.4 * SR) and f.perf_mask.sum() == 13
+    values = np.random.default_rng(4).uniform(0.2, 0.8, 16).astype(np.float32)
+    ring = synth_ring(3.0, values)
+    base = np.full(16, 0.123, np.float32)
+    end = int(2.5 * SR)
+    [seed] = f.perf_seeds(ring, end, base, 60)
+    assert seed.shape == (16,) and seed.dtype == np.float32
+    assert np.all(seed[~f.perf_mask] == np.float32(0.123))  # envelope and reverb: the answer playing
+    assert np.all(seed[f.perf_mask] != np.float32(0.123)) and np.all((seed >= 0) & (seed <= 1))
+    assert f.c.perf_inferences == 1 and f.c.inferences == 0 and len(f.c.perf_ms) == 1
+    # it read exactly the newest 0.4 s: the engine on that window alone gives the same carried values
+    direct = f.perf.engine.infer(ring.window(end - f.perf_n, f.perf_n)[:, 0][None], np.array([60.0], np.float32))[0]
+    np.testing.assert_allclose(seed[f.perf_mask], np.clip(direct, 0, 1)[f.perf_mask], atol=1e-6)
+
+
+def test_no_performance_seed_before_the_note_fills_its_window_or_without_an_answer_playing(perf):
+    f = perf_follower(perf)
+    ring = synth_ring(3.0, np.full(16, 0.5, np.float32))
+    f.note_start = 2 * SR
+    assert f.perf_seeds(ring, 2 * SR + f.perf_n - 1, np.full(16, 0.5, np.float32), 60) == []
+    assert f.perf_seeds(ring, 2 * SR + f.perf_n, None, 60) == []
+    assert len(f.perf_seeds(ring, 2 * SR + f.perf_n, np.full(16, 0.5, np.float32), 60)) == 1
+
+
+def test_a_performance_model_failing_in_a_row_is_switched_off_not_the_show(perf, caplog):
+    from synthmatch.bridge.live.inference import ENGINE_FAILURES_MAX
+
+    class Broken:
+        def __init__(self, meta):
+            self.meta, self.name = meta, "broken"
+
+        def infer_full(self, *a, **k):
+            raise RuntimeError("device lost")
+
+    f = perf_follower(perf)
+    f.perf.engine = Broken(f.perf.engine.meta)
+    ring = synth_ring(3.0, np.full(16, 0.5, np.float32))
+    base = np.full(16, 0.5, np.float32)
+    with caplog.at_level(logging.WARNING, logger="synthmatch.bridge"):
+        for i in range(ENGINE_FAILURES_MAX):
+            assert f.perf_seeds(ring, 2 * SR + i, base, 60) == []
+    assert f.perf is None and f.c.engine_errors == ENGINE_FAILURES_MAX
+    assert "performance model off for this run" in caplog.text
+    assert f.perf_seeds(ring, 2 * SR + 99, base, 60) == []  # off: no more calls

@@ -40,7 +40,8 @@ def switching(tmp_path_factory):
     return path, x
 
 
-def updates(path, *args: str) -> list[dict]:
+def run(path, *args: str) -> tuple[list[dict], dict]:
+    """The bridge on the file: (its printed lines, its exit counters)."""
     r = subprocess.run(
         bridge_cmd("--input", f"file:{path}", "--fast", "--print", "--no-control", *args),
         capture_output=True,
@@ -48,12 +49,20 @@ def updates(path, *args: str) -> list[dict]:
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
-    return [json.loads(ln) for ln in r.stdout.splitlines()]
+    [counters] = [ln.split("counters ", 1)[1] for ln in r.stderr.splitlines() if "synthmatch bridge: counters " in ln]
+    return [json.loads(ln) for ln in r.stdout.splitlines()], json.loads(counters)
+
+
+def updates(path, *args: str) -> list[dict]:
+    return run(path, *args)[0]
 
 
 def test_continuous_updates_carry_the_file_position_and_follow_a_switch(switching):
     path, x = switching
-    lines = updates(path, "--mode", "continuous")
+    lines, counters = run(path, "--mode", "continuous")
+    # the shipped performance model seeded the held matcher every hop once the note filled its 0.4 s
+    hops_after_fill = (x.size - LEAD - int(0.4 * SR)) // int(0.05 * SR)
+    assert counters["perf_inferences"] >= 0.9 * hops_after_fill, counters
     sent = [ln for ln in lines if "values" in ln]
     s = np.array([ln["stream_s"] for ln in sent])
     assert len(sent) >= 5 and np.all(np.diff(s) > 0)  # monotonic
