@@ -483,3 +483,30 @@ def test_step_window_records_the_mean_loss_since_the_last_record():
     window.restart()
     window.add(torch.tensor(0.5))
     assert window.record(step=4, lr=1e-4, batch_size=8)["loss"] == 0.5
+
+
+def test_a_performance_model_trains_on_held_windows_from_the_defaults_encoder(tmp_path, one_thread, capsys):
+    """ast-tiny-perf (shrunk in steps, not in shape) starts from the shipped default's encoder and head
+    (init_partial: the patch and positional embeddings, whose shapes differ, fresh), trains on held-note
+    windows and validates on the 13 outputs it carries only."""
+    from synthmatch.bridge.live.config import resolve_path
+
+    default_pt = resolve_path("models/default.pt")
+    cfg = _config(
+        tmp_path, "perf", model="ast-tiny-perf", init_from=str(default_pt), init_partial=True, notes=[48, 72],
+        steps=2, val_every=2, batch_size=4,
+    )
+    out = tmp_path / "perf"
+    run(TrainConfig.load(cfg), out, device="cpu")
+    assert "3 fresh (cqt_embed.weight, patch_embed.weight, pos_embed)" in capsys.readouterr().err
+    (val,) = [r for r in _records(out) if r.get("type") == "val" and r["step"] == 2]
+    carried = [v for k, v in val["val_mse"].items() if not k.startswith(("env_", "reverb_"))]
+    assert len(carried) == 13 and val["val_loss"] == pytest.approx(sum(carried) / 13)
+    stored = torch.load(default_pt, weights_only=True)["model_state"]
+    first = load_checkpoint(out / "last.pt")["model_state"]
+    assert first["blocks.0.attn.qkv.weight"].shape == stored["blocks.0.attn.qkv.weight"].shape
+    with pytest.raises(UsageError, match="none of its weights fit"):
+        from synthmatch.training.run.train import _init_weights
+
+        c = default()
+        _init_weights(build_model("cnn", c), resolve_config("cnn"), default_pt, c, partial=True)
