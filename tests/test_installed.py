@@ -53,6 +53,7 @@ PACKAGE_DATA = [
     ("synthmatch.configs", "contract.toml"),
     ("synthmatch.configs", "bridge.toml"),
     ("synthmatch.models", "default.onnx"),
+    ("synthmatch.models", "performance.onnx"),
 ]
 
 
