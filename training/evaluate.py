@@ -25,6 +25,7 @@ import torch
 
 from synthmatch.bridge.core.atomic import write_atomic, write_text
 from synthmatch.bridge.core.contract import Contract
+from synthmatch.bridge.core.errors import UsageError
 from synthmatch.training.data.onthefly import DEFAULT_SPLIT_SIZES, RENDER_GROUP, cached_split, split_seed
 from synthmatch.training.model import metrics
 from synthmatch.training.synths.reference import ReferenceSynth
@@ -256,6 +257,11 @@ def _torch_predictor(path: str, contract: Contract, device: str) -> PredictFn:
         "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
     )
     model, _ = load_model(path, contract, map_location=dev)
+    if model.num_samples != contract.audio.num_samples:
+        raise UsageError(
+            f"{path}: a performance model ({model.num_samples / contract.audio.sample_rate:g} s window) reads "
+            "held-note windows, not one-shots; evaluate it with scripts/eval_perf.py after export"
+        )
     model.to(dev).eval()
 
     def predict_fn(x: np.ndarray, notes: np.ndarray | None = None) -> np.ndarray:
@@ -275,7 +281,6 @@ def heard_notes(audio: np.ndarray, contract: Contract) -> np.ndarray:
 
 def main(args) -> int:
     from synthmatch.bridge.core import contract as contract_mod
-    from synthmatch.bridge.core.errors import UsageError
 
     c = contract_mod.load(args.contract)
     size = args.size if args.size is not None else DEFAULT_SPLIT_SIZES[args.split]

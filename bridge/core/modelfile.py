@@ -86,8 +86,11 @@ class ModelMeta:
 
     @property
     def performance(self) -> bool:
-        """A performance model: trained on a window of its own (model_config window_s) or on some outputs."""
-        return bool(self.model_config.get("window_s")) or bool(self.carries)
+        """A performance model: it answers for some outputs only, or reads less than its contract's window
+        (the contract it was exported with; the same as the one in use once check_contract passed)."""
+        audio = self.contract.get("audio") or {}
+        full = int(round(float(audio.get("duration_s", 0)) * self.sample_rate))
+        return bool(self.carries) or 0 < self.num_samples < full
 
     @property
     def window_s(self) -> float:
@@ -353,13 +356,14 @@ def check_contract(meta: ModelMeta, contract: Contract, performance: bool = Fals
         "re-export the model from a checkpoint trained on this contract, or run with --contract pointing "
         "at the contract it was trained with"
     )
-    _check_role(meta, contract, performance)
-    n = contract.audio.num_samples if not performance else min(meta.num_samples, contract.audio.num_samples)
     if tuple(meta.names) != tuple(contract.names):
         raise ContractMismatch(
             f"{meta.path}: the model predicts parameters ({', '.join(meta.names)}) but {where} names "
             f"({', '.join(contract.names)}); {fix}"
         )
+    if meta.sample_rate == contract.audio.sample_rate:  # else the size check below says what differs
+        _check_role(meta, performance)
+    n = contract.audio.num_samples if not performance else min(meta.num_samples, contract.audio.num_samples)
     if meta.sample_rate != contract.audio.sample_rate or meta.num_samples != n:
         raise ContractMismatch(
             f"{meta.path}: the model takes {meta.num_samples} samples at {meta.sample_rate} Hz but {where} says "
@@ -374,17 +378,18 @@ def check_contract(meta: ModelMeta, contract: Contract, performance: bool = Fals
         )
 
 
-def _check_role(meta: ModelMeta, contract: Contract, performance: bool) -> None:
-    """ModelError when a performance model is given as the full model, or the other way round."""
+def _check_role(meta: ModelMeta, performance: bool) -> None:
+    """ModelError when a performance model is given where a full one is wanted, or the other way round."""
     if meta.performance and not performance:
         raise ModelError(
             f"{meta.path}: a performance model ({meta.window_s:g} s window, answers for {len(meta.carried)} "
-            "parameters), not a full one; give it as continuous.model, and a full model (models/default.onnx) as model"
+            "parameters), not a full one; use it as the bridge's continuous.model (scripts/eval_perf.py "
+            "evaluates it) and a full model (models/default.onnx) here"
         )
     if performance and not meta.performance:
         raise ModelError(
-            f"{meta.path}: a full model ({meta.window_s:g} s window), not a performance model; give it as "
-            'model, and a performance model (models/performance.onnx) or "" as continuous.model'
+            f"{meta.path}: a full model ({meta.window_s:g} s window), not a performance model; use it as the "
+            'bridge\'s model, and a performance model (models/performance.onnx) or "" as continuous.model'
         )
 
 

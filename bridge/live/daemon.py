@@ -136,7 +136,9 @@ class Daemon:
         synth = getattr(matcher, "synth", None)
         perf = None  # the performance model (continuous.model), its calls counted apart
         if perf_engine is not None:
-            perf = Inference(perf_engine, self.notes, self.c, counted=("perf_inferences", "perf_ms"))
+            perf = Inference(
+                perf_engine, self.notes, self.c, counted=("perf_inferences", "perf_ms"), label="performance model"
+            )
         self.follower = HeldFollower(cfg.continuous, contract, self.c, match_log, synth, perf=perf)  # "held"
         self.done = threading.Event()  # the loop ended (stop() or end of file input)
         self._stop = threading.Event()
@@ -310,7 +312,7 @@ class Daemon:
 
     def _held_hop(self, end: int) -> None:
         """Performance mode's hop (window ending at `end`; bridge/live/follow.py): gate, note, a network seed
-        when due, the held matcher's answer, shaping, send."""
+        when due, the performance model's seed, the held matcher's answer, shaping, send."""
         cont, ring, f = self.cfg.continuous, self.intake.ring16, self.follower
         recent = f.listen(ring, end, self.cfg.notes.track_s)
         if recent is None:

@@ -32,6 +32,9 @@ from synthmatch.bridge.live.inference import EngineGaveUp
 from synthmatch.bridge.live.report import Counters, one_line
 
 
+PERF_HEAD_S = 0.05  # the performance window's head that must be above the gate (training's LEAD_S)
+
+
 def _carried(meta: Any) -> np.ndarray:
     """(16,) bool: the outputs a model answers for (ModelMeta.carried), in output order."""
     return np.array([name in meta.carried for name in meta.names])
@@ -130,11 +133,13 @@ class HeldFollower:
     def perf_seeds(self, ring: Any, end: int, base: np.ndarray | None, note: int | None) -> list[np.ndarray]:
         """The performance model's answer for the newest perf_n samples at `note`, once the sounding note
         fills them: the outputs it carries, the rest from `base` (the answer playing, else the network's
-        seed) -> [values], or [] (no model, the note is younger than its window, no base, or lost)."""
-        if self.perf is None or base is None or end - self.note_start < self.perf_n:
+        seed) -> [values], or [] (no model, no note heard, no base, or lost; or the window is not all
+        note: younger than the window, or its first PERF_HEAD_S below the gate, i.e. before the onset:
+        the model was trained on windows that start inside the note)."""
+        if self.perf is None or base is None or note is None or end - self.note_start < self.perf_n:
             return []
         got = ring.window(end - self.perf_n, self.perf_n)
-        if got is None:
+        if got is None or rms_dbfs(got[: int(PERF_HEAD_S * self.sr), 0]) < self.cont.gate_db:
             return []
         try:
             values = self.perf.run(end - self.perf_n, np.ascontiguousarray(got[:, 0]), note)

@@ -1,6 +1,7 @@
 """The engine's call on one window, and what the daemon does when the engine fails.
 
-`Inference.run(start, window, note)` runs the current engine on a 4 s window at the note played
+`Inference.run(start, window, note)` runs the current engine on a window (the model's length: 4 s, or
+the performance model's 0.4 s) at the note played
 (bridge/audio/notes.py's NoteStage.infer_full: a model told the note hears it; its extra outputs, the pitch
 head's top classes, are kept in `extras` for the matcher), times and counts the call, shows the window to
 the optional tap and checks the output (bridge.engines.output_problem) -> the 16 values clipped to [0, 1],
@@ -46,7 +47,7 @@ class Inference:
     absolute 16 kHz sample position, window = (num_samples,) float32, values = the raw model output).
     fallback: () -> an opened engine to switch to after ENGINE_FAILURES_MAX errors in a row (called at most
     once), or None: then EngineGaveUp is raised. counted: the Counters fields its calls are counted and
-    timed in (the performance model's: perf_inferences, perf_ms).
+    timed in (the performance model's: perf_inferences, perf_ms); label: what its log lines call it.
     """
 
     def __init__(
@@ -57,9 +58,11 @@ class Inference:
         window_tap: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
         fallback: Callable[[], Any] | None = None,
         counted: tuple[str, str] = ("inferences", "infer_ms"),
+        label: str = "inference",
     ):
         self.engine, self.notes, self.c = engine, notes, counters
         self.counted = counted  # the Counters fields this engine's calls go to (count, times)
+        self.label = label  # what the log lines call these calls
         self.window_tap = window_tap
         self.fallback = fallback
         self.failures_in_row = 0  # engine errors since the last inference that returned
@@ -87,7 +90,7 @@ class Inference:
         if why is not None:
             self.c.bad_outputs += 1
             if self.c.bad_outputs <= 10 or self.c.bad_outputs % 100 == 0:  # a broken model: do not flood
-                log.warning("model output rejected (%d so far): %s; nothing sent", self.c.bad_outputs, why)
+                log.warning("%s: output rejected (%d so far): %s; not used", self.label, self.c.bad_outputs, why)
             return None
         return np.clip(out, 0.0, 1.0).astype(np.float32)  # within OUTPUT_TOLERANCE of [0, 1]
 
@@ -99,7 +102,8 @@ class Inference:
         why = one_line(e)
         name = _name(self.engine)
         self._log.warning(
-            "inference failed on %s (%d so far, %d in a row): %s; window dropped",
+            "%s failed on %s (%d so far, %d in a row): %s; window dropped",
+            self.label,
             name,
             self.c.engine_errors,
             self.failures_in_row,

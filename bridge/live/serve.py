@@ -106,17 +106,15 @@ def _open_matcher(cfg, contract, meta):
     return matcher
 
 
-def _open_engine(cfg, contract, backend: str | None = None):
-    """The model on cfg.backend (or `backend`), checked against the contract."""
+def _load(path: str, contract, backend: str, threads: int | None, performance: bool = False):
+    """load_engine on a config's model path, a contract mismatch advising the bridge's config key (the
+    loader's own advice names match's --contract flag)."""
     from synthmatch.bridge.engines import ContractMismatch, load_engine
     from synthmatch.bridge.live.config import resolve_path
 
-    threads = cfg.threads or None
     try:
-        engine = load_engine(
-            resolve_path(cfg.model), backend=backend or cfg.backend, contract=contract, threads=threads
-        )
-    except ContractMismatch as e:  # its advice names match's --contract flag; the bridge sets a config key
+        return load_engine(resolve_path(path), backend, contract, threads, performance=performance)
+    except ContractMismatch as e:
         text = str(e)
         cut = text.find("; re-export the model")
         raise ContractMismatch(
@@ -124,6 +122,11 @@ def _open_engine(cfg, contract, backend: str | None = None):
             "trained on this contract, or point the bridge at the contract it was trained "
             'with: contract = "PATH" in the config, or --set contract=\'"PATH"\''
         ) from None
+
+
+def _open_engine(cfg, contract, backend: str | None = None):
+    """The model on cfg.backend (or `backend`), checked against the contract."""
+    engine = _load(cfg.model, contract, backend or cfg.backend, cfg.threads or None)
     m = engine.meta
     if m.sample_rate != contract.audio.sample_rate or m.num_samples != contract.audio.num_samples:
         from synthmatch.bridge.core.errors import UsageError
@@ -140,15 +143,14 @@ def _open_perf(cfg, contract, engines: list):
     one (a short window; bridge.core.modelfile.check_contract), appended to `engines`; None when off."""
     if cfg.continuous.follow != "held" or not cfg.continuous.model:
         return None
-    from synthmatch.bridge.engines import load_engine
-    from synthmatch.bridge.live.config import resolve_path
+    from synthmatch.bridge.engines import ModelError
 
     # one ONNX Runtime thread unless set: on its 0.4 s window one is as fast (3.6 ms), and the default pool
     # spins between the 50 ms hops: 24 ms of CPU a call against 3.9 ms (measured, 2 cores)
-    engine = load_engine(
-        resolve_path(cfg.continuous.model), backend=cfg.backend, contract=contract, threads=cfg.threads or 1,
-        performance=True,
-    )
+    try:
+        engine = _load(cfg.continuous.model, contract, cfg.backend, cfg.threads or 1, performance=True)
+    except ModelError as e:
+        raise type(e)(f"continuous.model: {e}; or set continuous.model = \"\" to play without it") from None
     engines.append(engine)
     return engine
 

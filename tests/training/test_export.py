@@ -92,9 +92,9 @@ def test_a_performance_model_carries_its_window_and_outputs_and_is_refused_in_th
     assert meta.num_samples == 6400 and meta.window_s == pytest.approx(0.4)
     assert "filter1_cutoff" in meta.carried and "env_attack" not in meta.carried and len(meta.carried) == 13
     assert read_meta(paths["ast-tiny-notes"]).carried == tuple(C.names)
-    with pytest.raises(ModelError, match="a performance model .* give it as continuous.model"):
+    with pytest.raises(ModelError, match="a performance model .* use it as the bridge's continuous.model"):
         load_engine(paths["ast-tiny-perf"], "onnxruntime")
-    with pytest.raises(ModelError, match="a full model .* give it as model"):
+    with pytest.raises(ModelError, match="a full model .* use it as the bridge's model"):
         load_engine(paths["ast-tiny-notes"], "onnxruntime", performance=True)
 
 

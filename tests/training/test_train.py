@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -510,3 +511,24 @@ def test_a_performance_model_trains_on_held_windows_from_the_defaults_encoder(tm
 
         c = default()
         _init_weights(build_model("cnn", c), resolve_config("cnn"), default_pt, c, partial=True)
+
+
+def test_weights_and_runs_saved_before_the_performance_keys_still_load_and_resume(tmp_path, tiny_onnx):
+    """A weights file whose model config lacks window_s and carries (every export before them) is the
+    full model they default to; a run saved before init_partial resumes."""
+    from synthmatch.training.run.train import _check_resume, _init_weights
+
+    c = default()
+    stored = torch.load(tiny_onnx.with_suffix(".pt"), weights_only=True)
+    for key in ("window_s", "carries"):
+        stored["model_config"].pop(key)
+    old = tmp_path / "old.pt"
+    torch.save(stored, old)
+    model = build_model("ast-tiny", c)
+    _init_weights(model, resolve_config("ast-tiny"), old, c)
+    assert all(torch.equal(v, stored["model_state"][k]) for k, v in model.state_dict().items())
+    cfg = TrainConfig()
+    saved = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "init_partial"}
+    _check_resume(saved, cfg, old)  # no "changes init_partial"
+    with pytest.raises(UsageError, match="changes lr"):
+        _check_resume({**saved, "lr": 1.0}, cfg, old)

@@ -37,7 +37,7 @@ CROP_STREAM = 0x43524F50  # "CROP": the generator of example i's window end and 
 KEPT = ("env_attack", "env_decay", "reverb_mix")  # the partner takes these from B
 SWITCH_P = 0.5  # share of examples whose window holds a change of timbre
 MIN_SHARE = 0.3  # the new sound fills at least this share of the window's end
-LEAD_S = 0.05  # a window ends at least this long after the note-on (the first 50 ms are the attack's)
+LEAD_S = 0.05  # a window starts at least this long after the note-on (its first 50 ms are the attack's)
 CROSSFADE_S = 0.01  # raised-cosine crossfade at a switch, s
 
 

@@ -117,6 +117,7 @@ def _check_resume(stored: dict | None, cfg: TrainConfig, path: Path) -> None:
     if stored is None:
         return
     now = asdict(cfg)
+    stored = {**asdict(TrainConfig()), **stored}  # a run saved before a key existed had its default
     changed = sorted(k for k in set(now) | set(stored) if k not in RESUMABLE_CHANGES and now.get(k) != stored.get(k))
     if cfg.schedule == "cosine" and now["steps"] != stored.get("steps"):
         changed.append("steps (the cosine schedule depends on it)")
@@ -163,7 +164,8 @@ def _init_weights(
     if partial:
         _init_partial(model, init["model_state"], path)
         return
-    theirs, ours = dict(init["model_config"]), model_cfg.to_dict()
+    # a file saved before a key existed holds its default (window_s, carries: the full model's)
+    theirs, ours = {**ModelConfig().to_dict(), **dict(init["model_config"])}, model_cfg.to_dict()
     widening = not theirs.get("note_input", False) and ours["note_input"]  # a C4 model, told the note from now
     if {**theirs, "note_input": ours["note_input"]} != ours or (
         theirs.get("note_input", False) != ours["note_input"] and not widening

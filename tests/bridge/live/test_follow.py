@@ -273,3 +273,19 @@ def test_a_performance_model_failing_in_a_row_is_switched_off_not_the_show(perf,
     assert f.perf is None and f.c.engine_errors == ENGINE_FAILURES_MAX
     assert "performance model off for this run" in caplog.text
     assert f.perf_seeds(ring, 2 * SR + 99, base, 60) == []  # off: no more calls
+
+
+def test_no_performance_seed_for_an_unpitched_sound_or_a_window_that_starts_before_the_onset(perf):
+    f = perf_follower(perf)
+    note_on = 2 * SR
+    ring = Ring(12 * SR, 1)
+    ring.write(np.zeros((note_on, 1), np.float32))  # silence, then a held patch
+    from synthmatch.bridge.match.synth import Synth
+
+    ring.write(Synth(C).render(np.full((1, 16), 0.5, np.float32), 60)[0, : 2 * SR, None])
+    base = np.full(16, 0.5, np.float32)
+    f.note_start = note_on - HELD_N  # as seeds() sets it: up to a held window before the onset
+    inside = note_on + f.perf_n + int(0.06 * SR)  # the window starts 60 ms into the note
+    assert f.perf_seeds(ring, note_on + f.perf_n - SR // 20, base, 60) == []  # its head is silence
+    assert f.perf_seeds(ring, inside, base, None) == []  # no note heard: nothing to tell the model
+    assert len(f.perf_seeds(ring, inside, base, 60)) == 1 and f.c.perf_inferences == 1

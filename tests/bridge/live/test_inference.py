@@ -61,7 +61,7 @@ def test_a_rejected_output_is_counted_and_not_returned(bad, caplog):
     with caplog.at_level(logging.WARNING, "synthmatch.bridge"):
         assert inf.run(0, WINDOW) is None
     assert inf.c.bad_outputs == 1 and inf.c.inferences == 1  # the engine answered; the answer was not usable
-    assert "model output rejected (1 so far)" in caplog.text
+    assert "inference: output rejected (1 so far)" in caplog.text
 
 
 def test_an_engine_error_loses_the_window_not_the_extras_and_a_success_resets_the_count(caplog):
