@@ -47,6 +47,7 @@ def test_counters_is_flat_json_in_a_fixed_order():
         "latency_ms_p99",
         "infer_ms_p50",
         "infer_ms_p99",
+        "perf_ms_p50",
         "overhead_ms_p50",
         "overhead_ms_p99",
         "refine_ms_p50",
