@@ -110,3 +110,19 @@ def test_eval_cli_mean_baseline(c, cache, split, tmp_path):
     assert r["param_mse"] == pytest.approx(float(((np.asarray(params) - 0.5) ** 2).mean()), rel=1e-5)
     assert r["model"] == "baseline-mean" and r["spectral_convergence"] > 0
     assert cli.main(["eval", "--baseline", "mean", *common]) == 2  # no file to write beside: --out needed
+
+
+def test_a_performance_model_is_refused_with_where_to_evaluate_it(tmp_path, capsys):
+    """eval reads one-shots: a performance model (0.4 s window) given as --checkpoint or --model is one
+    line naming what to use instead, exit 2."""
+    from synthmatch.bridge.live.config import DEFAULT_PERF_MODEL, resolve_path
+
+    c = contract_mod.default()
+    cfg = resolve_config({"base": "ast-tiny-perf", "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32})
+    ckpt = save_checkpoint(tmp_path / "perf.pt", model=build_model(cfg, c), model_config=cfg, contract=c, step=0)
+    args = ["--split", "test", "--size", "2", "--cache-dir", str(tmp_path / "cache")]
+    assert cli.main(["eval", "--checkpoint", str(ckpt), "--device", "cpu", *args]) == 2
+    assert "scripts/eval_perf.py" in capsys.readouterr().err
+    assert cli.main(["eval", "--model", str(resolve_path(DEFAULT_PERF_MODEL)), *args]) == 2
+    err = capsys.readouterr().err
+    assert "a performance model" in err and "scripts/eval_perf.py" in err and "Traceback" not in err
