@@ -28,6 +28,7 @@ Prints one JSON object: per sequence and the medians.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 import dataclasses
 import json
 import os
@@ -83,6 +84,31 @@ def synth_sequence(contract, note: int) -> tuple[np.ndarray, list[float]]:
     set_(1, reverb_mix=0.15)
     for i in (0, 1):
         set_(i, env_attack=0.05, env_decay=0.25)
+    return held_pair(contract, v, note)
+
+
+def random_pair_sequence(contract, k: int) -> tuple[np.ndarray, list[float]]:
+    """Pair k of --random-pairs: the k-th pair (2j, 2j + 1) of the contract's sampling (seed 7000) whose
+    sounds are both above the gate (-40 dBFS held: a silent patch is no performance), with the first's
+    envelope and reverb (one performer, one room), held at a note drawn from 48-72 (seed 7000 + j)."""
+    from synthmatch.bridge.audio.onset import rms_dbfs
+    from synthmatch.training.synths.sampling import sample_params
+
+    kept = [list(contract.names).index(n) for n in ("env_attack", "env_decay", "reverb_mix")]
+    found = -1
+    for j in range(1000):
+        v = sample_params(contract, 7000, range(2 * j, 2 * j + 2)).astype(np.float32)
+        v[1, kept] = v[0, kept]
+        x, bounds = held_pair(contract, v, int(np.random.default_rng(7000 + j).integers(48, 73)))
+        stretches = [x[int((a + 1.0) * SR) : int(b * SR)] for a, b in zip(bounds[:-1], bounds[1:])]
+        found += all(rms_dbfs(s) > -40.0 for s in stretches)
+        if found == k:
+            return x, bounds
+    raise RuntimeError("no loud pair in 1000 draws")
+
+
+def held_pair(contract, v: np.ndarray, note: int) -> tuple[np.ndarray, list[float]]:
+    """Patches v (2, 16) held at `note`: the first for 6 s after LEAD_S, then the second to 12 s."""
     total = 12.0
     synth = long_synth(contract, total - LEAD_S)
     a, b = synth.render(v, note)
@@ -134,9 +160,19 @@ def vowel_sequence(work: Path, vowels: str = "aiu", each_s: float = 4.0) -> tupl
     return x.astype(np.float32), bounds
 
 
-def run_daemon(path: Path, sets: list[str]) -> list[dict]:
+# --counting-clock: the bridge in a process whose time.perf_counter advances 1 ms a reading, so the held
+# matcher's budget buys the same work on any machine at any load (as in tests/bridge/match/test_match_held.py)
+# and a run is repeatable: what is compared is the algorithm, not the machine's load at that moment
+COUNTING = (
+    "import itertools, sys, time; tick = itertools.count(); time.perf_counter = lambda: next(tick) * 1e-3; "
+    "from synthmatch.bridge.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def run_daemon(path: Path, sets: list[str], counting: bool = False) -> list[dict]:
     """The updates `synthmatch bridge --fast --print` prints for a file."""
-    cmd = [sys.executable, "-m", "synthmatch.bridge.cli", "bridge", "--input", f"file:{path}", "--print"]
+    bridge = [sys.executable, "-c", COUNTING] if counting else [sys.executable, "-m", "synthmatch.bridge.cli"]
+    cmd = [*bridge, "bridge", "--input", f"file:{path}", "--print"]
     cmd += ["--mode", "continuous", "--no-control", "--fast"]
     for s in sets:
         cmd += ["--set", s]
@@ -246,7 +282,11 @@ def main() -> None:
     ap.add_argument("--label", default="", help="a name for this run in the JSON")
     ap.add_argument("--work-dir", default="", help="sequences are written here (default: a temporary folder)")
     ap.add_argument("--no-cpu", action="store_true", help="skip the real-time CPU run")
+    ap.add_argument(
+        "--counting-clock", action="store_true", help="the held matcher's budgets on a counting clock (repeatable)"
+    )
     ap.add_argument("--only", default="", help="comma-separated sequence names to run")
+    ap.add_argument("--random-pairs", type=int, default=0, help="add N held pairs of random synth patches")
     args = ap.parse_args()
     contract = contract_mod.default()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_performance-"))
@@ -256,6 +296,7 @@ def main() -> None:
         "gm_organ_to_strings": lambda: gm_sequence(work, (19, 48), 57),
         "gm_flute_to_oboe": lambda: gm_sequence(work, (73, 68), 67),
         "vowels_a_i_u": lambda: vowel_sequence(work),
+        **{f"synth_random_{k}": partial(random_pair_sequence, contract, k) for k in range(args.random_pairs)},
     }
     if args.only:
         sequences = {k: f for k, f in sequences.items() if k in args.only.split(",")}
@@ -267,7 +308,7 @@ def main() -> None:
         path = work / f"{name}.wav"
         audiofile.write(path, x.astype(np.float32), SR)
         paths[name] = (path, len(x) / SR)
-        updates = run_daemon(path, args.set)
+        updates = run_daemon(path, args.set, args.counting_clock)
         results.append(measure(name, x, bounds, updates, contract, synth))
     cpu = None
     if not args.no_cpu and "synth_patches" in paths:
@@ -285,6 +326,7 @@ def main() -> None:
         json.dumps(
             {
                 "label": args.label,
+                "counting_clock": args.counting_clock,
                 "settings": args.set,
                 "sequences": results,
                 "median": {

@@ -63,7 +63,7 @@ class RefineSettings:
 @dataclass
 class ContinuousSettings:
     # "held" (performance mode): each hop the held matcher (bridge/match/held.py) judges the steady
-    # spectrum of the newest 0.3 s; "window": the network (and refine's matcher) on a sliding 4 s window
+    # spectrum of the newest 0.2 s; "window": the network (and refine's matcher) on a sliding 4 s window
     follow: str = "held"
     # a new answer every hop (10 ms at least). Held: 50 ms (the issue's example; at 8 ms a hop it measured
     # 33 % of a core on scripts/bench_performance.py; other hops not measured yet)
@@ -78,7 +78,7 @@ class ContinuousSettings:
     # silence gate: no updates while the newest gate_s is below this (dBFS)
     gate_db: float = field(default=-55.0, metadata=within(-200, 0, unit=" dBFS"))
     # the gate's span: 10 ms at least (shorter measured nothing and gated every window), the window at most.
-    # 0.3 s: the held window, so a note's first update comes as soon as its window is loud enough
+    # 0.3 s: a note's first update comes as soon as this much of it is loud enough
     gate_s: float = field(default=0.3, metadata=within(0.01, 4, unit=" s"))
     # held: the held matcher's time per hop (at most 60 % of the hop less an inference); 8 ms at a 50 ms hop
     # measured 33 % of a core in real time (the benchmark's cpu_share, on a loaded 2-core machine)
@@ -87,7 +87,7 @@ class ContinuousSettings:
     # on most hops while the search converged, 0.3 held the old answer a second after a switch)
     keep_margin: float = field(default=0.15, metadata=within(0, 1, high_open=True))
     # held: the network's 4 s answer seeds the matcher on a new note and then every this many seconds
-    # (0 = on new notes only)
+    # (0 = on new notes only); with a performance model (below), on new notes only
     network_every_s: float = field(default=0.5, metadata=within(0, 60, unit=" s"))
     # held: the performance model (issue 19; a short window of the held note, told the note) seeds the
     # held matcher every hop once the note has filled its window: the oscillators and filters it carries,

@@ -11,7 +11,7 @@ Modes:
               one inference, one snapshot of all 16 values.
   continuous  continuous.follow = "held" (performance mode, the default): every continuous.hop_s (50 ms)
               the held matcher (bridge/match/held.py) judges candidates by the steady spectrum of the
-              newest 0.3 s, the answer playing among them and kept unless another is clearly closer
+              newest 0.2 s, the answer playing among them and kept unless another is clearly closer
               (that is the stability: no one-pole lag); only oscillators and filters move, the envelope
               and reverb keep the answer playing. The network's 4 s answer seeds it on a new note and
               every continuous.network_every_s; the performance model (continuous.model: a 0.4 s window,

@@ -12,7 +12,7 @@ The daemon calls, every hop (window end `end`, a 16 kHz position):
 
 and shapes and sends the values itself (bridge/live/shaping.py), telling `sent_end` (the rate limit's
 stream clock: `since_sent_s`). The held matcher (bridge/match/held.py) judges candidates by the steady
-spectrum of the newest 0.3 s (`window_n` samples: continuous mode's first window end); it is made and
+spectrum of the newest 0.2 s (`window_n` samples: continuous mode's first window end); it is made and
 warmed on first use, its tables (and numpy's FFT plans) before the first note, not during it.
 
 State: where the sounding note began (the network seed's start), the end of the newest window the network
@@ -112,7 +112,9 @@ class HeldFollower:
         if self.net_end < 0 or changed:
             self.note_start = max(0, end - self.window_n)
             self.matcher.reset()
-        every = int(self.cont.network_every_s * self.sr)
+        # with a performance model seeding every hop, the 4 s network seeds new notes only: its periodic
+        # seeds changed no answer on the benchmark (13 switches, counting clock) and cost 8-12 % of a core
+        every = int(self.cont.network_every_s * self.sr) if self.perf is None else 0
         if not (self.net_end < 0 or changed or (every > 0 and end - self.net_end >= every)):
             return []
         values = self._seed(ring, end, infer)

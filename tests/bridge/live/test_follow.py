@@ -76,7 +76,8 @@ def test_listen_returns_the_newest_audio_the_hop_needs():
     f = follower()
     ring = ring_of((2.0, 0.5))
     recent = f.listen(ring, 2 * SR, track_s=0.3)
-    assert recent is not None and recent.shape == (HELD_N,) and recent.dtype == np.float32  # mono
+    span = max(HELD_N, int(0.3 * SR))  # the held window, the gate's and the tracker's spans: the longest
+    assert recent is not None and recent.shape == (span,) and recent.dtype == np.float32  # mono
     assert len(f.listen(ring, 2 * SR, track_s=1.0)) == SR  # the note tracker's span is longer
     assert len(f.listen(ring, SR // 10, track_s=0.3)) == SR // 10  # the input's start: what there is
 
@@ -289,3 +290,12 @@ def test_no_performance_seed_for_an_unpitched_sound_or_a_window_that_starts_befo
     assert f.perf_seeds(ring, note_on + f.perf_n - SR // 20, base, 60) == []  # its head is silence
     assert f.perf_seeds(ring, inside, base, None) == []  # no note heard: nothing to tell the model
     assert len(f.perf_seeds(ring, inside, base, 60)) == 1 and f.c.perf_inferences == 1
+
+
+def test_with_a_performance_model_the_4_s_network_seeds_new_notes_only(perf):
+    f, infer = perf_follower(perf), Infer()
+    ring = ring_of((6.0, 0.5))
+    assert f.seeds(ring, SR, False, infer)  # a new note: the network's answer (envelope and reverb)
+    assert f.seeds(ring, SR + EVERY, False, infer) == []  # not again 0.5 s on: the performance model seeds
+    assert f.seeds(ring, SR + EVERY + SR // 20, True, infer)  # a changed note: at once
+    assert len(infer.calls) == 2
