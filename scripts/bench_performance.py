@@ -28,13 +28,13 @@ Prints one JSON object: per sequence and the medians.
 from __future__ import annotations
 
 import argparse
-from functools import partial
 import dataclasses
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np

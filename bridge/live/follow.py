@@ -31,7 +31,6 @@ from synthmatch.bridge.core.ratelimit import LimitedLog
 from synthmatch.bridge.live.inference import EngineGaveUp
 from synthmatch.bridge.live.report import Counters, one_line
 
-
 PERF_HEAD_S = 0.05  # the performance window's head that must be above the gate (training's LEAD_S)
 
 

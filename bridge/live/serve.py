@@ -150,7 +150,7 @@ def _open_perf(cfg, contract, engines: list):
     try:
         engine = _load(cfg.continuous.model, contract, cfg.backend, cfg.threads or 1, performance=True)
     except ModelError as e:
-        raise type(e)(f"continuous.model: {e}; or set continuous.model = \"\" to play without it") from None
+        raise type(e)(f'continuous.model: {e}; or set continuous.model = "" to play without it') from None
     engines.append(engine)
     return engine
 

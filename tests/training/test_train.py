@@ -494,8 +494,15 @@ def test_a_performance_model_trains_on_held_windows_from_the_defaults_encoder(tm
 
     default_pt = resolve_path("models/default.pt")
     cfg = _config(
-        tmp_path, "perf", model="ast-tiny-perf", init_from=str(default_pt), init_partial=True, notes=[48, 72],
-        steps=2, val_every=2, batch_size=4,
+        tmp_path,
+        "perf",
+        model="ast-tiny-perf",
+        init_from=str(default_pt),
+        init_partial=True,
+        notes=[48, 72],
+        steps=2,
+        val_every=2,
+        batch_size=4,
     )
     out = tmp_path / "perf"
     run(TrainConfig.load(cfg), out, device="cpu")

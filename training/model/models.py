@@ -166,11 +166,14 @@ MODEL_CONFIGS["ast-tiny-notes"] = MODEL_CONFIGS["ast-tiny-cqt"].replace(note_inp
 # the performance model (issue 19): ast-tiny-notes on a 0.4 s window of a held note, answering for what
 # such a window reveals (oscillators and filters; the envelope and reverb come from the trigger answer).
 # 16 x 16 mel patches every 8 frames (4 x 3 = 12 tokens on 38 frames) and 41 constant-Q tokens over two
-# 0.2 s frames (kernels cut to the window: lower Q under ~110 Hz); same width and depth as the default,
+# 0.2 s frames (kernels cut to the window: full Q from ~130 Hz, lower under it); same width and depth as the default,
 # so its encoder and head can start from the default's weights
-PERF_CARRIES = tuple(
-    f"{p}_{k}" for p in ("osc1", "osc2", "osc3") for k in ("pitch", "position", "gain")
-) + ("filter1_cutoff", "filter1_resonance", "filter2_cutoff", "filter2_resonance")
+PERF_CARRIES = tuple(f"{p}_{k}" for p in ("osc1", "osc2", "osc3") for k in ("pitch", "position", "gain")) + (
+    "filter1_cutoff",
+    "filter1_resonance",
+    "filter2_cutoff",
+    "filter2_resonance",
+)
 MODEL_CONFIGS["ast-tiny-perf"] = MODEL_CONFIGS["ast-tiny-notes"].replace(
     patch=(16, 16),
     stride=(16, 8),

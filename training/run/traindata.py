@@ -163,8 +163,16 @@ def held_data(
         raise UsageError("a model with window_s renders its own held windows; remove data and train_size")
     render_dev = dev if cfg.workers == 0 else torch.device("cpu")
     stream = HeldStream(
-        contract, cfg.train_seed, per_rank, window_n,
-        rank=env.rank, world_size=env.world, start_step=start_step, device=render_dev, presets=presets, notes=notes,
+        contract,
+        cfg.train_seed,
+        per_rank,
+        window_n,
+        rank=env.rank,
+        world_size=env.world,
+        start_step=start_step,
+        device=render_dev,
+        presets=presets,
+        notes=notes,
     )
     batches = iter(stream.loader(cfg.workers, pin_memory=dev.type == "cuda"))
     return batches, ValSet(*held_split(contract, cfg.val_seed, cfg.val_size, window_n, presets, notes))
