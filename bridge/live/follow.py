@@ -137,7 +137,9 @@ class HeldFollower:
         seed) -> [values], or [] (no model, no note heard, no base, or lost; or the window is not all
         note: younger than the window, or its first PERF_HEAD_S below the gate, i.e. before the onset:
         the model was trained on windows that start inside the note)."""
-        if self.perf is None or base is None or note is None or end - self.note_start < self.perf_n:
+        if self.perf is None or self.perf_mask is None or base is None or note is None:
+            return []
+        if end - self.note_start < self.perf_n:
             return []
         got = ring.window(end - self.perf_n, self.perf_n)
         if got is None or rms_dbfs(got[: int(PERF_HEAD_S * self.sr), 0]) < self.cont.gate_db:

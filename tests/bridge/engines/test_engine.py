@@ -29,8 +29,9 @@ from synthmatch.bridge.engines.ort import OnnxRuntimeEngine
 ROOT = Path(__file__).resolve().parents[3]
 C = contract_mod.default()
 # the shipped performance model's answers across crops of one held patch (normalised units): median and
-# largest per-parameter standard deviation; scripts/eval_perf.py measures the same on 32 test patches
-CROP_SPREAD_MEDIAN, CROP_SPREAD_MAX = 0.02, 0.1
+# largest per-parameter standard deviation (scripts/eval_perf.py on 32 test patches: median 0.009). The
+# largest is an oscillator's pitch class: one crop of five an octave off is a deviation of 0.1
+CROP_SPREAD_MEDIAN, CROP_SPREAD_MAX = 0.02, 0.15
 
 
 def _audio(batch: int, seed: int = 0) -> np.ndarray:
