@@ -297,7 +297,7 @@ def portaudio_rescan() -> None:
     sd._initialize()
 
 
-_DUMP_LINE = re.compile(r"^\s*(\d+):((?: [0-9a-f]{2})+)")
+_DUMP_LINE = re.compile(r"^\s*(\d+):((?: [0-9a-f]{2})+)(?= |$)")  # "frame: xx xx xx", whole hex tokens
 
 
 class _Collector:
@@ -336,12 +336,14 @@ class MidiDump(_Collector):
     """`jack_midi_dump -a CLIENT` as a subprocess: its input port is "<client>:input".
 
     Lines look like "  16128: b0 0e 40 control change (channel  0): ..."; `messages` holds the raw bytes of
-    each event, in arrival order.
+    each event, in arrival order, and `stamps` beside each (the wall time its line was read, s; its JACK
+    frame: absolute with -a).
     """
 
     def __init__(self, server: JackServer, client: str = "dump"):
         super().__init__(server)
         self.client, self.port = client, f"{client}:input"
+        self.stamps: list[tuple[float, int]] = []
         cmd = ["jack_midi_dump", "-a", client]
         if shutil.which("stdbuf"):
             cmd = ["stdbuf", "-oL"] + cmd  # line-buffer its stdout so events arrive as they happen
@@ -354,6 +356,8 @@ class MidiDump(_Collector):
         for line in self.proc.stdout:
             m = _DUMP_LINE.match(line)
             if m:
+                with self._lock:
+                    self.stamps.append((time.time(), int(m.group(1))))
                 self._add(bytes.fromhex(m.group(2)))
 
     def close(self) -> None:

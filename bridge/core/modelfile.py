@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from synthmatch.bridge.core.contract import Contract
 from synthmatch.bridge.core.errors import UsageError, clip
 
@@ -83,6 +85,11 @@ class ModelMeta:
     def carried(self) -> tuple[str, ...]:
         """The names of the outputs that mean something: `carries`, or every parameter."""
         return self.carries or self.names
+
+    @property
+    def carried_mask(self) -> np.ndarray:
+        """(outputs,) bool, output order: which outputs mean something (`carried`)."""
+        return np.array([name in self.carried for name in self.names])
 
     @property
     def performance(self) -> bool:

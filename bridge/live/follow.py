@@ -34,11 +34,6 @@ from synthmatch.bridge.live.report import Counters, one_line
 PERF_HEAD_S = 0.05  # the performance window's head that must be above the gate (training's LEAD_S)
 
 
-def _carried(meta: Any) -> np.ndarray:
-    """(16,) bool: the outputs a model answers for (ModelMeta.carried), in output order."""
-    return np.array([name in meta.carried for name in meta.names])
-
-
 class HeldFollower:
     """cont: the daemon's ContinuousSettings (gate_s, gate_db, network_every_s, budget_ms, keep_margin);
     contract: the contract (sample rate, window length); counters: the daemon's Counters (refined,
@@ -57,11 +52,9 @@ class HeldFollower:
         perf: Any = None,
     ):
         self.cont, self.contract, self.c, self.log, self.synth = cont, contract, counters, log, synth
-        # the performance model: an Inference (bridge/live/inference.py) on its engine, its window (samples)
-        # and the mask of the outputs it carries; None: none loaded, or given up after failures in a row
+        # the performance model: an Inference (bridge/live/inference.py) on its engine; None: none loaded,
+        # or given up after failures in a row
         self.perf = perf
-        self.perf_n = perf.engine.meta.num_samples if perf is not None else 0
-        self.perf_mask = _carried(perf.engine.meta) if perf is not None else None
         self.sr = contract.audio.sample_rate
         self.n = contract.audio.num_samples
         self._held = matcher  # the HeldMatcher (bridge/match/held.py), made once
@@ -78,6 +71,11 @@ class HeldFollower:
             self._held = HeldMatcher(self.contract, config, synth=self.synth)
             self._held.warm()
         return self._held
+
+    @property
+    def perf_n(self) -> int:
+        """Samples the performance model reads (its metadata's window); 0 without one."""
+        return self.perf.engine.meta.num_samples if self.perf is not None else 0
 
     @property
     def window_n(self) -> int:
@@ -137,9 +135,7 @@ class HeldFollower:
         seed) -> [values], or [] (no model, no note heard, no base, or lost; or the window is not all
         note: younger than the window, or its first PERF_HEAD_S below the gate, i.e. before the onset:
         the model was trained on windows that start inside the note)."""
-        if self.perf is None or self.perf_mask is None or base is None or note is None:
-            return []
-        if end - self.note_start < self.perf_n:
+        if self.perf is None or base is None or note is None or end - self.note_start < self.perf_n:
             return []
         got = ring.window(end - self.perf_n, self.perf_n)
         if got is None or rms_dbfs(got[: int(PERF_HEAD_S * self.sr), 0]) < self.cont.gate_db:
@@ -152,7 +148,7 @@ class HeldFollower:
             return []
         if values is None:
             return []
-        return [np.where(self.perf_mask, values, base).astype(np.float32)]
+        return [np.where(self.perf.engine.meta.carried_mask, values, base).astype(np.float32)]
 
     def answer(
         self, recent: np.ndarray, heard: float, previous: np.ndarray, seeds: list[np.ndarray], budget_ms: float

@@ -14,12 +14,8 @@ def write_model(path: Path, contract, outputs: int = 16, value: float = 0.5, on_
 
     Every output is `value`; on_sound changes what a window with any non-zero sample gets:
     "nan" -> NaN (0.5 + sqrt(-peak)), "range" -> 0.5 + 100 * peak (far above 1). Silence -> `value`."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    from synthmatch.bridge.core.modelfile import build_props, embed
-
-    n = contract.audio.num_samples
     consts = {"ones": np.ones((1, outputs), np.float32), "fill": np.full((1, outputs), value, np.float32)}
     nodes = [
         helper.make_node("Abs", ["audio"], ["mag"]),
@@ -36,29 +32,15 @@ def write_model(path: Path, contract, outputs: int = 16, value: float = 0.5, on_
         helper.make_node("Mul", ["bump", "ones"], ["spread"]),  # (B, outputs)
         helper.make_node("Add", ["spread", "fill"], ["params"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "bad-model",
-        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", n])],
-        [helper.make_tensor_value_info("params", TensorProto.FLOAT, ["batch", outputs])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in consts.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    embed(model, build_props(contract, {"name": "bad-model"}, {"note": "test model"}, "test"))
-    onnx.save(model, str(path))
-    return path
+    return _save(path, contract, "bad-model", nodes, consts, outputs)
 
 
 def write_raising_model(path: Path, contract) -> Path:
     """A synthmatch-looking ONNX model that outputs 0.5 on silence (so it passes the load check) and makes
     ONNX Runtime raise on any window with sound: Gather at index ceil(peak * 1e6), out of bounds."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
-    from synthmatch.bridge.core.modelfile import build_props, embed
-
-    n, k = contract.audio.num_samples, len(contract.names)
+    k = len(contract.names)
     consts = {
         "fill": np.full((1, k), 0.5, np.float32),
         "million": np.array(1e6, np.float32),
@@ -73,15 +55,27 @@ def write_raising_model(path: Path, contract) -> Path:
         helper.make_node("Gather", ["fill", "index"], ["picked"], axis=0),  # (B, 1, k)
         helper.make_node("Squeeze", ["picked", "axis1"], ["params"]),  # (B, k)
     ]
+    return _save(path, contract, "raising-model", nodes, consts, k)
+
+
+def _save(path: Path, contract, name: str, nodes: list, consts: dict[str, np.ndarray], outputs: int) -> Path:
+    """The graph of `nodes` ("audio" (B, num_samples) -> "params" (B, outputs)) with `consts` as
+    initializers, opset 17, the contract's synthmatch metadata, written to `path`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from synthmatch.bridge.core.modelfile import build_props, embed
+
+    n = contract.audio.num_samples
     graph = helper.make_graph(
         nodes,
-        "raising-model",
+        name,
         [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", n])],
-        [helper.make_tensor_value_info("params", TensorProto.FLOAT, ["batch", k])],
-        initializer=[numpy_helper.from_array(v, name) for name, v in consts.items()],
+        [helper.make_tensor_value_info("params", TensorProto.FLOAT, ["batch", outputs])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in consts.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    embed(model, build_props(contract, {"name": "raising-model"}, {"note": "test model"}, "test"))
+    embed(model, build_props(contract, {"name": name}, {"note": "test model"}, "test"))
     onnx.save(model, str(path))
     return path

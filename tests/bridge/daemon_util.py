@@ -119,8 +119,8 @@ def make_config(contract, **sections):
     return config.from_dict(data, contract=contract)
 
 
-def run_daemon(cfg, contract, engine, commands=None, timeout: float = 60.0):
-    """Run the daemon on cfg's (file) input until the input ends; returns (daemon, taps, printed updates).
+def run_daemon(cfg, contract, engine, commands=None, timeout: float = 60.0, matcher=None):
+    """Run the daemon on cfg's (file) input until the input ends; returns (daemon, taps, printed lines).
 
     taps: (start position, analysed window copy, raw model output) per inference.
     """
@@ -139,6 +139,7 @@ def run_daemon(cfg, contract, engine, commands=None, timeout: float = 60.0):
         source,
         commands=commands,
         window_tap=lambda s, w, v: taps.append((s, w.copy(), v.copy())),
+        matcher=matcher,
     )
     d.start()
     try:

@@ -38,7 +38,7 @@ import pytest
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.match.distance import mss
 from synthmatch.bridge.match.synth import Synth
-from tests.jack import JackServer, JackXrun, missing_tools
+from tests.jack import JackServer, JackXrun, MidiDump, missing_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "build" / "plugins" / "synthmatch-synth"
@@ -91,47 +91,27 @@ class Burst:
     note: int
 
 
-class Dump:
-    """`jack_midi_dump -a` (absolute JACK frame times), each line stamped with the wall time it was read."""
+class Dump(MidiDump):
+    """tests/jack.py's MidiDump with its events as (wall s, JACK frame, message) lines, grouped in bursts."""
 
     def __init__(self, server: JackServer, client: str = "loopdump"):
-        self.port = f"{client}:input"
-        self.lines: list[tuple[float, int, bytes]] = []  # (wall s, frame, message)
-        cmd = ["jack_midi_dump", "-a", client]
-        if shutil.which("stdbuf"):
-            cmd = ["stdbuf", "-oL"] + cmd  # line-buffered, so lines arrive as events do
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=server.env)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        server.wait_for_port(self.port)
+        super().__init__(server, client)
 
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            head, _, rest = line.strip().partition(":")
-            if head.isdigit() and rest:
-                hexes = []
-                for tok in rest.split():
-                    if len(tok) != 2 or any(ch not in "0123456789abcdef" for ch in tok):
-                        break
-                    hexes.append(tok)
-                self.lines.append((time.time(), int(head), bytes.fromhex("".join(hexes))))
+    @property
+    def lines(self) -> list[tuple[float, int, bytes]]:
+        with self._lock:
+            return [(wall, frame, msg) for (wall, frame), msg in zip(self.stamps, self.messages)]
 
     def bursts(self) -> list[Burst]:
         """Each note-on with the first message of its burst (the note-off, CCs and note-on an update sends
         together: messages less than 10 ms of JACK time apart)."""
-        out, start = [], None
-        for i, (wall, frame, msg) in enumerate(self.lines[1:], 1):  # [0] is the marker
-            if start is None or frame - self.lines[i - 1][1] > RATE // 100:
+        out, start, lines = [], None, self.lines
+        for i, (wall, frame, msg) in enumerate(lines[1:], 1):  # [0] is the marker
+            if start is None or frame - lines[i - 1][1] > RATE // 100:
                 start = (wall, frame)
             if msg and msg[0] & 0xF0 == 0x90 and len(msg) > 2 and msg[2] > 0:
                 out.append(Burst(start[1], start[0], msg[1]))
         return out
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(5)
-        self._reader.join(2)
 
 
 def first_sound(x: np.ndarray, level: float = 1e-4) -> int:

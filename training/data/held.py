@@ -29,12 +29,13 @@ import numpy as np
 import torch
 
 from synthmatch.bridge.core.contract import Contract
+from synthmatch.bridge.match.held import HELD_FIXED
 from synthmatch.training.data.onthefly import OnTheFly, Renderer
 from synthmatch.training.synths.sampling import PresetSampling, sample_params
 
 PARTNER_SEED = 7_919  # the partner patches' stream: seed + PARTNER_SEED (a prime far from split seeds)
 CROP_STREAM = 0x43524F50  # "CROP": the generator of example i's window end and switch
-KEPT = ("env_attack", "env_decay", "reverb_mix")  # the partner takes these from B
+KEPT = HELD_FIXED  # the partner takes these from B: what a held window cannot tell
 SWITCH_P = 0.5  # share of examples whose window holds a change of timbre
 MIN_SHARE = 0.3  # the new sound fills at least this share of the window's end
 LEAD_S = 0.05  # a window starts at least this long after the note-on (its first 50 ms are the attack's)

@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthmatch.bridge.core.contract import Contract
+from synthmatch.bridge.core.contract import PARAM_NAMES, Contract
 from synthmatch.bridge.core.frontend import CQTSpec
 from synthmatch.bridge.core.loader import load_dataclass
+from synthmatch.bridge.match.held import HELD_FIXED
 from synthmatch.training.model.frontend import LogCQT, LogMel
 from synthmatch.training.model.heads import HEADS, HarmonicSalience, make_head
 
@@ -166,14 +167,9 @@ MODEL_CONFIGS["ast-tiny-notes"] = MODEL_CONFIGS["ast-tiny-cqt"].replace(note_inp
 # the performance model (issue 19): ast-tiny-notes on a 0.4 s window of a held note, answering for what
 # such a window reveals (oscillators and filters; the envelope and reverb come from the trigger answer).
 # 16 x 16 mel patches every 8 frames (4 x 3 = 12 tokens on 38 frames) and 41 constant-Q tokens over two
-# 0.2 s frames (kernels cut to the window: full Q from ~130 Hz, lower under it); same width and depth as the default,
-# so its encoder and head can start from the default's weights
-PERF_CARRIES = tuple(f"{p}_{k}" for p in ("osc1", "osc2", "osc3") for k in ("pitch", "position", "gain")) + (
-    "filter1_cutoff",
-    "filter1_resonance",
-    "filter2_cutoff",
-    "filter2_resonance",
-)
+# 0.2 s frames (kernels cut to the window: full Q from ~130 Hz, lower under it); same width and depth as
+# the default, so its encoder and head can start from the default's weights
+PERF_CARRIES = tuple(n for n in PARAM_NAMES if n not in HELD_FIXED)  # what a held window can tell
 MODEL_CONFIGS["ast-tiny-perf"] = MODEL_CONFIGS["ast-tiny-notes"].replace(
     patch=(16, 16),
     stride=(16, 8),

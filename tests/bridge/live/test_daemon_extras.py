@@ -4,22 +4,18 @@ Torch-free: the notes come from bridge/match/synth.py."""
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from synthmatch.bridge.audio.input import open_source
 from synthmatch.bridge.core import audiofile
 from synthmatch.bridge.core import contract as contract_mod
 from synthmatch.bridge.engines import load_engine
 from synthmatch.bridge.live.daemon import Daemon
 from synthmatch.bridge.match.search import Matcher
 from synthmatch.bridge.match.synth import Synth
-from synthmatch.bridge.outputs.printer import PrintSink
-from tests.bridge.daemon_util import SR, make_config
+from tests.bridge.daemon_util import SR, make_config, run_daemon
 
 C = contract_mod.default()
 SHIPPED = Path(__file__).resolve().parents[3] / "models" / "default.onnx"
@@ -58,18 +54,10 @@ def three_notes(tmp_path_factory):
 
 def _run(model, path) -> tuple[list[dict], SpyMatcher, Daemon]:
     cfg = make_config(C, mode="trigger", input={"source": f"file:{path}", "fast": True}, refine={"budget_ms": 30.0})
-    out, matcher = io.StringIO(), SpyMatcher(C)
-    source = open_source(cfg.input)
+    matcher = SpyMatcher(C)
     with load_engine(model, backend="onnxruntime", contract=C, threads=1) as engine:
-        d = Daemon(cfg, C, engine, [PrintSink(C, stream=out)], source, matcher=matcher)
-        d.start()
-        try:
-            assert d.done.wait(120), "daemon did not finish its file input in time"
-        finally:
-            d.stop()
-            source.stop()
-    assert d.error is None, d.error
-    return [json.loads(line) for line in out.getvalue().splitlines() if '"values"' in line], matcher, d
+        d, _, lines = run_daemon(cfg, C, engine, timeout=120, matcher=matcher)
+    return [line for line in lines if "values" in line], matcher, d
 
 
 def test_a_model_without_the_extra_outputs_still_refines_with_fewer_candidates(tiny_onnx, three_notes):

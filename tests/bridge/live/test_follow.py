@@ -211,13 +211,10 @@ def perf():
     engine.close()
 
 
-def perf_follower(perf, inference=None) -> HeldFollower:
+def perf_follower(perf) -> HeldFollower:
     c = Counters()
-    f = HeldFollower(ContinuousSettings(), C, c, LimitedLog(log, burst=5, per_s=1 / 30), matcher=Recording())
-    f.perf = inference or perf(c)
-    f.perf_n = f.perf.engine.meta.num_samples
-    f.perf_mask = np.array([n in f.perf.engine.meta.carried for n in C.names])
-    return f
+    limited = LimitedLog(log, burst=5, per_s=1 / 30)
+    return HeldFollower(ContinuousSettings(), C, c, limited, matcher=Recording(), perf=perf(c))
 
 
 def synth_ring(seconds: float, values: np.ndarray, note: int = 60) -> Ring:
@@ -230,19 +227,20 @@ def synth_ring(seconds: float, values: np.ndarray, note: int = 60) -> Ring:
 
 def test_the_performance_model_seeds_what_it_carries_and_keeps_the_rest_from_the_answer_playing(perf):
     f = perf_follower(perf)
-    assert f.perf_n == int(0.4 * SR) and f.perf_mask.sum() == 13
+    mask = f.perf.engine.meta.carried_mask
+    assert f.perf_n == int(0.4 * SR) and mask.sum() == 13
     values = np.random.default_rng(4).uniform(0.2, 0.8, 16).astype(np.float32)
     ring = synth_ring(3.0, values)
     base = np.full(16, 0.123, np.float32)
     end = int(2.5 * SR)
     [seed] = f.perf_seeds(ring, end, base, 60)
     assert seed.shape == (16,) and seed.dtype == np.float32
-    assert np.all(seed[~f.perf_mask] == np.float32(0.123))  # envelope and reverb: the answer playing
-    assert np.all(seed[f.perf_mask] != np.float32(0.123)) and np.all((seed >= 0) & (seed <= 1))
+    assert np.all(seed[~mask] == np.float32(0.123))  # envelope and reverb: the answer playing
+    assert np.all(seed[mask] != np.float32(0.123)) and np.all((seed >= 0) & (seed <= 1))
     assert f.c.perf_inferences == 1 and f.c.inferences == 0 and len(f.c.perf_ms) == 1
     # it read exactly the newest 0.4 s: the engine on that window alone gives the same carried values
     direct = f.perf.engine.infer(ring.window(end - f.perf_n, f.perf_n)[:, 0][None], np.array([60.0], np.float32))[0]
-    np.testing.assert_allclose(seed[f.perf_mask], np.clip(direct, 0, 1)[f.perf_mask], atol=1e-6)
+    np.testing.assert_allclose(seed[mask], np.clip(direct, 0, 1)[mask], atol=1e-6)
 
 
 def test_no_performance_seed_before_the_note_fills_its_window_or_without_an_answer_playing(perf):
