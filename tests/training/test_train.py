@@ -539,3 +539,11 @@ def test_weights_and_runs_saved_before_the_performance_keys_still_load_and_resum
     _check_resume(saved, cfg, old)  # no "changes init_partial"
     with pytest.raises(UsageError, match="changes lr"):
         _check_resume({**saved, "lr": 1.0}, cfg, old)
+
+
+@pytest.mark.parametrize("window_s, says", [(3.5, "at most 2.95 s"), (5.0, "at most the contract's 4 s")])
+def test_a_window_the_contract_or_a_held_note_cannot_hold_is_a_usage_error(tmp_path, window_s, says):
+    model = {"base": "ast-tiny-perf", "window_s": window_s, "depth": 1, "dim": 32, "heads": 2, "head_hidden": 32}
+    cfg = _config(tmp_path, "window", model=model, steps=1, val_size=4, batch_size=2)
+    with pytest.raises(UsageError, match=says):
+        run(TrainConfig.load(cfg), tmp_path / "out", device="cpu")

@@ -60,7 +60,11 @@ class HeldRenderer(Renderer):
         self.first_end = self.window_n + int(LEAD_S * sr)
         self.last_end = int(contract.synth.note_off_s * sr)
         if self.first_end > self.last_end:
-            raise ValueError(f"a {window_n}-sample window does not fit before the note-off")
+            most = (self.last_end - int(LEAD_S * sr)) / sr
+            raise ValueError(
+                f"a {window_n / sr:g} s window does not fit in a held note (from {LEAD_S:g} s after the note-on "
+                f"to the note-off at {contract.synth.note_off_s:g} s); use a model window_s of at most {most:g} s"
+            )
         self.kept = [contract.names.index(n) for n in KEPT]
 
     def partner_params(self, start: int, stop: int) -> np.ndarray:

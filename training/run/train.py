@@ -292,7 +292,10 @@ def _start_run(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    model = build_model(model_cfg, contract).to(dev)
+    try:
+        model = build_model(model_cfg, contract).to(dev)
+    except ValueError as e:  # what only the contract can tell (a window longer than its own)
+        raise UsageError(f"{cfg.contract or 'configs/contract.toml'}: model: {e}") from None
     trainer = TrainStep(
         model,
         lr=cfg.lr,

@@ -162,6 +162,10 @@ def held_data(
     if cfg.data or cfg.train_size:
         raise UsageError("a model with window_s renders its own held windows; remove data and train_size")
     render_dev = dev if cfg.workers == 0 else torch.device("cpu")
+    try:
+        val = ValSet(*held_split(contract, cfg.val_seed, cfg.val_size, window_n, presets, notes))
+    except ValueError as e:
+        raise UsageError(f"model: {e}") from None
     stream = HeldStream(
         contract,
         cfg.train_seed,
@@ -175,4 +179,4 @@ def held_data(
         notes=notes,
     )
     batches = iter(stream.loader(cfg.workers, pin_memory=dev.type == "cuda"))
-    return batches, ValSet(*held_split(contract, cfg.val_seed, cfg.val_size, window_n, presets, notes))
+    return batches, val
